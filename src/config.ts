@@ -1,0 +1,61 @@
+// Runtime configuration from the environment, validated once at start-up.
+import { z } from 'zod';
+
+const ms = (fallback: number) => z.coerce.number().int().nonnegative().default(fallback);
+
+export const configSchema = z.object({
+  port: z.coerce.number().int().min(0).max(65535).default(8080),
+  host: z.string().default('0.0.0.0'),
+  /** Host name Twilio reaches us on; used for the wss:// URL in TwiML and signature checks. */
+  publicHost: z.string().optional(),
+  twilioAuthToken: z.string().optional(),
+  /** Signature checks are on whenever an auth token is set, unless explicitly disabled. */
+  validateSignatures: z.enum(['auto', 'true', 'false']).default('auto'),
+  openaiApiKey: z.string().optional(),
+  openaiBaseUrl: z.string().optional(),
+  openaiModel: z.string().default('gpt-4o-mini'),
+  store: z.enum(['memory', 'sqlite', 'redis']).default('sqlite'),
+  sqlitePath: z.string().default('./data/sessions.db'),
+  redisUrl: z.string().default('redis://127.0.0.1:6379'),
+  dtmfIdleMs: ms(10_000),
+  graceMs: ms(5 * 60_000),
+  retentionMs: ms(30 * 60_000),
+  maxResumes: z.coerce.number().int().nonnegative().default(5),
+  welcomeGreeting: z.string().default('Hello! How can I help you today?'),
+  language: z.string().default('en-US'),
+  adminToken: z.string().optional(),
+  inspect: z.enum(['0', '1']).default('0'),
+  inspectPort: z.coerce.number().int().min(1).max(65535).default(8081),
+  logLevel: z.string().default('info'),
+  instanceId: z.string().optional(),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
+  const parsed = configSchema.parse({
+    port: env.PORT,
+    host: env.HOST,
+    publicHost: env.PUBLIC_HOST,
+    twilioAuthToken: env.TWILIO_AUTH_TOKEN,
+    validateSignatures: env.VALIDATE_SIGNATURES,
+    openaiApiKey: env.OPENAI_API_KEY,
+    openaiBaseUrl: env.OPENAI_BASE_URL,
+    openaiModel: env.OPENAI_MODEL,
+    store: env.STORE,
+    sqlitePath: env.SQLITE_PATH,
+    redisUrl: env.REDIS_URL,
+    dtmfIdleMs: env.DTMF_IDLE_MS,
+    graceMs: env.GRACE_MS,
+    retentionMs: env.RETENTION_MS,
+    maxResumes: env.MAX_RESUMES,
+    welcomeGreeting: env.WELCOME_GREETING,
+    language: env.LANGUAGE,
+    adminToken: env.ADMIN_TOKEN,
+    inspect: env.INSPECT,
+    inspectPort: env.INSPECT_PORT,
+    logLevel: env.LOG_LEVEL,
+    instanceId: env.INSTANCE_ID,
+  });
+  return { ...parsed, ...overrides };
+}

@@ -1,0 +1,367 @@
+// A local stand-in for the OpenAI Chat Completions API, built on node:http only.
+// It speaks the real wire format (SSE chunks, tool-call deltas split by index, error bodies),
+// so the real `openai` SDK can be pointed at it through `baseURL`.
+import http from 'node:http';
+import { randomBytes } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+
+export interface ChatMessageIn {
+  role: string;
+  content: unknown;
+  tool_calls?: unknown;
+  tool_call_id?: string;
+  name?: string;
+}
+
+export interface ScriptRequest {
+  messages: ChatMessageIn[];
+  tools?: unknown[];
+  model: string;
+  stream: boolean;
+  /** The whole parsed request body, for anything not surfaced above. */
+  body: Record<string, unknown>;
+}
+
+export interface Reply {
+  /** Assistant text; split into word-sized chunks unless `chunks` is given. */
+  text?: string;
+  /** Exact content deltas to stream (takes precedence over `text`). */
+  chunks?: string[];
+  /** Tool calls; each is streamed as a head chunk (id/type/name) then argument pieces. */
+  toolCalls?: Array<{ name: string; arguments: string; id?: string }>;
+  /** Delay before every chunk after the first (defaults to the server's chunkDelayMs). */
+  delayMs?: number;
+  /** Delay before the first chunk (headers are sent right away for streams). */
+  firstChunkDelayMs?: number;
+  /** Error status (e.g. 500, 429): answered with an OpenAI-style error body instead. */
+  status?: number;
+  /** Error message for `status`. */
+  errorMessage?: string;
+  /** Extra response headers (e.g. `retry-after-ms` for retry tests). */
+  headers?: Record<string, string>;
+}
+
+export type ScriptFn = (req: ScriptRequest) => Reply | Promise<Reply>;
+
+export interface ChatRequestRecord {
+  /** Parsed request body exactly as the client sent it. */
+  body: Record<string, unknown>;
+  messages: ChatMessageIn[];
+  tools?: unknown[];
+  model: string;
+  stream: boolean;
+  headers: http.IncomingHttpHeaders;
+  /** HTTP status answered. */
+  status: number;
+  /** True when the client went away before the response finished. */
+  aborted: boolean;
+  /** True once the full response was written. */
+  completed: boolean;
+  /** Number of SSE data chunks written (excluding [DONE]). */
+  chunksSent: number;
+  startedAt: number;
+  endedAt?: number;
+}
+
+export interface FakeOpenAI {
+  baseURL: string;
+  port: number;
+  requests: ChatRequestRecord[];
+  setScript(fn: ScriptFn): void;
+  close(): Promise<void>;
+}
+
+export interface FakeOpenAIOptions {
+  port?: number;
+  script?: ScriptFn;
+  chunkDelayMs?: number;
+}
+
+/** "You said: <last user message>", streamed word by word. */
+export const echoScript: ScriptFn = ({ messages }) => {
+  const lastUser = [...messages].reverse().find((m) => m.role === 'user');
+  return { text: `You said: ${contentToText(lastUser?.content)}` };
+};
+
+/** Flattens a chat message content (string or array of parts) to plain text. */
+export function contentToText(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) {
+    return content
+      .map((p) => (p && typeof p === 'object' && 'text' in p && typeof p.text === 'string' ? p.text : ''))
+      .join('');
+  }
+  return '';
+}
+
+/** Splits text into word-sized pieces that concatenate back to the input exactly. */
+export function splitIntoChunks(text: string): string[] {
+  if (text === '') return [];
+  // Like model tokens: leading whitespace stays with the word (" world"); trailing whitespace last.
+  return text.match(/\s*\S+|\s+$/g) ?? [text];
+}
+
+function splitArguments(args: string): string[] {
+  const pieces: string[] = [];
+  for (let i = 0; i < args.length; i += 12) pieces.push(args.slice(i, i + 12));
+  return pieces;
+}
+
+const randomId = (prefix: string, bytes = 12) => prefix + randomBytes(bytes).toString('base64url');
+const roughTokens = (s: string) => Math.max(1, Math.ceil(s.length / 4));
+
+export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<FakeOpenAI> {
+  let script: ScriptFn = opts.script ?? echoScript;
+  const defaultDelay = opts.chunkDelayMs ?? 0;
+  const requests: ChatRequestRecord[] = [];
+
+  const server = http.createServer((req, res) => {
+    void handle(req, res).catch((err: unknown) => {
+      if (!res.headersSent) {
+        sendError(res, 500, `fake-openai internal error: ${(err as Error).message}`);
+      } else {
+        res.destroy();
+      }
+    });
+  });
+  server.keepAliveTimeout = 5_000;
+
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    res.setHeader('x-request-id', randomId('req_', 16));
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const raw = await readBody(req);
+
+    if (req.method !== 'POST' || !/^(\/v1)?\/chat\/completions\/?$/.test(url.pathname)) {
+      sendError(res, 404, `Unknown request URL: ${req.method} ${url.pathname}.`, 'invalid_request_error', 'unknown_url');
+      return;
+    }
+
+    let body: Record<string, unknown>;
+    try {
+      const parsed: unknown = JSON.parse(raw);
+      if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('body is not an object');
+      body = parsed as Record<string, unknown>;
+    } catch (err) {
+      sendError(res, 400, `We could not parse the JSON body of your request. (${(err as Error).message})`);
+      return;
+    }
+
+    const messages = Array.isArray(body.messages) ? (body.messages as ChatMessageIn[]) : [];
+    const tools = Array.isArray(body.tools) ? (body.tools as unknown[]) : undefined;
+    const model = typeof body.model === 'string' ? body.model : '';
+    const stream = body.stream === true;
+    const record: ChatRequestRecord = {
+      body,
+      messages,
+      ...(tools ? { tools } : {}),
+      model,
+      stream,
+      headers: req.headers,
+      status: 200,
+      aborted: false,
+      completed: false,
+      chunksSent: 0,
+      startedAt: Date.now(),
+    };
+    requests.push(record);
+
+    if (!Array.isArray(body.messages) || model === '') {
+      record.status = 400;
+      sendError(res, 400, !model ? "Missing required parameter: 'model'." : "Missing required parameter: 'messages'.");
+      record.completed = true;
+      record.endedAt = Date.now();
+      return;
+    }
+
+    // Client disconnects (AbortController, socket drop) end up here before the response finished.
+    let gone = false;
+    res.on('close', () => {
+      if (!res.writableFinished) {
+        gone = true;
+        record.aborted = true;
+        record.endedAt ??= Date.now();
+      }
+    });
+
+    const reply = await script({ messages, ...(tools ? { tools } : {}), model, stream, body });
+    for (const [k, v] of Object.entries(reply.headers ?? {})) res.setHeader(k, v);
+
+    if (reply.status !== undefined && reply.status >= 400) {
+      record.status = reply.status;
+      if (reply.firstChunkDelayMs) await sleep(reply.firstChunkDelayMs);
+      if (gone) return;
+      sendErrorForStatus(res, reply.status, reply.errorMessage);
+      record.completed = true;
+      record.endedAt = Date.now();
+      return;
+    }
+
+    const id = randomId('chatcmpl-');
+    const created = Math.floor(Date.now() / 1000);
+    const content = reply.chunks ?? splitIntoChunks(reply.text ?? '');
+    const fullText = content.join('');
+    const toolCalls = (reply.toolCalls ?? []).map((tc) => ({ ...tc, id: tc.id ?? randomId('call_') }));
+    const finishReason = toolCalls.length > 0 ? 'tool_calls' : 'stop';
+    const usage = {
+      prompt_tokens: roughTokens(JSON.stringify(messages)),
+      completion_tokens: roughTokens(fullText + toolCalls.map((t) => t.name + t.arguments).join('')),
+      total_tokens: 0,
+    };
+    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+    const delay = reply.delayMs ?? defaultDelay;
+
+    if (!stream) {
+      if (reply.firstChunkDelayMs) await sleep(reply.firstChunkDelayMs);
+      if (gone) return;
+      const message: Record<string, unknown> = {
+        role: 'assistant',
+        content: toolCalls.length > 0 && fullText === '' ? null : fullText,
+        refusal: null,
+        annotations: [],
+      };
+      if (toolCalls.length > 0) {
+        message.tool_calls = toolCalls.map((tc) => ({
+          id: tc.id,
+          type: 'function',
+          function: { name: tc.name, arguments: tc.arguments },
+        }));
+      }
+      const payload = {
+        id,
+        object: 'chat.completion',
+        created,
+        model,
+        choices: [{ index: 0, message, logprobs: null, finish_reason: finishReason }],
+        usage,
+        service_tier: 'default',
+        system_fingerprint: 'fp_fake',
+      };
+      const json = JSON.stringify(payload);
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) });
+      res.end(json);
+      record.completed = true;
+      record.endedAt = Date.now();
+      return;
+    }
+
+    // ---- streaming ----
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+    });
+    res.flushHeaders();
+
+    const base = { id, object: 'chat.completion.chunk', created, model, service_tier: 'default', system_fingerprint: 'fp_fake' };
+    const deltas: Array<Record<string, unknown>> = [];
+    // OpenAI opens with a role delta: content "" for text replies; a tool-only reply carries the first
+    // tool-call head in that same delta with content null.
+    if (content.length > 0 || toolCalls.length === 0) {
+      deltas.push({ role: 'assistant', content: '', refusal: null });
+      for (const piece of content) deltas.push({ content: piece });
+    }
+    toolCalls.forEach((tc, index) => {
+      const head = { tool_calls: [{ index, id: tc.id, type: 'function', function: { name: tc.name, arguments: '' } }] };
+      deltas.push(deltas.length === 0 ? { role: 'assistant', content: null, ...head, refusal: null } : head);
+      for (const piece of splitArguments(tc.arguments)) {
+        deltas.push({ tool_calls: [{ index, function: { arguments: piece } }] });
+      }
+    });
+
+    const write = (obj: unknown): boolean => {
+      if (gone || res.destroyed) return false;
+      res.write(`data: ${JSON.stringify(obj)}\n\n`);
+      return true;
+    };
+
+    for (let i = 0; i < deltas.length; i++) {
+      const wait = i === 0 ? (reply.firstChunkDelayMs ?? 0) : delay;
+      if (wait > 0) await sleep(wait);
+      if (!write({ ...base, choices: [{ index: 0, delta: deltas[i], logprobs: null, finish_reason: null }] })) return;
+      record.chunksSent++;
+    }
+    if (delay > 0) await sleep(delay);
+    if (!write({ ...base, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: finishReason }] })) return;
+    record.chunksSent++;
+    const streamOptions = body.stream_options as { include_usage?: boolean } | undefined;
+    if (streamOptions?.include_usage) {
+      if (!write({ ...base, choices: [], usage })) return;
+      record.chunksSent++;
+    }
+    if (gone) return;
+    res.end('data: [DONE]\n\n');
+    record.completed = true;
+    record.endedAt = Date.now();
+  }
+
+  // Timers are tracked so close() does not leave a pending sleep behind.
+  const timers = new Set<NodeJS.Timeout>();
+  function sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        timers.delete(t);
+        resolve();
+      }, ms);
+      timers.add(t);
+    });
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+
+  return {
+    baseURL: `http://127.0.0.1:${port}/v1`,
+    port,
+    requests,
+    setScript(fn: ScriptFn) {
+      script = fn;
+    },
+    close() {
+      for (const t of timers) clearTimeout(t);
+      timers.clear();
+      return new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    },
+  };
+}
+
+function readBody(req: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    req.on('data', (c: Buffer) => parts.push(c));
+    req.on('end', () => resolve(Buffer.concat(parts).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+function sendError(
+  res: http.ServerResponse,
+  status: number,
+  message: string,
+  type = 'invalid_request_error',
+  code: string | null = null,
+): void {
+  const json = JSON.stringify({ error: { message, type, param: null, code } });
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) });
+  res.end(json);
+}
+
+function sendErrorForStatus(res: http.ServerResponse, status: number, message?: string): void {
+  if (status === 429) {
+    sendError(res, 429, message ?? 'Rate limit reached for requests. Please try again later.', 'requests', 'rate_limit_exceeded');
+  } else if (status === 401) {
+    sendError(res, 401, message ?? 'Incorrect API key provided.', 'invalid_request_error', 'invalid_api_key');
+  } else if (status >= 500) {
+    sendError(res, status, message ?? 'The server had an error while processing your request. Sorry about that!', 'server_error');
+  } else {
+    sendError(res, status, message ?? `Request failed with status ${status}.`);
+  }
+}

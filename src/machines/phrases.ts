@@ -1,0 +1,12 @@
+// Short lines the server itself speaks, per language.
+const spanish = (language: string) => language.toLowerCase().startsWith('es');
+
+export function resumeLine(language: string): string {
+  return spanish(language) ? 'Disculpe, se cortó la llamada. Continuemos.' : 'Sorry, we got cut off. Let us continue.';
+}
+
+export function llmFailureLine(language: string): string {
+  return spanish(language)
+    ? 'Lo siento, tengo problemas técnicos. ¿Puede repetir?'
+    : 'Sorry, I am having trouble right now. Could you say that again?';
+}

@@ -1,0 +1,536 @@
+// The call session: one actor per callSid. Two parallel regions while the call is live:
+// `link` tracks the WebSocket (the socket is an edge, not the session) and `conversation`
+// runs the LLM and keypad input. Side effects leave the machine only as emitted `outbound`
+// messages (the socket edge sends them) and invoked actors (LLM, timers, DTMF children).
+import { assign, emit, enqueueActions, fromCallback, sendTo, setup, stateIn } from 'xstate';
+import type { OutboundMessage } from '../protocol/messages.js';
+import type { DtmfDigit } from '../protocol/messages.js';
+import type { ChatTurn, ReplyInput, ToolCall } from '../llm/types.js';
+import { parseToolCall, type CollectDigitsArgs } from '../llm/tools.js';
+import { deadlineTimer } from './deadline-timer.js';
+import { dtmfMachines, type DtmfInput, type DtmfKind, type DtmfResult } from './dtmf/index.js';
+import { resumeLine, llmFailureLine } from './phrases.js';
+
+export interface SessionTimeouts {
+  graceMs: number;
+  retentionMs: number;
+  dtmfIdleMs: number;
+  maxResumes: number;
+}
+
+export interface SessionInput {
+  callSid: string;
+  sessionId: string;
+  from: string;
+  to: string;
+  customParameters: Record<string, string>;
+  language: string;
+  timeouts: SessionTimeouts;
+  now: number;
+}
+
+interface ReplyInFlight {
+  runId: string | null;
+  text: string;
+}
+
+interface DtmfRequest {
+  toolCallId: string;
+  kind: DtmfKind;
+  label?: string;
+  minLength?: number;
+  maxLength?: number;
+}
+
+export interface SessionContext {
+  callSid: string;
+  sessionId: string;
+  from: string;
+  to: string;
+  customParameters: Record<string, string>;
+  language: string;
+  timeouts: SessionTimeouts;
+  history: ChatTurn[];
+  /** The reply being generated; survives socket drops so it can be completed after resume. */
+  reply: ReplyInFlight | null;
+  /** A reply that finished while no socket was attached; spoken after resume. */
+  undelivered: string | null;
+  dtmf: DtmfRequest | null;
+  /** Tool rounds since the caller last spoke; bounds model tool loops. */
+  toolRounds: number;
+  resumes: number;
+  disconnects: number;
+  lastCloseCode: number | null;
+  /** Absolute epoch ms; a deadline (not a duration) so restore keeps the remaining time. */
+  graceDeadline: number | null;
+  handoffData: string | null;
+  createdAt: number;
+  endedReason: string | null;
+}
+
+export type SessionEvent =
+  | { type: 'PROMPT'; text: string; lang: string; last: boolean }
+  | { type: 'DIGIT'; digit: DtmfDigit }
+  | { type: 'INTERRUPT'; utterance: string; durationMs: number }
+  | { type: 'SOCKET.CLOSED'; code: number }
+  | { type: 'ACTION'; resumable: boolean; sessionStatus: string; errorCode: string }
+  | { type: 'RESUME'; sessionId: string; via: 'twilio' | 'reconnection' }
+  | { type: 'GRACE.EXPIRED' }
+  | { type: 'LLM.DELTA'; runId: string; text: string }
+  | { type: 'LLM.DONE'; runId: string; text: string; toolCalls: ToolCall[] }
+  | { type: 'LLM.ERROR'; runId: string; message: string }
+  | { type: 'DTMF.SAY'; text: string };
+
+export type SessionEmitted = { type: 'outbound'; message: OutboundMessage };
+
+const MAX_TOOL_ROUNDS = 4;
+
+/** Placeholder; the server provides the real LLM actor (OpenAI or offline) with machine.provide(). */
+const llmReplyPlaceholder = fromCallback<{ type: string }, ReplyInput>(() => {
+  throw new Error('llmReply actor not provided');
+});
+
+function firstToolCall(event: SessionEvent) {
+  if (event.type !== 'LLM.DONE') return undefined;
+  const call = event.toolCalls[0];
+  return call ? parseToolCall(call) : undefined;
+}
+
+function dtmfInputFor(context: SessionContext): DtmfInput {
+  const request = context.dtmf;
+  return {
+    kind: request?.kind ?? 'digits',
+    idleMs: context.timeouts.dtmfIdleMs,
+    label: request?.label,
+    minLength: request?.minLength,
+    maxLength: request?.maxLength,
+    language: context.language,
+  };
+}
+
+export const sessionMachine = setup({
+  types: {
+    context: {} as SessionContext,
+    events: {} as SessionEvent,
+    input: {} as SessionInput,
+    emitted: {} as SessionEmitted,
+  },
+  actors: {
+    llmReply: llmReplyPlaceholder,
+    deadlineTimer,
+    ...dtmfMachines,
+  },
+  guards: {
+    isFinalPrompt: ({ event }) => event.type === 'PROMPT' && event.last && event.text.trim().length > 0,
+    isCurrentRun: ({ context, event }) =>
+      'runId' in event && (context.reply?.runId === null || context.reply?.runId === event.runId),
+    isNewRun: ({ context, event }) => 'runId' in event && context.reply !== null && context.reply.runId !== event.runId,
+    linkConnected: stateIn('#session.live.link.connected'),
+    conversationFinished: stateIn('#session.live.conversation.finished'),
+    canResume: ({ context }) => context.resumes < context.timeouts.maxResumes,
+    actionResumable: ({ context, event }) =>
+      event.type === 'ACTION' && event.resumable && context.resumes < context.timeouts.maxResumes,
+    tooManyToolRounds: ({ context, event }) =>
+      event.type === 'LLM.DONE' && event.toolCalls.length > 0 && context.toolRounds >= MAX_TOOL_ROUNDS,
+    wantsLanguageSwitch: ({ event }) => firstToolCall(event)?.name === 'switch_language',
+    wantsDigits: ({ event }) => firstToolCall(event)?.name === 'collect_digits',
+    wantsHandoff: ({ event }) => firstToolCall(event)?.name === 'human_agent_handoff',
+    hasToolCalls: ({ event }) => event.type === 'LLM.DONE' && event.toolCalls.length > 0,
+    dtmfKindLanguage: ({ context }) => context.dtmf?.kind === 'language',
+    dtmfKindPhone: ({ context }) => context.dtmf?.kind === 'phoneNumber',
+    dtmfKindDateOfBirth: ({ context }) => context.dtmf?.kind === 'dateOfBirth',
+    lastTurnIsAssistant: ({ context }) => context.history.at(-1)?.role === 'assistant',
+  },
+  actions: {
+    recordUserTurn: assign({
+      history: ({ context, event }) =>
+        event.type === 'PROMPT' ? [...context.history, { role: 'user' as const, content: event.text }] : context.history,
+      toolRounds: 0,
+    }),
+    startReply: assign({ reply: { runId: null, text: '' } }),
+    /** A restarted LLM run (new runId, e.g. after a server restart) regenerates from scratch. */
+    restartReplyText: assign({
+      reply: ({ event }) => ('runId' in event ? { runId: event.runId, text: '' } : null),
+    }),
+    appendDelta: assign({
+      reply: ({ context, event }) =>
+        event.type === 'LLM.DELTA' ? { runId: event.runId, text: (context.reply?.text ?? '') + event.text } : context.reply,
+    }),
+    emitDelta: emit(({ event }) => ({
+      type: 'outbound' as const,
+      message: { type: 'text' as const, token: event.type === 'LLM.DELTA' ? event.text : '', last: false },
+    })),
+    closeTalkCycle: emit({ type: 'outbound', message: { type: 'text', token: '', last: true } }),
+    finishReply: assign({
+      history: ({ context, event }) => {
+        if (event.type !== 'LLM.DONE') return context.history;
+        const turn: ChatTurn = event.toolCalls.length
+          ? { role: 'assistant', content: event.text, toolCalls: event.toolCalls }
+          : { role: 'assistant', content: event.text };
+        return [...context.history, turn];
+      },
+      reply: null,
+    }),
+    markUndelivered: assign({
+      undelivered: ({ context, event }) =>
+        event.type === 'LLM.DONE' && event.text ? (context.undelivered ?? '') + event.text : context.undelivered,
+    }),
+    /** Only what the caller actually heard becomes the assistant turn. */
+    recordInterruptedReply: assign({
+      history: ({ context, event }) =>
+        event.type === 'INTERRUPT'
+          ? [...context.history, { role: 'assistant' as const, content: event.utterance, interrupted: true }]
+          : context.history,
+      reply: null,
+    }),
+    /** The reply had finished generating but was still being spoken: truncate it to what was heard. */
+    truncateLastReply: assign({
+      history: ({ context, event }) => {
+        const last = context.history.at(-1);
+        if (event.type !== 'INTERRUPT' || last?.role !== 'assistant' || last.toolCalls) return context.history;
+        return [...context.history.slice(0, -1), { role: 'assistant' as const, content: event.utterance, interrupted: true }];
+      },
+      undelivered: null,
+    }),
+    dropReply: assign({ reply: null }),
+    recordLlmFailure: assign({
+      history: ({ context }) => [...context.history, { role: 'assistant' as const, content: llmFailureLine(context.language) }],
+      reply: null,
+    }),
+    sayLlmFailure: emit(({ context }) => ({
+      type: 'outbound' as const,
+      message: { type: 'text' as const, token: llmFailureLine(context.language), last: false },
+    })),
+    answerToolCalls: assign({
+      // Every tool call needs a result before the next model turn; the first one is executed,
+      // any others are answered as skipped.
+      history: ({ context, event }) => {
+        if (event.type !== 'LLM.DONE') return context.history;
+        const [first, ...rest] = event.toolCalls;
+        const results: ChatTurn[] = rest.map((c) => ({
+          role: 'tool',
+          toolCallId: c.id,
+          content: 'skipped: one action at a time',
+        }));
+        const parsed = first ? parseToolCall(first) : undefined;
+        if (parsed?.name === 'switch_language') {
+          results.unshift({ role: 'tool', toolCallId: parsed.call.id, content: `language switched to ${parsed.args.language}` });
+        } else if (parsed?.name === 'human_agent_handoff') {
+          results.unshift({ role: 'tool', toolCallId: parsed.call.id, content: 'handing off to a human agent' });
+        } else if (parsed?.name === 'invalid') {
+          results.unshift({ role: 'tool', toolCallId: parsed.call.id, content: `error: ${parsed.error}` });
+        }
+        return [...context.history, ...results];
+      },
+      toolRounds: ({ context }) => context.toolRounds + 1,
+    }),
+    refuseToolLoop: assign({
+      history: ({ context, event }) =>
+        event.type === 'LLM.DONE'
+          ? [
+              ...context.history,
+              ...event.toolCalls.map((c) => ({
+                role: 'tool' as const,
+                toolCallId: c.id,
+                content: 'refused: too many tool calls in a row, answer the caller now',
+              })),
+            ]
+          : context.history,
+    }),
+    applyLanguage: assign({
+      language: ({ context, event }) => {
+        const call = firstToolCall(event);
+        return call?.name === 'switch_language' ? call.args.language : context.language;
+      },
+    }),
+    emitLanguage: emit(({ context }) => ({
+      type: 'outbound' as const,
+      message: { type: 'language' as const, ttsLanguage: context.language, transcriptionLanguage: context.language },
+    })),
+    rememberDtmfRequest: assign({
+      dtmf: ({ event }) => {
+        const call = firstToolCall(event);
+        if (call?.name !== 'collect_digits') return null;
+        const args: CollectDigitsArgs = call.args;
+        return { toolCallId: call.call.id, ...args };
+      },
+    }),
+    // Relayed to the child collector; digits themselves are never logged.
+    forwardDigit: sendTo('dtmf', ({ event }) => event),
+    relayDtmfSay: emit(({ event }) => ({
+      type: 'outbound' as const,
+      message: { type: 'text' as const, token: event.type === 'DTMF.SAY' ? event.text : '', last: true },
+    })),
+    recordDtmfResult: assign({
+      history: ({ context }, params: { result: DtmfResult }) =>
+        context.dtmf
+          ? [...context.history, { role: 'tool' as const, toolCallId: context.dtmf.toolCallId, content: JSON.stringify(params.result) }]
+          : context.history,
+      language: ({ context }, params: { result: DtmfResult }) =>
+        params.result.status === 'ok' && params.result.kind === 'language' ? params.result.value : context.language,
+      dtmf: null,
+    }),
+    recordDtmfCancelled: assign({
+      history: ({ context }) =>
+        context.dtmf
+          ? [
+              ...context.history,
+              {
+                role: 'tool' as const,
+                toolCallId: context.dtmf.toolCallId,
+                content: JSON.stringify({ status: 'failed', kind: context.dtmf.kind, reason: 'cancelled' }),
+              },
+            ]
+          : context.history,
+      dtmf: null,
+    }),
+    emitEnd: emit(({ context }) => ({
+      type: 'outbound' as const,
+      message: { type: 'end' as const, ...(context.handoffData ? { handoffData: context.handoffData } : {}) },
+    })),
+    prepareHandoff: assign({
+      handoffData: ({ context, event }) => {
+        const call = firstToolCall(event);
+        return JSON.stringify({
+          reason: call?.name === 'human_agent_handoff' ? call.args.reason : 'handoff',
+          callSid: context.callSid,
+          language: context.language,
+        });
+      },
+    }),
+    recordDisconnect: assign({
+      disconnects: ({ context }) => context.disconnects + 1,
+      lastCloseCode: ({ event }) => (event.type === 'SOCKET.CLOSED' ? event.code : null),
+      graceDeadline: ({ context }) => Date.now() + context.timeouts.graceMs,
+    }),
+    recordResume: assign({
+      resumes: ({ context }) => context.resumes + 1,
+      sessionId: ({ context, event }) => (event.type === 'RESUME' ? event.sessionId : context.sessionId),
+      graceDeadline: null,
+    }),
+    /** Tell the caller we are back, then complete whatever was cut off by the drop. */
+    greetOnResume: enqueueActions(({ context, enqueue }) => {
+      const streaming = context.reply !== null;
+      const cutOff = context.reply?.text || context.undelivered;
+      const text = (token: string, last: boolean): SessionEmitted => ({ type: 'outbound', message: { type: 'text', token, last } });
+      enqueue.emit(text(resumeLine(context.language), !streaming && !cutOff));
+      // A reply still streaming is continued by its next deltas; a finished one closes the cycle.
+      if (cutOff) enqueue.emit(text(` ${cutOff}`, !streaming));
+      enqueue.assign({ undelivered: null });
+    }),
+    markEnded: assign({
+      endedReason: ({ event }) =>
+        event.type === 'ACTION' ? `action:${event.sessionStatus || event.errorCode}` : event.type.toLowerCase(),
+    }),
+  },
+}).createMachine({
+  id: 'session',
+  context: ({ input }) => ({
+    callSid: input.callSid,
+    sessionId: input.sessionId,
+    from: input.from,
+    to: input.to,
+    customParameters: input.customParameters,
+    language: input.language,
+    timeouts: input.timeouts,
+    history: [],
+    reply: null,
+    undelivered: null,
+    dtmf: null,
+    toolRounds: 0,
+    resumes: 0,
+    disconnects: 0,
+    lastCloseCode: null,
+    graceDeadline: null,
+    handoffData: null,
+    createdAt: input.now,
+    endedReason: null,
+  }),
+  initial: 'live',
+  states: {
+    live: {
+      type: 'parallel',
+      states: {
+        link: {
+          initial: 'connected',
+          states: {
+            connected: {
+              on: {
+                'SOCKET.CLOSED': [
+                  { guard: 'conversationFinished', target: '#session.ended', actions: 'markEnded' },
+                  { target: 'disconnected', actions: 'recordDisconnect' },
+                ],
+                // Newest authenticated connection wins: a second socket for a live call takes over.
+                RESUME: { target: 'connected', reenter: true, actions: ['recordResume', 'greetOnResume'] },
+                // The action callback can overtake our noticing the close.
+                ACTION: [
+                  { guard: 'actionResumable', target: 'grace', actions: 'recordDisconnect' },
+                  { target: '#session.ended', actions: 'markEnded' },
+                ],
+              },
+            },
+            // Socket gone; Twilio normally posts the action callback next.
+            disconnected: {
+              invoke: { src: 'deadlineTimer', input: ({ context }) => ({ at: context.graceDeadline ?? 0, event: 'GRACE.EXPIRED' }) },
+              on: {
+                ACTION: [
+                  { guard: 'actionResumable', target: 'grace' },
+                  { target: '#session.ended', actions: 'markEnded' },
+                ],
+                RESUME: { guard: 'canResume', target: 'connected', actions: ['recordResume', 'greetOnResume'] },
+                'GRACE.EXPIRED': '#session.expired',
+              },
+            },
+            // Twilio was told to reconnect; waiting for the new socket.
+            grace: {
+              invoke: { src: 'deadlineTimer', input: ({ context }) => ({ at: context.graceDeadline ?? 0, event: 'GRACE.EXPIRED' }) },
+              on: {
+                RESUME: { guard: 'canResume', target: 'connected', actions: ['recordResume', 'greetOnResume'] },
+                ACTION: [{ guard: 'actionResumable', target: 'grace' }, { target: '#session.ended', actions: 'markEnded' }],
+                'GRACE.EXPIRED': '#session.expired',
+              },
+            },
+          },
+        },
+        conversation: {
+          initial: 'idle',
+          states: {
+            idle: {
+              on: {
+                PROMPT: { guard: 'isFinalPrompt', target: 'responding', actions: 'recordUserTurn' },
+                INTERRUPT: { guard: 'lastTurnIsAssistant', actions: 'truncateLastReply' },
+              },
+            },
+            responding: {
+              entry: 'startReply',
+              invoke: {
+                src: 'llmReply',
+                input: ({ context }) => ({ turns: context.history, language: context.language }),
+              },
+              on: {
+                'LLM.DELTA': [
+                  { guard: 'isNewRun', actions: ['restartReplyText', 'appendDelta', 'emitDelta'] },
+                  { guard: 'isCurrentRun', actions: ['appendDelta', 'emitDelta'] },
+                ],
+                'LLM.DONE': [
+                  { guard: 'tooManyToolRounds', target: 'responding', reenter: true, actions: ['finishReply', 'refuseToolLoop'] },
+                  {
+                    guard: 'wantsHandoff',
+                    target: 'finished',
+                    actions: ['finishReply', 'answerToolCalls', 'closeTalkCycle', 'prepareHandoff', 'emitEnd'],
+                  },
+                  {
+                    guard: 'wantsLanguageSwitch',
+                    target: 'responding',
+                    reenter: true,
+                    actions: ['finishReply', 'answerToolCalls', 'closeTalkCycle', 'applyLanguage', 'emitLanguage'],
+                  },
+                  {
+                    guard: 'wantsDigits',
+                    target: 'collecting',
+                    actions: ['finishReply', 'answerToolCalls', 'closeTalkCycle', 'rememberDtmfRequest'],
+                  },
+                  // Unknown or invalid tool: the model is told why and answers again.
+                  { guard: 'hasToolCalls', target: 'responding', reenter: true, actions: ['finishReply', 'answerToolCalls'] },
+                  { guard: 'linkConnected', target: 'idle', actions: ['finishReply', 'closeTalkCycle'] },
+                  { target: 'idle', actions: ['markUndelivered', 'finishReply'] },
+                ],
+                'LLM.ERROR': { target: 'idle', actions: ['recordLlmFailure', 'sayLlmFailure', 'closeTalkCycle'] },
+                INTERRUPT: { target: 'idle', actions: ['recordInterruptedReply', 'closeTalkCycle'] },
+                // A new utterance cancels the stream in flight (exiting stops the invoked actor).
+                PROMPT: {
+                  guard: 'isFinalPrompt',
+                  target: 'responding',
+                  reenter: true,
+                  actions: ['dropReply', 'closeTalkCycle', 'recordUserTurn'],
+                },
+              },
+            },
+            collecting: {
+              initial: 'route',
+              on: {
+                DIGIT: { actions: 'forwardDigit' },
+                'DTMF.SAY': { actions: 'relayDtmfSay' },
+                // Speaking instead of typing cancels the keypad entry and is answered normally.
+                PROMPT: { guard: 'isFinalPrompt', target: 'responding', actions: ['recordDtmfCancelled', 'recordUserTurn'] },
+              },
+              states: {
+                route: {
+                  always: [
+                    { guard: 'dtmfKindLanguage', target: 'language' },
+                    { guard: 'dtmfKindPhone', target: 'phoneNumber' },
+                    { guard: 'dtmfKindDateOfBirth', target: 'dateOfBirth' },
+                    { target: 'digits' },
+                  ],
+                },
+                language: {
+                  invoke: {
+                    id: 'dtmf',
+                    src: 'languageMenu',
+                    input: ({ context }) => dtmfInputFor(context),
+                    onDone: {
+                      target: '#session.live.conversation.responding',
+                      actions: [
+                        { type: 'recordDtmfResult', params: ({ event }) => ({ result: event.output }) },
+                        'emitLanguage',
+                      ],
+                    },
+                  },
+                },
+                phoneNumber: {
+                  invoke: {
+                    id: 'dtmf',
+                    src: 'phoneNumber',
+                    input: ({ context }) => dtmfInputFor(context),
+                    onDone: {
+                      target: '#session.live.conversation.responding',
+                      actions: { type: 'recordDtmfResult', params: ({ event }) => ({ result: event.output }) },
+                    },
+                  },
+                },
+                dateOfBirth: {
+                  invoke: {
+                    id: 'dtmf',
+                    src: 'dateOfBirth',
+                    input: ({ context }) => dtmfInputFor(context),
+                    onDone: {
+                      target: '#session.live.conversation.responding',
+                      actions: { type: 'recordDtmfResult', params: ({ event }) => ({ result: event.output }) },
+                    },
+                  },
+                },
+                digits: {
+                  invoke: {
+                    id: 'dtmf',
+                    src: 'digits',
+                    input: ({ context }) => dtmfInputFor(context),
+                    onDone: {
+                      target: '#session.live.conversation.responding',
+                      actions: { type: 'recordDtmfResult', params: ({ event }) => ({ result: event.output }) },
+                    },
+                  },
+                },
+              },
+            },
+            // `end` was sent after the final words; the socket closing now ends the session.
+            finished: {},
+          },
+        },
+      },
+    },
+    expired: { type: 'final' },
+    ended: { type: 'final' },
+  },
+});
+
+export type SessionMachine = typeof sessionMachine;
+
+/** Top-level lifecycle name for listings and metrics: connected | disconnected | grace | expired | ended. */
+export function lifecycleOf(value: unknown): string {
+  if (typeof value === 'string') return value;
+  if (value && typeof value === 'object' && 'live' in value) {
+    const live = (value as { live: { link?: unknown } }).live;
+    if (typeof live.link === 'string') return live.link;
+  }
+  return 'unknown';
+}

@@ -1,0 +1,47 @@
+import { z } from 'zod';
+import {
+  MAX_INBOUND_FRAME_BYTES,
+  inboundMessage,
+  outboundMessage,
+  type InboundMessage,
+  type OutboundMessage,
+} from './messages.js';
+
+export type ParseResult =
+  | { ok: true; message: InboundMessage }
+  | { ok: false; reason: 'oversize' | 'bad-json' | 'invalid'; detail: string };
+
+/** Parses one inbound WebSocket frame. Never throws: garbage becomes a typed rejection. */
+export function parseInbound(raw: string | Buffer): ParseResult {
+  const size = typeof raw === 'string' ? Buffer.byteLength(raw) : raw.length;
+  if (size > MAX_INBOUND_FRAME_BYTES) {
+    return { ok: false, reason: 'oversize', detail: `${size} bytes > ${MAX_INBOUND_FRAME_BYTES}` };
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(typeof raw === 'string' ? raw : raw.toString('utf8'));
+  } catch (err) {
+    return { ok: false, reason: 'bad-json', detail: (err as Error).message };
+  }
+  const parsed = inboundMessage.safeParse(json);
+  if (!parsed.success) {
+    return { ok: false, reason: 'invalid', detail: z.prettifyError(parsed.error) };
+  }
+  return { ok: true, message: parsed.data };
+}
+
+export class InvalidOutboundMessageError extends Error {
+  override name = 'InvalidOutboundMessageError';
+}
+
+/**
+ * Validates an outbound message before it goes on the wire: Twilio drops invalid ones (64107)
+ * and hangs up after ten in a row, so a bug here must fail loudly on our side instead.
+ */
+export function serializeOutbound(message: OutboundMessage): string {
+  const parsed = outboundMessage.safeParse(message);
+  if (!parsed.success) {
+    throw new InvalidOutboundMessageError(z.prettifyError(parsed.error));
+  }
+  return JSON.stringify(parsed.data);
+}

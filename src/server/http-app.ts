@@ -1,0 +1,107 @@
+// HTTP routes (Hono): TwiML for incoming calls, the <Connect action> callback, health, metrics, admin views.
+import { Hono, type Context } from 'hono';
+import type { Config } from '../config.js';
+import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
+import type { SessionManager } from './session-manager.js';
+import type { SnapshotStore } from '../stores/types.js';
+import { conversationRelayTwiml, hangupTwiml } from './twiml.js';
+import { isValidTwilioSignature } from './signature.js';
+import { redactSession } from './redact.js';
+
+export interface HttpAppDeps {
+  config: Config;
+  manager: SessionManager;
+  store: SnapshotStore;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+export interface PublicOrigin {
+  publicHost: string;
+  secure: boolean;
+}
+
+/** Where Twilio reaches us: PUBLIC_HOST (always TLS) or, for local runs, the request's own Host. */
+export function publicOrigin(config: Config, hostHeader: string | undefined, forwardedProto: string | undefined): PublicOrigin {
+  if (config.publicHost) return { publicHost: config.publicHost, secure: true };
+  return { publicHost: hostHeader ?? `127.0.0.1:${config.port}`, secure: forwardedProto === 'https' };
+}
+
+export function signaturesRequired(config: Config): config is Config & { twilioAuthToken: string } {
+  if (config.validateSignatures === 'false') return false;
+  if (config.validateSignatures === 'true' && !config.twilioAuthToken) {
+    throw new Error('VALIDATE_SIGNATURES=true needs TWILIO_AUTH_TOKEN');
+  }
+  return Boolean(config.twilioAuthToken);
+}
+
+const xml = (c: Context, body: string) => c.body(body, 200, { 'Content-Type': 'text/xml' });
+
+export function createHttpApp(deps: HttpAppDeps): Hono {
+  const { config, manager, logger, metrics } = deps;
+  const app = new Hono();
+
+  /** Reads the form body once and checks X-Twilio-Signature when signatures are required. */
+  const twilioForm = async (c: Context): Promise<{ origin: PublicOrigin; form: Record<string, string> } | Response> => {
+    const origin = publicOrigin(config, c.req.header('host'), c.req.header('x-forwarded-proto'));
+    const body = await c.req.parseBody().catch(() => ({}));
+    const form: Record<string, string> = {};
+    for (const [k, v] of Object.entries(body)) if (typeof v === 'string') form[k] = v;
+    if (signaturesRequired(config)) {
+      const url = `${origin.secure ? 'https' : 'http'}://${origin.publicHost}${new URL(c.req.url).pathname}`;
+      if (!isValidTwilioSignature(config.twilioAuthToken, c.req.header('x-twilio-signature'), url, form)) {
+        logger.warn({ path: c.req.path }, 'webhook with an invalid Twilio signature rejected');
+        return c.text('invalid signature', 403);
+      }
+    }
+    return { origin, form };
+  };
+
+  app.post('/twiml', async (c) => {
+    const parsed = await twilioForm(c);
+    if (parsed instanceof Response) return parsed;
+    logger.child({ callSid: parsed.form.CallSid }).info('incoming call');
+    return xml(c, conversationRelayTwiml({ ...parsed.origin, language: config.language, welcomeGreeting: config.welcomeGreeting }));
+  });
+
+  app.post('/action', async (c) => {
+    const parsed = await twilioForm(c);
+    if (parsed instanceof Response) return parsed;
+    const { form, origin } = parsed;
+    if (!form.CallSid) return c.text('CallSid is required', 400);
+    const outcome = await manager.handleAction({
+      callSid: form.CallSid,
+      callStatus: form.CallStatus ?? '',
+      sessionStatus: form.SessionStatus ?? '',
+      errorCode: form.ErrorCode ?? '',
+    });
+    if (outcome === 'reconnect') return xml(c, conversationRelayTwiml({ ...origin, language: config.language }));
+    if (outcome === 'hangup') return xml(c, hangupTwiml('Sorry, we could not reconnect your call. Goodbye.'));
+    return xml(c, hangupTwiml());
+  });
+
+  app.get('/healthz', (c) =>
+    c.json({ ok: true, store: deps.store.kind, instance: config.instanceId, sessions: manager.size }),
+  );
+
+  app.get('/metrics', async (c) => c.body(await metrics.registry.metrics(), 200, { 'Content-Type': metrics.registry.contentType }));
+
+  // Admin views: off unless ADMIN_TOKEN is set; context is redacted (no digits, masked numbers).
+  app.use('/sessions/*', async (c, next) => {
+    if (!config.adminToken) return c.text('admin views are disabled: set ADMIN_TOKEN', 404);
+    if (c.req.header('authorization') !== `Bearer ${config.adminToken}`) return c.text('unauthorized', 401);
+    return next();
+  });
+  app.get('/sessions', (c) => c.json(manager.all().map((s) => redactSession(s.actor.getSnapshot()))));
+  app.get('/sessions/:callSid', (c) => {
+    const session = manager.get(c.req.param('callSid'));
+    return session ? c.json(redactSession(session.actor.getSnapshot())) : c.text('no such live session', 404);
+  });
+
+  app.onError((err, c) => {
+    logger.error({ err, path: c.req.path }, 'request failed');
+    return c.text('internal error', 500);
+  });
+  return app;
+}

@@ -1,0 +1,123 @@
+// One Twilio ConversationRelay WebSocket: waits for setup, then turns typed frames into session events.
+import type { WebSocket } from 'ws';
+import { parseInbound } from '../protocol/parse.js';
+import { serializeOutbound, InvalidOutboundMessageError } from '../protocol/parse.js';
+import type { InboundMessage, OutboundMessage } from '../protocol/messages.js';
+import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
+import type { Session, SessionManager, SessionSocket } from './session-manager.js';
+import type { SessionEvent } from '../machines/session.js';
+
+export interface RelaySocketDeps {
+  manager: SessionManager;
+  logger: Logger;
+  metrics: Metrics;
+  /** A socket that sends no setup in this time is closed. */
+  setupTimeoutMs?: number;
+}
+
+/** Maps an inbound frame to a session event; frames with nothing for the session map to undefined. */
+export function toSessionEvent(message: InboundMessage): SessionEvent | undefined {
+  switch (message.type) {
+    case 'prompt':
+      return { type: 'PROMPT', text: message.voicePrompt, lang: message.lang, last: message.last };
+    case 'dtmf':
+      return { type: 'DIGIT', digit: message.digit };
+    case 'interrupt':
+      return { type: 'INTERRUPT', utterance: message.utteranceUntilInterrupt, durationMs: message.durationUntilInterruptMs };
+    default:
+      return undefined;
+  }
+}
+
+export function handleRelaySocket(ws: WebSocket, deps: RelaySocketDeps): void {
+  let log = deps.logger;
+  let session: Session | null = null;
+  let connecting = false;
+  // Frames that arrive while the session is being created or restored (async store I/O).
+  const queued: InboundMessage[] = [];
+
+  const socket: SessionSocket = {
+    send(message: OutboundMessage) {
+      if (ws.readyState !== ws.OPEN) return;
+      try {
+        ws.send(serializeOutbound(message));
+      } catch (err) {
+        // Never put an invalid frame on the wire: Twilio would drop it and hang up after ten.
+        if (err instanceof InvalidOutboundMessageError) log.error({ err: err.message, type: message.type }, 'refused to send invalid outbound message');
+        else throw err;
+      }
+    },
+    close(code, reason) {
+      if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.close(code, reason);
+    },
+  };
+
+  const setupTimer = setTimeout(() => {
+    if (!session && !connecting) {
+      log.warn('no setup frame received; closing socket');
+      socket.close(1008, 'setup expected');
+    }
+  }, deps.setupTimeoutMs ?? 10_000);
+
+  const route = (message: InboundMessage) => {
+    if (!session) return;
+    if (message.type === 'setup') {
+      log.warn('duplicate setup on an open socket ignored');
+      return;
+    }
+    if (message.type === 'error') log.warn({ description: message.description }, 'twilio reported an error');
+    if (message.type === 'info') log.debug({ name: message.name }, 'info');
+    const event = toSessionEvent(message);
+    if (event) deps.manager.send(session, socket, event);
+  };
+
+  ws.on('message', (data: Buffer, isBinary: boolean) => {
+    const parsed = parseInbound(isBinary ? data : data.toString('utf8'));
+    if (!parsed.ok) {
+      deps.metrics.malformedFrames.inc({ reason: parsed.reason });
+      log.warn({ reason: parsed.reason, detail: parsed.detail.slice(0, 300) }, 'malformed frame ignored');
+      return;
+    }
+    const message = parsed.message;
+    if (session) return route(message);
+    if (connecting) {
+      queued.push(message);
+      return;
+    }
+    if (message.type !== 'setup') {
+      log.warn({ type: message.type }, 'frame before setup ignored');
+      return;
+    }
+    connecting = true;
+    clearTimeout(setupTimer);
+    log = deps.logger.child({ callSid: message.callSid });
+    deps.manager
+      .connect(message, socket)
+      .then((result) => {
+        connecting = false;
+        if (!result.ok) {
+          socket.close(result.code, result.reason);
+          return;
+        }
+        session = result.session;
+        if (ws.readyState !== ws.OPEN) {
+          // The socket died while we were restoring: tell the session right away.
+          deps.manager.socketClosed(session, socket, 1006);
+          return;
+        }
+        for (const m of queued.splice(0)) route(m);
+      })
+      .catch((err: unknown) => {
+        connecting = false;
+        log.error({ err }, 'could not start or resume the session');
+        socket.close(1011, 'session unavailable');
+      });
+  });
+
+  ws.on('close', (code: number) => {
+    clearTimeout(setupTimer);
+    if (session) deps.manager.socketClosed(session, socket, code);
+  });
+  ws.on('error', (err) => log.warn({ err: err.message }, 'socket error'));
+}

@@ -1,0 +1,43 @@
+import twilio from 'twilio';
+
+export interface TwimlOptions {
+  publicHost: string;
+  /** Whether the host is reached over TLS (wss/https); plain ws/http for local runs. */
+  secure: boolean;
+  language: string;
+  welcomeGreeting?: string;
+  parameters?: Record<string, string>;
+}
+
+export function relayUrl(opts: Pick<TwimlOptions, 'publicHost' | 'secure'>): string {
+  return `${opts.secure ? 'wss' : 'ws'}://${opts.publicHost}/relay`;
+}
+
+export function actionUrl(opts: Pick<TwimlOptions, 'publicHost' | 'secure'>): string {
+  return `${opts.secure ? 'https' : 'http'}://${opts.publicHost}/action`;
+}
+
+/** `<Connect action><ConversationRelay>` for a new call, or (without greeting) for a resume. */
+export function conversationRelayTwiml(opts: TwimlOptions): string {
+  const response = new twilio.twiml.VoiceResponse();
+  const connect = response.connect({ action: actionUrl(opts) });
+  const relay = connect.conversationRelay({
+    url: relayUrl(opts),
+    language: opts.language,
+    dtmfDetection: true,
+    interruptible: 'any',
+    ...(opts.welcomeGreeting ? { welcomeGreeting: opts.welcomeGreeting } : {}),
+  });
+  relay.language({ code: 'en-US', ttsProvider: 'Google', voice: 'en-US-Journey-O', transcriptionProvider: 'Deepgram' });
+  relay.language({ code: 'es-US', ttsProvider: 'Google', voice: 'es-US-Journey-F', transcriptionProvider: 'Deepgram' });
+  for (const [name, value] of Object.entries(opts.parameters ?? {})) relay.parameter({ name, value });
+  return response.toString();
+}
+
+/** Ends the call politely, e.g. when resumes are exhausted or the session is gone. */
+export function hangupTwiml(message?: string): string {
+  const response = new twilio.twiml.VoiceResponse();
+  if (message) response.say(message);
+  response.hangup();
+  return response.toString();
+}

@@ -1,0 +1,100 @@
+// In-process snapshot store for development and tests; same contract as the durable stores.
+import { StaleLeaseError, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from './types.js';
+
+/** Epochs outlive activity by at least this long so a late writer is still fenced off. */
+const EPOCH_MIN_TTL_MS = 24 * 60 * 60_000;
+
+interface EpochEntry {
+  epoch: number;
+  retainUntil: number;
+}
+
+export class MemoryStore implements SnapshotStore {
+  readonly kind = 'memory' as const;
+  private readonly records = new Map<string, SessionRecord>();
+  private readonly epochs = new Map<string, EpochEntry>();
+
+  async acquire(callSid: string, owner: string): Promise<Lease> {
+    const epoch = this.epochEntry(callSid).epoch + 1;
+    this.raiseEpoch(callSid, epoch, 0);
+    return { callSid, owner, epoch };
+  }
+
+  async save(lease: Lease, input: SaveInput): Promise<void> {
+    const now = Date.now();
+    this.assertCurrent(lease);
+    this.raiseEpoch(lease.callSid, lease.epoch, input.retainUntil);
+    this.records.set(lease.callSid, {
+      callSid: lease.callSid,
+      // A JSON round trip gives the same semantics as the durable stores and detaches caller objects.
+      snapshot: jsonClone(input.snapshot),
+      state: input.state,
+      epoch: lease.epoch,
+      updatedAt: now,
+      retainUntil: input.retainUntil,
+    });
+  }
+
+  async load(callSid: string): Promise<SessionRecord | undefined> {
+    const record = this.records.get(callSid);
+    if (!record || record.retainUntil <= Date.now()) return undefined;
+    return { ...record, snapshot: jsonClone(record.snapshot) };
+  }
+
+  async currentEpoch(callSid: string): Promise<number> {
+    return this.epochs.get(callSid)?.epoch ?? 0;
+  }
+
+  async delete(lease: Lease): Promise<void> {
+    this.assertCurrent(lease);
+    // The epoch stays so an older owner cannot resurrect the session.
+    this.records.delete(lease.callSid);
+  }
+
+  async list(): Promise<SessionRecord[]> {
+    const now = Date.now();
+    return [...this.records.values()]
+      .filter((record) => record.retainUntil > now)
+      .map((record) => ({ ...record, snapshot: jsonClone(record.snapshot) }));
+  }
+
+  async sweep(now = Date.now()): Promise<number> {
+    let removed = 0;
+    for (const [callSid, record] of this.records) {
+      if (record.retainUntil > now) continue;
+      this.records.delete(callSid);
+      removed++;
+    }
+    for (const [callSid, entry] of this.epochs) {
+      if (entry.retainUntil <= now) this.epochs.delete(callSid);
+    }
+    return removed;
+  }
+
+  async close(): Promise<void> {
+    this.records.clear();
+    this.epochs.clear();
+  }
+
+  private epochEntry(callSid: string): EpochEntry {
+    return this.epochs.get(callSid) ?? { epoch: 0, retainUntil: 0 };
+  }
+
+  /** Raises the stored epoch to at least `epoch`; it is kept at least as long as the record it guards. */
+  private raiseEpoch(callSid: string, epoch: number, retainUntil: number): void {
+    const entry = this.epochEntry(callSid);
+    this.epochs.set(callSid, {
+      epoch: Math.max(entry.epoch, epoch),
+      retainUntil: Math.max(entry.retainUntil, retainUntil, Date.now() + EPOCH_MIN_TTL_MS),
+    });
+  }
+
+  private assertCurrent(lease: Lease): void {
+    const current = this.epochs.get(lease.callSid)?.epoch ?? 0;
+    if (lease.epoch < current) throw new StaleLeaseError(lease.callSid, lease.epoch, current);
+  }
+}
+
+function jsonClone(value: unknown): unknown {
+  return value === undefined ? undefined : JSON.parse(JSON.stringify(value));
+}

@@ -1,0 +1,170 @@
+// Shared snapshot store on Redis: fencing and writes are atomic Lua scripts, retention is key TTLs.
+import { createHash } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { StaleLeaseError, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from './types.js';
+
+/** Epochs outlive activity by at least this long so a late writer is still fenced off. */
+const EPOCH_MIN_TTL_MS = 24 * 60 * 60_000;
+
+class LuaScript {
+  readonly sha: string;
+  constructor(readonly source: string) {
+    this.sha = createHash('sha1').update(source).digest('hex');
+  }
+}
+
+// Newest wins: bump the epoch and make sure an orphaned lease (never saved) still expires.
+// KEYS: epoch. ARGV: minTtlMs.
+const ACQUIRE = new LuaScript(`
+local epoch = redis.call('INCR', KEYS[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return epoch
+`);
+
+// Returns the current epoch (a number) when the lease is stale, 'OK' once written.
+// The epoch key is raised to the lease epoch (it may have expired) and only ever gets a later expiry.
+// KEYS: record, epoch. ARGV: leaseEpoch, recordJson, retainUntil, epochKeepUntil, now.
+const SAVE = new LuaScript(`
+local lease = tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+if lease < current then return current end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+if lease > current then redis.call('SET', KEYS[2], lease) end
+local ttl = redis.call('PTTL', KEYS[2])
+if ttl >= 0 and tonumber(ARGV[5]) + ttl >= tonumber(ARGV[4]) then return redis.status_reply('OK') end
+redis.call('PEXPIREAT', KEYS[2], ARGV[4])
+return redis.status_reply('OK')
+`);
+
+// The epoch key is kept so an older owner cannot resurrect the session.
+// KEYS: record, epoch. ARGV: leaseEpoch.
+const DELETE = new LuaScript(`
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[1]) < current then return current end
+redis.call('DEL', KEYS[1])
+return redis.status_reply('OK')
+`);
+
+export interface RedisStoreOptions {
+  /** Key prefix; default 'relay:'. */
+  prefix?: string;
+}
+
+export class RedisStore implements SnapshotStore {
+  readonly kind = 'redis' as const;
+  private readonly redis: Redis;
+  private readonly prefix: string;
+
+  constructor(url: string, opts: RedisStoreOptions = {}) {
+    this.redis = new Redis(url);
+    this.prefix = opts.prefix ?? 'relay:';
+  }
+
+  async acquire(callSid: string, owner: string): Promise<Lease> {
+    const epoch = await this.run(ACQUIRE, [this.epochKey(callSid)], [EPOCH_MIN_TTL_MS]);
+    if (typeof epoch !== 'number') throw new Error(`unexpected acquire reply for ${callSid}: ${String(epoch)}`);
+    return { callSid, owner, epoch };
+  }
+
+  async save(lease: Lease, input: SaveInput): Promise<void> {
+    const now = Date.now();
+    const record: SessionRecord = {
+      callSid: lease.callSid,
+      snapshot: input.snapshot,
+      state: input.state,
+      epoch: lease.epoch,
+      updatedAt: now,
+      retainUntil: input.retainUntil,
+    };
+    const keepEpochUntil = Math.max(input.retainUntil, now + EPOCH_MIN_TTL_MS);
+    const reply = await this.run(
+      SAVE,
+      [this.recordKey(lease.callSid), this.epochKey(lease.callSid)],
+      [lease.epoch, JSON.stringify(record), input.retainUntil, keepEpochUntil, now],
+    );
+    if (typeof reply === 'number') throw new StaleLeaseError(lease.callSid, lease.epoch, reply);
+  }
+
+  async load(callSid: string): Promise<SessionRecord | undefined> {
+    return parseLive(await this.redis.get(this.recordKey(callSid)), Date.now());
+  }
+
+  async currentEpoch(callSid: string): Promise<number> {
+    return Number((await this.redis.get(this.epochKey(callSid))) ?? 0);
+  }
+
+  async delete(lease: Lease): Promise<void> {
+    const reply = await this.run(DELETE, [this.recordKey(lease.callSid), this.epochKey(lease.callSid)], [lease.epoch]);
+    if (typeof reply === 'number') throw new StaleLeaseError(lease.callSid, lease.epoch, reply);
+  }
+
+  async list(): Promise<SessionRecord[]> {
+    const now = Date.now();
+    const match = `${escapeGlob(this.prefix)}*:rec`;
+    const records: SessionRecord[] = [];
+    let cursor = '0';
+    do {
+      const [next, keys] = await this.redis.scan(cursor, 'MATCH', match, 'COUNT', 500);
+      cursor = next;
+      if (keys.length === 0) continue;
+      for (const raw of await this.redis.mget(keys)) {
+        const record = parseLive(raw, now);
+        if (record) records.push(record);
+      }
+    } while (cursor !== '0');
+    return records;
+  }
+
+  async sweep(): Promise<number> {
+    return 0; // Retention is enforced by key TTLs.
+  }
+
+  async close(): Promise<void> {
+    if (this.redis.status === 'end') return;
+    await this.redis.quit();
+  }
+
+  // Keys share a hash tag so the scripts stay single-slot under Redis Cluster.
+  private recordKey(callSid: string): string {
+    return `${this.prefix}{${callSid}}:rec`;
+  }
+
+  private epochKey(callSid: string): string {
+    return `${this.prefix}{${callSid}}:epoch`;
+  }
+
+  /** EVALSHA with a one-off EVAL fallback when the server has not cached the script yet. */
+  private async run(script: LuaScript, keys: string[], args: (string | number)[]): Promise<unknown> {
+    try {
+      return await this.redis.evalsha(script.sha, keys.length, ...keys, ...args);
+    } catch (err) {
+      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
+      return this.redis.eval(script.source, keys.length, ...keys, ...args);
+    }
+  }
+}
+
+function parseLive(raw: string | null, now: number): SessionRecord | undefined {
+  if (raw === null) return undefined;
+  const value: unknown = JSON.parse(raw);
+  if (!isSessionRecord(value)) throw new Error('malformed session record in Redis');
+  // TTLs already expire keys; this only guards against clock skew between us and Redis.
+  return value.retainUntil > now ? value : undefined;
+}
+
+function escapeGlob(text: string): string {
+  return text.replace(/[*?[\]\\]/g, '\\$&');
+}
+
+function isSessionRecord(value: unknown): value is SessionRecord {
+  if (typeof value !== 'object' || value === null) return false;
+  const v = value as Record<string, unknown>;
+  return (
+    typeof v.callSid === 'string' &&
+    typeof v.state === 'string' &&
+    typeof v.epoch === 'number' &&
+    typeof v.updatedAt === 'number' &&
+    typeof v.retainUntil === 'number'
+  );
+}

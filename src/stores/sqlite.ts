@@ -1,0 +1,187 @@
+// Durable single-host snapshot store on SQLite (better-sqlite3, WAL).
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { StaleLeaseError, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from './types.js';
+
+/** Epochs outlive activity by at least this long so a late writer is still fenced off. */
+const EPOCH_MIN_TTL_MS = 24 * 60 * 60_000;
+
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS records (
+    call_sid     TEXT PRIMARY KEY,
+    snapshot     TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    epoch        INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    retain_until INTEGER NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS records_retain_until ON records (retain_until);
+  CREATE TABLE IF NOT EXISTS leases (
+    call_sid     TEXT PRIMARY KEY,
+    owner        TEXT NOT NULL,
+    epoch        INTEGER NOT NULL,
+    retain_until INTEGER NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS leases_retain_until ON leases (retain_until);
+`;
+
+interface RecordRow {
+  call_sid: string;
+  snapshot: string;
+  state: string;
+  epoch: number;
+  updated_at: number;
+  retain_until: number;
+}
+
+interface LeaseParams {
+  callSid: string;
+  owner: string;
+  epoch: number;
+  retainUntil: number;
+}
+
+export interface SqliteStoreOptions {
+  /** How often expired rows are deleted; default 60 s. */
+  sweepIntervalMs?: number;
+}
+
+export class SqliteStore implements SnapshotStore {
+  readonly kind = 'sqlite' as const;
+  private readonly db: Database.Database;
+  private readonly timer: NodeJS.Timeout;
+  private readonly stmt;
+  private readonly saveTx;
+  private readonly deleteTx;
+
+  constructor(file: string, opts: SqliteStoreOptions = {}) {
+    if (file !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    // NORMAL is durable across process crashes in WAL mode; only an OS crash can lose the last commits.
+    this.db.pragma('synchronous = NORMAL');
+    // Several server processes may share the file; wait for the write lock instead of failing.
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(SCHEMA);
+
+    const db = this.db;
+    this.stmt = {
+      // Newest wins: every acquire bumps the epoch, creating the lease row on first use.
+      acquire: db.prepare<LeaseParams, { epoch: number }>(`
+        INSERT INTO leases (call_sid, owner, epoch, retain_until) VALUES (@callSid, @owner, @epoch, @retainUntil)
+        ON CONFLICT (call_sid) DO UPDATE SET
+          epoch = epoch + 1,
+          owner = excluded.owner,
+          retain_until = MAX(retain_until, excluded.retain_until)
+        RETURNING epoch`),
+      epoch: db.prepare<[string], { epoch: number }>('SELECT epoch FROM leases WHERE call_sid = ?'),
+      // Keeps the epoch at least as long as the record it guards (and restores it if it was swept).
+      keepLease: db.prepare<LeaseParams>(`
+        INSERT INTO leases (call_sid, owner, epoch, retain_until) VALUES (@callSid, @owner, @epoch, @retainUntil)
+        ON CONFLICT (call_sid) DO UPDATE SET
+          epoch = MAX(epoch, excluded.epoch),
+          retain_until = MAX(retain_until, excluded.retain_until)`),
+      upsert: db.prepare<[RecordRow]>(`
+        INSERT INTO records (call_sid, snapshot, state, epoch, updated_at, retain_until)
+        VALUES (@call_sid, @snapshot, @state, @epoch, @updated_at, @retain_until)
+        ON CONFLICT (call_sid) DO UPDATE SET
+          snapshot = excluded.snapshot, state = excluded.state, epoch = excluded.epoch,
+          updated_at = excluded.updated_at, retain_until = excluded.retain_until`),
+      load: db.prepare<[string, number], RecordRow>('SELECT * FROM records WHERE call_sid = ? AND retain_until > ?'),
+      list: db.prepare<[number], RecordRow>('SELECT * FROM records WHERE retain_until > ? ORDER BY updated_at DESC'),
+      deleteRecord: db.prepare<[string]>('DELETE FROM records WHERE call_sid = ?'),
+      sweepRecords: db.prepare<[number]>('DELETE FROM records WHERE retain_until <= ?'),
+      sweepLeases: db.prepare<[number]>('DELETE FROM leases WHERE retain_until <= ?'),
+    };
+
+    // IMMEDIATE takes the write lock up front, so the epoch read and the write cannot interleave
+    // with another process's acquire.
+    this.saveTx = db.transaction((lease: Lease, row: RecordRow) => {
+      this.assertCurrent(lease);
+      this.stmt.upsert.run(row);
+      this.stmt.keepLease.run({
+        callSid: lease.callSid,
+        owner: lease.owner,
+        epoch: lease.epoch,
+        retainUntil: Math.max(row.retain_until, row.updated_at + EPOCH_MIN_TTL_MS),
+      });
+    }).immediate;
+    this.deleteTx = db.transaction((lease: Lease) => {
+      this.assertCurrent(lease);
+      // The lease row stays so an older owner cannot resurrect the session.
+      this.stmt.deleteRecord.run(lease.callSid);
+    }).immediate;
+
+    this.timer = setInterval(() => this.sweepInBackground(), opts.sweepIntervalMs ?? 60_000);
+    this.timer.unref();
+  }
+
+  async acquire(callSid: string, owner: string): Promise<Lease> {
+    const row = this.stmt.acquire.get({ callSid, owner, epoch: 1, retainUntil: Date.now() + EPOCH_MIN_TTL_MS });
+    if (!row) throw new Error(`acquire returned no epoch for ${callSid}`);
+    return { callSid, owner, epoch: row.epoch };
+  }
+
+  async save(lease: Lease, input: SaveInput): Promise<void> {
+    this.saveTx(lease, {
+      call_sid: lease.callSid,
+      snapshot: JSON.stringify(input.snapshot) ?? 'null',
+      state: input.state,
+      epoch: lease.epoch,
+      updated_at: Date.now(),
+      retain_until: input.retainUntil,
+    });
+  }
+
+  async load(callSid: string): Promise<SessionRecord | undefined> {
+    const row = this.stmt.load.get(callSid, Date.now());
+    return row && toRecord(row);
+  }
+
+  async currentEpoch(callSid: string): Promise<number> {
+    return this.stmt.epoch.get(callSid)?.epoch ?? 0;
+  }
+
+  async delete(lease: Lease): Promise<void> {
+    this.deleteTx(lease);
+  }
+
+  async list(): Promise<SessionRecord[]> {
+    return this.stmt.list.all(Date.now()).map(toRecord);
+  }
+
+  async sweep(now = Date.now()): Promise<number> {
+    const removed = this.stmt.sweepRecords.run(now).changes;
+    this.stmt.sweepLeases.run(now);
+    return removed;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    if (this.db.open) this.db.close();
+  }
+
+  private assertCurrent(lease: Lease): void {
+    const current = this.stmt.epoch.get(lease.callSid)?.epoch ?? 0;
+    if (lease.epoch < current) throw new StaleLeaseError(lease.callSid, lease.epoch, current);
+  }
+
+  private sweepInBackground(): void {
+    this.sweep().catch((err: unknown) => {
+      // A failed sweep (e.g. a busy database) is retried on the next tick; surface it without crashing.
+      process.emitWarning(err instanceof Error ? err : String(err), 'SqliteStoreSweep');
+    });
+  }
+}
+
+function toRecord(row: RecordRow): SessionRecord {
+  return {
+    callSid: row.call_sid,
+    snapshot: JSON.parse(row.snapshot) as unknown,
+    state: row.state,
+    epoch: row.epoch,
+    updatedAt: row.updated_at,
+    retainUntil: row.retain_until,
+  };
+}

@@ -1,0 +1,57 @@
+// Snapshot store contract shared by the memory, SQLite and Redis implementations.
+
+/** Ownership of one session: whoever holds the highest epoch may write it. */
+export interface Lease {
+  callSid: string;
+  /** Identifies the server instance (and process) that owns the session. */
+  owner: string;
+  /** Fencing token: strictly increases every time any instance acquires the session. */
+  epoch: number;
+}
+
+export interface SessionRecord {
+  callSid: string;
+  /** JSON-serialisable output of actor.getPersistedSnapshot(). */
+  snapshot: unknown;
+  /** Top-level lifecycle state at save time (connected, grace, expired, ...), for listings. */
+  state: string;
+  /** Epoch of the lease that wrote this record. */
+  epoch: number;
+  /** Epoch ms of the write. */
+  updatedAt: number;
+  /** Epoch ms after which the store forgets the session (state retention). */
+  retainUntil: number;
+}
+
+export type SaveInput = Omit<SessionRecord, 'callSid' | 'epoch' | 'updatedAt'>;
+
+/** Thrown when a write carries an epoch lower than the current one: another instance owns the session. */
+export class StaleLeaseError extends Error {
+  override name = 'StaleLeaseError';
+  constructor(
+    readonly callSid: string,
+    readonly epoch: number,
+    readonly currentEpoch: number,
+  ) {
+    super(`stale lease for ${callSid}: epoch ${epoch} < current ${currentEpoch}`);
+  }
+}
+
+export interface SnapshotStore {
+  readonly kind: 'memory' | 'sqlite' | 'redis';
+  /** Takes ownership of a session (newest wins): bumps and returns the fencing epoch. */
+  acquire(callSid: string, owner: string): Promise<Lease>;
+  /** Atomically checks the lease epoch against the current one and writes; throws StaleLeaseError. */
+  save(lease: Lease, input: SaveInput): Promise<void>;
+  /** Returns the record unless missing or past retainUntil. */
+  load(callSid: string): Promise<SessionRecord | undefined>;
+  /** Current fencing epoch (0 when never acquired). */
+  currentEpoch(callSid: string): Promise<number>;
+  /** Removes a session if the lease is still current; throws StaleLeaseError otherwise. */
+  delete(lease: Lease): Promise<void>;
+  /** Lists live (not past retention) records, for admin views. */
+  list(): Promise<SessionRecord[]>;
+  /** Drops records past retention; returns how many were removed. Redis relies on TTLs and returns 0. */
+  sweep(now?: number): Promise<number>;
+  close(): Promise<void>;
+}

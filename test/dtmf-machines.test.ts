@@ -1,0 +1,356 @@
+import { describe, expect, it } from 'vitest';
+import { assign, createActor, sendTo, setup, waitFor, type Actor, type Snapshot } from 'xstate';
+import { dtmfMachines, dtmfSrcFor, parseDateOfBirth, type DtmfSrc } from '../src/machines/dtmf/index.js';
+import type { CollectorContext } from '../src/machines/dtmf/collector.js';
+import type { DtmfDigit, DtmfEvent, DtmfInput, DtmfResult, DtmfSayEvent } from '../src/machines/dtmf/types.js';
+
+interface Said {
+  text: string;
+  at: number;
+}
+
+interface HarnessContext {
+  dtmfInput: DtmfInput;
+  said: Said[];
+  result: DtmfResult | null;
+}
+
+/** A stand-in for the session machine: invokes one DTMF machine by string src with id 'dtmf'. */
+function harnessFor(src: DtmfSrc) {
+  return setup({
+    types: {
+      context: {} as HarnessContext,
+      input: {} as DtmfInput,
+      events: {} as DtmfEvent | DtmfSayEvent,
+    },
+    actors: dtmfMachines,
+    actions: {
+      forwardToDtmf: sendTo('dtmf', ({ event }) => event),
+      recordSay: assign({
+        said: ({ context, event }) =>
+          event.type === 'DTMF.SAY' ? [...context.said, { text: event.text, at: Date.now() }] : context.said,
+      }),
+    },
+  }).createMachine({
+    id: `harness-${src}`,
+    context: ({ input }) => ({ dtmfInput: input, said: [], result: null }),
+    initial: 'entering',
+    states: {
+      entering: {
+        invoke: {
+          id: 'dtmf',
+          src,
+          input: ({ context }) => context.dtmfInput,
+          onDone: { target: 'finished', actions: assign({ result: ({ event }) => event.output }) },
+        },
+        on: {
+          DIGIT: { actions: 'forwardToDtmf' },
+          CANCEL: { actions: 'forwardToDtmf' },
+          'DTMF.SAY': { actions: 'recordSay' },
+        },
+      },
+      finished: { type: 'final' },
+    },
+  });
+}
+
+type Harness = ReturnType<typeof harnessFor>;
+
+function start(input: DtmfInput): Actor<Harness> {
+  return createActor(harnessFor(dtmfSrcFor(input.kind)), { input }).start();
+}
+
+function press(actor: Actor<Harness>, keys: string): void {
+  for (const digit of keys) actor.send({ type: 'DIGIT', digit: digit as DtmfDigit });
+}
+
+function texts(actor: Actor<Harness>): string[] {
+  return actor.getSnapshot().context.said.map((s) => s.text);
+}
+
+function resultOf(actor: Actor<Harness>): DtmfResult | null {
+  return actor.getSnapshot().context.result;
+}
+
+function dtmfContext(actor: Actor<Harness>): CollectorContext {
+  const child = actor.getSnapshot().children.dtmf;
+  if (!child) throw new Error('dtmf child is not running');
+  return child.getSnapshot().context;
+}
+
+function restore(persisted: Snapshot<unknown>): Actor<Harness> {
+  const snapshot = JSON.parse(JSON.stringify(persisted)) as Snapshot<unknown> & { context: HarnessContext };
+  const input = snapshot.context.dtmfInput; // required by the types, unused on restore
+  return createActor(harnessFor(dtmfSrcFor(input.kind)), { snapshot, input }).start();
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const LONG_IDLE = 60_000;
+
+describe('language menu', () => {
+  it('speaks the bilingual prompt and maps 1 / 2 to en-US / es-US', () => {
+    for (const [key, value] of [
+      ['1', 'en-US'],
+      ['2', 'es-US'],
+    ] as const) {
+      const actor = start({ kind: 'language', idleMs: LONG_IDLE });
+      expect(texts(actor)).toEqual(['For English, press 1. Para español, oprima 2.']);
+      press(actor, key);
+      expect(resultOf(actor)).toEqual({ status: 'ok', kind: 'language', value });
+      expect(actor.getSnapshot().status).toBe('done');
+    }
+  });
+
+  it('re-prompts on another key, then accepts a valid one', () => {
+    const actor = start({ kind: 'language', idleMs: LONG_IDLE });
+    press(actor, 'A*3');
+    expect(texts(actor)).toHaveLength(2);
+    expect(texts(actor)[1]).toMatch(/isn't an option.*For English, press 1/);
+    press(actor, '2');
+    expect(resultOf(actor)).toEqual({ status: 'ok', kind: 'language', value: 'es-US' });
+  });
+
+  it('fails with too-many-attempts after maxAttempts invalid keys', () => {
+    const actor = start({ kind: 'language', idleMs: LONG_IDLE, maxAttempts: 3 });
+    press(actor, '9');
+    press(actor, '#');
+    expect(resultOf(actor)).toBeNull();
+    press(actor, '0');
+    expect(resultOf(actor)).toEqual({ status: 'failed', kind: 'language', reason: 'too-many-attempts' });
+    // Initial prompt + one re-prompt per failed attempt except the last.
+    expect(texts(actor)).toHaveLength(3);
+  });
+});
+
+describe('phone number', () => {
+  it('auto-completes at 10 digits', () => {
+    const actor = start({ kind: 'phoneNumber', idleMs: LONG_IDLE });
+    expect(texts(actor)[0]).toMatch(/10-digit phone number/);
+    press(actor, '555012345');
+    expect(resultOf(actor)).toBeNull();
+    press(actor, '6');
+    expect(resultOf(actor)).toEqual({ status: 'ok', kind: 'phoneNumber', value: '5550123456' });
+    expect(texts(actor)).toHaveLength(1);
+  });
+
+  it('treats an early # as invalid and re-prompts with a cleared buffer', () => {
+    const actor = start({ kind: 'phoneNumber', idleMs: LONG_IDLE });
+    press(actor, '55501#');
+    expect(texts(actor)[1]).toMatch(/not a full 10-digit number.*Please enter/);
+    expect(dtmfContext(actor)).toMatchObject({ buffer: '', attempts: 1 });
+    press(actor, '2125550199');
+    expect(resultOf(actor)).toEqual({ status: 'ok', kind: 'phoneNumber', value: '2125550199' });
+  });
+
+  it('* clears the buffer and A-D are ignored', () => {
+    const actor = start({ kind: 'phoneNumber', idleMs: LONG_IDLE });
+    press(actor, '999*');
+    expect(dtmfContext(actor).buffer).toBe('');
+    press(actor, 'A21B25C55D0199');
+    expect(resultOf(actor)).toEqual({ status: 'ok', kind: 'phoneNumber', value: '2125550199' });
+    expect(texts(actor)).toHaveLength(1);
+  });
+
+  it('speaks Spanish prompts when the language starts with es', () => {
+    const actor = start({ kind: 'phoneNumber', idleMs: LONG_IDLE, language: 'es-US' });
+    press(actor, '1#');
+    expect(texts(actor)[0]).toMatch(/^Por favor, marque su número de teléfono/);
+    expect(texts(actor)[1]).toMatch(/^Ese no es un número completo/);
+  });
+
+  it('CANCEL ends with failed / cancelled', () => {
+    const actor = start({ kind: 'phoneNumber', idleMs: LONG_IDLE });
+    press(actor, '555');
+    actor.send({ type: 'CANCEL' });
+    expect(resultOf(actor)).toEqual({ status: 'failed', kind: 'phoneNumber', reason: 'cancelled' });
+  });
+});
+
+describe('date of birth', () => {
+  it('accepts MMDDYYYY and outputs ISO', () => {
+    const actor = start({ kind: 'dateOfBirth', idleMs: LONG_IDLE });
+    press(actor, '02291996');
+    expect(resultOf(actor)).toEqual({ status: 'ok', kind: 'dateOfBirth', value: '1996-02-29' });
+  });
+
+  it('re-prompts on an impossible date and fails after maxAttempts', () => {
+    const actor = start({ kind: 'dateOfBirth', idleMs: LONG_IDLE, maxAttempts: 2 });
+    press(actor, '02301990');
+    expect(texts(actor)[1]).toMatch(/^That isn't a valid date\. Please enter your date of birth/);
+    press(actor, '01011850');
+    expect(resultOf(actor)).toEqual({ status: 'failed', kind: 'dateOfBirth', reason: 'too-many-attempts' });
+  });
+
+  // Noon local time so the local calendar date is unambiguous.
+  const today = new Date(2024, 5, 15, 12);
+  it.each([
+    ['02292024', { ok: true, iso: '2024-02-29' }], // leap year
+    ['02291900', { ok: false, reason: 'not-a-date' }], // 1900 is not a leap year
+    ['02292000', { ok: true, iso: '2000-02-29' }], // 2000 is
+    ['02291999', { ok: false, reason: 'not-a-date' }],
+    ['02301990', { ok: false, reason: 'not-a-date' }],
+    ['04311990', { ok: false, reason: 'not-a-date' }],
+    ['12311999', { ok: true, iso: '1999-12-31' }],
+    ['13011990', { ok: false, reason: 'not-a-date' }],
+    ['00101990', { ok: false, reason: 'not-a-date' }],
+    ['01001990', { ok: false, reason: 'not-a-date' }],
+    ['01011900', { ok: true, iso: '1900-01-01' }],
+    ['12311899', { ok: false, reason: 'before-1900' }],
+    ['06142024', { ok: true, iso: '2024-06-14' }], // yesterday
+    ['06152024', { ok: false, reason: 'not-in-past' }], // today
+    ['06162024', { ok: false, reason: 'not-in-past' }],
+    ['01012099', { ok: false, reason: 'not-in-past' }],
+    ['0101199', { ok: false, reason: 'wrong-length' }],
+    ['010119900', { ok: false, reason: 'wrong-length' }],
+    ['0101199#', { ok: false, reason: 'wrong-length' }],
+  ])('parseDateOfBirth(%s)', (digits, expected) => {
+    expect(parseDateOfBirth(digits, today)).toEqual(expected);
+  });
+});
+
+describe('digits', () => {
+  it('completes on # within bounds and uses the label in prompts', () => {
+    const actor = start({ kind: 'digits', idleMs: LONG_IDLE, label: 'PIN', minLength: 4, maxLength: 6 });
+    expect(texts(actor)[0]).toBe('Please enter your PIN, then press pound.');
+    press(actor, '12#');
+    expect(texts(actor)[1]).toBe(
+      'That was too short. Your PIN has at least 4 digits. Please enter your PIN, then press pound.',
+    );
+    press(actor, '1234#');
+    expect(resultOf(actor)).toEqual({ status: 'ok', kind: 'digits', value: '1234' });
+  });
+
+  it('auto-completes at maxLength (default 12)', () => {
+    const short = start({ kind: 'digits', idleMs: LONG_IDLE, minLength: 4, maxLength: 6 });
+    press(short, '123456');
+    expect(resultOf(short)).toEqual({ status: 'ok', kind: 'digits', value: '123456' });
+
+    const defaults = start({ kind: 'digits', idleMs: LONG_IDLE, label: 'account number' });
+    press(defaults, '123#');
+    expect(texts(defaults)[1]).toMatch(/at least 4 digits/);
+    press(defaults, '12345678901');
+    expect(resultOf(defaults)).toBeNull();
+    press(defaults, '2');
+    expect(resultOf(defaults)).toEqual({ status: 'ok', kind: 'digits', value: '123456789012' });
+  });
+});
+
+describe('idle timer', () => {
+  it('every digit and * re-arms the deadline with a fresh absolute time; A-D do not', async () => {
+    const actor = start({ kind: 'phoneNumber', idleMs: LONG_IDLE });
+    const first = dtmfContext(actor).deadline;
+    await sleep(15);
+    press(actor, '5');
+    const second = dtmfContext(actor).deadline;
+    expect(second).toBeGreaterThan(first);
+    await sleep(15);
+    press(actor, 'A');
+    expect(dtmfContext(actor).deadline).toBe(second);
+    press(actor, '*');
+    const third = dtmfContext(actor).deadline;
+    expect(third).toBeGreaterThan(second);
+    // The persisted timer input carries the same absolute deadline (what a restore re-starts it with).
+    type Persisted = { children: Record<string, { snapshot: Persisted & { input?: unknown } } | undefined> };
+    const persisted = actor.getPersistedSnapshot() as unknown as Persisted;
+    const timer = persisted.children.dtmf?.snapshot.children.idleTimer?.snapshot;
+    expect(timer?.input).toEqual({ at: third, event: 'IDLE_TIMEOUT' });
+    actor.stop();
+  });
+
+  it('re-prompts on idle timeout and fails with timeout after maxAttempts', async () => {
+    const actor = start({ kind: 'digits', idleMs: 60, maxAttempts: 2, label: 'PIN' });
+    press(actor, '12');
+    await waitFor(actor, (s) => s.context.said.length >= 2, { timeout: 5_000 });
+    expect(texts(actor)[1]).toBe("Sorry, I didn't get any input. Please enter your PIN, then press pound.");
+    expect(dtmfContext(actor)).toMatchObject({ buffer: '', attempts: 1 });
+    await waitFor(actor, (s) => s.status === 'done', { timeout: 5_000 });
+    expect(resultOf(actor)).toEqual({ status: 'failed', kind: 'digits', reason: 'timeout' });
+    expect(texts(actor)).toHaveLength(2);
+  });
+
+  it('mixes invalid entries and timeouts in one attempt budget', async () => {
+    const actor = start({ kind: 'phoneNumber', idleMs: 60, maxAttempts: 2 });
+    press(actor, '#');
+    expect(texts(actor)).toHaveLength(2);
+    await waitFor(actor, (s) => s.status === 'done', { timeout: 5_000 });
+    expect(resultOf(actor)).toEqual({ status: 'failed', kind: 'phoneNumber', reason: 'timeout' });
+  });
+});
+
+describe('persistence', () => {
+  it('restores mid-entry from a JSON round-tripped snapshot and completes the value', () => {
+    const actor = start({ kind: 'phoneNumber', idleMs: LONG_IDLE });
+    press(actor, '212');
+    const persisted = actor.getPersistedSnapshot();
+    actor.stop();
+
+    const restored = restore(persisted);
+    expect(dtmfContext(restored).buffer).toBe('212');
+    press(restored, '5550199');
+    expect(resultOf(restored)).toEqual({ status: 'ok', kind: 'phoneNumber', value: '2125550199' });
+    // The prompt is not repeated on restore.
+    expect(texts(restored)).toHaveLength(1);
+    restored.stop();
+  });
+
+  it('keeps attempts across a restore', () => {
+    const actor = start({ kind: 'dateOfBirth', idleMs: LONG_IDLE, maxAttempts: 2 });
+    press(actor, '13131990');
+    press(actor, '010');
+    const persisted = actor.getPersistedSnapshot();
+    actor.stop();
+
+    const restored = restore(persisted);
+    press(restored, '11850');
+    expect(resultOf(restored)).toEqual({ status: 'failed', kind: 'dateOfBirth', reason: 'too-many-attempts' });
+  });
+
+  it('the idle timeout fires at the original absolute deadline after a restore', async () => {
+    const idleMs = 1_500;
+    const actor = start({ kind: 'phoneNumber', idleMs });
+    press(actor, '212');
+    const deadline = dtmfContext(actor).deadline;
+    await sleep(900);
+    const persisted = actor.getPersistedSnapshot();
+    actor.stop();
+    await sleep(100); // "downtime" between the two processes
+
+    const restoredAt = Date.now();
+    const restored = restore(persisted);
+    expect(dtmfContext(restored).deadline).toBe(deadline);
+    await waitFor(restored, (s) => s.context.said.length >= 2, { timeout: 10_000 });
+    const firedAt = restored.getSnapshot().context.said[1]!.at;
+    expect(restored.getSnapshot().context.said[1]!.text).toMatch(/didn't get any input/);
+    // Not before the original deadline (1 ms timer granularity slack) ...
+    expect(firedAt).toBeGreaterThanOrEqual(deadline - 5);
+    // ... and nowhere near a full idleMs after the restore (that would be >= restoredAt + 1500;
+    // the original deadline is ~500 ms after restoredAt, leaving ~700 ms for scheduling delays).
+    expect(firedAt).toBeLessThan(restoredAt + idleMs - 300);
+    expect(dtmfContext(restored)).toMatchObject({ buffer: '', attempts: 1 });
+    restored.stop();
+  });
+
+  it('a deadline that passed while the session was down fires right after restore', async () => {
+    const idleMs = 400;
+    const actor = start({ kind: 'phoneNumber', idleMs });
+    press(actor, '2');
+    const persisted = actor.getPersistedSnapshot();
+    actor.stop();
+    await sleep(idleMs + 200);
+
+    const restoredAt = Date.now();
+    const restored = restore(persisted);
+    await waitFor(restored, (s) => s.context.said.length >= 2, { timeout: 10_000 });
+    expect(restored.getSnapshot().context.said[1]!.at - restoredAt).toBeLessThan(idleMs - 100);
+    restored.stop();
+  });
+});
+
+describe('dtmfSrcFor', () => {
+  it('maps every kind to a registered machine', () => {
+    expect(dtmfSrcFor('language')).toBe('languageMenu');
+    for (const kind of ['language', 'phoneNumber', 'dateOfBirth', 'digits'] as const) {
+      expect(dtmfMachines[dtmfSrcFor(kind)]).toBeDefined();
+    }
+  });
+});
