@@ -1,0 +1,61 @@
+// Starts the real server in-process on an ephemeral loopback port, talking to a local
+// OpenAI-compatible server through the real `openai` SDK.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { loadConfig, type Config } from '../../src/config.js';
+import { startServer, type RunningServer } from '../../src/server/server.js';
+import { startFakeOpenAI, type FakeOpenAI, type FakeOpenAIOptions } from '../../src/llm/fake-openai-server.js';
+import { createLogger } from '../../src/server/logger.js';
+import { REDIS_URL } from './redis.js';
+
+export interface TestServer {
+  server: RunningServer;
+  llm: FakeOpenAI;
+  config: Config;
+  close(): Promise<void>;
+}
+
+export interface TestServerOptions {
+  config?: Partial<Config>;
+  llm?: FakeOpenAIOptions;
+  /** Reuse an already running fake LLM (e.g. across a restart). */
+  sharedLlm?: FakeOpenAI;
+  redisPrefix?: string;
+}
+
+export function tempSqlitePath(): string {
+  return join(mkdtempSync(join(tmpdir(), 'relay-actors-')), 'sessions.db');
+}
+
+export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
+  const llm = opts.sharedLlm ?? (await startFakeOpenAI(opts.llm));
+  const config = loadConfig(
+    {},
+    {
+      port: 0,
+      host: '127.0.0.1',
+      store: 'memory',
+      sqlitePath: tempSqlitePath(),
+      redisUrl: REDIS_URL,
+      openaiApiKey: 'test-key',
+      openaiBaseUrl: llm.baseURL,
+      logLevel: process.env.TEST_LOG_LEVEL ?? 'silent',
+      ...opts.config,
+    },
+  );
+  const server = await startServer(config, {
+    logger: createLogger(config.logLevel),
+    redisPrefix: opts.redisPrefix ?? `test:${randomUUID()}:`,
+  });
+  return {
+    server,
+    llm,
+    config,
+    async close() {
+      await server.close();
+      if (!opts.sharedLlm) await llm.close();
+    },
+  };
+}
