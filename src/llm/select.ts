@@ -12,7 +12,7 @@ export function selectReplyActor(config: Config, logger: Logger, metrics: Metric
     return { mode: 'offline' as const, actor: createOfflineReplyActor() };
   }
   // The SDK retries connection errors, 429 and 5xx with backoff (maxRetries).
-  const client = new OpenAI({ apiKey: config.openaiApiKey ?? 'unused', baseURL: config.openaiBaseUrl, maxRetries: 2 });
+  const client = new OpenAI({ apiKey: config.openaiApiKey ?? 'unused', baseURL: config.openaiBaseUrl, maxRetries: 2, timeout: config.openaiTimeoutMs });
   logger.info({ model: config.openaiModel, baseURL: client.baseURL }, 'LLM: OpenAI-compatible endpoint');
   return {
     mode: 'openai' as const,

@@ -49,7 +49,9 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
     const form: Record<string, string> = {};
     for (const [k, v] of Object.entries(body)) if (typeof v === 'string') form[k] = v;
     if (signaturesRequired(config)) {
-      const url = `${origin.secure ? 'https' : 'http'}://${origin.publicHost}${new URL(c.req.url).pathname}`;
+      // Twilio signs the full configured URL, query string included.
+      const requested = new URL(c.req.url);
+      const url = `${origin.secure ? 'https' : 'http'}://${origin.publicHost}${requested.pathname}${requested.search}`;
       if (!isValidTwilioSignature(config.twilioAuthToken, c.req.header('x-twilio-signature'), url, form)) {
         logger.warn({ path: c.req.path }, 'webhook with an invalid Twilio signature rejected');
         return c.text('invalid signature', 403);

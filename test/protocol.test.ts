@@ -1,0 +1,218 @@
+// The wire protocol: inbound parsing (never throws, typed rejections), outbound validation, and the
+// `npm run call` client end to end against a real server in offline mode.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { offlineAnswer } from '../src/llm/offline-reply.js';
+import { MAX_INBOUND_FRAME_BYTES, type OutboundMessage } from '../src/protocol/messages.js';
+import { InvalidOutboundMessageError, parseInbound, serializeOutbound } from '../src/protocol/parse.js';
+import { toSessionEvent } from '../src/server/relay-socket.js';
+import { startTestServer } from './support/harness.js';
+import { waitUntil } from './support/conditions.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+function accepted(frame: unknown) {
+  const result = parseInbound(typeof frame === 'string' ? frame : JSON.stringify(frame));
+  if (!result.ok) throw new Error(`expected ${JSON.stringify(frame)} to parse, got ${result.reason}: ${result.detail}`);
+  return result.message;
+}
+
+function rejection(frame: string | Buffer) {
+  const result = parseInbound(frame);
+  if (result.ok) throw new Error(`expected a rejection, parsed ${JSON.stringify(result.message)}`);
+  return result;
+}
+
+describe('parseInbound', () => {
+  it('setup: full Twilio frame, and defaults for optional fields', () => {
+    const full = {
+      type: 'setup',
+      sessionId: 'VX123',
+      callSid: 'CA123',
+      accountSid: 'AC123',
+      parentCallSid: '',
+      from: '+15550100001',
+      to: '+15550100002',
+      forwardedFrom: '+15550100003',
+      callType: 'PSTN',
+      callerName: 'Ada',
+      direction: 'inbound',
+      callStatus: 'RINGING',
+      customParameters: { tenant: 'acme' },
+    };
+    expect(accepted(full)).toEqual(full);
+    expect(accepted({ type: 'setup', sessionId: 'VX1', callSid: 'CA1', reconnection: true })).toEqual({
+      type: 'setup',
+      sessionId: 'VX1',
+      callSid: 'CA1',
+      accountSid: '',
+      parentCallSid: '',
+      from: '',
+      to: '',
+      forwardedFrom: '',
+      callType: '',
+      callerName: '',
+      direction: '',
+      callStatus: '',
+      customParameters: {},
+      reconnection: true,
+    });
+    expect(rejection(JSON.stringify({ type: 'setup', sessionId: '', callSid: 'CA1' })).reason).toBe('invalid');
+    expect(rejection(JSON.stringify({ type: 'setup', sessionId: 'VX1' })).reason).toBe('invalid');
+    expect(rejection(JSON.stringify({ type: 'setup', sessionId: 'VX1', callSid: 'CA1', customParameters: { n: 1 } })).reason).toBe('invalid');
+  });
+
+  it('prompt: text kept verbatim, lang and last defaulted', () => {
+    expect(accepted({ type: 'prompt', voicePrompt: '  Hello there ', lang: 'es-US', last: false })).toEqual({
+      type: 'prompt',
+      voicePrompt: '  Hello there ',
+      lang: 'es-US',
+      last: false,
+    });
+    expect(accepted({ type: 'prompt', voicePrompt: 'Hi' })).toEqual({ type: 'prompt', voicePrompt: 'Hi', lang: 'en-US', last: true });
+    expect(rejection(JSON.stringify({ type: 'prompt', voicePrompt: 42 })).reason).toBe('invalid');
+    expect(rejection(JSON.stringify({ type: 'prompt', voicePrompt: 'Hi', last: 'true' })).reason).toBe('invalid');
+  });
+
+  it('dtmf: every keypad key, nothing else', () => {
+    for (const digit of '0123456789*#ABCD') expect(accepted({ type: 'dtmf', digit })).toEqual({ type: 'dtmf', digit });
+    for (const digit of ['E', '12', '', 'w', 1]) expect(rejection(JSON.stringify({ type: 'dtmf', digit })).reason).toBe('invalid');
+  });
+
+  it('interrupt: duration as a number or a numeric string, defaults when absent', () => {
+    expect(accepted({ type: 'interrupt', utteranceUntilInterrupt: 'Hello, how', durationUntilInterruptMs: 850 })).toEqual({
+      type: 'interrupt',
+      utteranceUntilInterrupt: 'Hello, how',
+      durationUntilInterruptMs: 850,
+    });
+    expect(accepted({ type: 'interrupt', utteranceUntilInterrupt: 'Hi', durationUntilInterruptMs: '1234' })).toMatchObject({
+      durationUntilInterruptMs: 1234,
+    });
+    expect(accepted({ type: 'interrupt' })).toEqual({ type: 'interrupt', utteranceUntilInterrupt: '', durationUntilInterruptMs: 0 });
+    expect(rejection(JSON.stringify({ type: 'interrupt', durationUntilInterruptMs: 'soon' })).reason).toBe('invalid');
+    expect(rejection(JSON.stringify({ type: 'interrupt', durationUntilInterruptMs: -5 })).reason).toBe('invalid');
+    expect(rejection(JSON.stringify({ type: 'interrupt', utteranceUntilInterrupt: 7 })).reason).toBe('invalid');
+  });
+
+  it('info and error', () => {
+    expect(accepted({ type: 'info', name: 'roundTripDelayMs', value: 120 })).toEqual({ type: 'info', name: 'roundTripDelayMs', value: 120 });
+    expect(accepted({ type: 'info', name: 'agentSpeaking', value: 'on' })).toEqual({ type: 'info', name: 'agentSpeaking', value: 'on' });
+    expect(accepted({ type: 'error', description: 'Invalid message received' })).toEqual({
+      type: 'error',
+      description: 'Invalid message received',
+    });
+    expect(accepted({ type: 'error' })).toEqual({ type: 'error', description: '' });
+    expect(rejection(JSON.stringify({ type: 'info', value: 1 })).reason).toBe('invalid');
+  });
+
+  it('garbage becomes a typed rejection and never throws', () => {
+    expect(rejection('not json').reason).toBe('bad-json');
+    expect(rejection('').reason).toBe('bad-json');
+    expect(rejection(Buffer.from([0xff, 0xfe, 0x00, 0x80])).reason).toBe('bad-json');
+    for (const json of ['null', '42', '"prompt"', '[]', '{}', '{"type":"bogus"}', '{"type":"text","token":"hi","last":true}']) {
+      expect(rejection(json).reason).toBe('invalid');
+    }
+    // Binary frames carrying JSON are read as UTF-8 text.
+    expect(parseInbound(Buffer.from(JSON.stringify({ type: 'dtmf', digit: '5' }))).ok).toBe(true);
+  });
+
+  it('frames over the size limit are dropped unparsed; frames just under it parse', () => {
+    const frame = (len: number) => JSON.stringify({ type: 'prompt', voicePrompt: 'x'.repeat(len) });
+    const overhead = frame(0).length;
+    expect(parseInbound(frame(MAX_INBOUND_FRAME_BYTES - overhead)).ok).toBe(true);
+    const over = rejection(frame(MAX_INBOUND_FRAME_BYTES - overhead + 1));
+    expect(over.reason).toBe('oversize');
+    expect(rejection(frame(100 * 1024)).reason).toBe('oversize');
+    // Size counts bytes, not characters.
+    expect(rejection(JSON.stringify({ type: 'prompt', voicePrompt: 'é'.repeat(40 * 1024) })).reason).toBe('oversize');
+  });
+
+  it('maps frames to session events (info and error carry nothing for the session)', () => {
+    expect(toSessionEvent(accepted({ type: 'prompt', voicePrompt: 'Hi', last: false }))).toEqual({
+      type: 'PROMPT',
+      text: 'Hi',
+      lang: 'en-US',
+      last: false,
+    });
+    expect(toSessionEvent(accepted({ type: 'interrupt', utteranceUntilInterrupt: 'Hel', durationUntilInterruptMs: '300' }))).toEqual({
+      type: 'INTERRUPT',
+      utterance: 'Hel',
+      durationMs: 300,
+    });
+    expect(toSessionEvent(accepted({ type: 'dtmf', digit: '#' }))).toEqual({ type: 'DIGIT', digit: '#' });
+    expect(toSessionEvent(accepted({ type: 'info', name: 'x', value: 1 }))).toBeUndefined();
+    expect(toSessionEvent(accepted({ type: 'error', description: 'x' }))).toBeUndefined();
+  });
+});
+
+describe('serializeOutbound', () => {
+  const roundTrip = (m: OutboundMessage) => JSON.parse(serializeOutbound(m)) as unknown;
+
+  it('serialises every valid outbound type, tokens untrimmed', () => {
+    const valid: OutboundMessage[] = [
+      { type: 'text', token: '  Hello, ', last: false },
+      { type: 'text', token: '', last: true },
+      { type: 'text', token: 'Hola', last: true, lang: 'es-US', interruptible: false, preemptible: true },
+      { type: 'play', source: 'https://example.test/hold.mp3', loop: 0, interruptible: true },
+      { type: 'sendDigits', digits: '12w34#*' },
+      { type: 'language', ttsLanguage: 'es-US', transcriptionLanguage: 'es-US' },
+      { type: 'language', ttsLanguage: 'es-US' },
+      { type: 'language', transcriptionLanguage: 'en-US' },
+      { type: 'end' },
+      { type: 'end', handoffData: JSON.stringify({ reason: 'caller asked for a person' }) },
+    ];
+    for (const m of valid) expect(roundTrip(m)).toEqual(m);
+  });
+
+  it('refuses what Twilio would drop (64107)', () => {
+    const invalid: unknown[] = [
+      { type: 'sendDigits', digits: 'abc' },
+      { type: 'sendDigits', digits: '' },
+      { type: 'language' },
+      { type: 'language', ttsLanguage: '' },
+      { type: 'text', last: true },
+      { type: 'text', token: 'hi' },
+      { type: 'text', token: 5, last: true },
+      { type: 'play', source: 'not a url' },
+      { type: 'play', source: 'https://example.test/a.mp3', loop: -1 },
+      { type: 'end', handoffData: { reason: 'object, not a string' } },
+      { type: 'error', description: 'not a type Twilio knows' },
+      { type: 'prompt', voicePrompt: 'inbound type' },
+    ];
+    for (const m of invalid) {
+      expect(() => serializeOutbound(m as OutboundMessage), JSON.stringify(m)).toThrow(InvalidOutboundMessageError);
+    }
+  });
+});
+
+describe('npm run call', () => {
+  it('plays a scripted call against an offline-mode server and prints the transcript', async () => {
+    const ts = await startTestServer({ config: { openaiApiKey: undefined, openaiBaseUrl: undefined } });
+    try {
+      expect(ts.server.llmMode).toBe('offline');
+      const env: NodeJS.ProcessEnv = { ...process.env, RELAY_URL: ts.server.relayUrl, BASE_URL: ts.server.httpUrl };
+      delete env.TWILIO_AUTH_TOKEN;
+      const child = spawn('npx', ['tsx', 'src/client/call.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+      const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+      expect(code, `stdout:\n${stdout}\nstderr:\n${stderr}`).toBe(0);
+
+      const lines = stdout.trim().split('\n');
+      const first = 'Hi, what can you do?';
+      expect(lines[0]).toBe(`caller: ${first}`);
+      expect(lines[1]).toBe(`agent: ${offlineAnswer([{ role: 'user', content: first }], 'en-US').text}`);
+      expect(lines.filter((l) => l.startsWith('caller: '))).toHaveLength(2);
+      expect(lines.filter((l) => l.startsWith('agent: ')).length).toBeGreaterThanOrEqual(1);
+      expect(stderr).toContain('0 invalid frame(s)');
+
+      // The client hung up and posted the action callback: the session is over on the server.
+      await waitUntil(() => ts.server.manager.size === 0, 'the call session to end');
+    } finally {
+      await ts.close();
+    }
+  }, 60_000);
+});

@@ -1,0 +1,188 @@
+// TwiML for incoming calls and resumes, and the X-Twilio-Signature checks on webhooks and on the
+// WebSocket upgrade, against the real server over loopback.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { SimulatedCall, UpgradeRejectedError } from '../src/client/twilio-sim.js';
+import { postAction, postIncomingCall, postTwilioForm, signTwilioRequest, signWebSocketUrl, WebhookHttpError } from '../src/client/twilio-webhooks.js';
+import { startTestServer, type TestServer } from './support/harness.js';
+import { connectCall, waitUntil } from './support/conditions.js';
+import { child, parseXml, type XmlElement } from './support/xml.js';
+
+const TOKEN = 'test-auth-token-0123456789abcdef';
+const HOST = 'relay.example.test';
+const WSS_URL = `wss://${HOST}/relay`;
+
+const calls: SimulatedCall[] = [];
+afterEach(async () => {
+  await Promise.all(calls.splice(0).map((c) => c.drop()));
+});
+
+/** Checks the `<Response><Connect action><ConversationRelay ...>` shape and returns the relay element. */
+function expectConversationRelay(twiml: string, origin: { ws: string; http: string }): XmlElement {
+  const response = parseXml(twiml);
+  expect(response.name).toBe('Response');
+  expect(response.children.map((c) => c.name)).toEqual(['Connect']);
+  const connect = child(response, 'Connect');
+  expect(connect.attributes.action).toBe(`${origin.http}/action`);
+  expect(connect.children.map((c) => c.name)).toEqual(['ConversationRelay']);
+  const relay = child(connect, 'ConversationRelay');
+  expect(relay.attributes).toMatchObject({
+    url: `${origin.ws}/relay`,
+    language: 'en-US',
+    dtmfDetection: 'true',
+    interruptible: 'any',
+  });
+  // Removed from ConversationRelay; Twilio rejects it now.
+  expect(relay.attributes).not.toHaveProperty('interruptByDtmf');
+  // Twilio signs the socket URL as written: no query string (data goes in <Parameter>).
+  expect(relay.attributes.url).not.toContain('?');
+  const languages = relay.children.filter((c) => c.name === 'Language');
+  expect(languages.map((l) => l.attributes.code).sort()).toEqual(['en-US', 'es-US']);
+  const spanish = languages.find((l) => l.attributes.code === 'es-US')!;
+  expect(spanish.attributes.ttsProvider).toBeTruthy();
+  expect(spanish.attributes.voice).toMatch(/^es-US/);
+  expect(spanish.attributes.transcriptionProvider).toBeTruthy();
+  return relay;
+}
+
+describe('TwiML without signature checks', () => {
+  let ts: TestServer;
+  beforeAll(async () => {
+    ts = await startTestServer({ config: { welcomeGreeting: 'Hello & welcome to "Relay" <test>!' } });
+  });
+  afterAll(() => ts.close());
+
+  it('POST /twiml answers <Connect action><ConversationRelay> pointing back at this host', async () => {
+    const twiml = await postIncomingCall(ts.server.httpUrl);
+    const host = `127.0.0.1:${ts.server.port}`;
+    const relay = expectConversationRelay(twiml, { ws: `ws://${host}`, http: `http://${host}` });
+    expect(relay.attributes.welcomeGreeting).toBe('Hello & welcome to "Relay" <test>!');
+    expect(relay.attributes.url).toBe(ts.server.relayUrl);
+  });
+
+  it('a proxy that terminates TLS (X-Forwarded-Proto: https) gets wss:// and https:// URLs', async () => {
+    const twiml = await postIncomingCall(ts.server.httpUrl, {}, { headers: { 'x-forwarded-proto': 'https' } });
+    const host = `127.0.0.1:${ts.server.port}`;
+    expectConversationRelay(twiml, { ws: `wss://${host}`, http: `https://${host}` });
+  });
+});
+
+describe('with TWILIO_AUTH_TOKEN and PUBLIC_HOST', () => {
+  let ts: TestServer;
+  beforeAll(async () => {
+    ts = await startTestServer({ config: { twilioAuthToken: TOKEN, publicHost: HOST } });
+  });
+  afterAll(() => ts.close());
+
+  const signed = (path: string) => ({ authToken: TOKEN, signatureUrl: `https://${HOST}${path}` });
+
+  it('a correctly signed incoming-call webhook gets TwiML for the public host', async () => {
+    const twiml = await postIncomingCall(ts.server.httpUrl, {}, signed('/twiml'));
+    const relay = expectConversationRelay(twiml, { ws: `wss://${HOST}`, http: `https://${HOST}` });
+    expect(relay.attributes.url).toBe(WSS_URL);
+  });
+
+  it('unsigned or wrongly signed webhooks get 403', async () => {
+    const url = `${ts.server.httpUrl}/twiml`;
+    const form = { CallSid: 'CA0001', AccountSid: 'AC0001', From: '+15550100001', To: '+15550100002' };
+    const attempts = [
+      await postTwilioForm(url, form),
+      await postTwilioForm(url, form, { authToken: 'some-other-token', signatureUrl: `https://${HOST}/twiml` }),
+      // Signed for the loopback URL instead of the public https URL Twilio uses.
+      await postTwilioForm(url, form, { authToken: TOKEN }),
+      // A valid signature for different parameters (tampered body).
+      await postTwilioForm(url, form, {
+        headers: { 'x-twilio-signature': signTwilioRequest(TOKEN, `https://${HOST}/twiml`, { ...form, From: '+15550199999' }) },
+      }),
+    ];
+    expect(attempts.map((r) => r.status)).toEqual([403, 403, 403, 403]);
+    await expect(postIncomingCall(ts.server.httpUrl)).rejects.toBeInstanceOf(WebhookHttpError);
+
+    const ok = await postTwilioForm(url, form, { authToken: TOKEN, signatureUrl: `https://${HOST}/twiml` });
+    expect(ok.status).toBe(200);
+  });
+
+  it('a webhook URL with a query string is validated with that query string', async () => {
+    // Twilio signs the full configured URL, query included.
+    const path = '/twiml?tenant=acme&line=2';
+    const ok = await postTwilioForm(`${ts.server.httpUrl}${path}`, { CallSid: 'CA0002' }, signed(path));
+    expect(ok.status).toBe(200);
+    const stripped = await postTwilioForm(`${ts.server.httpUrl}${path}`, { CallSid: 'CA0002' }, signed('/twiml'));
+    expect(stripped.status).toBe(403);
+  });
+
+  it('a WebSocket upgrade without a valid signature is refused with HTTP 403 before the upgrade', async () => {
+    const attempts: Array<Record<string, string>> = [
+      {},
+      { 'X-Twilio-Signature': signWebSocketUrl('some-other-token', WSS_URL) },
+      // https:// instead of the wss:// URL written in TwiML.
+      { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, `https://${HOST}/relay`) },
+      { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, ts.server.relayUrl) },
+    ];
+    for (const headers of attempts) {
+      const err = await SimulatedCall.connect({ url: ts.server.relayUrl, headers }).then(
+        (call) => {
+          calls.push(call);
+          return new Error('upgrade unexpectedly accepted');
+        },
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(UpgradeRejectedError);
+      expect((err as UpgradeRejectedError).statusCode).toBe(403);
+    }
+    expect(ts.server.manager.size).toBe(0);
+  });
+
+  it('a WebSocket upgrade signed for the wss:// URL in TwiML is accepted and the call works', async () => {
+    const twiml = await postIncomingCall(ts.server.httpUrl, {}, signed('/twiml'));
+    const url = child(child(parseXml(twiml), 'Connect'), 'ConversationRelay').attributes.url!;
+    const call = await connectCall(ts, { headers: { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, url) } });
+    calls.push(call);
+    call.prompt('Hello');
+    const reply = await call.nextReply(10_000);
+    expect(reply.text).toBe('You said: Hello');
+  });
+
+  it('/action after a dropped socket (64105, in-progress) answers fresh ConversationRelay TwiML', async () => {
+    const call = await connectCall(ts, { headers: { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, WSS_URL) } });
+    calls.push(call);
+    await call.drop();
+    const linkState = () => ts.server.manager.get(call.callSid)?.actor.getSnapshot().value;
+    await waitUntil(() => JSON.stringify(linkState()).includes('"disconnected"'), 'the session to notice the drop');
+
+    const params = { CallSid: call.callSid, CallStatus: 'in-progress', ErrorCode: '64105', SessionId: call.sessionId, SessionStatus: 'failed' };
+    const unsigned = await postAction(ts.server.httpUrl, params);
+    expect(unsigned.status).toBe(403);
+
+    const res = await postAction(ts.server.httpUrl, params, signed('/action'));
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toContain('xml');
+    const relay = expectConversationRelay(res.body, { ws: `wss://${HOST}`, http: `https://${HOST}` });
+    // A resumed call is not greeted again.
+    expect(relay.attributes).not.toHaveProperty('welcomeGreeting');
+    expect(JSON.stringify(linkState())).toContain('"grace"');
+
+    // Twilio opens the new socket: new sessionId, same callSid; the session continues.
+    const resumed = await SimulatedCall.connect({
+      url: ts.server.relayUrl,
+      callSid: call.callSid,
+      headers: { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, relay.attributes.url!) },
+    });
+    calls.push(resumed);
+    await waitUntil(() => JSON.stringify(linkState()).includes('"connected"'), 'the session to resume');
+    expect(ts.server.manager.get(call.callSid)?.actor.getSnapshot().context.sessionId).toBe(resumed.sessionId);
+  });
+
+  it('/action for an unknown call answers Hangup', async () => {
+    const res = await postAction(
+      ts.server.httpUrl,
+      { CallSid: 'CA00000000000000000000000000unknown', CallStatus: 'in-progress', ErrorCode: '64105' },
+      signed('/action'),
+    );
+    expect(res.status).toBe(200);
+    const response = parseXml(res.body);
+    expect(response.name).toBe('Response');
+    expect(response.children.map((c) => c.name)).toContain('Hangup');
+    expect(response.children.map((c) => c.name)).not.toContain('Connect');
+    expect(response.children.at(-1)?.name).toBe('Hangup');
+  });
+});
