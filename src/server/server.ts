@@ -43,7 +43,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   const cfg = { ...config, instanceId };
   const logger = opts.logger ?? createLogger(cfg.logLevel);
   const metrics = createMetrics({ defaultMetrics: true });
-  const store = opts.store ?? createStore(cfg, { prefix: opts.redisPrefix });
+  const store = opts.store ?? createStore(cfg, { prefix: opts.redisPrefix ?? cfg.redisPrefix });
   const llm = selectReplyActor(cfg, logger, metrics);
   const inspector: Inspector | undefined = cfg.inspect === '1' ? startInspector(cfg.inspectPort) : undefined;
   const manager = new SessionManager({
@@ -56,6 +56,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     metrics,
     inspect: inspector?.inspect,
   });
+  // Sessions a dead predecessor left in grace still expire at their own deadlines.
+  await manager.adoptOrphanedDeadlines();
   const app = createHttpApp({ config: cfg, manager, store, logger, metrics });
   const wss = new WebSocketServer({ noServer: true, maxPayload: WS_MAX_PAYLOAD });
 
@@ -79,7 +81,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
         return;
       }
     }
-    wss.handleUpgrade(req, socket, head, (ws) => handleRelaySocket(ws, { manager, logger, metrics }));
+    wss.handleUpgrade(req, socket, head, (ws) => handleRelaySocket(ws, { manager, logger, metrics }, socket));
   });
 
   const port = (server.address() as AddressInfo).port;

@@ -1,12 +1,12 @@
 // Owns the live session actors of this instance: creates or restores them, binds sockets to
 // them, persists every state change through the store, and gives them up when another
 // instance takes a session over (fencing epochs).
-import { createActor, type Actor, type ActorOptions, type InspectionEvent, type Snapshot } from 'xstate';
+import { createActor, type Actor, type ActorOptions, type InspectionEvent, type Snapshot, type SnapshotFrom } from 'xstate';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { OutboundMessage, SetupMessage } from '../protocol/messages.js';
 import { lifecycleOf, type SessionEvent, type SessionInput, type SessionMachine, type SessionTimeouts } from '../machines/session.js';
-import { CoalescingWriter, StaleLeaseError, type Lease, type SaveInput, type SnapshotStore } from '../stores/index.js';
+import { CoalescingWriter, StaleLeaseError, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from '../stores/index.js';
 import { KeyedMutex } from './keyed-mutex.js';
 
 /** What the session needs of a socket: the socket edge validates and serialises. */
@@ -42,13 +42,26 @@ export type ConnectResult =
 export type ActionOutcome = 'reconnect' | 'hangup' | 'ack';
 
 const RESUMABLE_STATES = new Set(['connected', 'disconnected', 'grace']);
+/** An orphaned session is expired this long after its deadline, leaving its owner (if alive) the first go. */
+const ORPHAN_EXPIRY_SLACK_MS = 250;
+
+type SessionSnapshot = SnapshotFrom<SessionMachine>;
+
+/** A call's session as found: our own live actor, or a resumable record someone else (maybe dead) wrote. */
+type Located = { session: Session; snapshot: SessionSnapshot } | { session?: undefined; snapshot: SessionSnapshot };
 
 export class SessionManager {
   private readonly sessions = new Map<string, Session>();
   private readonly locks = new KeyedMutex();
+  private readonly orphanTimers = new Set<NodeJS.Timeout>();
 
   constructor(private readonly opts: SessionManagerOptions) {
     opts.metrics.setSessionSource(() => this.countByState());
+    // Stores that announce lease changes let a stale owner stop at once instead of at its next write.
+    opts.store.onLeaseChange?.((callSid, epoch) => {
+      const local = this.sessions.get(callSid);
+      if (local && local.lease.epoch < epoch) this.release(local, 'another instance took the session over');
+    });
   }
 
   get size(): number {
@@ -67,27 +80,27 @@ export class SessionManager {
   connect(setup: SetupMessage, socket: SessionSocket): Promise<ConnectResult> {
     return this.locks.run(setup.callSid, async () => {
       const log = this.opts.logger.child({ callSid: setup.callSid });
-      const existing = await this.findLive(setup.callSid, log);
-      if (existing) {
-        const snapshot = existing.actor.getSnapshot();
-        const link = lifecycleOf(snapshot.value);
-        const via = setup.reconnection ? 'reconnection' : 'twilio';
-        // Twilio's path brings a new sessionId after the action callback; our own clients
-        // prove themselves with the session's current sessionId.
-        const rightful = setup.reconnection
-          ? setup.sessionId === snapshot.context.sessionId
-          : link === 'disconnected' || link === 'grace';
-        const event: SessionEvent = { type: 'RESUME', sessionId: setup.sessionId, via };
-        if (rightful && snapshot.can(event)) {
-          this.attach(existing, socket);
-          existing.actor.send(event);
+      const via = setup.reconnection ? 'reconnection' : 'twilio';
+      const event: SessionEvent = { type: 'RESUME', sessionId: setup.sessionId, via };
+      const found = await this.locate(setup.callSid, log);
+      if (found) {
+        // Checked before taking anything over, so a refused caller leaves the owner and the stored session untouched.
+        const refusal = resumeRefusal(setup, found.snapshot, found.session !== undefined);
+        const session = refusal ? undefined : (found.session ?? (await this.takeOver(setup.callSid, log)));
+        if (session && session.actor.getSnapshot().can(event)) {
+          const link = lifecycleOf(session.actor.getSnapshot().value);
+          this.attach(session, socket);
+          session.actor.send(event);
           this.opts.metrics.resumes.inc({ outcome: 'succeeded' });
-          log.info({ via, sessionId: setup.sessionId, link }, 'session resumed');
-          return { ok: true, session: existing, resumed: true };
+          log.info({ via, sessionId: setup.sessionId, link, epoch: session.lease.epoch }, 'session resumed');
+          return { ok: true, session, resumed: true };
         }
-        this.opts.metrics.resumes.inc({ outcome: 'failed' });
-        log.warn({ via, link, rightful, resumes: snapshot.context.resumes }, 'resume refused; existing session left untouched');
-        return { ok: false, code: 1008, reason: rightful ? 'resume limit reached' : 'not allowed to resume this session' };
+        if (refusal || session) {
+          const { context } = (session?.actor.getSnapshot() ?? found.snapshot);
+          this.opts.metrics.resumes.inc({ outcome: 'failed' });
+          log.warn({ via, link: lifecycleOf(found.snapshot.value), resumes: context.resumes }, 'resume refused; existing session left untouched');
+          return { ok: false, code: 1008, reason: refusal ?? 'resume limit reached' };
+        }
       }
       if (setup.reconnection) {
         this.opts.metrics.resumes.inc({ outcome: 'failed' });
@@ -118,7 +131,9 @@ export class SessionManager {
     return this.locks.run(params.callSid, async () => {
       const log = this.opts.logger.child({ callSid: params.callSid });
       const resumable = params.errorCode === '64105' && params.callStatus === 'in-progress';
-      const session = await this.findLive(params.callSid, log);
+      // Twilio's signed callback may move the session here: take it over from whoever held it.
+      const found = await this.locate(params.callSid, log);
+      const session = found && (found.session ?? (await this.takeOver(params.callSid, log)));
       if (!session) {
         log.info({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for an unknown or finished session');
         return resumable ? 'hangup' : 'ack';
@@ -136,8 +151,42 @@ export class SessionManager {
     await Promise.all(this.all().map((s) => s.writer.flush()));
   }
 
+  /**
+   * Sessions a dead owner left waiting for a reconnect still expire at their own (absolute) deadline:
+   * called at start-up, it schedules a check per waiting session shortly after that deadline.
+   */
+  async adoptOrphanedDeadlines(): Promise<number> {
+    let records: SessionRecord[];
+    try {
+      records = await this.opts.store.list();
+    } catch (err) {
+      // Not fatal: such sessions still expire when someone next asks for them.
+      this.opts.logger.error({ err }, 'could not list stored sessions to watch their grace deadlines');
+      return 0;
+    }
+    let scheduled = 0;
+    for (const record of records) {
+      if (record.state !== 'disconnected' && record.state !== 'grace') continue;
+      const deadline = graceDeadlineOf(record);
+      if (deadline === null) continue;
+      const timer = setTimeout(() => {
+        this.orphanTimers.delete(timer);
+        this.expireIfOrphaned(record.callSid).catch((err: unknown) =>
+          this.opts.logger.error({ err, callSid: record.callSid }, 'could not expire an orphaned session'),
+        );
+      }, Math.max(0, deadline - Date.now()) + ORPHAN_EXPIRY_SLACK_MS);
+      timer.unref();
+      this.orphanTimers.add(timer);
+      scheduled++;
+    }
+    if (scheduled > 0) this.opts.logger.info({ sessions: scheduled }, 'watching grace deadlines of sessions left by a previous owner');
+    return scheduled;
+  }
+
   /** Persists and stops every actor without touching the stored state (another instance may resume them). */
   async close(): Promise<void> {
+    for (const timer of this.orphanTimers) clearTimeout(timer);
+    this.orphanTimers.clear();
     await this.flush();
     for (const session of this.all()) {
       this.sessions.delete(session.callSid);
@@ -146,40 +195,82 @@ export class SessionManager {
     }
   }
 
-  /** The live session for a call: ours if we still hold the newest lease, else restored from the store. */
-  private async findLive(callSid: string, log: Logger): Promise<Session | undefined> {
+  /**
+   * Where the call's session is: our actor while we hold the newest lease, else a resumable stored
+   * record (looked at, not yet taken over). A session whose grace deadline has passed is expired now
+   * (its owner died before its timer fired) and counts as gone.
+   */
+  private async locate(callSid: string, log: Logger): Promise<Located | undefined> {
     const local = this.sessions.get(callSid);
     if (local) {
       const epoch = await this.opts.store.currentEpoch(callSid);
-      if (epoch === local.lease.epoch) return local;
+      if (epoch === local.lease.epoch) {
+        const snapshot = local.actor.getSnapshot();
+        if (!graceOver(snapshot)) return { session: local, snapshot };
+        local.actor.send({ type: 'GRACE.EXPIRED' }); // due this instant: do not race the timer
+        return undefined;
+      }
       this.release(local, 'another instance took the session over');
     }
     const record = await this.opts.store.load(callSid);
     if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
-    return this.restore(callSid, record.snapshot, record.state, log);
+    const snapshot = this.peek(record, log);
+    if (!snapshot) return undefined;
+    if (graceOver(snapshot)) {
+      await this.takeOver(callSid, log); // restores and expires it, so the store says so
+      return undefined;
+    }
+    return { snapshot };
   }
 
-  private async restore(callSid: string, persisted: unknown, state: string, log: Logger): Promise<Session | undefined> {
+  /** The stored session as an unstarted actor's snapshot: typed and checkable, with no side effects. */
+  private peek(record: SessionRecord, log: Logger): SessionSnapshot | undefined {
+    try {
+      return createActor(this.opts.machine, this.restoreOptions(record.snapshot, false)).getSnapshot();
+    } catch (err) {
+      log.error({ err }, 'stored snapshot could not be restored; treating the session as unknown');
+      return undefined;
+    }
+  }
+
+  /** Takes a stored session over: the lease first, fencing the old owner, then its final record. */
+  private async takeOver(callSid: string, log: Logger): Promise<Session | undefined> {
     const started = performance.now();
     const lease = await this.opts.store.acquire(callSid, this.opts.instanceId);
+    const record = await this.opts.store.load(callSid);
+    if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
     let actor: Actor<SessionMachine>;
     try {
-      // Input is only read when a machine starts fresh; a restored actor takes everything from the snapshot.
-      const options = { snapshot: persisted as Snapshot<unknown>, inspect: this.opts.inspect } as ActorOptions<SessionMachine> & {
-        input: SessionInput;
-      };
-      actor = createActor(this.opts.machine, options);
+      actor = createActor(this.opts.machine, this.restoreOptions(withRestartedReply(record.snapshot), true));
     } catch (err) {
       log.error({ err }, 'stored snapshot could not be restored; treating the session as unknown');
       return undefined;
     }
     const session = this.track(callSid, actor, lease, log);
     actor.start();
-    // The previous owner died with the socket attached: that socket is gone.
-    if (state === 'connected') actor.send({ type: 'SOCKET.CLOSED', code: 1006 });
+    // The previous owner died with the socket attached (or lost it to us): that socket is gone.
+    if (record.state === 'connected') actor.send({ type: 'SOCKET.CLOSED', code: 1006 });
     this.opts.metrics.restoreSeconds.observe((performance.now() - started) / 1000);
-    log.info({ epoch: lease.epoch, state }, 'session restored from store');
+    log.info({ epoch: lease.epoch, state: record.state, previousEpoch: record.epoch }, 'session restored from store');
+    if (graceOver(actor.getSnapshot())) {
+      log.info('grace ran out while no instance owned the session');
+      actor.send({ type: 'GRACE.EXPIRED' });
+      return undefined;
+    }
     return session;
+  }
+
+  private restoreOptions(persisted: unknown, inspected: boolean): ActorOptions<SessionMachine> & { input: SessionInput } {
+    // Input is only read when a machine starts fresh; a restored actor takes everything from the snapshot.
+    const inspect = inspected ? this.opts.inspect : undefined;
+    return { snapshot: persisted as Snapshot<unknown>, inspect } as ActorOptions<SessionMachine> & { input: SessionInput };
+  }
+
+  private expireIfOrphaned(callSid: string): Promise<void> {
+    return this.locks.run(callSid, async () => {
+      if (this.sessions.has(callSid)) return; // ours: its own timer runs
+      await this.locate(callSid, this.opts.logger.child({ callSid }));
+    });
   }
 
   private async createFresh(setup: SetupMessage, log: Logger): Promise<Session> {
@@ -273,4 +364,40 @@ export class SessionManager {
     }
     return counts;
   }
+}
+
+function graceOver(snapshot: SessionSnapshot, now = Date.now()): boolean {
+  const link = lifecycleOf(snapshot.value);
+  const deadline = snapshot.context.graceDeadline;
+  return (link === 'disconnected' || link === 'grace') && deadline !== null && deadline <= now;
+}
+
+function graceDeadlineOf(record: SessionRecord): number | null {
+  const context = (record.snapshot as { context?: { graceDeadline?: unknown } } | null)?.context;
+  return typeof context?.graceDeadline === 'number' ? context.graceDeadline : null;
+}
+
+/**
+ * Why `setup` may not resume this session, or undefined when it may. Our own clients prove
+ * themselves with the session's current sessionId; Twilio's path brings a new sessionId after the
+ * action callback, so it only takes over a dropped link (or one whose owner is gone: `local` false).
+ */
+function resumeRefusal(setup: SetupMessage, snapshot: SessionSnapshot, local: boolean): string | undefined {
+  const link = lifecycleOf(snapshot.value);
+  const rightful = setup.reconnection ? setup.sessionId === snapshot.context.sessionId : !(local && link === 'connected');
+  if (!rightful) return 'not allowed to resume this session';
+  // Taking over a live socket (newest connection wins) is not a resume; everything else is capped.
+  const takesOverLiveSocket = local && link === 'connected';
+  if (!takesOverLiveSocket && snapshot.context.resumes >= snapshot.context.timeouts.maxResumes) return 'resume limit reached';
+  return undefined;
+}
+
+/**
+ * A restored snapshot's LLM run died with its process; its invoke restarts from scratch, so its
+ * partial text must too, or the caller would hear the start of the reply twice after the resume.
+ */
+function withRestartedReply(persisted: unknown): unknown {
+  const snapshot = persisted as { context?: { reply?: unknown } } | null;
+  if (!snapshot?.context?.reply) return persisted;
+  return { ...snapshot, context: { ...snapshot.context, reply: { runId: null, text: '' } } };
 }

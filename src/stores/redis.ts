@@ -13,11 +13,13 @@ class LuaScript {
   }
 }
 
-// Newest wins: bump the epoch and make sure an orphaned lease (never saved) still expires.
-// KEYS: epoch. ARGV: minTtlMs.
+// Newest wins: bump the epoch, make sure an orphaned lease (never saved) still expires, and announce
+// the new owner so the previous one can stop right away.
+// KEYS: epoch. ARGV: minTtlMs, leaseChannel, callSid.
 const ACQUIRE = new LuaScript(`
 local epoch = redis.call('INCR', KEYS[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+redis.call('PUBLISH', ARGV[2], epoch .. ' ' .. ARGV[3])
 return epoch
 `);
 
@@ -55,6 +57,9 @@ export class RedisStore implements SnapshotStore {
   readonly kind = 'redis' as const;
   private readonly redis: Redis;
   private readonly prefix: string;
+  /** Pub/sub needs its own connection; opened by the first onLeaseChange. */
+  private subscriber: Redis | undefined;
+  private readonly leaseListeners = new Set<(callSid: string, epoch: number) => void>();
 
   constructor(url: string, opts: RedisStoreOptions = {}) {
     this.redis = new Redis(url);
@@ -62,7 +67,7 @@ export class RedisStore implements SnapshotStore {
   }
 
   async acquire(callSid: string, owner: string): Promise<Lease> {
-    const epoch = await this.run(ACQUIRE, [this.epochKey(callSid)], [EPOCH_MIN_TTL_MS]);
+    const epoch = await this.run(ACQUIRE, [this.epochKey(callSid)], [EPOCH_MIN_TTL_MS, this.leaseChannel(), callSid]);
     if (typeof epoch !== 'number') throw new Error(`unexpected acquire reply for ${callSid}: ${String(epoch)}`);
     return { callSid, owner, epoch };
   }
@@ -120,7 +125,27 @@ export class RedisStore implements SnapshotStore {
     return 0; // Retention is enforced by key TTLs.
   }
 
+  onLeaseChange(listener: (callSid: string, epoch: number) => void): void {
+    this.leaseListeners.add(listener);
+    if (this.subscriber) return;
+    const subscriber = this.redis.duplicate();
+    this.subscriber = subscriber;
+    subscriber.on('message', (_channel: string, message: string) => {
+      // "<epoch> <callSid>": the callSid goes last since only it could contain a space.
+      const space = message.indexOf(' ');
+      const epoch = Number(message.slice(0, space));
+      if (space < 0 || !Number.isInteger(epoch)) return;
+      for (const l of this.leaseListeners) l(message.slice(space + 1), epoch);
+    });
+    // Until the subscription is active, a stale owner is still stopped by its next rejected write.
+    subscriber.subscribe(this.leaseChannel()).catch((err: unknown) => {
+      process.emitWarning(err instanceof Error ? err : String(err), 'RedisStoreLeaseEvents');
+    });
+  }
+
   async close(): Promise<void> {
+    this.leaseListeners.clear();
+    if (this.subscriber && this.subscriber.status !== 'end') await this.subscriber.quit();
     if (this.redis.status === 'end') return;
     await this.redis.quit();
   }
@@ -132,6 +157,10 @@ export class RedisStore implements SnapshotStore {
 
   private epochKey(callSid: string): string {
     return `${this.prefix}{${callSid}}:epoch`;
+  }
+
+  private leaseChannel(): string {
+    return `${this.prefix}leases`;
   }
 
   /** EVALSHA with a one-off EVAL fallback when the server has not cached the script yet. */

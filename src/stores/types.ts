@@ -53,5 +53,10 @@ export interface SnapshotStore {
   list(): Promise<SessionRecord[]>;
   /** Drops records past retention; returns how many were removed. Redis relies on TTLs and returns 0. */
   sweep(now?: number): Promise<number>;
+  /**
+   * Optional: calls `listener` whenever any instance acquires a session, so a stale owner can stop
+   * at once instead of at its next (rejected) write. Redis announces acquires over pub/sub.
+   */
+  onLeaseChange?(listener: (callSid: string, epoch: number) => void): void;
   close(): Promise<void>;
 }

@@ -1,0 +1,154 @@
+// Grace expiry (nobody came back in time) and retention expiry (the store forgets old sessions).
+import { randomUUID } from 'node:crypto';
+import Database from 'better-sqlite3';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SimulatedCall } from '../src/client/twilio-sim.js';
+import { postAction } from '../src/client/twilio-webhooks.js';
+import { startFakeOpenAI, type FakeOpenAI } from '../src/llm/fake-openai-server.js';
+import type { Config } from '../src/config.js';
+import { startTestServer, type TestServer } from './support/harness.js';
+import { REDIS_URL, redisAvailable } from './support/redis.js';
+import { readMetric } from './support/server-process.js';
+import {
+  clearRedisPrefix,
+  lastUserText,
+  persisted,
+  postDroppedAction,
+  say,
+  scenarioScript,
+  transcriptOf,
+  waitForRecord,
+  waitForRequest,
+} from './support/resume-scenario.js';
+
+const redisUp = await redisAvailable();
+const prefixes: string[] = [];
+const calls: SimulatedCall[] = [];
+const track = (c: SimulatedCall) => (calls.push(c), c);
+
+let llm: FakeOpenAI;
+beforeAll(async () => {
+  llm = await startFakeOpenAI({ script: scenarioScript() });
+});
+afterAll(async () => {
+  await Promise.all(calls.map((c) => c.drop()));
+  await llm.close();
+  if (redisUp) await Promise.all(prefixes.map((p) => clearRedisPrefix(REDIS_URL, p)));
+});
+
+function server(config: Partial<Config>): Promise<{ ts: TestServer; prefix: string }> {
+  const prefix = `test:expiry:${randomUUID()}:`;
+  prefixes.push(prefix);
+  return startTestServer({ sharedLlm: llm, redisPrefix: prefix, config }).then((ts) => ({ ts, prefix }));
+}
+
+async function failedResumes(ts: TestServer): Promise<number> {
+  const res = await fetch(`${ts.server.httpUrl}/metrics`);
+  return readMetric(await res.text(), 'relay_resumes_total', { outcome: 'failed' });
+}
+
+const stores = [
+  { store: 'memory' as const, available: true },
+  { store: 'sqlite' as const, available: true },
+  { store: 'redis' as const, available: redisUp },
+];
+
+describe.each(stores)('grace expiry with the $store store', ({ store, available }) => {
+  let ts: TestServer;
+  const graceMs = 300;
+  beforeAll(async () => {
+    if (available) ({ ts } = await server({ store, graceMs }));
+  });
+  afterAll(async () => {
+    await ts?.close();
+  });
+
+  it.skipIf(!available)('expires a dropped call nobody resumes, after /action or without one', async () => {
+    const withAction = track(await SimulatedCall.connect({ url: ts.server.relayUrl }));
+    const withoutAction = track(await SimulatedCall.connect({ url: ts.server.relayUrl }));
+    expect(await say(withAction, 'hello')).toBe('You said: hello');
+    expect(await say(withoutAction, 'hello')).toBe('You said: hello');
+    const droppedAt = Date.now();
+    await Promise.all([withAction.drop(), withoutAction.drop()]);
+    expect((await postDroppedAction(ts.server.httpUrl, withAction)).body).toContain('<ConversationRelay');
+    await waitForRecord(ts.server.store, withAction.callSid, (r) => r?.state === 'grace');
+
+    for (const call of [withAction, withoutAction]) {
+      const record = await waitForRecord(ts.server.store, call.callSid, (r) => r?.state === 'expired', 5000);
+      expect(Date.now() - droppedAt).toBeGreaterThanOrEqual(graceMs);
+      expect(persisted(record).context?.history).toHaveLength(2); // kept for retention, not wiped
+    }
+    expect(ts.server.manager.get(withAction.callSid)).toBeUndefined();
+
+    // Twilio asking again is told to hang up; a reconnect starts over.
+    const action = await postDroppedAction(ts.server.httpUrl, withAction);
+    expect(action.body).toContain('<Hangup/>');
+    const failedBefore = await failedResumes(ts);
+    const late = track(await SimulatedCall.connect({ url: ts.server.relayUrl, callSid: withAction.callSid, sessionId: withAction.sessionId, reconnection: true }));
+    const n = llm.requests.length;
+    expect(await say(late, 'is anyone there?')).toBe('You said: is anyone there?');
+    expect(late.messages.some((m) => m.type === 'language')).toBe(false); // no resume greeting
+    const request = await waitForRequest(llm, (m) => lastUserText(m) === 'is anyone there?', 5000, n);
+    expect(transcriptOf(request.messages)).toEqual(['user:is anyone there?']);
+    expect(await failedResumes(ts)).toBe(failedBefore + 1);
+    await waitForRecord(ts.server.store, late.callSid, (r) => r?.state === 'connected' && persisted(r).context?.history?.length === 2);
+  });
+});
+
+describe('retention expiry', () => {
+  it('drops the record from the SQLite file at the first sweep after retention', async () => {
+    const { ts } = await server({ store: 'sqlite', graceMs: 100, retentionMs: 400 });
+    try {
+      const call = track(await SimulatedCall.connect({ url: ts.server.relayUrl }));
+      expect(await say(call, 'bye')).toBe('You said: bye');
+      await call.close();
+      const action = await postAction(ts.server.httpUrl, { CallSid: call.callSid, CallStatus: 'completed', SessionStatus: 'completed' });
+      expect(action.status).toBe(200);
+      await waitForRecord(ts.server.store, call.callSid, (r) => r?.state === 'ended');
+
+      // A separate connection to the same file sees the row until a sweep after retention removes it.
+      const db = new Database(ts.config.sqlitePath, { readonly: true });
+      const rows = () => (db.prepare('SELECT COUNT(*) AS n FROM records WHERE call_sid = ?').get(call.callSid) as { n: number }).n;
+      try {
+        expect(await ts.server.store.sweep()).toBe(0);
+        expect(rows()).toBe(1);
+        await waitForRecord(ts.server.store, call.callSid, (r) => r === undefined, 5000);
+        expect(rows()).toBe(1); // past retention, not yet swept
+        expect(await ts.server.store.sweep()).toBeGreaterThanOrEqual(1);
+        expect(rows()).toBe(0);
+      } finally {
+        db.close();
+      }
+    } finally {
+      await ts.close();
+    }
+  });
+
+  it.skipIf(!redisUp)('lets Redis expire the record by TTL', async () => {
+    const retentionMs = 400;
+    const { ts, prefix } = await server({ store: 'redis', graceMs: 100, retentionMs });
+    const redis = new Redis(REDIS_URL);
+    try {
+      const call = track(await SimulatedCall.connect({ url: ts.server.relayUrl }));
+      expect(await say(call, 'bye')).toBe('You said: bye');
+      await call.close();
+      await postAction(ts.server.httpUrl, { CallSid: call.callSid, CallStatus: 'completed', SessionStatus: 'completed' });
+      await waitForRecord(ts.server.store, call.callSid, (r) => r?.state === 'ended');
+
+      const key = `${prefix}{${call.callSid}}:rec`;
+      const ttl = await redis.pttl(key);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(retentionMs);
+      const deadline = Date.now() + 5000;
+      while ((await redis.exists(key)) === 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(await redis.exists(key)).toBe(0);
+      expect(await ts.server.store.load(call.callSid)).toBeUndefined();
+      // The fencing epoch outlives the record so a late writer cannot resurrect it.
+      expect(await redis.exists(`${prefix}{${call.callSid}}:epoch`)).toBe(1);
+    } finally {
+      await redis.quit();
+      await ts.close();
+    }
+  });
+});

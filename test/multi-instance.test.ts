@@ -1,0 +1,188 @@
+// Two server processes sharing one store: a call moves from A to B, A's copy is fenced off and
+// stopped, and the newest authenticated connection wins.
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SimulatedCall } from '../src/client/twilio-sim.js';
+import { startFakeOpenAI, type FakeOpenAI } from '../src/llm/fake-openai-server.js';
+import { RedisStore, SqliteStore, type SnapshotStore } from '../src/stores/index.js';
+import { tempSqlitePath } from './support/harness.js';
+import { REDIS_URL, redisAvailable } from './support/redis.js';
+import { ServerProcess, killAllServerProcesses, type ServerProcessOptions } from './support/server-process.js';
+import {
+  SPANISH_OK,
+  STORY,
+  clearRedisPrefix,
+  expectedResumeLine,
+  lastUserText,
+  persisted,
+  resumeViaReconnection,
+  resumeViaTwilio,
+  say,
+  scenarioScript,
+  transcriptOf,
+  waitForDeltas,
+  waitForRecord,
+  waitForRequest,
+} from './support/resume-scenario.js';
+
+const redisUp = await redisAvailable();
+const prefix = `test:multi:${randomUUID()}:`;
+
+let llm: FakeOpenAI;
+const calls: SimulatedCall[] = [];
+const stores: SnapshotStore[] = [];
+const track = (c: SimulatedCall) => (calls.push(c), c);
+
+beforeAll(async () => {
+  llm = await startFakeOpenAI({ script: scenarioScript({ storyDelayMs: 60 }) });
+});
+afterAll(async () => {
+  await killAllServerProcesses();
+  await Promise.all(calls.map((c) => c.drop()));
+  await Promise.all(stores.map((s) => s.close()));
+  await llm.close();
+  if (redisUp) await clearRedisPrefix(REDIS_URL, prefix);
+});
+
+async function pair(opts: Omit<ServerProcessOptions, 'openaiBaseUrl'>): Promise<[ServerProcess, ServerProcess]> {
+  const a = new ServerProcess({ ...opts, openaiBaseUrl: llm.baseURL, instanceId: 'A', graceMs: 60_000 });
+  const b = new ServerProcess({ ...opts, openaiBaseUrl: llm.baseURL, instanceId: 'B', graceMs: 60_000 });
+  await Promise.all([a.start(), b.start()]);
+  return [a, b];
+}
+
+async function waitForSessions(server: ServerProcess, n: number, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { sessions } = await server.getJson<{ sessions: number }>('/healthz');
+    if (sessions === n) return;
+    if (Date.now() > deadline) throw new Error(`${server.opts.instanceId} still has ${sessions} sessions, expected ${n}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe.skipIf(!redisUp)('two instances sharing Redis', () => {
+  let a: ServerProcess;
+  let b: ServerProcess;
+  let store: RedisStore;
+  beforeAll(async () => {
+    [a, b] = await pair({ store: 'redis', redisUrl: REDIS_URL, redisPrefix: prefix });
+    store = new RedisStore(REDIS_URL, { prefix });
+    stores.push(store);
+  });
+  afterAll(async () => {
+    await Promise.all([a?.stop(), b?.stop()]);
+  });
+
+  it('moves a dropped call from A to B through /action; A stops its copy at once', async () => {
+    const onA = track(await SimulatedCall.connect({ url: a.relayUrl }));
+    expect(await say(onA, 'hello there')).toBe('You said: hello there');
+    expect(await say(onA, 'speak spanish')).toBe(SPANISH_OK);
+    onA.prompt('tell me a story');
+    await waitForDeltas(onA, 3);
+    const epochOnA = await store.currentEpoch(onA.callSid);
+    await onA.drop();
+
+    // The action callback lands on B: B takes the session over and Twilio reconnects to B.
+    const { call: onB, twiml } = await resumeViaTwilio(b.httpUrl, onA);
+    track(onB);
+    expect(twiml).toContain(b.relayUrl);
+    expect(await store.currentEpoch(onA.callSid)).toBeGreaterThan(epochOnA);
+    await waitForSessions(a, 0, 3000);
+    await a.waitForLog((l) => l.callSid === onA.callSid && /releasing session/.test(l.msg));
+
+    expect(await onB.waitForType('language')).toMatchObject({ ttsLanguage: 'es-US' });
+    const reply = await onB.nextReply(15_000);
+    const line = expectedResumeLine('es-US');
+    expect(reply.text.startsWith(line)).toBe(true);
+    expect(reply.text.slice(line.length).trimStart()).toBe(STORY);
+
+    const n = llm.requests.length;
+    expect(await say(onB, 'thanks')).toBe('You said: thanks');
+    const request = await waitForRequest(llm, (m) => lastUserText(m) === 'thanks', 5000, n);
+    expect(transcriptOf(request.messages)).toEqual([
+      'user:hello there',
+      'assistant:You said: hello there',
+      'user:speak spanish',
+      'assistant: [switch_language]',
+      'tool:language switched to es-US',
+      `assistant:${SPANISH_OK}`,
+      'user:tell me a story',
+      `assistant:${STORY}`,
+      'user:thanks',
+    ]);
+    // The stored session is B's: its epoch and its latest turn.
+    const record = await waitForRecord(store, onB.callSid, (r) => persisted(r).context?.history?.length === 10);
+    expect(record!.epoch).toBe(await store.currentEpoch(onB.callSid));
+    expect(await waitForSessions(b, 1)).toBeUndefined();
+  }, 30_000);
+
+  it('lets the newest authenticated connection win, and ignores a wrong sessionId', async () => {
+    const onA = track(await SimulatedCall.connect({ url: a.relayUrl }));
+    expect(await say(onA, 'first words')).toBe('You said: first words');
+    const epoch = await store.currentEpoch(onA.callSid);
+
+    // Someone without the sessionId tries B: refused, and A keeps the call, untouched.
+    const intruder = track(await resumeViaReconnection(b.relayUrl, { callSid: onA.callSid, sessionId: 'VXnot-the-session' }));
+    expect((await intruder.closed).code).toBe(1008);
+    expect(await store.currentEpoch(onA.callSid)).toBe(epoch);
+    expect(await say(onA, 'still on A')).toBe('You said: still on A');
+
+    // The rightful client connects to B while its socket on A is still open: B wins, A lets go at once
+    // (the caller is idle, so only the lease notification can tell A).
+    const onB = track(await resumeViaReconnection(b.relayUrl, onA));
+    expect((await onB.nextReply()).text).toBe(expectedResumeLine('en-US'));
+    expect(await onA.closed).toEqual({ code: 4001, reason: 'session moved' });
+    expect(await store.currentEpoch(onA.callSid)).toBeGreaterThan(epoch);
+
+    const n = llm.requests.length;
+    expect(await say(onB, 'now on B')).toBe('You said: now on B');
+    const request = await waitForRequest(llm, (m) => lastUserText(m) === 'now on B', 5000, n);
+    expect(transcriptOf(request.messages)).toEqual([
+      'user:first words',
+      'assistant:You said: first words',
+      'user:still on A',
+      'assistant:You said: still on A',
+      'user:now on B',
+    ]);
+  }, 30_000);
+});
+
+describe('two instances sharing a SQLite file (no lease notifications)', () => {
+  let a: ServerProcess;
+  let b: ServerProcess;
+  let store: SqliteStore;
+  beforeAll(async () => {
+    const sqlitePath = tempSqlitePath();
+    [a, b] = await pair({ store: 'sqlite', sqlitePath });
+    store = new SqliteStore(sqlitePath);
+    stores.push(store);
+  });
+  afterAll(async () => {
+    await Promise.all([a?.stop(), b?.stop()]);
+  });
+
+  it("rejects the stale owner's next write and stops its actor", async () => {
+    const onA = track(await SimulatedCall.connect({ url: a.relayUrl }));
+    expect(await say(onA, 'hello there')).toBe('You said: hello there');
+    onA.prompt('tell me a story');
+    await waitForDeltas(onA, 3);
+    await onA.drop();
+    expect(await a.metric('relay_stale_lease_writes_total')).toBe(0);
+
+    const { call: onB } = await resumeViaTwilio(b.httpUrl, onA);
+    track(onB);
+    // A's reply keeps streaming into its (now stale) copy until its next write is refused.
+    await waitForSessions(a, 0, 5000);
+    expect(await a.metric('relay_stale_lease_writes_total')).toBeGreaterThanOrEqual(1);
+    await a.waitForLog((l) => l.callSid === onA.callSid && /stale lease/.test(l.msg));
+
+    const reply = await onB.nextReply(15_000);
+    const line = expectedResumeLine('en-US');
+    expect(reply.text.startsWith(line)).toBe(true);
+    expect(reply.text.slice(line.length).trimStart()).toBe(STORY);
+    const record = await waitForRecord(store, onB.callSid, (r) => persisted(r).context?.history?.length === 4);
+    expect(record!.epoch).toBe(await store.currentEpoch(onB.callSid));
+    expect(persisted(record).context?.history?.at(-1)).toEqual({ role: 'assistant', content: STORY });
+  }, 30_000);
+});

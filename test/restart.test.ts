@@ -1,0 +1,222 @@
+// kill -9 of the server process mid-call, then a new process on the same store: the calls resume
+// by both paths with nothing lost, and grace deadlines keep their original (absolute) time.
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SimulatedCall } from '../src/client/twilio-sim.js';
+import { startFakeOpenAI, type FakeOpenAI } from '../src/llm/fake-openai-server.js';
+import { RedisStore, SqliteStore, type SnapshotStore } from '../src/stores/index.js';
+import { tempSqlitePath } from './support/harness.js';
+import { REDIS_URL, redisAvailable } from './support/redis.js';
+import { ServerProcess, killAllServerProcesses } from './support/server-process.js';
+import {
+  DIGITS_OK,
+  SPANISH_OK,
+  STORY,
+  clearRedisPrefix,
+  expectedResumeLine,
+  lastUserText,
+  nextSpokenReply,
+  persisted,
+  postDroppedAction,
+  resume,
+  say,
+  scenarioScript,
+  storedDtmfBuffer,
+  transcriptOf,
+  waitForDeltas,
+  waitForRecord,
+  waitForRequest,
+  type ResumePath,
+} from './support/resume-scenario.js';
+
+const redisUp = await redisAvailable();
+const prefix = `test:restart:${randomUUID()}:`;
+
+let llm: FakeOpenAI;
+const calls: SimulatedCall[] = [];
+const stores: SnapshotStore[] = [];
+const track = (c: SimulatedCall) => (calls.push(c), c);
+
+beforeAll(async () => {
+  llm = await startFakeOpenAI({ script: scenarioScript({ storyDelayMs: 60 }) });
+});
+afterAll(async () => {
+  await killAllServerProcesses();
+  await Promise.all(calls.map((c) => c.drop()));
+  await Promise.all(stores.map((s) => s.close()));
+  await llm.close();
+  if (redisUp) await clearRedisPrefix(REDIS_URL, prefix);
+});
+
+const backends = [
+  { store: 'sqlite' as const, available: true },
+  { store: 'redis' as const, available: redisUp },
+];
+
+/** A call that started a keypad entry (after switching to Spanish) and typed 4 of 10 digits. */
+async function callInKeypadEntry(server: ServerProcess, store: SnapshotStore): Promise<SimulatedCall> {
+  const call = track(await SimulatedCall.connect({ url: server.relayUrl }));
+  expect(await say(call, 'hello there')).toBe('You said: hello there');
+  expect(await say(call, 'speak spanish')).toBe(SPANISH_OK);
+  call.prompt('my phone number');
+  expect((await nextSpokenReply(call)).text).toMatch(/10 dígitos/);
+  call.digits('5551');
+  await waitForRecord(store, call.callSid, (r) => storedDtmfBuffer(r) === '5551');
+  return call;
+}
+
+/** A call whose reply is streaming right now. */
+async function callMidStream(server: ServerProcess): Promise<SimulatedCall> {
+  const call = track(await SimulatedCall.connect({ url: server.relayUrl }));
+  expect(await say(call, 'hello there')).toBe('You said: hello there');
+  call.prompt('tell me a story');
+  await waitForDeltas(call, 3);
+  return call;
+}
+
+describe.each(backends)('kill -9 with the $store store', ({ store: kind, available }) => {
+  it.skipIf(!available)('resumes on a restarted process by both paths with nothing lost', async () => {
+    const sqlitePath = tempSqlitePath();
+    const server = new ServerProcess({
+      store: kind,
+      openaiBaseUrl: llm.baseURL,
+      sqlitePath,
+      redisUrl: REDIS_URL,
+      redisPrefix: prefix,
+      graceMs: 60_000,
+      dtmfIdleMs: 60_000,
+    });
+    const store = kind === 'sqlite' ? new SqliteStore(sqlitePath) : new RedisStore(REDIS_URL, { prefix });
+    stores.push(store);
+    await server.start();
+
+    const keypad = { twilio: await callInKeypadEntry(server, store), reconnection: await callInKeypadEntry(server, store) };
+    const streaming = { twilio: await callMidStream(server), reconnection: await callMidStream(server) };
+    const streamRequests = llm.requests.length;
+
+    expect((await server.kill('SIGKILL')).signal).toBe('SIGKILL');
+    for (const call of [...Object.values(keypad), ...Object.values(streaming)]) expect((await call.closed).code).toBe(1006);
+    await server.start();
+
+    const paths: ResumePath[] = ['twilio', 'reconnection'];
+    await Promise.all(
+      paths.map(async (path) => {
+        const call = track(await resume(path, server, keypad[path]));
+        expect(call.callSid).toBe(keypad[path].callSid);
+        expect(await call.waitForType('language')).toMatchObject({ ttsLanguage: 'es-US', transcriptionLanguage: 'es-US' });
+        expect((await call.nextReply()).text).toBe(expectedResumeLine('es-US'));
+        call.digits('234567');
+        expect((await nextSpokenReply(call)).text).toBe(DIGITS_OK);
+        const record = await waitForRecord(store, call.callSid, (r) => persisted(r).context?.history?.length === 10);
+        const history = persisted(record).context?.history as Array<{ role: string; content: string }>;
+        expect(history.map((t) => `${t.role}:${t.content}`)).toEqual([
+          'user:hello there',
+          'assistant:You said: hello there',
+          'user:speak spanish',
+          'assistant:',
+          'tool:language switched to es-US',
+          `assistant:${SPANISH_OK}`,
+          'user:my phone number',
+          'assistant:',
+          'tool:{"status":"ok","kind":"phoneNumber","value":"5551234567"}',
+          `assistant:${DIGITS_OK}`,
+        ]);
+        expect(persisted(record).context?.language).toBe('es-US');
+      }),
+    );
+
+    // Each keypad call's next LLM request carried the full number as the tool result.
+    const digitResults = llm.requests.slice(streamRequests).filter((r) => String(r.messages.at(-1)?.content).includes('"value":"5551234567"'));
+    expect(digitResults).toHaveLength(2);
+
+    await Promise.all(
+      paths.map(async (path) => {
+        const call = track(await resume(path, server, streaming[path]));
+        const reply = await call.nextReply(15_000);
+        const line = expectedResumeLine('en-US');
+        expect(reply.text.startsWith(line)).toBe(true);
+        expect(reply.text.slice(line.length).trimStart()).toBe(STORY);
+        expect(reply.tokens.at(-1)).toMatchObject({ token: '', last: true });
+        const n = llm.requests.length;
+        expect(await say(call, `thanks ${path}`)).toBe(`You said: thanks ${path}`);
+        const request = await waitForRequest(llm, (m) => lastUserText(m) === `thanks ${path}`, 5000, n);
+        expect(transcriptOf(request.messages)).toEqual([
+          'user:hello there',
+          'assistant:You said: hello there',
+          'user:tell me a story',
+          `assistant:${STORY}`,
+          `user:thanks ${path}`,
+        ]);
+      }),
+    );
+    // The dead process's runs were regenerated on the new one: one more story request per streaming call.
+    const storyRuns = llm.requests.slice(streamRequests).filter((r) => lastUserText(r.messages) === 'tell me a story');
+    expect(storyRuns).toHaveLength(2);
+    await server.stop();
+  }, 45_000);
+});
+
+describe('grace deadlines across a restart', () => {
+  it('expires sessions left in grace at their original deadline, not graceMs after the restart', async () => {
+    const graceMs = 6000;
+    const sqlitePath = tempSqlitePath();
+    const server = new ServerProcess({ store: 'sqlite', openaiBaseUrl: llm.baseURL, sqlitePath, graceMs });
+    const store = new SqliteStore(sqlitePath);
+    stores.push(store);
+    await server.start();
+
+    // Two calls drop and are told to reconnect; neither comes back before the restart.
+    const dropped: SimulatedCall[] = [];
+    for (let i = 0; i < 2; i++) {
+      const call = track(await SimulatedCall.connect({ url: server.relayUrl }));
+      expect(await say(call, `hello ${i}`)).toBe(`You said: hello ${i}`);
+      await call.drop();
+      expect((await postDroppedAction(server.httpUrl, call)).body).toContain('<ConversationRelay');
+      dropped.push(call);
+    }
+    const deadlines = await Promise.all(
+      dropped.map(async (call) => {
+        const record = await waitForRecord(store, call.callSid, (r) => r?.state === 'grace');
+        return persisted(record).context!.graceDeadline!;
+      }),
+    );
+
+    await new Promise((r) => setTimeout(r, 800)); // part of the grace elapses
+    await server.kill('SIGKILL');
+    await server.start();
+    const restartedAt = Date.now();
+    expect(restartedAt).toBeLessThan(Math.min(...deadlines) - 1000);
+
+    // Twilio retries the action callback for the second call: the new process restores it, timer included.
+    expect((await postDroppedAction(server.httpUrl, dropped[1]!)).body).toContain('<ConversationRelay');
+
+    const expiredAt = await Promise.all(
+      dropped.map(async (call) => {
+        await waitForRecord(store, call.callSid, (r) => r?.state === 'expired', graceMs + 5000);
+        return Date.now();
+      }),
+    );
+    for (const [i, deadline] of deadlines.entries()) {
+      expect(expiredAt[i]).toBeGreaterThanOrEqual(deadline - 5); // timers may fire a millisecond early
+      // Restarting the timer from zero would have expired it no earlier than restartedAt + graceMs.
+      expect(expiredAt[i]).toBeLessThan(Math.min(deadline + 1500, restartedAt + graceMs));
+    }
+
+    // The first was expired by the new process watching the deadline it found in the store; the second
+    // by its own restored timer.
+    const ranOut = (callSid: string) => (l: { msg: string; callSid?: unknown }) =>
+      l.callSid === callSid && l.msg === 'grace ran out while no instance owned the session';
+    await server.waitForLog(ranOut(dropped[0]!.callSid));
+    expect(server.logs.some(ranOut(dropped[1]!.callSid))).toBe(false);
+    await server.waitForLog((l) => l.callSid === dropped[1]!.callSid && l.msg === 'session finished' && l.state === 'expired');
+
+    // A reconnect after expiry starts a fresh session.
+    const late = track(await SimulatedCall.connect({ url: server.relayUrl, callSid: dropped[0]!.callSid, sessionId: dropped[0]!.sessionId, reconnection: true }));
+    const n = llm.requests.length;
+    expect(await say(late, 'anyone?')).toBe('You said: anyone?');
+    expect(transcriptOf((await waitForRequest(llm, (m) => lastUserText(m) === 'anyone?', 5000, n)).messages)).toEqual(['user:anyone?']);
+    expect(await server.metric('relay_resumes_total', { outcome: 'failed' })).toBe(1);
+    await server.waitForLog((l) => l.callSid === late.callSid && /unknown or expired session: starting a fresh session/.test(l.msg));
+    await server.stop();
+  }, 45_000);
+});

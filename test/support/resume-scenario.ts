@@ -1,0 +1,222 @@
+// A scripted call used by the persistence suites: a language switch, a keypad entry and a slow
+// streamed reply, plus the two ways a dropped call comes back (Twilio's /action path and
+// `reconnection: true`). The fake LLM answers by keywords, so every request it records can be
+// compared with the history the session should have.
+import { Redis } from 'ioredis';
+import { SimulatedCall, type Reply } from '../../src/client/twilio-sim.js';
+import { postAction } from '../../src/client/twilio-webhooks.js';
+import { contentToText, splitIntoChunks, type ChatMessageIn, type FakeOpenAI, type ScriptFn } from '../../src/llm/fake-openai-server.js';
+import { resumeLine } from '../../src/machines/phrases.js';
+import type { OutboundMessage } from '../../src/protocol/messages.js';
+import type { SessionRecord, SnapshotStore } from '../../src/stores/types.js';
+
+export const SPANISH_OK = 'Claro, hablemos en español.';
+export const DIGITS_OK = 'Gracias, número recibido.';
+export const STORY =
+  'Once upon a time a small robot answered phones all day long and it never forgot a single caller, ' +
+  'not even when the line went quiet for a while and came back again.';
+export const STORY_CHUNKS = splitIntoChunks(STORY);
+
+export interface ScriptOptions {
+  /** Delay between the story's chunks (the in-flight reply cut by a drop). */
+  storyDelayMs?: number;
+}
+
+const lastMessage = (messages: ChatMessageIn[]) => messages.at(-1);
+
+/**
+ * "spanish" -> switch_language es-US; "phone" -> collect_digits phoneNumber; "story" -> STORY streamed
+ * slowly; a tool result -> a short acknowledgement; anything else -> "You said: <text>".
+ */
+export function scenarioScript(opts: ScriptOptions = {}): ScriptFn {
+  return ({ messages }) => {
+    const last = lastMessage(messages);
+    if (last?.role === 'tool') {
+      const text = contentToText(last.content);
+      return { text: text.startsWith('language switched') ? SPANISH_OK : DIGITS_OK };
+    }
+    const said = contentToText(last?.content).toLowerCase();
+    if (said.includes('spanish')) return { toolCalls: [{ name: 'switch_language', arguments: '{"language":"es-US"}' }] };
+    if (said.includes('phone')) return { toolCalls: [{ name: 'collect_digits', arguments: '{"kind":"phoneNumber"}' }] };
+    if (said.includes('story')) return { chunks: STORY_CHUNKS, delayMs: opts.storyDelayMs ?? 60 };
+    return { text: `You said: ${contentToText(last?.content)}` };
+  };
+}
+
+const isText = (m: OutboundMessage): m is Extract<OutboundMessage, { type: 'text' }> => m.type === 'text';
+
+/** The next reply that says something: skips empty talk-cycle closes (e.g. after a tool call). */
+export async function nextSpokenReply(call: SimulatedCall, timeoutMs = 10_000): Promise<Reply> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const reply = await call.nextReply(Math.max(1, deadline - Date.now()));
+    if (reply.text !== '') return reply;
+  }
+}
+
+/** The caller speaks and the agent's spoken answer comes back. */
+export async function say(call: SimulatedCall, text: string, timeoutMs?: number): Promise<string> {
+  call.prompt(text);
+  return (await nextSpokenReply(call, timeoutMs)).text;
+}
+
+/** Waits until `n` text deltas (non-empty, last=false) arrived after the read cursor. */
+export function waitForDeltas(call: SimulatedCall, n: number, timeoutMs = 10_000): Promise<void> {
+  let seen = 0;
+  return call
+    .waitFor((m) => isText(m) && !m.last && m.token !== '' && ++seen >= n, { timeoutMs })
+    .then(() => undefined);
+}
+
+export interface TwilioResume {
+  call: SimulatedCall;
+  /** The TwiML /action answered. */
+  twiml: string;
+}
+
+/** Twilio's /action callback after a dropped socket (ErrorCode 64105, call still in progress). */
+export function postDroppedAction(baseUrl: string, call: Pick<SimulatedCall, 'callSid' | 'sessionId'>, authToken?: string) {
+  return postAction(
+    baseUrl,
+    {
+      CallSid: call.callSid,
+      CallStatus: 'in-progress',
+      SessionId: call.sessionId,
+      SessionStatus: 'failed',
+      ErrorCode: '64105',
+      ErrorMessage: 'WebSocket ended',
+    },
+    { authToken },
+  );
+}
+
+/** The wss URL of `<ConversationRelay url>` in TwiML. */
+export function relayUrlOf(twiml: string): string {
+  const url = /<ConversationRelay[^>]*\surl="([^"]+)"/.exec(twiml)?.[1];
+  if (!url) throw new Error(`no ConversationRelay url in TwiML: ${twiml}`);
+  return url.replace(/&amp;/g, '&');
+}
+
+/**
+ * The real Twilio path after a drop: /action answers fresh ConversationRelay TwiML and Twilio opens
+ * the socket it names with a NEW sessionId and the SAME callSid.
+ */
+export async function resumeViaTwilio(
+  baseUrl: string,
+  call: Pick<SimulatedCall, 'callSid' | 'sessionId'>,
+  extra: { headers?: Record<string, string>; authToken?: string } = {},
+): Promise<TwilioResume> {
+  const res = await postDroppedAction(baseUrl, call, extra.authToken);
+  if (res.status !== 200 || !res.body.includes('<ConversationRelay')) {
+    throw new Error(`/action did not ask Twilio to reconnect: HTTP ${res.status} ${res.body}`);
+  }
+  const resumed = await SimulatedCall.connect({ url: relayUrlOf(res.body), callSid: call.callSid, headers: extra.headers, callStatus: 'in-progress' });
+  return { call: resumed, twiml: res.body };
+}
+
+/** A non-Twilio client's own resume: setup with the same sessionId/callSid and reconnection=true. */
+export function resumeViaReconnection(relayUrl: string, call: Pick<SimulatedCall, 'callSid' | 'sessionId'>): Promise<SimulatedCall> {
+  return SimulatedCall.connect({ url: relayUrl, callSid: call.callSid, sessionId: call.sessionId, reconnection: true });
+}
+
+export type ResumePath = 'twilio' | 'reconnection';
+
+export async function resume(path: ResumePath, server: { httpUrl: string; relayUrl: string }, call: SimulatedCall): Promise<SimulatedCall> {
+  if (path === 'twilio') return (await resumeViaTwilio(server.httpUrl, call)).call;
+  return resumeViaReconnection(server.relayUrl, call);
+}
+
+/** The resume line in `language`, which the resumed caller hears first. */
+export function expectedResumeLine(language: string): string {
+  return resumeLine(language);
+}
+
+// ------------------------------------------------------------------ store inspection
+
+interface PersistedChild {
+  snapshot?: { context?: { buffer?: unknown } };
+}
+
+interface PersistedSession {
+  value?: unknown;
+  context?: { language?: string; history?: unknown[]; resumes?: number; sessionId?: string; graceDeadline?: number | null };
+  children?: Record<string, PersistedChild>;
+}
+
+export function persisted(record: SessionRecord | undefined): PersistedSession {
+  return (record?.snapshot ?? {}) as PersistedSession;
+}
+
+/** Digits typed so far in the persisted DTMF child (its buffer), or undefined without one. */
+export function storedDtmfBuffer(record: SessionRecord | undefined): string | undefined {
+  const buffer = persisted(record).children?.dtmf?.snapshot?.context?.buffer;
+  return typeof buffer === 'string' ? buffer : undefined;
+}
+
+/** Polls `store` until the record satisfies `predicate`; returns it. */
+export async function waitForRecord(
+  store: SnapshotStore,
+  callSid: string,
+  predicate: (r: SessionRecord | undefined) => boolean,
+  timeoutMs = 10_000,
+): Promise<SessionRecord | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  let record = await store.load(callSid);
+  while (!predicate(record)) {
+    if (Date.now() > deadline) {
+      throw new Error(`store record for ${callSid} never matched; last: ${JSON.stringify(record && { state: record.state, epoch: record.epoch })}`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+    record = await store.load(callSid);
+  }
+  return record;
+}
+
+// ------------------------------------------------------------------ LLM request inspection
+
+/** The requests the fake LLM received whose latest message satisfies `predicate`. */
+export function requestsWhere(llm: FakeOpenAI, predicate: (last: ChatMessageIn | undefined) => boolean) {
+  return llm.requests.filter((r) => predicate(r.messages.at(-1)));
+}
+
+export function lastUserText(messages: ChatMessageIn[]): string {
+  return contentToText([...messages].reverse().find((m) => m.role === 'user')?.content);
+}
+
+/** Waits for an LLM request whose latest user message includes `text` (after `from` requests). */
+export async function waitForRequest(llm: FakeOpenAI, predicate: (messages: ChatMessageIn[]) => boolean, timeoutMs = 10_000, from = 0) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const found = llm.requests.slice(from).find((r) => predicate(r.messages));
+    if (found) return found;
+    if (Date.now() > deadline) throw new Error(`no matching LLM request within ${timeoutMs} ms (${llm.requests.length} requests)`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** A compact, comparable view of a chat request: role + text (+ tool name / tool result). */
+export function transcriptOf(messages: ChatMessageIn[]): string[] {
+  return messages
+    .filter((m) => m.role !== 'system')
+    .map((m) => {
+      const calls = Array.isArray(m.tool_calls)
+        ? (m.tool_calls as Array<{ function?: { name?: string } }>).map((c) => c.function?.name ?? '?').join(',')
+        : '';
+      return `${m.role}:${contentToText(m.content)}${calls ? ` [${calls}]` : ''}`;
+    });
+}
+
+/** Deletes every key under a test's Redis prefix. */
+export async function clearRedisPrefix(url: string, prefix: string): Promise<void> {
+  const redis = new Redis(url);
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`, 'COUNT', 500);
+      cursor = next;
+      if (keys.length) await redis.del(...keys);
+    } while (cursor !== '0');
+  } finally {
+    await redis.quit();
+  }
+}
