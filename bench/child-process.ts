@@ -1,0 +1,78 @@
+// Parent side of the child processes: fork with tsx and --expose-gc, then typed request/reply over IPC.
+import { fork, type ChildProcess } from 'node:child_process';
+import { openSync, closeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ChildCommands, ChildRole, CommandName, ReplyMessage } from './child-protocol.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repoRoot = join(here, '..');
+
+export interface ChildHandle {
+  role: ChildRole;
+  pid: number;
+  call<K extends CommandName>(cmd: K, arg: ChildCommands[K][0], timeoutMs?: number): Promise<ChildCommands[K][1]>;
+  /** Asks the child to stop, then kills it if it lingers; never throws. */
+  exit(): Promise<void>;
+}
+
+/** `logFile` receives the child's stdout (the server's pino lines); stderr is inherited. */
+export function spawnChild(role: ChildRole, logFile: string): ChildHandle {
+  const out = openSync(logFile, 'a');
+  const child: ChildProcess = fork(join(here, 'child.ts'), [role], {
+    cwd: repoRoot,
+    // BENCH_CPU_PROF=<dir> writes a V8 CPU profile per child on exit (open in Chrome DevTools).
+    execArgv: ['--expose-gc', '--import', 'tsx', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [])],
+    stdio: ['ignore', out, 'inherit', 'ipc'],
+    env: { ...process.env, NODE_OPTIONS: '' },
+  });
+  closeSync(out);
+  let nextId = 1;
+  const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  let exited = false;
+  const exitedPromise = new Promise<void>((resolve) =>
+    child.once('exit', (code, signal) => {
+      exited = true;
+      for (const p of pending.values()) {
+        clearTimeout(p.timer);
+        p.reject(new Error(`bench ${role} child exited (${code ?? signal}); see ${logFile}`));
+      }
+      pending.clear();
+      resolve();
+    }),
+  );
+  child.on('message', (raw) => {
+    const msg = raw as ReplyMessage;
+    const p = pending.get(msg.id);
+    if (!p) return;
+    pending.delete(msg.id);
+    clearTimeout(p.timer);
+    if (msg.ok) p.resolve(msg.result);
+    else p.reject(new Error(`bench ${role} child: ${msg.error}`));
+  });
+
+  return {
+    role,
+    pid: child.pid ?? -1,
+    call(cmd, arg, timeoutMs = 120_000) {
+      if (exited) return Promise.reject(new Error(`bench ${role} child is gone`));
+      const id = nextId++;
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          pending.delete(id);
+          reject(new Error(`bench ${role} child: ${cmd} timed out after ${timeoutMs} ms`));
+        }, timeoutMs);
+        pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
+        child.send({ id, cmd, arg });
+      });
+    },
+    async exit() {
+      if (exited) return;
+      const id = nextId++;
+      child.send({ id, cmd: 'stop', arg: {} }, () => {});
+      const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exitedPromise;
+      clearTimeout(killer);
+    },
+  };
+}

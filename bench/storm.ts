@@ -1,0 +1,266 @@
+// Reconnect storm for one store: N calls talk, drop, get the <Connect action> callback answered with
+// reconnect TwiML, and all reconnect at once the way Twilio does (new sessionId, same callSid).
+// `live` resumes sessions still held by the same instance; `restart` first restarts the server
+// instance (everything persisted, new SessionManager and store connection), so every session is
+// restored from the store and lands in the server's relay_restore_seconds histogram. `oneByOne`
+// repeats the restart case with reconnects in sequence: the restore time without queueing.
+import { rmSync } from 'node:fs';
+import net from 'node:net';
+import { Redis } from 'ioredis';
+import { postAction } from '../src/client/twilio-webhooks.js';
+import { resumeLine } from '../src/machines/phrases.js';
+import { spawnChild, type ChildHandle } from './child-process.js';
+import type { ServerChildOptions } from './child-protocol.js';
+import { LeanCall, sid } from './lean-client.js';
+import { ask, closeAll, openCalls, PROMPT } from './load.js';
+import { counterValue, fractionAtOrBelow, histogramQuantile, parseHistogram } from './prom.js';
+import { mapLimit, percentile, waitUntil } from './stats.js';
+
+export interface StormOptions {
+  store: ServerChildOptions['store'];
+  sessions: number;
+  llmBaseUrl: string;
+  redisUrl: string;
+  sqlitePath: string;
+  logFile: string;
+  logLevel: string;
+  connectConcurrency: number;
+  actionConcurrency: number;
+  /** Bound for every wait in the storm (states reached, replies, resume lines). */
+  timeoutMs: number;
+}
+
+export interface ServerRestore {
+  /** Observations in relay_restore_seconds (sessions restored from the store). */
+  count: number;
+  p50Ms: number;
+  p99Ms: number;
+  /** Share of restores at or below 5 ms (exact: 5 ms is a bucket edge). */
+  within5ms: number;
+  meanMs: number;
+}
+
+export interface StormPhase {
+  /** Reconnects answered with the resume line. */
+  restored: number;
+  failed: number;
+  /** /action callbacks answered with reconnect TwiML before this phase. */
+  actionsReconnect: number;
+  /** relay_resumes_total{outcome="succeeded"} on the instance that took the reconnects. */
+  resumesSucceeded: number;
+  /** Setup sent -> resume line received, per call, with all N reconnecting at once (includes queueing). */
+  e2eP50Ms: number;
+  e2eP99Ms: number;
+  /** First setup sent -> last resume line received. */
+  wallMs: number;
+  /** wallMs / N: the server's amortised cost per resumed session during the storm. */
+  perSessionMs: number;
+  serverRestore: ServerRestore | null;
+}
+
+export interface StormResult {
+  store: ServerChildOptions['store'];
+  sessions: number;
+  status: 'ok' | 'skipped';
+  reason?: string;
+  /** All at once, sessions still held by the same instance. */
+  live?: StormPhase;
+  /** All at once after a restart: every session restored from the store. */
+  restart?: StormPhase;
+  /** After another restart, one reconnect at a time: restore latency without queueing (comparison only). */
+  oneByOne?: StormPhase;
+}
+
+export async function redisReachable(url: string): Promise<boolean> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: u.hostname, port: Number(u.port || 6379) });
+    socket.setTimeout(1000);
+    socket.once('connect', () => {
+      socket.end();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+    socket.once('timeout', () => {
+      socket.destroy();
+      resolve(false);
+    });
+  });
+}
+
+async function removeRedisKeys(url: string, prefix: string): Promise<void> {
+  const redis = new Redis(url);
+  try {
+    let cursor = '0';
+    for (let i = 0; i < 100_000; i++) {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      if (keys.length) await redis.del(...keys);
+      cursor = next;
+      if (cursor === '0') break;
+    }
+  } finally {
+    await redis.quit();
+  }
+}
+
+async function metricsText(httpUrl: string): Promise<string> {
+  return (await fetch(`${httpUrl}/metrics`)).text();
+}
+
+/** Drops every call, waits until the server noticed, then answers the action callbacks. */
+async function dropAndCallBack(calls: LeanCall[], child: ChildHandle, httpUrl: string, o: StormOptions): Promise<number> {
+  await Promise.all(calls.map((c) => c.drop()));
+  const noticed = await waitUntil(async () => (await child.call('stats', {})).byState.disconnected === calls.length, o.timeoutMs);
+  if (!noticed) throw new Error(`storm(${o.store}): the server did not see all ${calls.length} drops in time`);
+  const answers = await mapLimit(calls, o.actionConcurrency, async (c) => {
+    const res = await postAction(httpUrl, { CallSid: c.callSid, CallStatus: 'in-progress', SessionStatus: 'failed', ErrorCode: '64105' });
+    return res.status === 200 && res.body.includes('<ConversationRelay');
+  });
+  return answers.filter(Boolean).length;
+}
+
+interface Reconnected {
+  calls: LeanCall[];
+  /** Setup sent -> resume line, per call; null when no resume line came. */
+  latencies: Array<number | null>;
+  wallMs: number;
+}
+
+/** Resolves with the time the first text frame arrived if it is the resume line, else null. */
+function resumeLineAt(call: LeanCall, timeoutMs: number): Promise<number | null> {
+  const expected = resumeLine('en-US');
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(null), timeoutMs);
+    void call.closed.then(() => {
+      clearTimeout(timer);
+      resolve(null);
+    });
+    call.onText = (token) => {
+      const now = performance.now();
+      call.onText = null;
+      clearTimeout(timer);
+      resolve(token.startsWith(expected) ? now : null);
+    };
+  });
+}
+
+/** The storm: opens every socket first, then sends all setups in one burst and times each resume line. */
+async function reconnectAtOnce(relayUrl: string, callSids: string[], o: StormOptions): Promise<Reconnected> {
+  const calls = await mapLimit(callSids, o.connectConcurrency, (callSid) => LeanCall.open(relayUrl, callSid));
+  const waits = calls.map((call) => resumeLineAt(call, o.timeoutMs));
+  const sentAt = calls.map((call) => {
+    const at = performance.now();
+    call.sendSetup(sid('VX'), { callStatus: 'IN-PROGRESS' });
+    return at;
+  });
+  const arrived = await Promise.all(waits);
+  const latencies = arrived.map((at, i) => (at === null ? null : at - sentAt[i]!));
+  const last = Math.max(...arrived.map((at) => at ?? 0));
+  return { calls, latencies, wallMs: last > 0 ? last - sentAt[0]! : Number.NaN };
+}
+
+/** For comparison: the same reconnects one after another, so no restore waits behind another. */
+async function reconnectOneByOne(relayUrl: string, callSids: string[], o: StormOptions): Promise<Reconnected> {
+  const calls: LeanCall[] = [];
+  const latencies: Array<number | null> = [];
+  let wallMs = 0;
+  for (const callSid of callSids) {
+    const call = await LeanCall.open(relayUrl, callSid);
+    calls.push(call);
+    const wait = resumeLineAt(call, o.timeoutMs);
+    const sent = performance.now();
+    call.sendSetup(sid('VX'), { callStatus: 'IN-PROGRESS' });
+    const at = await wait;
+    latencies.push(at === null ? null : at - sent);
+    wallMs += (at ?? performance.now()) - sent;
+  }
+  return { calls, latencies, wallMs };
+}
+
+async function phase(
+  reconnect: typeof reconnectAtOnce,
+  child: ChildHandle,
+  port: number,
+  callSids: string[],
+  actionsReconnect: number,
+  o: StormOptions,
+): Promise<{ result: StormPhase; calls: LeanCall[] }> {
+  const httpUrl = `http://127.0.0.1:${port}`;
+  const before = await metricsText(httpUrl);
+  const { calls, latencies, wallMs } = await reconnect(`ws://127.0.0.1:${port}/relay`, callSids, o);
+  const ok = latencies.filter((l): l is number => l !== null);
+  const after = await metricsText(httpUrl);
+  const succeeded = 'outcome="succeeded"';
+  let serverRestore: ServerRestore | null = null;
+  const h = parseHistogram(after, 'relay_restore_seconds');
+  // Sessions still held by this instance are resumed without a restore: no observations then.
+  if (h.count > 0) {
+    serverRestore = {
+      count: h.count,
+      p50Ms: histogramQuantile(h, 0.5) * 1000,
+      p99Ms: histogramQuantile(h, 0.99) * 1000,
+      within5ms: fractionAtOrBelow(h, 0.005),
+      meanMs: h.count ? (h.sum / h.count) * 1000 : Number.NaN,
+    };
+  }
+  return {
+    calls,
+    result: {
+      restored: ok.length,
+      failed: latencies.length - ok.length,
+      actionsReconnect,
+      resumesSucceeded: counterValue(after, 'relay_resumes_total', succeeded) - counterValue(before, 'relay_resumes_total', succeeded),
+      e2eP50Ms: percentile(ok, 0.5),
+      e2eP99Ms: percentile(ok, 0.99),
+      wallMs,
+      perSessionMs: wallMs / callSids.length,
+      serverRestore,
+    },
+  };
+}
+
+export async function runStorm(o: StormOptions): Promise<StormResult> {
+  if (o.store === 'redis' && !(await redisReachable(o.redisUrl))) {
+    return { store: o.store, sessions: o.sessions, status: 'skipped', reason: `Redis at ${o.redisUrl} is unreachable` };
+  }
+  const redisPrefix = `bench:${sid('')}:`;
+  const child = spawnChild('server', o.logFile);
+  let calls: LeanCall[] = [];
+  try {
+    let { port } = await child.call('start', {
+      store: o.store,
+      sqlitePath: o.sqlitePath,
+      redisUrl: o.redisUrl,
+      redisPrefix,
+      llmBaseUrl: o.llmBaseUrl,
+      // Long enough that no session expires during the storm.
+      graceMs: 10 * 60_000,
+      logLevel: o.logLevel,
+    });
+    // Every call has one finished turn, so there is history to persist and restore.
+    calls = await openCalls(`ws://127.0.0.1:${port}/relay`, o.sessions, o.connectConcurrency);
+    await Promise.all(calls.map((c) => ask(c, PROMPT, o.timeoutMs)));
+    const callSids = calls.map((c) => c.callSid);
+
+    let actions = await dropAndCallBack(calls, child, `http://127.0.0.1:${port}`, o);
+    const live = await phase(reconnectAtOnce, child, port, callSids, actions, o);
+    calls = live.calls;
+
+    actions = await dropAndCallBack(calls, child, `http://127.0.0.1:${port}`, o);
+    ({ port } = await child.call('restart', {}));
+    const restart = await phase(reconnectAtOnce, child, port, callSids, actions, o);
+    calls = restart.calls;
+
+    actions = await dropAndCallBack(calls, child, `http://127.0.0.1:${port}`, o);
+    ({ port } = await child.call('restart', {}));
+    const oneByOne = await phase(reconnectOneByOne, child, port, callSids, actions, o);
+    calls = oneByOne.calls;
+    return { store: o.store, sessions: o.sessions, status: 'ok', live: live.result, restart: restart.result, oneByOne: oneByOne.result };
+  } finally {
+    await closeAll(calls);
+    await child.exit();
+    if (o.store === 'sqlite') rmSync(o.sqlitePath, { force: true });
+    for (const suffix of ['-wal', '-shm']) if (o.store === 'sqlite') rmSync(o.sqlitePath + suffix, { force: true });
+    if (o.store === 'redis') await removeRedisKeys(o.redisUrl, redisPrefix).catch(() => {});
+  }
+}

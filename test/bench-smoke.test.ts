@@ -1,0 +1,95 @@
+// Runs the whole benchmark harness at tiny sizes so its code stays exercised in CI. It checks the
+// shape and sanity of the results, never timing targets (those depend on the machine).
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { runBench } from '../bench/bench.js';
+import { benchOptionsFromEnv } from '../bench/options.js';
+import type { BenchResults } from '../bench/report.js';
+import { renderReport } from '../bench/report.js';
+import { REDIS_URL, redisAvailable } from './support/redis.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'relay-bench-smoke-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const positive = (n: number | null) => typeof n === 'number' && Number.isFinite(n) && n > 0;
+
+describe('npm run bench (tiny sizes)', () => {
+  it('measures baseline and server, storms every store, and reports every target', async () => {
+    const withRedis = await redisAvailable();
+    const stores = withRedis ? 'memory,sqlite,redis' : 'memory,sqlite';
+    const options = benchOptionsFromEnv({
+      BENCH_LEVELS: '1,3',
+      BENCH_ROUNDS: '5,4',
+      BENCH_TURNS_PER_CALL: '3',
+      BENCH_STORM_SESSIONS: '4',
+      BENCH_STORES: stores,
+      BENCH_IDLE_SESSIONS: '20',
+      BENCH_LLM_FLOOR_REQUESTS: '10',
+      BENCH_LOG_LEVEL: 'silent',
+      BENCH_WAIT_TIMEOUT_MS: '20000',
+      BENCH_RESULTS: join(dir, 'results.json'),
+      REDIS_URL,
+    });
+    const results = await runBench(options);
+
+    // The JSON file holds the same results (non-finite numbers become null).
+    const file = JSON.parse(readFileSync(options.resultsPath, 'utf8')) as BenchResults;
+    expect(file.checks).toEqual(results.checks);
+    expect(file.options.levels).toEqual([1, 3]);
+
+    // The baseline answers with exactly the server's frames, and the server's frames are valid.
+    expect(results.frameCheck).toMatchObject({ identical: true, invalidFrames: 0 });
+    expect(results.frameCheck.serverFrames).toBeGreaterThan(1);
+
+    expect(results.latency.map((l) => l.sessions)).toEqual([1, 3]);
+    for (const level of results.latency) {
+      for (const side of [level.baseline, level.server]) {
+        expect(side.failed).toBe(0);
+        expect(side.replies).toBe(level.sessions * level.rounds);
+        expect(side.framesPerReply).toBe(results.frameCheck.serverFrames);
+        expect(positive(side.p50Ms) && positive(side.throughput) && positive(side.cpuUsPerReply)).toBe(true);
+        expect(side.p99Ms).toBeGreaterThanOrEqual(side.p50Ms);
+        expect(side.maxMs).toBeGreaterThanOrEqual(side.p99Ms);
+      }
+      expect(positive(level.ratios.p50) && positive(level.ratios.p99) && positive(level.ratios.throughput)).toBe(true);
+    }
+    expect(positive(results.llmFloor?.cpuUsPerRequest ?? null)).toBe(true);
+
+    expect(results.storms.map((s) => s.store)).toEqual(stores.split(','));
+    for (const storm of results.storms) {
+      expect(storm.status).toBe('ok');
+      for (const phase of [storm.live!, storm.restart!, storm.oneByOne!]) {
+        expect(phase).toMatchObject({ restored: 4, failed: 0, actionsReconnect: 4, resumesSucceeded: 4 });
+        expect(positive(phase.e2eP50Ms) && positive(phase.wallMs)).toBe(true);
+        expect(phase.e2eP99Ms).toBeGreaterThanOrEqual(phase.e2eP50Ms);
+      }
+      expect(storm.live!.serverRestore).toBeNull();
+      // After each restart every session came back from the store, once each.
+      for (const restore of [storm.restart!.serverRestore!, storm.oneByOne!.serverRestore!]) {
+        expect(restore.count).toBe(4);
+        expect(positive(restore.p50Ms) && positive(restore.meanMs)).toBe(true);
+        expect(restore.p99Ms).toBeGreaterThanOrEqual(restore.p50Ms);
+        expect(restore.within5ms).toBeGreaterThanOrEqual(0);
+        expect(restore.within5ms).toBeLessThanOrEqual(1);
+      }
+    }
+
+    const memory = results.memory.server;
+    expect(memory).toMatchObject({ sessions: 20, held: 20, gcExposed: true });
+    expect(Number.isFinite(memory.heapPerSessionBytes) && Number.isFinite(memory.rssPerSessionBytes)).toBe(true);
+    expect(memory.heapAfterBytes).toBeGreaterThan(0);
+    expect(results.memory.baseline).toMatchObject({ sessions: 20, held: 20 });
+
+    // Every target has a row with a verdict; the overall verdict is their conjunction.
+    const metrics = results.checks.map((c) => c.metric).join('\n');
+    for (const expected of ['first-token latency p50 @3', 'first-token latency p99 @3', 'throughput @1', 'throughput @3', 'heap per idle session', 'RSS per idle session']) {
+      expect(metrics).toContain(expected);
+    }
+    for (const store of stores.split(',')) expect(metrics).toContain(`storm ${store}: restore p99`);
+    for (const c of results.checks) expect(typeof c.pass).toBe('boolean');
+    expect(results.pass).toBe(results.checks.every((c) => c.pass));
+    expect(renderReport(results)).toContain('Targets');
+  }, 60_000);
+});
