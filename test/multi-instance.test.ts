@@ -128,6 +128,9 @@ describe.skipIf(!redisUp)('two instances sharing Redis', () => {
     expect(await store.currentEpoch(onA.callSid)).toBe(epoch);
     expect(await say(onA, 'still on A')).toBe('You said: still on A');
 
+    // A persists a turn a moment after the caller hears its end; a takeover inside that window would
+    // restore the turn before (documented in the README), so wait until it is stored.
+    await waitForRecord(store, onA.callSid, (r) => persisted(r).context?.history?.length === 4);
     // The rightful client connects to B while its socket on A is still open: B wins, A lets go at once
     // (the caller is idle, so only the lease notification can tell A).
     const onB = track(await resumeViaReconnection(b.relayUrl, onA));

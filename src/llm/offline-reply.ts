@@ -2,6 +2,7 @@
 // with canned replies and keyword-triggered tools, so a newcomer can watch the whole flow.
 import { randomUUID } from 'node:crypto';
 import { fromCallback } from 'xstate';
+import type { CollectDigitsArgs } from './tools.js';
 import type { ChatTurn, ReplyEvent, ReplyInput, ToolCall } from './types.js';
 
 interface Canned {
@@ -19,18 +20,42 @@ function lastUserOrTool(turns: ChatTurn[]): ChatTurn | undefined {
   return turns.filter((t) => t.role !== 'assistant').at(-1);
 }
 
+/** Keywords that start a keypad entry, so every DTMF input type can be tried without an LLM. */
+function keypadRequest(said: string, spanish: boolean): CollectDigitsArgs | undefined {
+  if (/\bmenu\b|menú/.test(said)) return { kind: 'language' };
+  if (/phone number|número de teléfono|numero de telefono/.test(said)) return { kind: 'phoneNumber' };
+  if (/birth|nacimiento/.test(said)) return { kind: 'dateOfBirth' };
+  if (/\bpin\b/.test(said)) return { kind: 'digits', label: 'PIN', minLength: 4, maxLength: 4 };
+  if (/account|cuenta/.test(said)) return { kind: 'digits', label: spanish ? 'número de cuenta' : 'account number', minLength: 6, maxLength: 10 };
+  return undefined;
+}
+
+/** A collect_digits result the caller could not complete (see DtmfResult). */
+function isFailedResult(content: string): boolean {
+  try {
+    const parsed: unknown = JSON.parse(content);
+    return typeof parsed === 'object' && parsed !== null && 'status' in parsed && parsed.status === 'failed';
+  } catch {
+    return false;
+  }
+}
+
 /** Chooses the canned answer for the latest caller turn or tool result. */
 export function offlineAnswer(turns: ChatTurn[], language: string): Canned {
   const spanish = language.startsWith('es');
   const last = lastUserOrTool(turns);
   if (last?.role === 'tool') {
+    if (isFailedResult(last.content)) {
+      return { text: spanish ? 'Lo siento, no pude obtener eso.' : 'Sorry, I could not get that.', toolCalls: [] };
+    }
     return { text: spanish ? 'Gracias, lo tengo.' : 'Thanks, got it.', toolCalls: [] };
   }
   const said = last?.role === 'user' ? last.content.toLowerCase() : '';
+  // Keypad entries first: "language menu" must open the menu, not switch the language.
+  const keypad = keypadRequest(said, spanish);
+  if (keypad) return { text: '', toolCalls: [tool('collect_digits', keypad)] };
   if (/spanish|español|espanol/.test(said)) return { text: '', toolCalls: [tool('switch_language', { language: 'es-US' })] };
   if (/english|inglés|ingles/.test(said)) return { text: '', toolCalls: [tool('switch_language', { language: 'en-US' })] };
-  if (/phone number/.test(said)) return { text: '', toolCalls: [tool('collect_digits', { kind: 'phoneNumber' })] };
-  if (/birth/.test(said)) return { text: '', toolCalls: [tool('collect_digits', { kind: 'dateOfBirth' })] };
   if (/agent|human|person/.test(said)) {
     return {
       text: spanish ? 'Le comunico con un agente.' : 'Connecting you to an agent.',

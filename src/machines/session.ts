@@ -177,8 +177,9 @@ export const sessionMachine = setup({
     }),
     /** Only what the caller actually heard becomes the assistant turn. */
     recordInterruptedReply: assign({
+      // Interrupted before anything was heard: there is no assistant turn to keep.
       history: ({ context, event }) =>
-        event.type === 'INTERRUPT'
+        event.type === 'INTERRUPT' && event.utterance.trim()
           ? [...context.history, { role: 'assistant' as const, content: event.utterance, interrupted: true }]
           : context.history,
       reply: null,
@@ -257,6 +258,13 @@ export const sessionMachine = setup({
     }),
     // Relayed to the child collector; digits themselves are never logged.
     forwardDigit: sendTo('dtmf', ({ event }) => event),
+    // Nobody can type without a socket: the entry's idle timer stops until the caller is back.
+    pauseDtmf: sendTo('dtmf', { type: 'PAUSE' }),
+    continueDtmf: sendTo('dtmf', { type: 'CONTINUE' }),
+    /** A keypad prompt said while no socket is attached is spoken after the resume line instead. */
+    keepDtmfSayForResume: assign({
+      undelivered: ({ context, event }) => (event.type === 'DTMF.SAY' ? event.text : context.undelivered),
+    }),
     relayDtmfSay: emit(({ event }) => ({
       type: 'outbound' as const,
       message: { type: 'text' as const, token: event.type === 'DTMF.SAY' ? event.text : '', last: true },
@@ -269,6 +277,8 @@ export const sessionMachine = setup({
       language: ({ context }, params: { result: DtmfResult }) =>
         params.result.status === 'ok' && params.result.kind === 'language' ? params.result.value : context.language,
       dtmf: null,
+      // Keypad input is the caller taking part, like speaking: the tool-loop bound starts over.
+      toolRounds: 0,
     }),
     recordDtmfCancelled: assign({
       history: ({ context }) =>
@@ -313,6 +323,9 @@ export const sessionMachine = setup({
       const streaming = context.reply !== null;
       const cutOff = context.reply?.text || context.undelivered;
       const text = (token: string, last: boolean): SessionEmitted => ({ type: 'outbound', message: { type: 'text', token, last } });
+      // A new Twilio session starts in the TwiML's language: switch it back to the call's current one.
+      const language = context.language;
+      enqueue.emit({ type: 'outbound', message: { type: 'language', ttsLanguage: language, transcriptionLanguage: language } });
       enqueue.emit(text(resumeLine(context.language), !streaming && !cutOff));
       // A reply still streaming is continued by its next deltas; a finished one closes the cycle.
       if (cutOff) enqueue.emit(text(` ${cutOff}`, !streaming));
@@ -413,7 +426,8 @@ export const sessionMachine = setup({
                   { guard: 'isCurrentRun', actions: ['appendDelta', 'emitDelta'] },
                 ],
                 'LLM.DONE': [
-                  { guard: 'tooManyToolRounds', target: 'responding', reenter: true, actions: ['finishReply', 'refuseToolLoop'] },
+                  // A model stuck calling tools gets refusals and the caller gets the floor back.
+                  { guard: 'tooManyToolRounds', target: 'idle', actions: ['finishReply', 'refuseToolLoop', 'sayLlmFailure', 'closeTalkCycle'] },
                   {
                     guard: 'wantsHandoff',
                     target: 'finished',
@@ -450,7 +464,12 @@ export const sessionMachine = setup({
               initial: 'route',
               on: {
                 DIGIT: { actions: 'forwardDigit' },
-                'DTMF.SAY': { actions: 'relayDtmfSay' },
+                // Said while the caller is away (an entry the model started during a drop): kept for after the
+                // resume line, and the entry waits without using up idle attempts.
+                'DTMF.SAY': [{ guard: 'linkConnected', actions: 'relayDtmfSay' }, { actions: ['keepDtmfSayForResume', 'pauseDtmf'] }],
+                // Alongside the link region's own transitions; the guard mirrors link's so can(RESUME) is unchanged.
+                'SOCKET.CLOSED': { actions: 'pauseDtmf' },
+                RESUME: { guard: 'canResume', actions: 'continueDtmf' },
                 // Speaking instead of typing cancels the keypad entry and is answered normally.
                 PROMPT: { guard: 'isFinalPrompt', target: 'responding', actions: ['recordDtmfCancelled', 'recordUserTurn'] },
               },

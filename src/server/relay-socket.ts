@@ -96,7 +96,9 @@ export function handleRelaySocket(ws: WebSocket, deps: RelaySocketDeps, transpor
     const parsed = parseInbound(isBinary ? data : data.toString('utf8'));
     if (!parsed.ok) {
       deps.metrics.malformedFrames.inc({ reason: parsed.reason });
-      log.warn({ reason: parsed.reason, detail: parsed.detail.slice(0, 300) }, 'malformed frame ignored');
+      // JSON.parse errors quote the raw frame, which may hold a keypad digit: log only schema errors.
+      const detail = parsed.reason === 'invalid' ? parsed.detail.slice(0, 300) : undefined;
+      log.warn({ reason: parsed.reason, bytes: data.length, detail }, 'malformed frame ignored');
       return;
     }
     const message = parsed.message;

@@ -170,7 +170,12 @@ export function createCollectorMachine<R extends string>(spec: CollectorSpec<R>)
             { target: 'collecting', reenter: true, actions: 'appendDigit' },
           ],
           IDLE_TIMEOUT: { target: 'rejected', actions: 'recordNoInput' },
+          PAUSE: 'paused',
         },
+      },
+      paused: {
+        description: 'The socket dropped: nobody can type, so no idle timer runs; the buffer is kept for the resume.',
+        on: { CONTINUE: 'collecting' },
       },
       checking: {
         description: 'Validates the complete entry.',

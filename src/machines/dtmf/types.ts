@@ -31,8 +31,16 @@ export type DtmfResult =
   | { status: 'ok'; kind: DtmfKind; value: string }
   | { status: 'failed'; kind: DtmfKind; reason: DtmfFailureReason };
 
-/** Events the DTMF machines accept. IDLE_TIMEOUT is normally sent by their own idle timer. */
-export type DtmfEvent = { type: 'DIGIT'; digit: DtmfDigit } | { type: 'CANCEL' } | { type: 'IDLE_TIMEOUT' };
+/**
+ * Events the DTMF machines accept. IDLE_TIMEOUT is normally sent by their own idle timer.
+ * PAUSE / CONTINUE bracket a dropped socket: nobody can type then, so the idle timer stops.
+ */
+export type DtmfEvent =
+  | { type: 'DIGIT'; digit: DtmfDigit }
+  | { type: 'CANCEL' }
+  | { type: 'IDLE_TIMEOUT' }
+  | { type: 'PAUSE' }
+  | { type: 'CONTINUE' };
 
 /** Sent to the parent: text to speak to the caller (initial prompt or re-prompt). */
 export interface DtmfSayEvent {

@@ -1,0 +1,377 @@
+// Machine-level tests of the session machine: lifecycle transitions of the `link` region and the
+// DTMF collection in `conversation.collecting`, including partial input across a persisted snapshot.
+// The LLM is not the unit under test here, so a scripted callback actor stands in for it.
+import { randomUUID } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createActor, fromCallback, waitFor, type Actor, type Snapshot } from 'xstate';
+import type { ChatTurn, ReplyEvent, ReplyInput, ToolCall } from '../src/llm/types.js';
+import { lifecycleOf, sessionMachine, type SessionInput, type SessionTimeouts } from '../src/machines/session.js';
+import { resumeLine } from '../src/machines/phrases.js';
+import type { DtmfDigit } from '../src/machines/dtmf/types.js';
+import type { OutboundMessage } from '../src/protocol/messages.js';
+
+interface Answer {
+  text: string;
+  toolCalls?: ToolCall[];
+}
+
+/** Keyword script: "keypad <json args>" asks for collect_digits, "agent" hands off, a tool result is thanked. */
+function answerFor({ turns }: ReplyInput): Answer {
+  const last = turns.at(-1);
+  if (last?.role === 'tool') return { text: 'Thanks, noted.' };
+  const said = last?.role === 'user' ? last.content : '';
+  const keypad = /^keypad (.*)$/.exec(said);
+  if (keypad) return { text: '', toolCalls: [{ id: `call_${randomUUID()}`, name: 'collect_digits', arguments: keypad[1]! }] };
+  if (said.includes('agent')) {
+    return {
+      text: 'Connecting you now.',
+      toolCalls: [{ id: `call_${randomUUID()}`, name: 'human_agent_handoff', arguments: '{"reason":"asked for a person"}' }],
+    };
+  }
+  return { text: `You said: ${said}` };
+}
+
+/** A provided llmReply: records every input and answers asynchronously, like a (very fast) stream. */
+function scriptedMachine(seen: ReplyInput[], script: (input: ReplyInput) => Answer = answerFor) {
+  const llmReply = fromCallback<{ type: string }, ReplyInput>(({ input, sendBack }) => {
+    seen.push(input);
+    const runId = randomUUID();
+    const answer = script(input);
+    const timer = setTimeout(() => {
+      if (answer.text) sendBack({ type: 'LLM.DELTA', runId, text: answer.text } satisfies ReplyEvent);
+      sendBack({ type: 'LLM.DONE', runId, text: answer.text, toolCalls: answer.toolCalls ?? [] } satisfies ReplyEvent);
+    }, 1);
+    return () => clearTimeout(timer);
+  });
+  return sessionMachine.provide({ actors: { llmReply } });
+}
+
+type Machine = ReturnType<typeof scriptedMachine>;
+
+const PHONE_PROMPT = 'Please enter your 10-digit phone number, starting with the area code.';
+const TIMEOUTS: SessionTimeouts = { graceMs: 60_000, retentionMs: 60_000, dtmfIdleMs: 30_000, maxResumes: 3 };
+
+function inputWith(timeouts: Partial<SessionTimeouts> = {}): SessionInput {
+  return {
+    callSid: `CA${randomUUID().replace(/-/g, '')}`,
+    sessionId: `VX${randomUUID().replace(/-/g, '')}`,
+    from: '+15550100001',
+    to: '+15550100002',
+    customParameters: {},
+    language: 'en-US',
+    timeouts: { ...TIMEOUTS, ...timeouts },
+    now: Date.now(),
+  };
+}
+
+interface Running {
+  actor: Actor<Machine>;
+  machine: Machine;
+  seen: ReplyInput[];
+  outbound: OutboundMessage[];
+}
+
+const actors: Actor<Machine>[] = [];
+afterEach(() => {
+  for (const a of actors.splice(0)) a.stop();
+});
+
+function track(actor: Actor<Machine>, outbound: OutboundMessage[]): Actor<Machine> {
+  actors.push(actor);
+  actor.on('outbound', ({ message }) => outbound.push(message));
+  return actor.start();
+}
+
+function startSession(timeouts: Partial<SessionTimeouts> = {}, script?: (input: ReplyInput) => Answer): Running {
+  const seen: ReplyInput[] = [];
+  const machine = scriptedMachine(seen, script);
+  const outbound: OutboundMessage[] = [];
+  const actor = track(createActor(machine, { input: inputWith(timeouts) }), outbound);
+  return { actor, machine, seen, outbound };
+}
+
+/** Restores a JSON round-tripped persisted snapshot into a new actor of the same machine. */
+function restore(from: Running): Running {
+  const persisted = JSON.parse(JSON.stringify(from.actor.getPersistedSnapshot())) as Snapshot<unknown>;
+  from.actor.stop();
+  const outbound: OutboundMessage[] = [];
+  // The input is required by the types and ignored on restore: everything comes from the snapshot.
+  const actor = track(createActor(from.machine, { snapshot: persisted, input: inputWith() }), outbound);
+  return { actor, machine: from.machine, seen: from.seen, outbound };
+}
+
+const link = (actor: Actor<Machine>) => lifecycleOf(actor.getSnapshot().value);
+const conversation = (actor: Actor<Machine>) => {
+  const value = actor.getSnapshot().value;
+  return typeof value === 'object' ? value.live.conversation : value;
+};
+const texts = (outbound: OutboundMessage[]) => outbound.flatMap((m) => (m.type === 'text' ? [m.token] : []));
+
+function say(actor: Actor<Machine>, text: string): void {
+  actor.send({ type: 'PROMPT', text, lang: 'en-US', last: true });
+}
+
+function press(actor: Actor<Machine>, keys: string): void {
+  for (const digit of keys) actor.send({ type: 'DIGIT', digit: digit as DtmfDigit });
+}
+
+async function until(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits for the model call that follows a tool result and returns that result, parsed. */
+async function toolResult(seen: ReplyInput[], from: number): Promise<unknown> {
+  await until(() => seen.slice(from).some((i) => i.turns.at(-1)?.role === 'tool'), 'a model call with a tool result');
+  const turn = seen.slice(from).find((i) => i.turns.at(-1)?.role === 'tool')!.turns.at(-1) as Extract<ChatTurn, { role: 'tool' }>;
+  return JSON.parse(turn.content);
+}
+
+/** Starts a keypad collection through the model and waits for the child's spoken prompt. */
+async function startCollection(s: Running, args: object, prompt: RegExp): Promise<void> {
+  say(s.actor, `keypad ${JSON.stringify(args)}`);
+  await until(() => conversation(s.actor) !== 'idle' && texts(s.outbound).some((t) => prompt.test(t)), 'the keypad prompt');
+  expect(s.actor.getSnapshot().matches({ live: { conversation: 'collecting' } })).toBe(true);
+}
+
+function childBuffer(actor: Actor<Machine>): string | undefined {
+  const child = actor.getSnapshot().children.dtmf?.getSnapshot() as { context?: { buffer?: string } } | undefined;
+  return child?.context?.buffer;
+}
+
+describe('session lifecycle (link region)', () => {
+  it('connected -> disconnected -> grace -> connected, counting the resume and greeting the caller', async () => {
+    const { actor, outbound } = startSession({ graceMs: 30_000 });
+    expect(link(actor)).toBe('connected');
+
+    const before = Date.now();
+    actor.send({ type: 'SOCKET.CLOSED', code: 1006 });
+    expect(link(actor)).toBe('disconnected');
+    const dropped = actor.getSnapshot().context;
+    expect(dropped).toMatchObject({ disconnects: 1, lastCloseCode: 1006, resumes: 0 });
+    expect(dropped.graceDeadline).toBeGreaterThanOrEqual(before + 30_000);
+
+    actor.send({ type: 'ACTION', resumable: true, sessionStatus: 'failed', errorCode: '64105' });
+    expect(link(actor)).toBe('grace');
+
+    const newSessionId = 'VXresumed';
+    actor.send({ type: 'RESUME', sessionId: newSessionId, via: 'twilio' });
+    expect(link(actor)).toBe('connected');
+    expect(actor.getSnapshot().context).toMatchObject({ resumes: 1, sessionId: newSessionId, graceDeadline: null });
+    // The new Twilio session is put back in the call's language, then the caller hears we are back.
+    expect(outbound).toEqual([
+      { type: 'language', ttsLanguage: 'en-US', transcriptionLanguage: 'en-US' },
+      { type: 'text', token: resumeLine('en-US'), last: true },
+    ]);
+  });
+
+  it('grace -> expired when the deadline passes', async () => {
+    const { actor } = startSession({ graceMs: 150 });
+    actor.send({ type: 'SOCKET.CLOSED', code: 1006 });
+    actor.send({ type: 'ACTION', resumable: true, sessionStatus: 'failed', errorCode: '64105' });
+    expect(link(actor)).toBe('grace');
+    const done = await waitFor(actor, (s) => s.status === 'done', { timeout: 5000 });
+    expect(done.value).toBe('expired');
+  });
+
+  it('disconnected -> expired when no action callback and no reconnect come', async () => {
+    const { actor } = startSession({ graceMs: 150 });
+    actor.send({ type: 'SOCKET.CLOSED', code: 1006 });
+    const done = await waitFor(actor, (s) => s.status === 'done', { timeout: 5000 });
+    expect(done.value).toBe('expired');
+  });
+
+  it('a non-resumable action callback ends the session', () => {
+    const { actor } = startSession();
+    actor.send({ type: 'ACTION', resumable: false, sessionStatus: 'completed', errorCode: '' });
+    expect(actor.getSnapshot().status).toBe('done');
+    expect(actor.getSnapshot().value).toBe('ended');
+    expect(actor.getSnapshot().context.endedReason).toBe('action:completed');
+  });
+
+  it('caps resumes: past maxResumes a reconnect is refused and the next action callback ends the call', () => {
+    const { actor } = startSession({ maxResumes: 1 });
+    actor.send({ type: 'SOCKET.CLOSED', code: 1006 });
+    actor.send({ type: 'RESUME', sessionId: 'VXone', via: 'reconnection' });
+    expect(link(actor)).toBe('connected');
+    expect(actor.getSnapshot().context.resumes).toBe(1);
+
+    actor.send({ type: 'SOCKET.CLOSED', code: 1006 });
+    const resume = { type: 'RESUME', sessionId: 'VXtwo', via: 'reconnection' } as const;
+    expect(actor.getSnapshot().can(resume)).toBe(false);
+    actor.send(resume);
+    expect(link(actor)).toBe('disconnected');
+    expect(actor.getSnapshot().context).toMatchObject({ resumes: 1, sessionId: 'VXone' });
+
+    actor.send({ type: 'ACTION', resumable: true, sessionStatus: 'failed', errorCode: '64105' });
+    expect(actor.getSnapshot().value).toBe('ended');
+  });
+
+  it('after a handoff (end sent) the socket closing ends the session', async () => {
+    const { actor, outbound } = startSession();
+    say(actor, 'a person please, an agent');
+    await until(() => outbound.some((m) => m.type === 'end'), 'the end message');
+    expect(actor.getSnapshot().matches({ live: { conversation: 'finished' } })).toBe(true);
+    // The goodbye is spoken and its talk cycle closed before `end`.
+    const end = outbound.findIndex((m) => m.type === 'end');
+    expect(texts(outbound.slice(0, end)).join('')).toBe('Connecting you now.');
+    expect(outbound[end - 1]).toEqual({ type: 'text', token: '', last: true });
+    const endMessage = outbound[end] as Extract<OutboundMessage, { type: 'end' }>;
+    expect(JSON.parse(endMessage.handoffData!)).toMatchObject({ reason: 'asked for a person', language: 'en-US' });
+
+    actor.send({ type: 'SOCKET.CLOSED', code: 1000 });
+    expect(actor.getSnapshot().value).toBe('ended');
+    expect(actor.getSnapshot().context.endedReason).toBe('socket.closed');
+  });
+});
+
+describe('DTMF collection in the session machine', () => {
+  it('keeps partial keypad input in the persisted snapshot and completes it after a restore', async () => {
+    const first = startSession();
+    await startCollection(first, { kind: 'phoneNumber' }, /10-digit phone number/);
+    press(first.actor, '5550');
+    expect(childBuffer(first.actor)).toBe('5550');
+
+    const persisted = JSON.parse(JSON.stringify(first.actor.getPersistedSnapshot())) as {
+      context: { dtmf: { kind: string } | null };
+      children: Record<string, { snapshot: { context: { buffer: string } } }>;
+    };
+    expect(persisted.context.dtmf?.kind).toBe('phoneNumber');
+    expect(persisted.children.dtmf?.snapshot.context.buffer).toBe('5550');
+
+    const restored = restore(first);
+    expect(restored.actor.getSnapshot().matches({ live: { conversation: 'collecting' } })).toBe(true);
+    expect(childBuffer(restored.actor)).toBe('5550');
+    const calls = restored.seen.length;
+    press(restored.actor, '001234');
+    expect(await toolResult(restored.seen, calls)).toEqual({ status: 'ok', kind: 'phoneNumber', value: '5550001234' });
+    await until(() => texts(restored.outbound).join('').includes('Thanks, noted.'), 'the reply after the tool result');
+    expect(conversation(restored.actor)).toBe('idle');
+    expect(restored.actor.getSnapshot().context.dtmf).toBeNull();
+  });
+
+  it('records the tool result once, in order, and continues the conversation', async () => {
+    const s = startSession();
+    await startCollection(s, { kind: 'digits', label: 'PIN', minLength: 4, maxLength: 6 }, /enter your PIN/);
+    const calls = s.seen.length;
+    press(s.actor, '4321#');
+    expect(await toolResult(s.seen, calls)).toEqual({ status: 'ok', kind: 'digits', value: '4321' });
+    const turns = s.seen.at(-1)!.turns;
+    const assistant = turns.at(-2) as Extract<ChatTurn, { role: 'assistant' }>;
+    const tool = turns.at(-1) as Extract<ChatTurn, { role: 'tool' }>;
+    expect(assistant.toolCalls?.[0]?.name).toBe('collect_digits');
+    expect(tool.toolCallId).toBe(assistant.toolCalls?.[0]?.id);
+    expect(turns.filter((t) => t.role === 'tool')).toHaveLength(1);
+  });
+
+  it('a language menu choice changes the call language and the next model call', async () => {
+    const s = startSession();
+    await startCollection(s, { kind: 'language' }, /Para español, oprima 2/);
+    const calls = s.seen.length;
+    press(s.actor, '2');
+    expect(await toolResult(s.seen, calls)).toEqual({ status: 'ok', kind: 'language', value: 'es-US' });
+    expect(s.seen.at(-1)!.language).toBe('es-US');
+    expect(s.actor.getSnapshot().context.language).toBe('es-US');
+    expect(s.outbound).toContainEqual({ type: 'language', ttsLanguage: 'es-US', transcriptionLanguage: 'es-US' });
+  });
+
+  it('speaking instead of typing cancels the entry and is answered', async () => {
+    const s = startSession();
+    await startCollection(s, { kind: 'phoneNumber' }, /10-digit phone number/);
+    press(s.actor, '555');
+    const calls = s.seen.length;
+    say(s.actor, 'never mind');
+    await until(() => s.seen.length > calls, 'the model call for the spoken turn');
+    const turns = s.seen.at(-1)!.turns;
+    expect(turns.at(-1)).toEqual({ role: 'user', content: 'never mind' });
+    const tool = turns.at(-2) as Extract<ChatTurn, { role: 'tool' }>;
+    expect(JSON.parse(tool.content)).toEqual({ status: 'failed', kind: 'phoneNumber', reason: 'cancelled' });
+    expect(s.actor.getSnapshot().children.dtmf).toBeUndefined();
+  });
+
+  it('pauses the idle timer while the caller is disconnected and keeps the digits typed so far', async () => {
+    const idleMs = 250;
+    const s = startSession({ dtmfIdleMs: idleMs });
+    await startCollection(s, { kind: 'phoneNumber' }, /10-digit phone number/);
+    press(s.actor, '5550');
+    s.actor.send({ type: 'SOCKET.CLOSED', code: 1006 });
+    const said = s.outbound.length;
+    // Longer than every idle re-prompt together: none may fire while nobody can type.
+    await sleep(idleMs * 4);
+    expect(s.outbound.length).toBe(said);
+    expect(conversation(s.actor)).toEqual({ collecting: 'phoneNumber' });
+    expect(childBuffer(s.actor)).toBe('5550');
+
+    // Still paused after a restore (e.g. another instance takes the session over while it waits).
+    const restored = restore(s);
+    await sleep(idleMs * 2);
+    expect(restored.outbound).toEqual([]);
+    expect(childBuffer(restored.actor)).toBe('5550');
+
+    restored.actor.send({ type: 'RESUME', sessionId: 'VXback', via: 'reconnection' });
+    expect(link(restored.actor)).toBe('connected');
+    const calls = restored.seen.length;
+    press(restored.actor, '001234');
+    expect(await toolResult(restored.seen, calls)).toEqual({ status: 'ok', kind: 'phoneNumber', value: '5550001234' });
+  });
+
+  it('a collection the model starts while the caller is away waits for them, then prompts', async () => {
+    const s = startSession({ dtmfIdleMs: 100 });
+    say(s.actor, 'keypad {"kind":"phoneNumber"}');
+    s.actor.send({ type: 'SOCKET.CLOSED', code: 1006 }); // before the model's answer arrives
+    await until(() => s.actor.getSnapshot().children.dtmf !== undefined, 'the keypad entry to start');
+    await sleep(500);
+    // Nothing was said into the void (the socket edge drops anything emitted now), and no idle attempt was used up.
+    expect(texts(s.outbound).filter((t) => t !== '')).toEqual([]);
+    const before = s.outbound.length;
+    const child = s.actor.getSnapshot().children.dtmf?.getSnapshot() as { value: string; context: { attempts: number } };
+    expect(child.value).toBe('paused');
+    expect(child.context.attempts).toBe(0);
+
+    s.actor.send({ type: 'RESUME', sessionId: 'VXback', via: 'reconnection' });
+    // The prompt the caller missed follows the resume line.
+    expect(texts(s.outbound.slice(before)).join('')).toBe(`${resumeLine('en-US')} ${PHONE_PROMPT}`);
+    expect(s.outbound.at(-1)).toMatchObject({ type: 'text', last: true });
+    await until(() => texts(s.outbound).some((t) => t.startsWith("Sorry, I didn't get any input.")), 'an idle re-prompt');
+  });
+
+  it('keypad input counts as the caller taking part: entries in a row are not a tool loop', async () => {
+    const kinds = ['phoneNumber', 'digits', 'digits', 'digits', 'digits', 'digits'];
+    // The model asks for the next entry after every result until all are done.
+    const chain = ({ turns }: ReplyInput): Answer => {
+      const results = turns.filter((t) => t.role === 'tool').length;
+      const kind = kinds[results];
+      if (!kind) return { text: 'All done.' };
+      const args = kind === 'digits' ? { kind, label: 'PIN', minLength: 4, maxLength: 4 } : { kind };
+      return { text: '', toolCalls: [{ id: `call_${randomUUID()}`, name: 'collect_digits', arguments: JSON.stringify(args) }] };
+    };
+    const s = startSession({}, chain);
+    say(s.actor, 'start the form');
+    for (const kind of kinds) {
+      await until(() => s.actor.getSnapshot().children.dtmf !== undefined, `the ${kind} entry`);
+      press(s.actor, kind === 'phoneNumber' ? '5550001234' : '1234');
+      await until(() => s.actor.getSnapshot().children.dtmf === undefined, `the ${kind} entry to finish`);
+    }
+    await until(() => texts(s.outbound).join('').includes('All done.'), 'the closing reply');
+    const results = s.seen.at(-1)!.turns.filter((t): t is Extract<ChatTurn, { role: 'tool' }> => t.role === 'tool');
+    expect(results.map((t) => (JSON.parse(t.content) as { status: string }).status)).toEqual(kinds.map(() => 'ok'));
+  });
+
+  it('the idle timer runs again after a resume', async () => {
+    const s = startSession({ dtmfIdleMs: 300 });
+    await startCollection(s, { kind: 'phoneNumber' }, /10-digit phone number/);
+    s.actor.send({ type: 'SOCKET.CLOSED', code: 1006 });
+    await sleep(700);
+    expect(texts(s.outbound).filter((t) => t.startsWith("Sorry, I didn't get any input."))).toEqual([]);
+    s.actor.send({ type: 'RESUME', sessionId: 'VXback', via: 'reconnection' });
+    const resumedAt = Date.now();
+    await until(() => texts(s.outbound).some((t) => t.startsWith("Sorry, I didn't get any input.")), 'an idle re-prompt');
+    // A fresh idle period starts at the resume.
+    expect(Date.now() - resumedAt).toBeGreaterThanOrEqual(290);
+  });
+});
