@@ -5,10 +5,10 @@
 // restored from the store and lands in the server's relay_restore_seconds histogram. `oneByOne`
 // repeats the restart case with reconnects in sequence: the restore time without queueing.
 import { rmSync } from 'node:fs';
-import net from 'node:net';
 import { Redis } from 'ioredis';
 import { postAction } from '../src/client/twilio-webhooks.js';
 import { resumeLine } from '../src/machines/phrases.js';
+import { redisReachable } from '../src/stores/redis-reachable.js';
 import { spawnChild, type ChildHandle } from './child-process.js';
 import type { ServerChildOptions } from './child-protocol.js';
 import { LeanCall, sid } from './lean-client.js';
@@ -71,22 +71,6 @@ export interface StormResult {
   oneByOne?: StormPhase;
 }
 
-export async function redisReachable(url: string): Promise<boolean> {
-  const u = new URL(url);
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: u.hostname, port: Number(u.port || 6379) });
-    socket.setTimeout(1000);
-    socket.once('connect', () => {
-      socket.end();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-    socket.once('timeout', () => {
-      socket.destroy();
-      resolve(false);
-    });
-  });
-}
 
 async function removeRedisKeys(url: string, prefix: string): Promise<void> {
   const redis = new Redis(url);

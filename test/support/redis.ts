@@ -1,4 +1,4 @@
-import net from 'node:net';
+import { redisReachable } from '../../src/stores/redis-reachable.js';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -7,20 +7,7 @@ export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
  * locally the Redis suites are skipped with a clear message instead.
  */
 export async function redisAvailable(): Promise<boolean> {
-  const url = new URL(REDIS_URL);
-  const ok = await new Promise<boolean>((resolve) => {
-    const socket = net.connect({ host: url.hostname, port: Number(url.port || 6379) });
-    socket.setTimeout(1000);
-    socket.once('connect', () => {
-      socket.end();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-    socket.once('timeout', () => {
-      socket.destroy();
-      resolve(false);
-    });
-  });
+  const ok = await redisReachable(REDIS_URL);
   if (!ok && process.env.CI) throw new Error(`Redis is required in CI but ${REDIS_URL} is unreachable`);
   if (!ok) console.warn(`[skip] Redis at ${REDIS_URL} is unreachable: Redis suites are skipped locally`);
   return ok;
