@@ -1,24 +1,21 @@
 // Two server processes sharing one store: a call moves from A to B, A's copy is fenced off and
 // stopped, and the newest authenticated connection wins.
-import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SimulatedCall } from '../src/client/twilio-sim.js';
-import { startFakeOpenAI, type FakeOpenAI } from '../src/llm/fake-openai-server.js';
 import { RedisStore, SqliteStore, type SnapshotStore } from '../src/stores/index.js';
 import { tempSqlitePath } from './support/harness.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';
-import { ServerProcess, killAllServerProcesses, type ServerProcessOptions } from './support/server-process.js';
+import { ServerProcess, type ServerProcessOptions } from './support/server-process.js';
+import { useProcessFixture } from './support/process-fixture.js';
 import {
   SPANISH_OK,
   STORY,
-  clearRedisPrefix,
   expectedResumeLine,
   lastUserText,
   persisted,
   resumeViaReconnection,
   resumeViaTwilio,
   say,
-  scenarioScript,
   transcriptOf,
   waitForDeltas,
   waitForRecord,
@@ -26,27 +23,12 @@ import {
 } from './support/resume-scenario.js';
 
 const redisUp = await redisAvailable();
-const prefix = `test:multi:${randomUUID()}:`;
-
-let llm: FakeOpenAI;
-const calls: SimulatedCall[] = [];
-const stores: SnapshotStore[] = [];
-const track = (c: SimulatedCall) => (calls.push(c), c);
-
-beforeAll(async () => {
-  llm = await startFakeOpenAI({ script: scenarioScript({ storyDelayMs: 60 }) });
-});
-afterAll(async () => {
-  await killAllServerProcesses();
-  await Promise.all(calls.map((c) => c.drop()));
-  await Promise.all(stores.map((s) => s.close()));
-  await llm.close();
-  if (redisUp) await clearRedisPrefix(REDIS_URL, prefix);
-});
+const fx = useProcessFixture('multi', redisUp);
+const { prefix, track } = fx;
 
 async function pair(opts: Omit<ServerProcessOptions, 'openaiBaseUrl'>): Promise<[ServerProcess, ServerProcess]> {
-  const a = new ServerProcess({ ...opts, openaiBaseUrl: llm.baseURL, instanceId: 'A', graceMs: 60_000 });
-  const b = new ServerProcess({ ...opts, openaiBaseUrl: llm.baseURL, instanceId: 'B', graceMs: 60_000 });
+  const a = new ServerProcess({ ...opts, openaiBaseUrl: fx.llm.baseURL, instanceId: 'A', graceMs: 60_000 });
+  const b = new ServerProcess({ ...opts, openaiBaseUrl: fx.llm.baseURL, instanceId: 'B', graceMs: 60_000 });
   await Promise.all([a.start(), b.start()]);
   return [a, b];
 }
@@ -68,7 +50,7 @@ describe.skipIf(!redisUp)('two instances sharing Redis', () => {
   beforeAll(async () => {
     [a, b] = await pair({ store: 'redis', redisUrl: REDIS_URL, redisPrefix: prefix });
     store = new RedisStore(REDIS_URL, { prefix });
-    stores.push(store);
+    fx.keep(store);
   });
   afterAll(async () => {
     await Promise.all([a?.stop(), b?.stop()]);
@@ -97,9 +79,9 @@ describe.skipIf(!redisUp)('two instances sharing Redis', () => {
     expect(reply.text.startsWith(line)).toBe(true);
     expect(reply.text.slice(line.length).trimStart()).toBe(STORY);
 
-    const n = llm.requests.length;
+    const n = fx.llm.requests.length;
     expect(await say(onB, 'thanks')).toBe('You said: thanks');
-    const request = await waitForRequest(llm, (m) => lastUserText(m) === 'thanks', 5000, n);
+    const request = await waitForRequest(fx.llm, (m) => lastUserText(m) === 'thanks', 5000, n);
     expect(transcriptOf(request.messages)).toEqual([
       'user:hello there',
       'assistant:You said: hello there',
@@ -138,9 +120,9 @@ describe.skipIf(!redisUp)('two instances sharing Redis', () => {
     expect(await onA.closed).toEqual({ code: 4001, reason: 'session moved' });
     expect(await store.currentEpoch(onA.callSid)).toBeGreaterThan(epoch);
 
-    const n = llm.requests.length;
+    const n = fx.llm.requests.length;
     expect(await say(onB, 'now on B')).toBe('You said: now on B');
-    const request = await waitForRequest(llm, (m) => lastUserText(m) === 'now on B', 5000, n);
+    const request = await waitForRequest(fx.llm, (m) => lastUserText(m) === 'now on B', 5000, n);
     expect(transcriptOf(request.messages)).toEqual([
       'user:first words',
       'assistant:You said: first words',
@@ -159,7 +141,7 @@ describe('two instances sharing a SQLite file (no lease notifications)', () => {
     const sqlitePath = tempSqlitePath();
     [a, b] = await pair({ store: 'sqlite', sqlitePath });
     store = new SqliteStore(sqlitePath);
-    stores.push(store);
+    fx.keep(store);
   });
   afterAll(async () => {
     await Promise.all([a?.stop(), b?.stop()]);

@@ -1,18 +1,16 @@
 // kill -9 of the server process mid-call, then a new process on the same store: the calls resume
 // by both paths with nothing lost, and grace deadlines keep their original (absolute) time.
-import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { SimulatedCall } from '../src/client/twilio-sim.js';
-import { startFakeOpenAI, type FakeOpenAI } from '../src/llm/fake-openai-server.js';
 import { RedisStore, SqliteStore, type SnapshotStore } from '../src/stores/index.js';
 import { tempSqlitePath } from './support/harness.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';
-import { ServerProcess, killAllServerProcesses } from './support/server-process.js';
+import { ServerProcess } from './support/server-process.js';
+import { useProcessFixture } from './support/process-fixture.js';
 import {
   DIGITS_OK,
   SPANISH_OK,
   STORY,
-  clearRedisPrefix,
   expectedResumeLine,
   lastUserText,
   nextSpokenReply,
@@ -20,7 +18,6 @@ import {
   postDroppedAction,
   resume,
   say,
-  scenarioScript,
   storedDtmfBuffer,
   transcriptOf,
   waitForDeltas,
@@ -30,23 +27,8 @@ import {
 } from './support/resume-scenario.js';
 
 const redisUp = await redisAvailable();
-const prefix = `test:restart:${randomUUID()}:`;
-
-let llm: FakeOpenAI;
-const calls: SimulatedCall[] = [];
-const stores: SnapshotStore[] = [];
-const track = (c: SimulatedCall) => (calls.push(c), c);
-
-beforeAll(async () => {
-  llm = await startFakeOpenAI({ script: scenarioScript({ storyDelayMs: 60 }) });
-});
-afterAll(async () => {
-  await killAllServerProcesses();
-  await Promise.all(calls.map((c) => c.drop()));
-  await Promise.all(stores.map((s) => s.close()));
-  await llm.close();
-  if (redisUp) await clearRedisPrefix(REDIS_URL, prefix);
-});
+const fx = useProcessFixture('restart', redisUp);
+const { prefix, track } = fx;
 
 const backends = [
   { store: 'sqlite' as const, available: true },
@@ -79,7 +61,7 @@ describe.each(backends)('kill -9 with the $store store', ({ store: kind, availab
     const sqlitePath = tempSqlitePath();
     const server = new ServerProcess({
       store: kind,
-      openaiBaseUrl: llm.baseURL,
+      openaiBaseUrl: fx.llm.baseURL,
       sqlitePath,
       redisUrl: REDIS_URL,
       redisPrefix: prefix,
@@ -87,12 +69,12 @@ describe.each(backends)('kill -9 with the $store store', ({ store: kind, availab
       dtmfIdleMs: 60_000,
     });
     const store = kind === 'sqlite' ? new SqliteStore(sqlitePath) : new RedisStore(REDIS_URL, { prefix });
-    stores.push(store);
+    fx.keep(store);
     await server.start();
 
     const keypad = { twilio: await callInKeypadEntry(server, store), reconnection: await callInKeypadEntry(server, store) };
     const streaming = { twilio: await callMidStream(server), reconnection: await callMidStream(server) };
-    const streamRequests = llm.requests.length;
+    const streamRequests = fx.llm.requests.length;
 
     expect((await server.kill('SIGKILL')).signal).toBe('SIGKILL');
     for (const call of [...Object.values(keypad), ...Object.values(streaming)]) expect((await call.closed).code).toBe(1006);
@@ -126,7 +108,7 @@ describe.each(backends)('kill -9 with the $store store', ({ store: kind, availab
     );
 
     // Each keypad call's next LLM request carried the full number as the tool result.
-    const digitResults = llm.requests.slice(streamRequests).filter((r) => String(r.messages.at(-1)?.content).includes('"value":"5551234567"'));
+    const digitResults = fx.llm.requests.slice(streamRequests).filter((r) => String(r.messages.at(-1)?.content).includes('"value":"5551234567"'));
     expect(digitResults).toHaveLength(2);
 
     await Promise.all(
@@ -137,9 +119,9 @@ describe.each(backends)('kill -9 with the $store store', ({ store: kind, availab
         expect(reply.text.startsWith(line)).toBe(true);
         expect(reply.text.slice(line.length).trimStart()).toBe(STORY);
         expect(reply.tokens.at(-1)).toMatchObject({ token: '', last: true });
-        const n = llm.requests.length;
+        const n = fx.llm.requests.length;
         expect(await say(call, `thanks ${path}`)).toBe(`You said: thanks ${path}`);
-        const request = await waitForRequest(llm, (m) => lastUserText(m) === `thanks ${path}`, 5000, n);
+        const request = await waitForRequest(fx.llm, (m) => lastUserText(m) === `thanks ${path}`, 5000, n);
         expect(transcriptOf(request.messages)).toEqual([
           'user:hello there',
           'assistant:You said: hello there',
@@ -150,7 +132,7 @@ describe.each(backends)('kill -9 with the $store store', ({ store: kind, availab
       }),
     );
     // The dead process's runs were regenerated on the new one: one more story request per streaming call.
-    const storyRuns = llm.requests.slice(streamRequests).filter((r) => lastUserText(r.messages) === 'tell me a story');
+    const storyRuns = fx.llm.requests.slice(streamRequests).filter((r) => lastUserText(r.messages) === 'tell me a story');
     expect(storyRuns).toHaveLength(2);
     await server.stop();
   }, 45_000);
@@ -160,9 +142,9 @@ describe('grace deadlines across a restart', () => {
   it('expires sessions left in grace at their original deadline, not graceMs after the restart', async () => {
     const graceMs = 6000;
     const sqlitePath = tempSqlitePath();
-    const server = new ServerProcess({ store: 'sqlite', openaiBaseUrl: llm.baseURL, sqlitePath, graceMs });
+    const server = new ServerProcess({ store: 'sqlite', openaiBaseUrl: fx.llm.baseURL, sqlitePath, graceMs });
     const store = new SqliteStore(sqlitePath);
-    stores.push(store);
+    fx.keep(store);
     await server.start();
 
     // Two calls drop and are told to reconnect; neither comes back before the restart.
@@ -212,9 +194,9 @@ describe('grace deadlines across a restart', () => {
 
     // A reconnect after expiry starts a fresh session.
     const late = track(await SimulatedCall.connect({ url: server.relayUrl, callSid: dropped[0]!.callSid, sessionId: dropped[0]!.sessionId, reconnection: true }));
-    const n = llm.requests.length;
+    const n = fx.llm.requests.length;
     expect(await say(late, 'anyone?')).toBe('You said: anyone?');
-    expect(transcriptOf((await waitForRequest(llm, (m) => lastUserText(m) === 'anyone?', 5000, n)).messages)).toEqual(['user:anyone?']);
+    expect(transcriptOf((await waitForRequest(fx.llm, (m) => lastUserText(m) === 'anyone?', 5000, n)).messages)).toEqual(['user:anyone?']);
     expect(await server.metric('relay_resumes_total', { outcome: 'failed' })).toBe(1);
     await server.waitForLog((l) => l.callSid === late.callSid && /unknown or expired session: starting a fresh session/.test(l.msg));
     await server.stop();
