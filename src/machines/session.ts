@@ -8,7 +8,7 @@ import type { DtmfDigit } from '../protocol/messages.js';
 import type { ChatTurn, ReplyInput, ToolCall } from '../llm/types.js';
 import { parseToolCall, type CollectDigitsArgs } from '../llm/tools.js';
 import { deadlineTimer } from './deadline-timer.js';
-import { dtmfMachines, type DtmfInput, type DtmfKind, type DtmfResult } from './dtmf/index.js';
+import { dtmfMachines, type DtmfInput, type DtmfKind, type DtmfResult, type DtmfSrc } from './dtmf/index.js';
 import { resumeLine, llmFailureLine } from './phrases.js';
 
 export interface SessionTimeouts {
@@ -106,6 +106,25 @@ function dtmfInputFor(context: SessionContext): DtmfInput {
     maxLength: request?.maxLength,
     language: context.language,
   };
+}
+
+/**
+ * One keypad entry: invoke the kind's child machine (by string src, so it is restored from a
+ * snapshot) and hand its result to the model; the language menu also tells Twilio the language.
+ */
+function collectWith(src: DtmfSrc, opts: { announceLanguage?: boolean } = {}) {
+  const record = { type: 'recordDtmfResult', params: ({ event }: { event: { output: DtmfResult } }) => ({ result: event.output }) } as const;
+  return {
+    invoke: {
+      id: 'dtmf',
+      src,
+      input: ({ context }: { context: SessionContext }) => dtmfInputFor(context),
+      onDone: {
+        target: '#session.live.conversation.responding',
+        actions: opts.announceLanguage ? [record, 'emitLanguage' as const] : [record],
+      },
+    },
+  } as const;
 }
 
 export const sessionMachine = setup({
@@ -482,53 +501,10 @@ export const sessionMachine = setup({
                     { target: 'digits' },
                   ],
                 },
-                language: {
-                  invoke: {
-                    id: 'dtmf',
-                    src: 'languageMenu',
-                    input: ({ context }) => dtmfInputFor(context),
-                    onDone: {
-                      target: '#session.live.conversation.responding',
-                      actions: [
-                        { type: 'recordDtmfResult', params: ({ event }) => ({ result: event.output }) },
-                        'emitLanguage',
-                      ],
-                    },
-                  },
-                },
-                phoneNumber: {
-                  invoke: {
-                    id: 'dtmf',
-                    src: 'phoneNumber',
-                    input: ({ context }) => dtmfInputFor(context),
-                    onDone: {
-                      target: '#session.live.conversation.responding',
-                      actions: { type: 'recordDtmfResult', params: ({ event }) => ({ result: event.output }) },
-                    },
-                  },
-                },
-                dateOfBirth: {
-                  invoke: {
-                    id: 'dtmf',
-                    src: 'dateOfBirth',
-                    input: ({ context }) => dtmfInputFor(context),
-                    onDone: {
-                      target: '#session.live.conversation.responding',
-                      actions: { type: 'recordDtmfResult', params: ({ event }) => ({ result: event.output }) },
-                    },
-                  },
-                },
-                digits: {
-                  invoke: {
-                    id: 'dtmf',
-                    src: 'digits',
-                    input: ({ context }) => dtmfInputFor(context),
-                    onDone: {
-                      target: '#session.live.conversation.responding',
-                      actions: { type: 'recordDtmfResult', params: ({ event }) => ({ result: event.output }) },
-                    },
-                  },
-                },
+                language: collectWith('languageMenu', { announceLanguage: true }),
+                phoneNumber: collectWith('phoneNumber'),
+                dateOfBirth: collectWith('dateOfBirth'),
+                digits: collectWith('digits'),
               },
             },
             // `end` was sent after the final words; the socket closing now ends the session.
