@@ -8,6 +8,7 @@ import { postAction } from '../src/client/twilio-webhooks.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../src/llm/fake-openai-server.js';
 import type { Config } from '../src/config.js';
 import { startTestServer, type TestServer } from './support/harness.js';
+import { MemoryStore, type Lease, type SaveInput, type SnapshotStore } from '../src/stores/index.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';
 import { readMetric } from './support/server-process.js';
 import {
@@ -148,6 +149,40 @@ describe('retention expiry', () => {
       expect(await redis.exists(`${prefix}{${call.callSid}}:epoch`)).toBe(1);
     } finally {
       await redis.quit();
+      await ts.close();
+    }
+  });
+});
+
+describe('a reconnect right after expiry', () => {
+  it('starts a fresh session even while the expired snapshot is still being written', async () => {
+    // A real store whose writes take a while, so the expired session's final write is still in flight.
+    const inner = new MemoryStore();
+    const slow: SnapshotStore = Object.assign(Object.create(inner) as SnapshotStore, {
+      save: async (lease: Lease, input: SaveInput) => {
+        await new Promise((r) => setTimeout(r, 300));
+        return inner.save(lease, input);
+      },
+    });
+    const ts = await startTestServer({ sharedLlm: llm, store: slow, config: { graceMs: 150 } });
+    try {
+      const call = track(await SimulatedCall.connect({ url: ts.server.relayUrl }));
+      await say(call, 'hello');
+      await call.drop();
+      let finished = false;
+      const deadline = Date.now() + 5000;
+      while (!finished && Date.now() < deadline) {
+        finished = ts.server.manager.get(call.callSid)?.actor.getSnapshot().status === 'done';
+        if (!finished) await new Promise((r) => setTimeout(r, 5));
+      }
+      expect(finished).toBe(true);
+      const again = track(await SimulatedCall.connect({ url: ts.server.relayUrl, callSid: call.callSid, sessionId: call.sessionId, reconnection: true }));
+      const n = llm.requests.length;
+      expect(await say(again, 'anyone there?')).toBe('You said: anyone there?');
+      const request = await waitForRequest(llm, (m) => lastUserText(m) === 'anyone there?', 5000, n);
+      expect(transcriptOf(request.messages)).toEqual(['user:anyone there?']);
+      expect(again.isOpen).toBe(true);
+    } finally {
       await ts.close();
     }
   });

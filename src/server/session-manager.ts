@@ -183,10 +183,20 @@ export class SessionManager {
     return scheduled;
   }
 
-  /** Persists and stops every actor without touching the stored state (another instance may resume them). */
+  /**
+   * Closes every socket as a disconnect like any other (persisted, so grace deadlines keep running
+   * and another instance or the restarted one can resume the calls), then stops the actors.
+   */
   async close(): Promise<void> {
     for (const timer of this.orphanTimers) clearTimeout(timer);
     this.orphanTimers.clear();
+    for (const session of this.all()) {
+      const socket = session.socket;
+      if (!socket) continue;
+      session.socket = null;
+      socket.close(1001, 'server shutting down');
+      session.actor.send({ type: 'SOCKET.CLOSED', code: 1001 });
+    }
     await this.flush();
     for (const session of this.all()) {
       this.sessions.delete(session.callSid);
@@ -201,7 +211,13 @@ export class SessionManager {
    * (its owner died before its timer fired) and counts as gone.
    */
   private async locate(callSid: string, log: Logger): Promise<Located | undefined> {
-    const local = this.sessions.get(callSid);
+    let local = this.sessions.get(callSid);
+    if (local?.actor.getSnapshot().status === 'done') {
+      // Expired or ended, with its last write maybe still in flight: let it land, then it is gone.
+      await local.writer.flush();
+      if (this.sessions.get(callSid) === local) this.sessions.delete(callSid);
+      local = undefined;
+    }
     if (local) {
       const epoch = await this.opts.store.currentEpoch(callSid);
       if (epoch === local.lease.epoch) {

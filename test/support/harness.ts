@@ -9,6 +9,7 @@ import { startServer, type RunningServer } from '../../src/server/server.js';
 import { startFakeOpenAI, type FakeOpenAI, type FakeOpenAIOptions } from '../../src/llm/fake-openai-server.js';
 import { createLogger } from '../../src/server/logger.js';
 import { REDIS_URL } from './redis.js';
+import type { SnapshotStore } from '../../src/stores/types.js';
 
 export interface TestServer {
   server: RunningServer;
@@ -23,6 +24,8 @@ export interface TestServerOptions {
   /** Reuse an already running fake LLM (e.g. across a restart). */
   sharedLlm?: FakeOpenAI;
   redisPrefix?: string;
+  /** A store built by the test (e.g. a real store wrapped to slow it down). */
+  store?: SnapshotStore;
 }
 
 export function tempSqlitePath(): string {
@@ -46,6 +49,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     },
   );
   const server = await startServer(config, {
+    store: opts.store,
     logger: createLogger(config.logLevel),
     redisPrefix: opts.redisPrefix ?? `test:${randomUUID()}:`,
   });
