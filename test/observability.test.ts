@@ -61,6 +61,7 @@ describe('metrics and admin views', () => {
     const resumed = await SimulatedCall.connect({ url: t.server.relayUrl, callSid: call.callSid, sessionId: call.sessionId, reconnection: true });
     await resumed.waitFor((m) => m.type === 'text' && /cut off/i.test(m.token));
     expect(await metricValue(base, 'relay_resumes_total', 'outcome="succeeded"')).toBe(1);
+    expect(await metricValue(base, 'relay_resume_attempts_total', 'via="reconnection"')).toBe(1);
     const text = await (await fetch(`${base}/metrics`)).text();
     expect(text).toMatch(/relay_llm_first_token_seconds_count \d+/);
     expect(text).toMatch(/relay_restore_seconds_bucket/);

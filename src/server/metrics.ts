@@ -22,7 +22,8 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       },
     }),
     disconnects: new Counter({ name: 'relay_disconnects_total', help: 'Socket closes by close code', labelNames: ['code'], registers }),
-    resumes: new Counter({ name: 'relay_resumes_total', help: 'Resume attempts by outcome', labelNames: ['outcome'], registers }),
+    resumeAttempts: new Counter({ name: 'relay_resume_attempts_total', help: 'Setups that asked for or could resume a session', labelNames: ['via'], registers }),
+    resumes: new Counter({ name: 'relay_resumes_total', help: 'Resume attempts by outcome (succeeded, failed)', labelNames: ['outcome'], registers }),
     restoreSeconds: new Histogram({
       name: 'relay_restore_seconds',
       help: 'Time to restore a session from the store',

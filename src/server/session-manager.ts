@@ -83,6 +83,8 @@ export class SessionManager {
       const via = setup.reconnection ? 'reconnection' : 'twilio';
       const event: SessionEvent = { type: 'RESUME', sessionId: setup.sessionId, via };
       const found = await this.locate(setup.callSid, log);
+      const attempt = found !== undefined || setup.reconnection === true;
+      if (attempt) this.opts.metrics.resumeAttempts.inc({ via });
       if (found) {
         // Checked before taking anything over, so a refused caller leaves the owner and the stored session untouched.
         const refusal = resumeRefusal(setup, found.snapshot, found.session !== undefined);
@@ -102,8 +104,8 @@ export class SessionManager {
           return { ok: false, code: 1008, reason: refusal ?? 'resume limit reached' };
         }
       }
+      if (attempt) this.opts.metrics.resumes.inc({ outcome: 'failed' });
       if (setup.reconnection) {
-        this.opts.metrics.resumes.inc({ outcome: 'failed' });
         log.warn({ sessionId: setup.sessionId }, 'reconnect for an unknown or expired session: starting a fresh session');
       }
       const session = await this.createFresh(setup, log);
