@@ -28,6 +28,8 @@ export const configSchema = z.object({
   welcomeGreeting: z.string().default('Hello! How can I help you today?'),
   language: z.string().default('en-US'),
   adminToken: z.string().optional(),
+  /** Phone number (E.164) or SIP URI the caller is transferred to after a human_agent_handoff. */
+  handoffNumber: z.string().min(1).optional(),
   inspect: z.enum(['0', '1']).default('0'),
   inspectPort: z.coerce.number().int().min(1).max(65535).default(8081),
   logLevel: z.string().default('info'),
@@ -58,6 +60,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     welcomeGreeting: env.WELCOME_GREETING,
     language: env.LANGUAGE,
     adminToken: env.ADMIN_TOKEN,
+    handoffNumber: env.HANDOFF_NUMBER || undefined,
     inspect: env.INSPECT,
     inspectPort: env.INSPECT_PORT,
     logLevel: env.LOG_LEVEL,

@@ -172,6 +172,26 @@ describe('with TWILIO_AUTH_TOKEN and PUBLIC_HOST', () => {
     expect(ts.server.manager.get(call.callSid)?.actor.getSnapshot().context.sessionId).toBe(resumed.sessionId);
   });
 
+  it('/action after a handoff dials the agent line when HANDOFF_NUMBER is set, else hangs up', async () => {
+    const withLine = await startTestServer({ config: { handoffNumber: '+15550009999' } });
+    try {
+      const params = { CallSid: 'CA00000000000000000000000000handoff', CallStatus: 'in-progress', SessionStatus: 'ended', HandoffData: '{"reason":"caller asked"}' };
+      const dial = parseXml((await postAction(withLine.server.httpUrl, params)).body);
+      expect(dial.children.map((c) => c.name)).toEqual(['Dial']);
+      expect(JSON.stringify(dial.children[0])).toContain('+15550009999');
+      const noHandoff = parseXml((await postAction(withLine.server.httpUrl, { ...params, HandoffData: '' })).body);
+      expect(noHandoff.children.map((c) => c.name)).toEqual(['Hangup']);
+    } finally {
+      await withLine.close();
+    }
+    const res = await postAction(
+      ts.server.httpUrl,
+      { CallSid: 'CA00000000000000000000000000handoff', CallStatus: 'in-progress', SessionStatus: 'ended', HandoffData: '{}' },
+      signed('/action'),
+    );
+    expect(parseXml(res.body).children.map((c) => c.name)).toEqual(['Hangup']);
+  });
+
   it('/action for an unknown call answers Hangup', async () => {
     const res = await postAction(
       ts.server.httpUrl,

@@ -5,7 +5,7 @@ import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { SessionManager } from './session-manager.js';
 import type { SnapshotStore } from '../stores/types.js';
-import { conversationRelayTwiml, hangupTwiml } from './twiml.js';
+import { conversationRelayTwiml, dialTwiml, hangupTwiml } from './twiml.js';
 import { isValidTwilioSignature } from './signature.js';
 import { redactSession } from './redact.js';
 
@@ -80,6 +80,11 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
     });
     if (outcome === 'reconnect') return xml(c, conversationRelayTwiml({ ...origin, language: config.language }));
     if (outcome === 'hangup') return xml(c, hangupTwiml('Sorry, we could not reconnect your call. Goodbye.'));
+    // We sent `end` for a handoff: connect the caller to the configured human agent line.
+    if (form.SessionStatus === 'ended' && form.HandoffData && config.handoffNumber) {
+      logger.child({ callSid: form.CallSid }).info('handing the call off to the agent line');
+      return xml(c, dialTwiml(config.handoffNumber));
+    }
     return xml(c, hangupTwiml());
   });
 

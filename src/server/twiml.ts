@@ -41,3 +41,10 @@ export function hangupTwiml(message?: string): string {
   response.hangup();
   return response.toString();
 }
+
+/** Transfers the caller to a human agent after a handoff. */
+export function dialTwiml(number: string): string {
+  const response = new twilio.twiml.VoiceResponse();
+  response.dial(number);
+  return response.toString();
+}
