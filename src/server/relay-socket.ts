@@ -1,7 +1,6 @@
 // One Twilio ConversationRelay WebSocket: waits for setup, then turns typed frames into session events.
 import type { WebSocket } from 'ws';
-import { parseInbound } from '../protocol/parse.js';
-import { serializeOutbound, InvalidOutboundMessageError } from '../protocol/parse.js';
+import { InvalidOutboundMessageError, parseInbound, serializeOutbound } from '../protocol/parse.js';
 import type { InboundMessage, OutboundMessage } from '../protocol/messages.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
