@@ -336,3 +336,16 @@ describe.skipIf(!redisUp)('RedisStore specifics', () => {
     expect(await a.load(sid)).toMatchObject({ snapshot: { by: 'b' } });
   });
 });
+
+describe('RedisStore connection errors', () => {
+  it('reports them to onError instead of printing or throwing, and keeps retrying', async () => {
+    const errors: Error[] = [];
+    // Port 1 on loopback refuses connections: the outage a store must survive.
+    const store = new RedisStore('redis://127.0.0.1:1', { onError: (err) => errors.push(err) });
+    const deadline = Date.now() + 5000;
+    while (errors.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(errors.length).toBeGreaterThan(0);
+    expect(errors[0]?.message).toMatch(/ECONNREFUSED/);
+    await store.close();
+  });
+});

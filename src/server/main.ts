@@ -11,6 +11,9 @@ logger.info(
   'ready: try `npm run call` in another terminal',
 );
 
+// A bug in one call's async path must not take every other call down with the process.
+process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled promise rejection'));
+
 let stopping = false;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {

@@ -43,7 +43,12 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   const cfg = { ...config, instanceId };
   const logger = opts.logger ?? createLogger(cfg.logLevel);
   const metrics = createMetrics({ defaultMetrics: true });
-  const store = opts.store ?? createStore(cfg, { prefix: opts.redisPrefix ?? cfg.redisPrefix });
+  const store =
+    opts.store ??
+    createStore(cfg, {
+      prefix: opts.redisPrefix ?? cfg.redisPrefix,
+      onError: (err) => logger.warn({ err: err.message }, 'store connection error; retrying'),
+    });
   const llm = selectReplyActor(cfg, logger, metrics);
   const inspector: Inspector | undefined = cfg.inspect === '1' ? startInspector(cfg.inspectPort) : undefined;
   const manager = new SessionManager({

@@ -25,6 +25,6 @@ export function createStore(config: StoreConfig, opts: CreateStoreOptions = {}):
     case 'sqlite':
       return new SqliteStore(config.sqlitePath, { sweepIntervalMs: opts.sweepIntervalMs });
     case 'redis':
-      return new RedisStore(config.redisUrl, { prefix: opts.prefix });
+      return new RedisStore(config.redisUrl, { prefix: opts.prefix, onError: opts.onError });
   }
 }

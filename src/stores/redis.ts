@@ -51,6 +51,8 @@ return redis.status_reply('OK')
 export interface RedisStoreOptions {
   /** Key prefix; default 'relay:'. */
   prefix?: string;
+  /** Connection errors (ioredis reconnects by itself); without a listener ioredis prints them raw. */
+  onError?: (err: Error) => void;
 }
 
 export class RedisStore implements SnapshotStore {
@@ -60,9 +62,12 @@ export class RedisStore implements SnapshotStore {
   /** Pub/sub needs its own connection; opened by the first onLeaseChange. */
   private subscriber: Redis | undefined;
   private readonly leaseListeners = new Set<(callSid: string, epoch: number) => void>();
+  private readonly onError: (err: Error) => void;
 
   constructor(url: string, opts: RedisStoreOptions = {}) {
     this.redis = new Redis(url);
+    this.onError = opts.onError ?? (() => {});
+    this.redis.on('error', this.onError);
     this.prefix = opts.prefix ?? 'relay:';
   }
 
@@ -130,6 +135,7 @@ export class RedisStore implements SnapshotStore {
     if (this.subscriber) return;
     const subscriber = this.redis.duplicate();
     this.subscriber = subscriber;
+    subscriber.on('error', this.onError);
     subscriber.on('message', (_channel: string, message: string) => {
       // "<epoch> <callSid>": the callSid goes last since only it could contain a space.
       const space = message.indexOf(' ');
