@@ -297,6 +297,28 @@ describe.skipIf(!redisUp)('RedisStore specifics', () => {
     expect(ttl).toBeLessThanOrEqual(MINUTE);
   });
 
+  it('takes a session over and reads its record in one atomic step, fencing the old owner', async () => {
+    const s = track(new RedisStore(REDIS_URL, { prefix: runPrefix }));
+    const sid = newSid();
+    const old = await s.acquire(sid, 'a');
+    await s.save(old, { snapshot, state: 'grace', retainUntil: Date.now() + MINUTE });
+    const notices: Array<[string, number]> = [];
+    s.onLeaseChange((callSid, epoch) => notices.push([callSid, epoch]));
+    await new Promise((r) => setTimeout(r, 100)); // let the subscription start
+
+    const { lease, record } = await s.acquireAndLoad(sid, 'b');
+    expect(lease).toEqual({ callSid: sid, owner: 'b', epoch: old.epoch + 1 });
+    expect(record).toMatchObject({ callSid: sid, state: 'grace', snapshot, epoch: old.epoch });
+    await expect(s.save(old, { snapshot: { late: true }, state: 'connected', retainUntil: Date.now() + MINUTE })).rejects.toBeInstanceOf(StaleLeaseError);
+    const deadline = Date.now() + 3000;
+    while (notices.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(notices).toContainEqual([sid, lease.epoch]);
+
+    const unknown = await s.acquireAndLoad(newSid(), 'b');
+    expect(unknown.record).toBeUndefined();
+    expect(unknown.lease.epoch).toBe(1);
+  });
+
   it('gives a never-saved lease a TTL so it cannot leak', async () => {
     const s = track(new RedisStore(REDIS_URL, { prefix: runPrefix }));
     const redis = raw();

@@ -27,7 +27,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     restoreSeconds: new Histogram({
       name: 'relay_restore_seconds',
       help: 'Time to restore a session from the store',
-      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5],
+      buckets: [0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.5],
       registers,
     }),
     firstTokenSeconds: new Histogram({

@@ -7,6 +7,7 @@ import type { Metrics } from './metrics.js';
 import type { OutboundMessage, SetupMessage } from '../protocol/messages.js';
 import { lifecycleOf, type SessionEvent, type SessionInput, type SessionMachine, type SessionTimeouts } from '../machines/session.js';
 import { CoalescingWriter, StaleLeaseError, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from '../stores/index.js';
+import pLimit from 'p-limit';
 import { KeyedMutex } from './keyed-mutex.js';
 
 /** What the session needs of a socket: the socket edge validates and serialises. */
@@ -41,6 +42,9 @@ export type ConnectResult =
 
 export type ActionOutcome = 'reconnect' | 'hangup' | 'ack';
 
+/** Restores in flight at once (each is a few store round trips and one actor start). */
+const RESTORE_CONCURRENCY = 4;
+
 const RESUMABLE_STATES = new Set(['connected', 'disconnected', 'grace']);
 /** An orphaned session is expired this long after its deadline, leaving its owner (if alive) the first go. */
 const ORPHAN_EXPIRY_SLACK_MS = 250;
@@ -53,6 +57,7 @@ type Located = { session: Session; snapshot: SessionSnapshot } | { session?: und
 export class SessionManager {
   private readonly sessions = new Map<string, Session>();
   private readonly locks = new KeyedMutex();
+  private readonly restoreLimit = pLimit(RESTORE_CONCURRENCY);
   private readonly orphanTimers = new Set<NodeJS.Timeout>();
 
   constructor(private readonly opts: SessionManagerOptions) {
@@ -230,7 +235,8 @@ export class SessionManager {
       }
       this.release(local, 'another instance took the session over');
     }
-    const record = await this.opts.store.load(callSid);
+    // Through the same limit as restores, so a storm of look-ups cannot queue ahead of them in the store.
+    const record = await this.restoreLimit(() => this.opts.store.load(callSid));
     if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
     const snapshot = this.peek(record, log);
     if (!snapshot) return undefined;
@@ -252,10 +258,15 @@ export class SessionManager {
   }
 
   /** Takes a stored session over: the lease first, fencing the old owner, then its final record. */
-  private async takeOver(callSid: string, log: Logger): Promise<Session | undefined> {
+  private takeOver(callSid: string, log: Logger): Promise<Session | undefined> {
+    // Bounded: in a reconnect storm each restore then completes in a few round trips instead of
+    // all of them crawling forward together behind each other's store I/O.
+    return this.restoreLimit(() => this.restoreNow(callSid, log));
+  }
+
+  private async restoreNow(callSid: string, log: Logger): Promise<Session | undefined> {
     const started = performance.now();
-    const lease = await this.opts.store.acquire(callSid, this.opts.instanceId);
-    const record = await this.opts.store.load(callSid);
+    const { lease, record } = await this.acquireAndLoad(callSid);
     if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
     let actor: Actor<SessionMachine>;
     try {
@@ -289,6 +300,14 @@ export class SessionManager {
       if (this.sessions.has(callSid)) return; // ours: its own timer runs
       await this.locate(callSid, this.opts.logger.child({ callSid }));
     });
+  }
+
+  /** The lease first, fencing the old owner, then its final record: in one round trip where the store can. */
+  private async acquireAndLoad(callSid: string): Promise<{ lease: Lease; record: SessionRecord | undefined }> {
+    const { store, instanceId } = this.opts;
+    if (store.acquireAndLoad) return store.acquireAndLoad(callSid, instanceId);
+    const lease = await store.acquire(callSid, instanceId);
+    return { lease, record: await store.load(callSid) };
   }
 
   private async createFresh(setup: SetupMessage, log: Logger): Promise<Session> {

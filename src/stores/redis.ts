@@ -23,6 +23,15 @@ redis.call('PUBLISH', ARGV[2], epoch .. ' ' .. ARGV[3])
 return epoch
 `);
 
+// ACQUIRE, then the record in the same atomic step (one round trip for a restore).
+// KEYS: epoch, record. ARGV: minTtlMs, leaseChannel, callSid.
+const ACQUIRE_AND_LOAD = new LuaScript(`
+local epoch = redis.call('INCR', KEYS[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+redis.call('PUBLISH', ARGV[2], epoch .. ' ' .. ARGV[3])
+return { epoch, redis.call('GET', KEYS[2]) }
+`);
+
 // Returns the current epoch (a number) when the lease is stale, 'OK' once written.
 // The epoch key is raised to the lease epoch (it may have expired) and only ever gets a later expiry.
 // KEYS: record, epoch. ARGV: leaseEpoch, recordJson, retainUntil, epochKeepUntil, now.
@@ -75,6 +84,14 @@ export class RedisStore implements SnapshotStore {
     const epoch = await this.run(ACQUIRE, [this.epochKey(callSid)], [EPOCH_MIN_TTL_MS, this.leaseChannel(), callSid]);
     if (typeof epoch !== 'number') throw new Error(`unexpected acquire reply for ${callSid}: ${String(epoch)}`);
     return { callSid, owner, epoch };
+  }
+
+  async acquireAndLoad(callSid: string, owner: string): Promise<{ lease: Lease; record: SessionRecord | undefined }> {
+    const reply = await this.run(ACQUIRE_AND_LOAD, [this.epochKey(callSid), this.recordKey(callSid)], [EPOCH_MIN_TTL_MS, this.leaseChannel(), callSid]);
+    // Lua's false (no record) arrives as null.
+    if (!Array.isArray(reply) || typeof reply[0] !== 'number') throw new Error(`unexpected acquire reply for ${callSid}`);
+    const raw: unknown = reply[1];
+    return { lease: { callSid, owner, epoch: reply[0] }, record: parseLive(typeof raw === 'string' ? raw : null, Date.now()) };
   }
 
   async save(lease: Lease, input: SaveInput): Promise<void> {
