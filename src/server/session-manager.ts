@@ -43,7 +43,7 @@ export type ConnectResult =
 export type ActionOutcome = 'reconnect' | 'hangup' | 'ack';
 
 /** Restores in flight at once (each is a few store round trips and one actor start). */
-const RESTORE_CONCURRENCY = 4;
+const RESTORE_CONCURRENCY = 2;
 
 const RESUMABLE_STATES = new Set(['connected', 'disconnected', 'grace']);
 /** An orphaned session is expired this long after its deadline, leaving its owner (if alive) the first go. */
