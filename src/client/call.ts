@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { SimulatedCall, UpgradeRejectedError } from './twilio-sim.js';
 import type { TextMessage } from '../protocol/messages.js';
 import { postAction, postIncomingCall, signWebSocketUrl } from './twilio-webhooks.js';
+import { readRelayTwiml, type RelayTwiml } from './twiml-reader.js';
 
 const RELAY_URL = process.env.RELAY_URL ?? 'ws://127.0.0.1:8080/relay';
 const BASE_URL = process.env.BASE_URL ?? 'http://127.0.0.1:8080';
@@ -12,38 +13,6 @@ const AUTH_TOKEN = process.env.TWILIO_AUTH_TOKEN || undefined;
 const REPLY_TIMEOUT_MS = Number(process.env.REPLY_TIMEOUT_MS ?? 20_000);
 
 const log = (line: string) => process.stderr.write(`[call] ${line}\n`);
-
-function xmlUnescape(s: string): string {
-  return s
-    .replace(/&quot;/g, '"')
-    .replace(/&apos;/g, "'")
-    .replace(/&lt;/g, '<')
-    .replace(/&gt;/g, '>')
-    .replace(/&amp;/g, '&');
-}
-
-interface TwimlInfo {
-  relayUrl?: string;
-  actionUrl?: string;
-  parameters: Record<string, string>;
-}
-
-function readTwiml(twiml: string): TwimlInfo {
-  const relay = /<ConversationRelay\b[^>]*?\surl="([^"]*)"/.exec(twiml)?.[1];
-  const action = /<Connect\b[^>]*?\saction="([^"]*)"/.exec(twiml)?.[1];
-  const parameters: Record<string, string> = {};
-  for (const m of twiml.matchAll(/<Parameter\b([^>]*)\/?>/g)) {
-    const attrs = m[1] ?? '';
-    const name = /\sname="([^"]*)"/.exec(attrs)?.[1];
-    const value = /\svalue="([^"]*)"/.exec(attrs)?.[1];
-    if (name !== undefined) parameters[xmlUnescape(name)] = xmlUnescape(value ?? '');
-  }
-  return {
-    ...(relay !== undefined ? { relayUrl: xmlUnescape(relay) } : {}),
-    ...(action !== undefined ? { actionUrl: xmlUnescape(action) } : {}),
-    parameters,
-  };
-}
 
 function isConnRefused(err: unknown): boolean {
   const e = err as { code?: string; message?: string; errors?: unknown[]; cause?: unknown } | undefined;
@@ -74,12 +43,12 @@ async function awaitReply(call: SimulatedCall, firstTokenMs: number): Promise<bo
 async function main(): Promise<number> {
   const callSid = `CA${randomBytes(16).toString('hex')}`;
   const accountSid = `AC${randomBytes(16).toString('hex')}`;
-  let info: TwimlInfo = { parameters: {} };
+  let info: RelayTwiml = { parameters: {} };
 
   // 1. The incoming-call webhook, as Twilio would post it (best effort: the socket is what matters).
   try {
     const twiml = await postIncomingCall(BASE_URL, { CallSid: callSid, AccountSid: accountSid }, AUTH_TOKEN ? { authToken: AUTH_TOKEN } : {});
-    info = readTwiml(twiml);
+    info = readRelayTwiml(twiml);
     log(`TwiML ok${info.relayUrl ? ` (relay url ${info.relayUrl})` : ''}`);
   } catch (err) {
     if (isConnRefused(err)) {
