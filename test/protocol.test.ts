@@ -205,7 +205,11 @@ describe('npm run call', () => {
       const first = 'Hi, what can you do?';
       expect(lines[0]).toBe(`caller: ${first}`);
       expect(lines[1]).toBe(`agent: ${offlineAnswer([{ role: 'user', content: first }], 'en-US').text}`);
-      expect(lines.filter((l) => l.startsWith('caller: '))).toHaveLength(2);
+      expect(lines.filter((l) => l.startsWith('caller: '))).toHaveLength(3);
+      // The keypad step: the agent asked for the number, got 10 digits, and thanked the caller.
+      expect(lines).toContain('agent: Please enter your 10-digit phone number, starting with the area code.');
+      expect(stderr).toContain('typed a 10-digit phone number on the keypad');
+      expect(lines).toContain('agent: Thanks, got it.');
       expect(lines.filter((l) => l.startsWith('agent: ')).length).toBeGreaterThanOrEqual(1);
       expect(stderr).toContain('0 invalid frame(s)');
 

@@ -1,4 +1,4 @@
-// `npm run call`: plays a short scripted phone call against a running server, the way Twilio would,
+// `npm run call`: plays a short scripted phone call (speech, keypad, barge-in) against a running server, the way Twilio would,
 // and prints the transcript. RELAY_URL (ws://127.0.0.1:8080/relay) and BASE_URL (http://127.0.0.1:8080).
 // With TWILIO_AUTH_TOKEN set, the webhook and the socket upgrade are signed.
 import { randomBytes } from 'node:crypto';
@@ -79,10 +79,24 @@ async function main(): Promise<number> {
   // 3. A welcome reply, if the server sends one (it may send nothing on setup: Twilio speaks the greeting).
   await awaitReply(call, 1500);
 
-  // 4. Two questions; the caller barges in on the second answer if it is still streaming.
+  // 4. A first question.
   call.prompt('Hi, what can you do?');
   if (!(await awaitReply(call, REPLY_TIMEOUT_MS))) log('no reply to the first question');
 
+  // 5. Keypad: offer a phone number; when the agent asks for it on the keypad, type it (one dtmf frame per key).
+  call.prompt('I would like to give you my phone number.');
+  const keypadPrompt = await call
+    .waitFor((m): m is TextMessage => m.type === 'text' && /enter|digit|marque/i.test(m.token), REPLY_TIMEOUT_MS)
+    .catch(() => undefined);
+  if (keypadPrompt) {
+    call.digits('5550001234');
+    log('typed a 10-digit phone number on the keypad');
+    if (!(await awaitReply(call, REPLY_TIMEOUT_MS))) log('no reply after the keypad entry');
+  } else {
+    log('the agent did not ask for keypad input');
+  }
+
+  // 6. One more question; the caller barges in on the answer if it is still streaming.
   call.prompt('And are you open on weekends?');
   let interrupted = false;
   try {
@@ -109,7 +123,7 @@ async function main(): Promise<number> {
   }
   if (!interrupted) log('reply finished before the interrupt could land');
 
-  // 5. Hang up.
+  // 7. Hang up.
   const sessionMs = Date.now() - started;
   const closeInfo = call.isOpen
     ? await Promise.race([call.close(1000), new Promise<undefined>((r) => setTimeout(r, 3000, undefined))])
@@ -117,7 +131,7 @@ async function main(): Promise<number> {
   if (!closeInfo) call.drop();
   log(`socket closed${closeInfo ? ` (${closeInfo.code})` : ' (forced)'}; ${call.invalidFrames} invalid frame(s)`);
 
-  // 6. Twilio posts the <Connect action> callback when the session ends.
+  // 8. Twilio posts the <Connect action> callback when the session ends.
   if (info.actionUrl) {
     const path = new URL(info.actionUrl, BASE_URL).pathname;
     await postAction(
