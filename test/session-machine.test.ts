@@ -375,3 +375,31 @@ describe('DTMF collection in the session machine', () => {
     expect(Date.now() - resumedAt).toBeGreaterThanOrEqual(290);
   });
 });
+
+describe('an LLM failure in the middle of a reply', () => {
+  it('keeps what the caller heard plus the apology, and closes the talk cycle', async () => {
+    const seen: ReplyInput[] = [];
+    const llmReply = fromCallback<{ type: string }, ReplyInput>(({ input, sendBack }) => {
+      seen.push(input);
+      const runId = randomUUID();
+      const timer = setTimeout(() => {
+        sendBack({ type: 'LLM.DELTA', runId, text: 'Our hours are' } satisfies ReplyEvent);
+        sendBack({ type: 'LLM.ERROR', runId, message: 'stream reset' } satisfies ReplyEvent);
+      }, 1);
+      return () => clearTimeout(timer);
+    });
+    const machine = sessionMachine.provide({ actors: { llmReply } });
+    const outbound: OutboundMessage[] = [];
+    const actor = track(createActor(machine, { input: inputWith() }) as unknown as Actor<Machine>, outbound);
+    actor.send({ type: 'PROMPT', text: 'when are you open?', lang: 'en-US', last: true });
+    await waitFor(actor, (s) => s.matches({ live: { conversation: 'idle' } }) && s.context.history.length === 2, { timeout: 2000 });
+    const apology = 'Sorry, I am having trouble right now. Could you say that again?';
+    expect(actor.getSnapshot().context.history.at(-1)).toEqual({ role: 'assistant', content: `Our hours are ${apology}` });
+    expect(outbound).toEqual([
+      { type: 'text', token: 'Our hours are', last: false },
+      { type: 'text', token: ` ${apology}`, last: false },
+      { type: 'text', token: '', last: true },
+    ]);
+    expect(seen).toHaveLength(1);
+  });
+});

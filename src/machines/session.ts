@@ -213,13 +213,17 @@ export const sessionMachine = setup({
       undelivered: null,
     }),
     dropReply: assign({ reply: null }),
+    /** The caller heard whatever streamed before the failure, then the apology: keep both. */
     recordLlmFailure: assign({
-      history: ({ context }) => [...context.history, { role: 'assistant' as const, content: llmFailureLine(context.language) }],
+      history: ({ context }) => [
+        ...context.history,
+        { role: 'assistant' as const, content: [context.reply?.text, llmFailureLine(context.language)].filter(Boolean).join(' ') },
+      ],
       reply: null,
     }),
     sayLlmFailure: emit(({ context }) => ({
       type: 'outbound' as const,
-      message: { type: 'text' as const, token: llmFailureLine(context.language), last: false },
+      message: { type: 'text' as const, token: `${context.reply?.text ? ' ' : ''}${llmFailureLine(context.language)}`, last: false },
     })),
     answerToolCalls: assign({
       // Every tool call needs a result before the next model turn; the first one is executed,
@@ -468,7 +472,7 @@ export const sessionMachine = setup({
                   { guard: 'linkConnected', target: 'idle', actions: ['finishReply', 'closeTalkCycle'] },
                   { target: 'idle', actions: ['markUndelivered', 'finishReply'] },
                 ],
-                'LLM.ERROR': { target: 'idle', actions: ['recordLlmFailure', 'sayLlmFailure', 'closeTalkCycle'] },
+                'LLM.ERROR': { target: 'idle', actions: ['sayLlmFailure', 'recordLlmFailure', 'closeTalkCycle'] },
                 INTERRUPT: { target: 'idle', actions: ['recordInterruptedReply', 'closeTalkCycle'] },
                 // A new utterance cancels the stream in flight (exiting stops the invoked actor).
                 PROMPT: {
