@@ -96,6 +96,16 @@ function firstToolCall(event: SessionEvent) {
   return call ? parseToolCall(call) : undefined;
 }
 
+/** Whether the call may still be resumed: shared by the machine's guards and the session manager. */
+export function hasResumesLeft(context: Pick<SessionContext, 'resumes' | 'timeouts'>): boolean {
+  return context.resumes < context.timeouts.maxResumes;
+}
+
+/** Speech and recognition both follow the call's language. */
+function languageMessage(language: string): SessionEmitted {
+  return { type: 'outbound', message: { type: 'language', ttsLanguage: language, transcriptionLanguage: language } };
+}
+
 function dtmfInputFor(context: SessionContext): DtmfInput {
   const request = context.dtmf;
   return {
@@ -146,9 +156,8 @@ export const sessionMachine = setup({
     isNewRun: ({ context, event }) => 'runId' in event && context.reply !== null && context.reply.runId !== event.runId,
     linkConnected: stateIn('#session.live.link.connected'),
     conversationFinished: stateIn('#session.live.conversation.finished'),
-    canResume: ({ context }) => context.resumes < context.timeouts.maxResumes,
-    actionResumable: ({ context, event }) =>
-      event.type === 'ACTION' && event.resumable && context.resumes < context.timeouts.maxResumes,
+    canResume: ({ context }) => hasResumesLeft(context),
+    actionResumable: ({ context, event }) => event.type === 'ACTION' && event.resumable && hasResumesLeft(context),
     tooManyToolRounds: ({ context, event }) =>
       event.type === 'LLM.DONE' && event.toolCalls.length > 0 && context.toolRounds >= MAX_TOOL_ROUNDS,
     wantsLanguageSwitch: ({ event }) => firstToolCall(event)?.name === 'switch_language',
@@ -267,10 +276,7 @@ export const sessionMachine = setup({
         return call?.name === 'switch_language' ? call.args.language : context.language;
       },
     }),
-    emitLanguage: emit(({ context }) => ({
-      type: 'outbound' as const,
-      message: { type: 'language' as const, ttsLanguage: context.language, transcriptionLanguage: context.language },
-    })),
+    emitLanguage: emit(({ context }) => languageMessage(context.language)),
     rememberDtmfRequest: assign({
       dtmf: ({ event }) => {
         const call = firstToolCall(event);
@@ -347,8 +353,7 @@ export const sessionMachine = setup({
       const cutOff = context.reply?.text || context.undelivered;
       const text = (token: string, last: boolean): SessionEmitted => ({ type: 'outbound', message: { type: 'text', token, last } });
       // A new Twilio session starts in the TwiML's language: switch it back to the call's current one.
-      const language = context.language;
-      enqueue.emit({ type: 'outbound', message: { type: 'language', ttsLanguage: language, transcriptionLanguage: language } });
+      enqueue.emit(languageMessage(context.language));
       enqueue.emit(text(resumeLine(context.language), !streaming && !cutOff));
       // A reply still streaming is continued by its next deltas; a finished one closes the cycle.
       if (cutOff) enqueue.emit(text(` ${cutOff}`, !streaming));

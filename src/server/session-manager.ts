@@ -5,7 +5,7 @@ import { createActor, type Actor, type ActorOptions, type InspectionEvent, type 
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { OutboundMessage, SetupMessage } from '../protocol/messages.js';
-import { lifecycleOf, type SessionEvent, type SessionInput, type SessionMachine, type SessionTimeouts } from '../machines/session.js';
+import { hasResumesLeft, lifecycleOf, type SessionEvent, type SessionInput, type SessionMachine, type SessionTimeouts } from '../machines/session.js';
 import { CoalescingWriter, StaleLeaseError, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from '../stores/index.js';
 import pLimit from 'p-limit';
 import { KeyedMutex } from './keyed-mutex.js';
@@ -249,8 +249,15 @@ export class SessionManager {
 
   /** The stored session as an unstarted actor's snapshot: typed and checkable, with no side effects. */
   private peek(record: SessionRecord, log: Logger): SessionSnapshot | undefined {
+    return this.actorFrom(record.snapshot, false, log)?.getSnapshot();
+  }
+
+  /** An unstarted actor from a persisted snapshot, or undefined (logged) when it cannot be restored. */
+  private actorFrom(persisted: unknown, inspected: boolean, log: Logger): Actor<SessionMachine> | undefined {
+    // Input is only read when a machine starts fresh; a restored actor takes everything from the snapshot.
+    const options = { snapshot: persisted as Snapshot<unknown>, inspect: inspected ? this.opts.inspect : undefined };
     try {
-      return createActor(this.opts.machine, this.restoreOptions(record.snapshot, false)).getSnapshot();
+      return createActor(this.opts.machine, options as ActorOptions<SessionMachine> & { input: SessionInput });
     } catch (err) {
       log.error({ err }, 'stored snapshot could not be restored; treating the session as unknown');
       return undefined;
@@ -268,13 +275,8 @@ export class SessionManager {
     const started = performance.now();
     const { lease, record } = await this.acquireAndLoad(callSid);
     if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
-    let actor: Actor<SessionMachine>;
-    try {
-      actor = createActor(this.opts.machine, this.restoreOptions(withRestartedReply(record.snapshot), true));
-    } catch (err) {
-      log.error({ err }, 'stored snapshot could not be restored; treating the session as unknown');
-      return undefined;
-    }
+    const actor = this.actorFrom(withRestartedReply(record.snapshot), true, log);
+    if (!actor) return undefined;
     const session = this.track(callSid, actor, lease, log);
     actor.start();
     // The previous owner died with the socket attached (or lost it to us): that socket is gone.
@@ -287,12 +289,6 @@ export class SessionManager {
       return undefined;
     }
     return session;
-  }
-
-  private restoreOptions(persisted: unknown, inspected: boolean): ActorOptions<SessionMachine> & { input: SessionInput } {
-    // Input is only read when a machine starts fresh; a restored actor takes everything from the snapshot.
-    const inspect = inspected ? this.opts.inspect : undefined;
-    return { snapshot: persisted as Snapshot<unknown>, inspect } as ActorOptions<SessionMachine> & { input: SessionInput };
   }
 
   private expireIfOrphaned(callSid: string): Promise<void> {
@@ -425,7 +421,7 @@ function resumeRefusal(setup: SetupMessage, snapshot: SessionSnapshot, local: bo
   if (!rightful) return 'not allowed to resume this session';
   // Taking over a live socket (newest connection wins) is not a resume; everything else is capped.
   const takesOverLiveSocket = local && link === 'connected';
-  if (!takesOverLiveSocket && snapshot.context.resumes >= snapshot.context.timeouts.maxResumes) return 'resume limit reached';
+  if (!takesOverLiveSocket && !hasResumesLeft(snapshot.context)) return 'resume limit reached';
   return undefined;
 }
 

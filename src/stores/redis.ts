@@ -15,22 +15,15 @@ class LuaScript {
 
 // Newest wins: bump the epoch, make sure an orphaned lease (never saved) still expires, and announce
 // the new owner so the previous one can stop right away.
-// KEYS: epoch. ARGV: minTtlMs, leaseChannel, callSid.
-const ACQUIRE = new LuaScript(`
+// KEYS: epoch[, record]. ARGV: minTtlMs, leaseChannel, callSid.
+const TAKE_LEASE = `
 local epoch = redis.call('INCR', KEYS[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 redis.call('PUBLISH', ARGV[2], epoch .. ' ' .. ARGV[3])
-return epoch
-`);
-
+`;
+const ACQUIRE = new LuaScript(`${TAKE_LEASE}return epoch`);
 // ACQUIRE, then the record in the same atomic step (one round trip for a restore).
-// KEYS: epoch, record. ARGV: minTtlMs, leaseChannel, callSid.
-const ACQUIRE_AND_LOAD = new LuaScript(`
-local epoch = redis.call('INCR', KEYS[1])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-redis.call('PUBLISH', ARGV[2], epoch .. ' ' .. ARGV[3])
-return { epoch, redis.call('GET', KEYS[2]) }
-`);
+const ACQUIRE_AND_LOAD = new LuaScript(`${TAKE_LEASE}return { epoch, redis.call('GET', KEYS[2]) }`);
 
 // Returns the current epoch (a number) when the lease is stale, 'OK' once written.
 // The epoch key is raised to the lease epoch (it may have expired) and only ever gets a later expiry.
