@@ -8,6 +8,7 @@ import { llmFailureLine } from '../src/machines/phrases.js';
 import type { OutboundMessage, TextMessage } from '../src/protocol/messages.js';
 import { startTestServer, type TestServer, type TestServerOptions } from './support/harness.js';
 import { connectCall, scrapeCounter, waitUntil } from './support/conditions.js';
+import { MemoryStore, type SnapshotStore } from '../src/stores/index.js';
 
 const servers: TestServer[] = [];
 const calls: SimulatedCall[] = [];
@@ -107,6 +108,44 @@ describe('setup and streaming', () => {
 });
 
 describe('interrupts and barge-in', () => {
+  it('a streamed reply costs a few store writes, not one per token, and the finished turn is stored', async () => {
+    const inner = new MemoryStore();
+    const saved: Array<{ state: string; snapshot: unknown }> = [];
+    const store: SnapshotStore = {
+      kind: inner.kind,
+      acquire: (callSid, owner) => inner.acquire(callSid, owner),
+      save: (lease, input) => {
+        saved.push({ state: input.state, snapshot: input.snapshot });
+        return inner.save(lease, input);
+      },
+      load: (callSid) => inner.load(callSid),
+      currentEpoch: (callSid) => inner.currentEpoch(callSid),
+      delete: (lease) => inner.delete(lease),
+      list: () => inner.list(),
+      sweep: (now) => inner.sweep(now),
+      close: () => inner.close(),
+    };
+    const ts = await start({ store, llm: { script: byLastMessage({ 'Tell me a story': { text: SLOW_STORY, delayMs: 10 } }) } });
+    const call = await dial(ts);
+    await ts.server.manager.flush();
+    const before = saved.length;
+
+    call.prompt('Tell me a story');
+    const reply = await call.nextReply(10_000);
+    await ts.server.manager.flush();
+    expect(reply.tokens.length).toBeGreaterThan(20); // each token arrived on its own event-loop turn
+    // Entering `responding` (the user turn) and leaving it (the assistant turn); no write per token.
+    const writes = saved.slice(before);
+    expect(writes.length).toBeGreaterThanOrEqual(2);
+    expect(writes.length).toBeLessThanOrEqual(3);
+    const stored = (await inner.load(call.callSid))!.snapshot as { context: { history: unknown[]; reply: unknown } };
+    expect(stored.context.history).toEqual([
+      { role: 'user', content: 'Tell me a story' },
+      { role: 'assistant', content: SLOW_STORY },
+    ]);
+    expect(stored.context.reply).toBeNull();
+  });
+
   it('an interrupt mid-stream aborts the LLM request, closes the talk cycle and keeps only what was heard', async () => {
     const ts = await start({
       llm: {

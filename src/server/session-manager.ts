@@ -9,6 +9,7 @@ import { hasResumesLeft, lifecycleOf, type SessionEvent, type SessionInput, type
 import { CoalescingWriter, StaleLeaseError, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from '../stores/index.js';
 import pLimit from 'p-limit';
 import { KeyedMutex } from './keyed-mutex.js';
+import { onlyReplyTextChanged } from './write-worthy.js';
 
 /** What the session needs of a socket: the socket edge validates and serialises. */
 export interface SessionSocket {
@@ -42,14 +43,19 @@ export type ConnectResult =
 
 export type ActionOutcome = 'reconnect' | 'hangup' | 'ack';
 
-/** Restores in flight at once (each is a few store round trips and one actor start). */
-const RESTORE_CONCURRENCY = 2;
+/**
+ * Restores in flight at once. One: a restore is a single store round trip plus a short actor start,
+ * and anything else on the event loop lands inside that round trip, so in a reconnect storm
+ * running them one after another keeps each one short (the storm as a whole takes about as long).
+ */
+const RESTORE_CONCURRENCY = 1;
 
 const RESUMABLE_STATES = new Set(['connected', 'disconnected', 'grace']);
 /** An orphaned session is expired this long after its deadline, leaving its owner (if alive) the first go. */
 const ORPHAN_EXPIRY_SLACK_MS = 250;
 
 type SessionSnapshot = SnapshotFrom<SessionMachine>;
+type ResumeEvent = Extract<SessionEvent, { type: 'RESUME' }>;
 
 /** A call's session as found: our own live actor, or a resumable record someone else (maybe dead) wrote. */
 type Located = { session: Session; snapshot: SessionSnapshot } | { session?: undefined; snapshot: SessionSnapshot };
@@ -86,28 +92,23 @@ export class SessionManager {
     return this.locks.run(setup.callSid, async () => {
       const log = this.opts.logger.child({ callSid: setup.callSid });
       const via = setup.reconnection ? 'reconnection' : 'twilio';
-      const event: SessionEvent = { type: 'RESUME', sessionId: setup.sessionId, via };
+      const event: ResumeEvent = { type: 'RESUME', sessionId: setup.sessionId, via };
       const found = await this.locate(setup.callSid, log);
       const attempt = found !== undefined || setup.reconnection === true;
       if (attempt) this.opts.metrics.resumeAttempts.inc({ via });
       if (found) {
         // Checked before taking anything over, so a refused caller leaves the owner and the stored session untouched.
         const refusal = resumeRefusal(setup, found.snapshot, found.session !== undefined);
-        const session = refusal ? undefined : (found.session ?? (await this.takeOver(setup.callSid, log)));
-        if (session && session.actor.getSnapshot().can(event)) {
-          const link = lifecycleOf(session.actor.getSnapshot().value);
-          this.attach(session, socket);
-          session.actor.send(event);
-          this.opts.metrics.resumes.inc({ outcome: 'succeeded' });
-          log.info({ via, sessionId: setup.sessionId, link, epoch: session.lease.epoch }, 'session resumed');
-          return { ok: true, session, resumed: true };
-        }
-        if (refusal || session) {
-          const { context } = (session?.actor.getSnapshot() ?? found.snapshot);
-          this.opts.metrics.resumes.inc({ outcome: 'failed' });
-          log.warn({ via, link: lifecycleOf(found.snapshot.value), resumes: context.resumes }, 'resume refused; existing session left untouched');
-          return { ok: false, code: 1008, reason: refusal ?? 'resume limit reached' };
-        }
+        if (refusal) return this.refuseResume(found.snapshot, refusal, via, log);
+        const result = found.session
+          ? this.resume(found.session, socket, event, log)
+          : // Restored and resumed in one restore slot: the next restore's store round trip then does not
+            // wait behind this one's greeting.
+            await this.restoreLimit(async () => {
+              const restored = await this.restoreNow(setup.callSid, log);
+              return restored && this.resume(restored, socket, event, log);
+            });
+        if (result) return result;
       }
       if (attempt) this.opts.metrics.resumes.inc({ outcome: 'failed' });
       if (setup.reconnection) {
@@ -118,6 +119,23 @@ export class SessionManager {
       log.info({ sessionId: setup.sessionId, epoch: session.lease.epoch }, 'session started');
       return { ok: true, session, resumed: false };
     });
+  }
+
+  /** Attaches the socket and resumes; a session that cannot take the resume (limit reached) is left untouched. */
+  private resume(session: Session, socket: SessionSocket, event: ResumeEvent, log: Logger): ConnectResult {
+    const snapshot = session.actor.getSnapshot();
+    if (!snapshot.can(event)) return this.refuseResume(snapshot, 'resume limit reached', event.via, log);
+    this.attach(session, socket);
+    session.actor.send(event);
+    this.opts.metrics.resumes.inc({ outcome: 'succeeded' });
+    log.info({ via: event.via, sessionId: event.sessionId, link: lifecycleOf(snapshot.value), epoch: session.lease.epoch }, 'session resumed');
+    return { ok: true, session, resumed: true };
+  }
+
+  private refuseResume(snapshot: SessionSnapshot, reason: string, via: ResumeEvent['via'], log: Logger): ConnectResult {
+    this.opts.metrics.resumes.inc({ outcome: 'failed' });
+    log.warn({ via, link: lifecycleOf(snapshot.value), resumes: snapshot.context.resumes }, 'resume refused; existing session left untouched');
+    return { ok: false, code: 1008, reason };
   }
 
   /** Delivers an inbound event if `socket` is still the session's current socket. */
@@ -336,8 +354,12 @@ export class SessionManager {
     const session: Session = { callSid, actor, lease, writer, socket: null, log };
     this.sessions.set(callSid, session);
     actor.on('outbound', ({ message }) => session.socket?.send(message));
+    let seen = actor.getSnapshot();
     actor.subscribe({
-      next: () => writer.schedule(actor),
+      next: (snapshot) => {
+        if (!onlyReplyTextChanged(seen, snapshot)) writer.schedule(actor);
+        seen = snapshot;
+      },
       error: (err) => log.error({ err }, 'session actor failed'),
       complete: () => {
         if (actor.getSnapshot().status !== 'done') return; // stopped by us, not finished

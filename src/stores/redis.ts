@@ -67,7 +67,7 @@ export class RedisStore implements SnapshotStore {
   private readonly onError: (err: Error) => void;
 
   constructor(url: string, opts: RedisStoreOptions = {}) {
-    this.redis = new Redis(url);
+    this.redis = new Redis(url, { enableAutoPipelining: true });
     this.onError = opts.onError ?? (() => {});
     this.redis.on('error', this.onError);
     this.prefix = opts.prefix ?? 'relay:';
