@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { spawnChild, type ChildHandle } from './child-process.js';
 import { checkFrames } from './frame-check.js';
 import { measureLlmFloor } from './llm-floor.js';
-import { measureLoad } from './load.js';
+import { measureLoad, type LoadResult } from './load.js';
 import { measureIdleMemory, type MemoryResult } from './memory.js';
 import type { BenchOptions } from './options.js';
 import { evaluate, type BenchResults, type LevelResult } from './report.js';
@@ -53,8 +53,10 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
 
     // ---- latency and throughput: baseline then server at each level, same client code
     const echo = spawn('echo', 'echo');
+    const hop = o.llmHopBaseline ? spawn('llm-hop', 'llm-hop') : null;
     const server = spawn('server', 'server-load');
     const baselineUrl = `ws://127.0.0.1:${(await echo.call('start', {})).port}`;
+    const hopUrl = hop ? `ws://127.0.0.1:${(await hop.call('start', { llmBaseUrl })).port}` : null;
     const serverUrl = `ws://127.0.0.1:${(await server.call('start', serverOptions(o.loadStore, 'load'))).port}/relay`;
     const frameCheck = await checkFrames(baselineUrl, serverUrl);
     log(`frame check: baseline ${frameCheck.baselineFrames} frames, server ${frameCheck.serverFrames}, identical=${frameCheck.identical}`);
@@ -68,15 +70,18 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
       const load = { sessions, rounds, warmupRounds: o.warmupRounds, turnsPerCall: o.turnsPerCall, maxMs: o.levelMaxMs, replyTimeoutMs: o.replyTimeoutMs, connectConcurrency: o.connectConcurrency };
       const baseline = await measureLoad({ ...load, url: baselineUrl, cpuProbe: cpuOf(echo) });
       const srv = await measureLoad({ ...load, url: serverUrl, cpuProbe: cpuOf(server) });
-      const ratios = { p50: srv.p50Ms / baseline.p50Ms, p99: srv.p99Ms / baseline.p99Ms, throughput: srv.throughput / baseline.throughput };
-      latency.push({ sessions, rounds, baseline, server: srv, ratios });
+      const ratio = (base: LoadResult) => ({ p50: srv.p50Ms / base.p50Ms, p99: srv.p99Ms / base.p99Ms, throughput: srv.throughput / base.throughput });
+      const hopResult = hop && hopUrl ? await measureLoad({ ...load, url: hopUrl, cpuProbe: cpuOf(hop) }) : null;
+      latency.push({ sessions, rounds, baseline, server: srv, ratios: ratio(baseline), ...(hopResult ? { llmHop: { result: hopResult, ratios: ratio(hopResult) } } : {}) });
       log(
         `@${sessions}: p50 ${baseline.p50Ms.toFixed(3)} vs ${srv.p50Ms.toFixed(3)} ms; ` +
           `${baseline.throughput.toFixed(0)} vs ${srv.throughput.toFixed(0)} replies/s; ` +
-          `cpu/reply ${baseline.cpuUsPerReply?.toFixed(0)} vs ${srv.cpuUsPerReply?.toFixed(0)} us (baseline vs server)`,
+          `cpu/reply ${baseline.cpuUsPerReply?.toFixed(0)} vs ${srv.cpuUsPerReply?.toFixed(0)} us (baseline vs server)` +
+          (hopResult ? `; LLM-hop baseline p50 ${hopResult.p50Ms.toFixed(3)} ms, ${hopResult.throughput.toFixed(0)} replies/s` : ''),
       );
     }
     await echo.exit();
+    await hop?.exit();
     await server.exit();
 
     // ---- reconnect storms, one fresh server process per store

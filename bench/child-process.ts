@@ -1,12 +1,18 @@
 // Parent side of the child processes: fork with tsx and --expose-gc, then typed request/reply over IPC.
 import { fork, type ChildProcess } from 'node:child_process';
-import { openSync, closeSync } from 'node:fs';
+import { openSync, closeSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChildCommands, ChildRole, CommandName, ReplyMessage } from './child-protocol.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, '..');
+
+/** The node flags of `npm start` (GC tuning), so the server child runs as it does in production. */
+function startScriptNodeFlags(): string[] {
+  const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { scripts: { start: string } };
+  return pkg.scripts.start.split(/\s+/).filter((word) => /^--[a-z-]+(=\S+)?$/.test(word) && word !== '--import');
+}
 
 export interface ChildHandle {
   role: ChildRole;
@@ -22,7 +28,7 @@ export function spawnChild(role: ChildRole, logFile: string): ChildHandle {
   const child: ChildProcess = fork(join(here, 'child.ts'), [role], {
     cwd: repoRoot,
     // BENCH_CPU_PROF=<dir> writes a V8 CPU profile per child on exit (open in Chrome DevTools).
-    execArgv: ['--expose-gc', '--import', 'tsx', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [])],
+    execArgv: ['--expose-gc', ...(role === 'server' ? startScriptNodeFlags() : []), '--import', 'tsx', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [])],
     stdio: ['ignore', out, 'inherit', 'ipc'],
     env: { ...process.env, NODE_OPTIONS: '' },
   });

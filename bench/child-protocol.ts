@@ -1,6 +1,6 @@
 // Messages between the benchmark and its child processes (IPC over child_process.fork).
 
-export type ChildRole = 'llm' | 'echo' | 'server';
+export type ChildRole = 'llm' | 'echo' | 'llm-hop' | 'server';
 
 export interface ServerChildOptions {
   store: 'memory' | 'sqlite' | 'redis';
@@ -28,7 +28,7 @@ export interface ServerStats {
 
 /** Command name -> [argument, result]. */
 export interface ChildCommands {
-  start: [ServerChildOptions | Record<string, never>, { port: number; baseURL?: string }];
+  start: [ServerChildOptions | { llmBaseUrl: string } | Record<string, never>, { port: number; baseURL?: string }];
   /** Server only: close this instance (persisting everything) and start a new one on the same store. */
   restart: [Record<string, never>, { port: number }];
   stats: [Record<string, never>, ServerStats];

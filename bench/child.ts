@@ -1,5 +1,5 @@
-// Child process entry for the benchmark: `llm` (fake OpenAI server), `echo` (baseline) or `server`
-// (the real relay server). Separate processes keep the harness's client work, the LLM and the
+// Child process entry for the benchmark: `llm` (fake OpenAI server), `echo` (baseline), `llm-hop`
+// (baseline plus the LLM request) or `server` (the real relay server). Separate processes keep the harness's client work, the LLM and the
 // measured server from sharing one event loop, and make memory readings per process.
 import { loadConfig } from '../src/config.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
@@ -7,6 +7,7 @@ import { createLogger } from '../src/server/logger.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../src/llm/fake-openai-server.js';
 import { MemoryStore, type SnapshotStore } from '../src/stores/index.js';
 import { startEchoServer, type EchoServer } from './echo-server.js';
+import { startLlmHopServer } from './llm-hop-server.js';
 import type { ChildRole, CommandMessage, MemorySample, ReplyMessage, ServerChildOptions, ServerStats } from './child-protocol.js';
 
 const role = process.argv[2] as ChildRole;
@@ -73,6 +74,10 @@ async function handle(cmd: CommandMessage['cmd'], arg: unknown): Promise<unknown
       }
       if (role === 'echo') {
         echo = await startEchoServer();
+        return { port: echo.port };
+      }
+      if (role === 'llm-hop') {
+        echo = await startLlmHopServer((arg as { llmBaseUrl: string }).llmBaseUrl);
         return { port: echo.port };
       }
       serverOptions = arg as ServerChildOptions;

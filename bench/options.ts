@@ -15,6 +15,8 @@ export interface BenchOptions {
   turnsPerCall: number;
   /** Streamed requests for the LLM-client floor measurement (0 skips it). */
   llmFloorRequests: number;
+  /** Also measure the informational LLM-hop baseline (raw ws plus the same SDK request). */
+  llmHopBaseline: boolean;
   /** Time cap per measured level and side (baseline or server). */
   levelMaxMs: number;
   replyTimeoutMs: number;
@@ -69,6 +71,7 @@ export function benchOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Bench
     warmupRounds: int(env.BENCH_WARMUP, 1),
     turnsPerCall: int(env.BENCH_TURNS_PER_CALL, 20, 1),
     llmFloorRequests: int(env.BENCH_LLM_FLOOR_REQUESTS, 1000),
+    llmHopBaseline: env.BENCH_LLM_HOP_BASELINE !== '0',
     levelMaxMs: int(env.BENCH_LEVEL_MAX_MS, 60_000, 1),
     replyTimeoutMs: int(env.BENCH_REPLY_TIMEOUT_MS, 30_000, 1),
     loadStore: loadStore[0]!,

@@ -14,6 +14,8 @@ export interface LevelResult {
   server: LoadResult;
   /** server / baseline; throughput < 1 means the server completes fewer replies per second. */
   ratios: { p50: number; p99: number; throughput: number };
+  /** Informational: the LLM-hop baseline (raw ws plus the same SDK request) and server / it. */
+  llmHop?: { result: LoadResult; ratios: { p50: number; p99: number; throughput: number } };
 }
 
 export interface Check {
@@ -121,6 +123,29 @@ export function renderReport(r: BenchResults): string {
       ]),
     ),
   );
+  const hops = r.latency.filter((l) => l.llmHop);
+  if (hops.length) {
+    out.push('');
+    out.push('Informational: against a baseline that also makes the LLM request (raw ws + the same openai SDK stream, nothing else)');
+    out.push(
+      table(
+        ['sessions', 'hop p50', 'hop p99', 'srv p50', 'srv p99', 'p50 x', 'p99 x', 'hop rps', 'srv rps', 'rps x', 'hop cpu/reply'],
+        hops.map((l) => [
+          l.sessions,
+          f(l.llmHop!.result.p50Ms),
+          f(l.llmHop!.result.p99Ms),
+          f(l.server.p50Ms),
+          f(l.server.p99Ms),
+          f(l.llmHop!.ratios.p50),
+          f(l.llmHop!.ratios.p99),
+          f(l.llmHop!.result.throughput, 0),
+          f(l.server.throughput, 0),
+          f(l.llmHop!.ratios.throughput, 3),
+          l.llmHop!.result.cpuUsPerReply === null ? null : `${f(l.llmHop!.result.cpuUsPerReply, 0)} us`,
+        ]),
+      ),
+    );
+  }
   if (r.llmFloor) {
     out.push(
       `LLM hop alone (openai SDK streamed request, client side): ${f(r.llmFloor.cpuUsPerRequest, 0)} us CPU per request ` +

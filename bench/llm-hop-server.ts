@@ -1,0 +1,65 @@
+// A second, informational baseline: a raw `ws` server that does what the relay must do per reply
+// and nothing else. Each final prompt makes the same streamed request through the `openai` SDK
+// (system prompt, the connection's history, tool definitions) and forwards each delta as a `text`
+// frame, then `last: true`. No validation, state machine, persistence, logging or metrics, so
+// server / this baseline is what the relay adds on top of the LLM hop it cannot avoid.
+import OpenAI from 'openai';
+import { WebSocketServer } from 'ws';
+import type { AddressInfo } from 'node:net';
+import { toChatMessages } from '../src/llm/prompts.js';
+import { toolDefinitions } from '../src/llm/tools.js';
+import type { ChatTurn } from '../src/llm/types.js';
+import type { EchoServer } from './echo-server.js';
+
+export async function startLlmHopServer(llmBaseUrl: string): Promise<EchoServer> {
+  const client = new OpenAI({ apiKey: 'bench-key', baseURL: llmBaseUrl, maxRetries: 0 });
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 1024 * 1024 });
+  wss.on('connection', (ws) => {
+    const history: ChatTurn[] = [];
+    ws.on('error', () => {});
+    ws.on('message', (data: Buffer) => {
+      let frame: { type?: unknown; voicePrompt?: unknown; last?: unknown };
+      try {
+        frame = JSON.parse(data.toString('utf8')) as typeof frame;
+      } catch {
+        return;
+      }
+      if (frame.type !== 'prompt' || frame.last === false || typeof frame.voicePrompt !== 'string') return;
+      history.push({ role: 'user', content: frame.voicePrompt });
+      void (async () => {
+        let reply = '';
+        try {
+          const stream = await client.chat.completions.create({
+            model: 'gpt-4o-mini',
+            messages: toChatMessages(history, 'en-US'),
+            tools: toolDefinitions,
+            stream: true,
+          });
+          for await (const chunk of stream) {
+            const token = chunk.choices[0]?.delta?.content;
+            if (!token) continue;
+            reply += token;
+            ws.send(JSON.stringify({ type: 'text', token, last: false }));
+          }
+        } catch {
+          // The harness counts a reply with missing frames as failed; nothing else to do here.
+        }
+        history.push({ role: 'assistant', content: reply });
+        ws.send(JSON.stringify({ type: 'text', token: '', last: true }));
+      })();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    wss.once('listening', resolve);
+    wss.once('error', reject);
+  });
+  return {
+    port: (wss.address() as AddressInfo).port,
+    connections: () => wss.clients.size,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const c of wss.clients) c.terminate();
+        wss.close(() => resolve());
+      }),
+  };
+}
