@@ -1,6 +1,6 @@
 // The baseline: a raw `ws` server that answers each final prompt at once with the frames the real
 // server sends for the fake LLM's echo reply (one `text` per word-sized chunk, then `last: true`).
-import { WebSocketServer } from 'ws';
+import { WebSocketServer, type WebSocket } from 'ws';
 import type { AddressInfo } from 'node:net';
 import { splitIntoChunks } from '../src/llm/fake-openai-server.js';
 
@@ -13,21 +13,24 @@ export interface EchoServer {
   close(): Promise<void>;
 }
 
-export async function startEchoServer(): Promise<EchoServer> {
+/** The words of a final `prompt` frame; null for anything else (no validation: baselines stay lean). */
+export function finalPromptOf(data: Buffer): string | null {
+  let frame: { type?: unknown; voicePrompt?: unknown; last?: unknown };
+  try {
+    frame = JSON.parse(data.toString('utf8')) as typeof frame;
+  } catch {
+    return null;
+  }
+  if (frame.type !== 'prompt' || frame.last === false || typeof frame.voicePrompt !== 'string') return null;
+  return frame.voicePrompt;
+}
+
+/** A loopback `ws` server with the relay's socket options; `onConnection` does the rest. */
+export async function listenWs(onConnection: (ws: WebSocket) => void): Promise<EchoServer> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 1024 * 1024 });
   wss.on('connection', (ws) => {
     ws.on('error', () => {});
-    ws.on('message', (data: Buffer) => {
-      let frame: { type?: unknown; voicePrompt?: unknown; last?: unknown };
-      try {
-        frame = JSON.parse(data.toString('utf8')) as typeof frame;
-      } catch {
-        return;
-      }
-      if (frame.type !== 'prompt' || frame.last === false || typeof frame.voicePrompt !== 'string') return;
-      for (const token of splitIntoChunks(echoReplyText(frame.voicePrompt))) ws.send(JSON.stringify({ type: 'text', token, last: false }));
-      ws.send(JSON.stringify({ type: 'text', token: '', last: true }));
-    });
+    onConnection(ws);
   });
   await new Promise<void>((resolve, reject) => {
     wss.once('listening', resolve);
@@ -42,4 +45,15 @@ export async function startEchoServer(): Promise<EchoServer> {
         wss.close(() => resolve());
       }),
   };
+}
+
+export function startEchoServer(): Promise<EchoServer> {
+  return listenWs((ws) =>
+    ws.on('message', (data: Buffer) => {
+      const prompt = finalPromptOf(data);
+      if (prompt === null) return;
+      for (const token of splitIntoChunks(echoReplyText(prompt))) ws.send(JSON.stringify({ type: 'text', token, last: false }));
+      ws.send(JSON.stringify({ type: 'text', token: '', last: true }));
+    }),
+  );
 }

@@ -4,28 +4,19 @@
 // frame, then `last: true`. No validation, state machine, persistence, logging or metrics, so
 // server / this baseline is what the relay adds on top of the LLM hop it cannot avoid.
 import OpenAI from 'openai';
-import { WebSocketServer } from 'ws';
-import type { AddressInfo } from 'node:net';
 import { toChatMessages } from '../src/llm/prompts.js';
 import { toolDefinitions } from '../src/llm/tools.js';
 import type { ChatTurn } from '../src/llm/types.js';
-import type { EchoServer } from './echo-server.js';
+import { finalPromptOf, listenWs, type EchoServer } from './echo-server.js';
 
-export async function startLlmHopServer(llmBaseUrl: string): Promise<EchoServer> {
+export function startLlmHopServer(llmBaseUrl: string): Promise<EchoServer> {
   const client = new OpenAI({ apiKey: 'bench-key', baseURL: llmBaseUrl, maxRetries: 0 });
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 1024 * 1024 });
-  wss.on('connection', (ws) => {
+  return listenWs((ws) => {
     const history: ChatTurn[] = [];
-    ws.on('error', () => {});
     ws.on('message', (data: Buffer) => {
-      let frame: { type?: unknown; voicePrompt?: unknown; last?: unknown };
-      try {
-        frame = JSON.parse(data.toString('utf8')) as typeof frame;
-      } catch {
-        return;
-      }
-      if (frame.type !== 'prompt' || frame.last === false || typeof frame.voicePrompt !== 'string') return;
-      history.push({ role: 'user', content: frame.voicePrompt });
+      const prompt = finalPromptOf(data);
+      if (prompt === null) return;
+      history.push({ role: 'user', content: prompt });
       void (async () => {
         let reply = '';
         try {
@@ -49,17 +40,4 @@ export async function startLlmHopServer(llmBaseUrl: string): Promise<EchoServer>
       })();
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    wss.once('listening', resolve);
-    wss.once('error', reject);
-  });
-  return {
-    port: (wss.address() as AddressInfo).port,
-    connections: () => wss.clients.size,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const c of wss.clients) c.terminate();
-        wss.close(() => resolve());
-      }),
-  };
 }

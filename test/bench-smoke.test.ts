@@ -45,7 +45,10 @@ describe('npm run bench (tiny sizes)', () => {
 
     expect(results.latency.map((l) => l.sessions)).toEqual([1, 3]);
     for (const level of results.latency) {
-      for (const side of [level.baseline, level.server]) {
+      // The LLM-hop baseline answers the same prompts with the same frames, through the real SDK.
+      expect(level.llmHop).toBeDefined();
+      expect(positive(level.llmHop!.ratios.p50) && positive(level.llmHop!.ratios.throughput)).toBe(true);
+      for (const side of [level.baseline, level.server, level.llmHop!.result]) {
         expect(side.failed).toBe(0);
         expect(side.replies).toBe(level.sessions * level.rounds);
         expect(side.framesPerReply).toBe(results.frameCheck.serverFrames);
@@ -91,5 +94,6 @@ describe('npm run bench (tiny sizes)', () => {
     for (const c of results.checks) expect(typeof c.pass).toBe('boolean');
     expect(results.pass).toBe(results.checks.every((c) => c.pass));
     expect(renderReport(results)).toContain('Targets');
+    expect(renderReport(results)).toContain('Informational: against a baseline that also makes the LLM request');
   }, 60_000);
 });
