@@ -21,6 +21,7 @@ export interface OpenAIReplyOptions {
 export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
   return fromCallback<{ type: string }, ReplyInput>(({ input, sendBack }) => {
     const abort = new AbortController();
+    let settled = false;
     const runId = randomUUID();
     const send = (event: ReplyEvent) => {
       if (!abort.signal.aborted) sendBack(event);
@@ -62,13 +63,18 @@ export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
         const toolCalls = [...calls.entries()]
           .sort(([a], [b]) => a - b)
           .map(([index, call]) => ({ ...call, id: call.id || `call_${runId}_${index}` }));
+        settled = true;
         send({ type: 'LLM.DONE', runId, text, toolCalls });
       } catch (err) {
         if (abort.signal.aborted) return;
+        settled = true;
         opts.onError?.(err);
         send({ type: 'LLM.ERROR', runId, message: err instanceof Error ? err.message : String(err) });
       }
     })();
-    return () => abort.abort();
+    // Only a stream still running needs aborting; aborting a finished one still costs a DOMException.
+    return () => {
+      if (!settled) abort.abort();
+    };
   });
 }
