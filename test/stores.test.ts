@@ -248,6 +248,40 @@ describe('SqliteStore specifics', () => {
     expect(countRows(file, 'leases', sid)).toBe(0);
   });
 
+  it('keeps the lease row at least as long as its record, touching it only when it must grow', async () => {
+    const file = tmpDb();
+    const s = track(new SqliteStore(file));
+    const sid = newSid();
+    const leaseUntil = () => {
+      const db = new Database(file, { readonly: true });
+      try {
+        return db.prepare<[string], { retain_until: number }>('SELECT retain_until FROM leases WHERE call_sid = ?').get(sid)!.retain_until;
+      } finally {
+        db.close();
+      }
+    };
+    const day = 24 * 60 * MINUTE;
+    const before = Date.now();
+    const lease = await s.acquire(sid, 'a');
+    await s.save(lease, { snapshot, state: 'connected', retainUntil: Date.now() + MINUTE });
+    expect(leaseUntil()).toBeGreaterThanOrEqual(before + day); // fencing outlives activity by a day
+    // A record kept longer than a day: the lease grows past it, with room to spare ...
+    const twoDays = Date.now() + 2 * day;
+    await s.save(lease, { snapshot, state: 'grace', retainUntil: twoDays });
+    const first = leaseUntil();
+    expect(first).toBeGreaterThan(twoDays);
+    // ... so the next saves fit inside what it granted and leave the lease row alone.
+    await s.save(lease, { snapshot, state: 'connected', retainUntil: Date.now() + MINUTE });
+    expect(leaseUntil()).toBe(first);
+    // A record kept longer than the lease: the lease grows with it.
+    const long = Date.now() + 3 * day;
+    await s.save(lease, { snapshot, state: 'grace', retainUntil: long });
+    expect(leaseUntil()).toBeGreaterThanOrEqual(long);
+    // And a stale writer is still refused.
+    await s.acquire(sid, 'b');
+    await expect(s.save(lease, { snapshot, state: 'connected', retainUntil: Date.now() + MINUTE })).rejects.toThrow(StaleLeaseError);
+  });
+
   it('sweeps periodically in the background', async () => {
     const file = tmpDb();
     const s = track(new SqliteStore(file, { sweepIntervalMs: 20 }));

@@ -6,6 +6,8 @@ import { StaleLeaseError, type Lease, type SaveInput, type SessionRecord, type S
 
 /** Epochs outlive activity by at least this long so a late writer is still fenced off. */
 const EPOCH_MIN_TTL_MS = 24 * 60 * 60_000;
+/** A lease row is extended this much beyond what a save needs, so the saves after it need not touch it. */
+const EPOCH_EXTEND_SLACK_MS = 60 * 60_000;
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS records (
@@ -75,7 +77,7 @@ export class SqliteStore implements SnapshotStore {
           owner = excluded.owner,
           retain_until = MAX(retain_until, excluded.retain_until)
         RETURNING epoch`),
-      epoch: db.prepare<[string], { epoch: number }>('SELECT epoch FROM leases WHERE call_sid = ?'),
+      epoch: db.prepare<[string], { epoch: number; retain_until: number }>('SELECT epoch, retain_until FROM leases WHERE call_sid = ?'),
       // Keeps the epoch at least as long as the record it guards (and restores it if it was swept).
       keepLease: db.prepare<LeaseParams>(`
         INSERT INTO leases (call_sid, owner, epoch, retain_until) VALUES (@callSid, @owner, @epoch, @retainUntil)
@@ -98,14 +100,11 @@ export class SqliteStore implements SnapshotStore {
     // IMMEDIATE takes the write lock up front, so the epoch read and the write cannot interleave
     // with another process's acquire.
     this.saveTx = db.transaction((lease: Lease, row: RecordRow) => {
-      this.assertCurrent(lease);
+      const current = this.assertCurrent(lease);
       this.stmt.upsert.run(row);
-      this.stmt.keepLease.run({
-        callSid: lease.callSid,
-        owner: lease.owner,
-        epoch: lease.epoch,
-        retainUntil: Math.max(row.retain_until, row.updated_at + EPOCH_MIN_TTL_MS),
-      });
+      const keepUntil = Math.max(row.retain_until, row.updated_at + EPOCH_MIN_TTL_MS);
+      if (current && current.epoch >= lease.epoch && current.retain_until >= keepUntil) return;
+      this.stmt.keepLease.run({ callSid: lease.callSid, owner: lease.owner, epoch: lease.epoch, retainUntil: keepUntil + EPOCH_EXTEND_SLACK_MS });
     }).immediate;
     this.deleteTx = db.transaction((lease: Lease) => {
       this.assertCurrent(lease);
@@ -162,9 +161,11 @@ export class SqliteStore implements SnapshotStore {
     if (this.db.open) this.db.close();
   }
 
-  private assertCurrent(lease: Lease): void {
-    const current = this.stmt.epoch.get(lease.callSid)?.epoch ?? 0;
-    if (lease.epoch < current) throw new StaleLeaseError(lease.callSid, lease.epoch, current);
+  /** The lease row, after checking that `lease` is not older than it. */
+  private assertCurrent(lease: Lease): { epoch: number; retain_until: number } | undefined {
+    const current = this.stmt.epoch.get(lease.callSid);
+    if (current && lease.epoch < current.epoch) throw new StaleLeaseError(lease.callSid, lease.epoch, current.epoch);
+    return current;
   }
 
   private sweepInBackground(): void {
