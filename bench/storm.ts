@@ -4,6 +4,7 @@
 // instance (everything persisted, new SessionManager and store connection), so every session is
 // restored from the store and lands in the server's relay_restore_seconds histogram. `oneByOne`
 // repeats the restart case with reconnects in sequence: the restore time without queueing.
+import os from 'node:os';
 import { rmSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { postAction } from '../src/client/twilio-webhooks.js';
@@ -161,6 +162,29 @@ async function reconnectOneByOne(relayUrl: string, callSids: string[], o: StormO
   return { calls, latencies, wallMs };
 }
 
+/**
+ * Runs `fn` with the harness at a lower CPU priority (nice 10). On the 2-core machine the simulated
+ * Twilio side would otherwise take CPU from the server and Redis during a storm, and the restore
+ * times would measure the test rig. Priority goes back afterwards where the OS allows it.
+ */
+async function yieldingCpu<T>(fn: () => Promise<T>): Promise<T> {
+  const before = os.getPriority();
+  try {
+    os.setPriority(Math.max(before, 10));
+  } catch {
+    // Not permitted here: measure as is.
+  }
+  try {
+    return await fn();
+  } finally {
+    try {
+      os.setPriority(before);
+    } catch {
+      // Raising priority back needs privileges some machines lack; the rest of the run stays at nice 10.
+    }
+  }
+}
+
 async function phase(
   reconnect: typeof reconnectAtOnce,
   child: ChildHandle,
@@ -171,7 +195,7 @@ async function phase(
 ): Promise<{ result: StormPhase; calls: LeanCall[] }> {
   const httpUrl = `http://127.0.0.1:${port}`;
   const before = await metricsText(httpUrl);
-  const { calls, latencies, wallMs } = await reconnect(`ws://127.0.0.1:${port}/relay`, callSids, o);
+  const { calls, latencies, wallMs } = await yieldingCpu(() => reconnect(`ws://127.0.0.1:${port}/relay`, callSids, o));
   const ok = latencies.filter((l): l is number => l !== null);
   const after = await metricsText(httpUrl);
   const succeeded = 'outcome="succeeded"';
