@@ -5,10 +5,11 @@ import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createActor, fromCallback, waitFor, type Actor, type Snapshot } from 'xstate';
 import type { ChatTurn, ReplyEvent, ReplyInput, ToolCall } from '../src/llm/types.js';
-import { lifecycleOf, sessionMachine, type SessionInput, type SessionTimeouts } from '../src/machines/session.js';
+import { lifecycleOf, sessionMachine, type SessionTimeouts } from '../src/machines/session.js';
 import { resumeLine } from '../src/machines/phrases.js';
 import type { DtmfDigit } from '../src/machines/dtmf/types.js';
 import type { OutboundMessage } from '../src/protocol/messages.js';
+import { sessionInput } from './support/session-input.js';
 
 interface Answer {
   text: string;
@@ -49,21 +50,6 @@ function scriptedMachine(seen: ReplyInput[], script: (input: ReplyInput) => Answ
 type Machine = ReturnType<typeof scriptedMachine>;
 
 const PHONE_PROMPT = 'Please enter your 10-digit phone number, starting with the area code.';
-const TIMEOUTS: SessionTimeouts = { graceMs: 60_000, retentionMs: 60_000, dtmfIdleMs: 30_000, maxResumes: 3 };
-
-function inputWith(timeouts: Partial<SessionTimeouts> = {}): SessionInput {
-  return {
-    callSid: `CA${randomUUID().replace(/-/g, '')}`,
-    sessionId: `VX${randomUUID().replace(/-/g, '')}`,
-    from: '+15550100001',
-    to: '+15550100002',
-    customParameters: {},
-    language: 'en-US',
-    timeouts: { ...TIMEOUTS, ...timeouts },
-    now: Date.now(),
-  };
-}
-
 interface Running {
   actor: Actor<Machine>;
   machine: Machine;
@@ -86,7 +72,7 @@ function startSession(timeouts: Partial<SessionTimeouts> = {}, script?: (input: 
   const seen: ReplyInput[] = [];
   const machine = scriptedMachine(seen, script);
   const outbound: OutboundMessage[] = [];
-  const actor = track(createActor(machine, { input: inputWith(timeouts) }), outbound);
+  const actor = track(createActor(machine, { input: sessionInput(timeouts) }), outbound);
   return { actor, machine, seen, outbound };
 }
 
@@ -96,7 +82,7 @@ function restore(from: Running): Running {
   from.actor.stop();
   const outbound: OutboundMessage[] = [];
   // The input is required by the types and ignored on restore: everything comes from the snapshot.
-  const actor = track(createActor(from.machine, { snapshot: persisted, input: inputWith() }), outbound);
+  const actor = track(createActor(from.machine, { snapshot: persisted, input: sessionInput() }), outbound);
   return { actor, machine: from.machine, seen: from.seen, outbound };
 }
 
@@ -390,7 +376,7 @@ describe('an LLM failure in the middle of a reply', () => {
     });
     const machine = sessionMachine.provide({ actors: { llmReply } });
     const outbound: OutboundMessage[] = [];
-    const actor = track(createActor(machine, { input: inputWith() }) as unknown as Actor<Machine>, outbound);
+    const actor = track(createActor(machine, { input: sessionInput() }) as unknown as Actor<Machine>, outbound);
     actor.send({ type: 'PROMPT', text: 'when are you open?', lang: 'en-US', last: true });
     await waitFor(actor, (s) => s.matches({ live: { conversation: 'idle' } }) && s.context.history.length === 2, { timeout: 2000 });
     const apology = 'Sorry, I am having trouble right now. Could you say that again?';

@@ -1,0 +1,18 @@
+// A fresh session machine input for machine-level tests: unique callSid and sessionId each time.
+import { randomUUID } from 'node:crypto';
+import type { SessionInput, SessionTimeouts } from '../../src/machines/session.js';
+
+const TIMEOUTS: SessionTimeouts = { graceMs: 60_000, retentionMs: 60_000, dtmfIdleMs: 30_000, maxResumes: 3 };
+
+export function sessionInput(timeouts: Partial<SessionTimeouts> = {}): SessionInput {
+  return {
+    callSid: `CA${randomUUID().replace(/-/g, '')}`,
+    sessionId: `VX${randomUUID().replace(/-/g, '')}`,
+    from: '+15550100001',
+    to: '+15550100002',
+    customParameters: {},
+    language: 'en-US',
+    timeouts: { ...TIMEOUTS, ...timeouts },
+    now: Date.now(),
+  };
+}
