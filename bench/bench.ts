@@ -10,7 +10,7 @@ import { measureLlmFloor } from './llm-floor.js';
 import { measureLoad, type LoadResult } from './load.js';
 import { measureIdleMemory, type MemoryResult } from './memory.js';
 import type { BenchOptions } from './options.js';
-import { evaluate, type BenchResults, type LevelResult } from './report.js';
+import { evaluate, type BenchResults, type LevelResult, type Ratios } from './report.js';
 import { runStorm, type StormResult } from './storm.js';
 
 /** Cumulative CPU microseconds (user + system) of a child process. */
@@ -70,7 +70,7 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
       const load = { sessions, rounds, warmupRounds: o.warmupRounds, turnsPerCall: o.turnsPerCall, maxMs: o.levelMaxMs, replyTimeoutMs: o.replyTimeoutMs, connectConcurrency: o.connectConcurrency };
       const baseline = await measureLoad({ ...load, url: baselineUrl, cpuProbe: cpuOf(echo) });
       const srv = await measureLoad({ ...load, url: serverUrl, cpuProbe: cpuOf(server) });
-      const ratio = (base: LoadResult) => ({ p50: srv.p50Ms / base.p50Ms, p99: srv.p99Ms / base.p99Ms, throughput: srv.throughput / base.throughput });
+      const ratio = (base: LoadResult): Ratios => ({ p50: srv.p50Ms / base.p50Ms, p99: srv.p99Ms / base.p99Ms, throughput: srv.throughput / base.throughput });
       const hopResult = hop && hopUrl ? await measureLoad({ ...load, url: hopUrl, cpuProbe: cpuOf(hop) }) : null;
       latency.push({ sessions, rounds, baseline, server: srv, ratios: ratio(baseline), ...(hopResult ? { llmHop: { result: hopResult, ratios: ratio(hopResult) } } : {}) });
       log(

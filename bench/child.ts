@@ -1,6 +1,7 @@
 // Child process entry for the benchmark: `llm` (fake OpenAI server), `echo` (baseline), `llm-hop`
-// (baseline plus the LLM request) or `server` (the real relay server). Separate processes keep the harness's client work, the LLM and the
-// measured server from sharing one event loop, and make memory readings per process.
+// (baseline plus the LLM request) or `server` (the real relay server). Separate processes keep the
+// harness's client work, the LLM and the measured server from sharing one event loop, and make
+// memory readings per process.
 import { loadConfig } from '../src/config.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
 import { createLogger } from '../src/server/logger.js';

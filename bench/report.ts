@@ -7,15 +7,17 @@ import type { BenchOptions } from './options.js';
 import type { StormResult } from './storm.js';
 import { round } from './stats.js';
 
+/** server / a baseline; throughput < 1 means the server completes fewer replies per second. */
+export type Ratios = { p50: number; p99: number; throughput: number };
+
 export interface LevelResult {
   sessions: number;
   rounds: number;
   baseline: LoadResult;
   server: LoadResult;
-  /** server / baseline; throughput < 1 means the server completes fewer replies per second. */
-  ratios: { p50: number; p99: number; throughput: number };
+  ratios: Ratios;
   /** Informational: the LLM-hop baseline (raw ws plus the same SDK request) and server / it. */
-  llmHop?: { result: LoadResult; ratios: { p50: number; p99: number; throughput: number } };
+  llmHop?: { result: LoadResult; ratios: Ratios };
 }
 
 export interface Check {

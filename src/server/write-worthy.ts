@@ -2,7 +2,7 @@
 // regenerates an in-flight reply from scratch (see withRestartedReply in session-manager.ts), so
 // entering and leaving `responding` must be durable, every token in between need not be. With a
 // real LLM the tokens arrive one per event-loop turn, so writing each would be one write per token.
-import type { SnapshotFrom } from 'xstate';
+import { matchesState, type SnapshotFrom } from 'xstate';
 import type { SessionContext, SessionMachine } from '../machines/session.js';
 
 type SessionSnapshot = SnapshotFrom<SessionMachine>;
@@ -17,15 +17,8 @@ export function onlyReplyTextChanged(prev: SessionSnapshot, next: SessionSnapsho
   for (const key of Object.keys(next.context) as Array<keyof SessionContext>) {
     if (key !== 'reply' && prev.context[key] !== next.context[key]) return false;
   }
-  return sameValue(prev.value, next.value) && sameKeys(prev.children, next.children);
-}
-
-function sameValue(a: unknown, b: unknown): boolean {
-  if (a === b) return true;
-  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
-  const keys = Object.keys(a);
-  if (!sameKeys(a, b)) return false;
-  return keys.every((k) => sameValue((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+  // Same state in every region (xstate's own state-value comparison, both ways) and the same children.
+  return matchesState(prev.value, next.value) && matchesState(next.value, prev.value) && sameKeys(prev.children, next.children);
 }
 
 function sameKeys(a: object, b: object): boolean {
