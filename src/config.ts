@@ -25,6 +25,10 @@ export const configSchema = z.object({
   graceMs: ms(5 * 60_000),
   retentionMs: ms(30 * 60_000),
   maxResumes: z.coerce.number().int().nonnegative().default(5),
+  /** On SIGTERM, how long live calls may take to finish the reply they are speaking before they are handed on. */
+  drainTimeoutMs: ms(10_000),
+  /** node:cluster workers on the one port; more than one lets a reload (SIGHUP) move calls to a sibling. */
+  workers: z.coerce.number().int().min(1).max(64).default(1),
   welcomeGreeting: z.string().default('Hello! How can I help you today?'),
   language: z.string().default('en-US'),
   adminToken: z.string().optional(),
@@ -57,6 +61,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     graceMs: env.GRACE_MS,
     retentionMs: env.RETENTION_MS,
     maxResumes: env.MAX_RESUMES,
+    drainTimeoutMs: env.DRAIN_TIMEOUT_MS,
+    workers: env.WORKERS,
     welcomeGreeting: env.WELCOME_GREETING,
     language: env.LANGUAGE,
     adminToken: env.ADMIN_TOKEN,

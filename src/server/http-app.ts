@@ -15,6 +15,8 @@ export interface HttpAppDeps {
   store: SnapshotStore;
   logger: Logger;
   metrics: Metrics;
+  /** True once the instance stopped taking new calls (SIGTERM): the balancer should move on. */
+  isDraining: () => boolean;
 }
 
 export interface PublicOrigin {
@@ -37,6 +39,9 @@ export function signaturesRequired(config: Config): config is Config & { twilioA
 }
 
 const xml = (c: Context, body: string) => c.body(body, 200, { 'Content-Type': 'text/xml' });
+
+/** A stopping instance sends new work elsewhere: balancers retry a 503, and so does Twilio with retry overrides. */
+const draining = (c: Context) => c.text('draining: this instance is restarting', 503, { 'Retry-After': '1' });
 
 export function createHttpApp(deps: HttpAppDeps): Hono {
   const { config, manager, logger, metrics } = deps;
@@ -61,6 +66,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
   };
 
   app.post('/twiml', async (c) => {
+    if (deps.isDraining()) return draining(c);
     const parsed = await twilioForm(c);
     if (parsed instanceof Response) return parsed;
     logger.child({ callSid: parsed.form.CallSid }).info('incoming call');
@@ -72,6 +78,8 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
     if (parsed instanceof Response) return parsed;
     const { form, origin } = parsed;
     if (!form.CallSid) return c.text('CallSid is required', 400);
+    // Calls still held here are answered to the very end; any other belongs to a live instance.
+    if (deps.isDraining() && !manager.get(form.CallSid)) return draining(c);
     const outcome = await manager.handleAction({
       callSid: form.CallSid,
       callStatus: form.CallStatus ?? '',
@@ -91,6 +99,9 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
   app.get('/healthz', (c) =>
     c.json({ ok: true, store: deps.store.kind, instance: config.instanceId, sessions: manager.size }),
   );
+
+  // Readiness, not liveness: false from the first moment of a drain so the balancer stops sending calls.
+  app.get('/readyz', (c) => (deps.isDraining() ? c.json({ ready: false, reason: 'draining' }, 503) : c.json({ ready: true })));
 
   app.get('/metrics', async (c) => c.body(await metrics.registry.metrics(), 200, { 'Content-Type': metrics.registry.contentType }));
 

@@ -1,5 +1,6 @@
 // Composes the server: one HTTP port for Hono routes and the /relay WebSocket.
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
@@ -33,6 +34,31 @@ export interface StartOptions {
   logger?: Logger;
   /** Prefix for Redis keys (tests isolate runs with it). */
   redisPrefix?: string;
+  /**
+   * Stop listening as soon as a drain begins (node:cluster workers: the primary then sends new
+   * connections to a sibling). Otherwise the listener stays open to the end and answers 503.
+   */
+  stopListeningOnDrain?: boolean;
+}
+
+/** How long a peer gets to answer our close frame before its socket is cut. */
+const CLOSE_HANDSHAKE_MS = 2000;
+
+/**
+ * Closes what is left (sockets that never sent setup) and lets every close handshake finish, so the
+ * last frames of a handed-on call leave before its TCP connection does.
+ */
+async function closeSockets(wss: WebSocketServer): Promise<void> {
+  await Promise.all(
+    [...wss.clients].map(async (ws) => {
+      if (ws.readyState === ws.CLOSED) return;
+      const closed = once(ws, 'close');
+      if (ws.readyState === ws.OPEN) ws.close(1001, 'server restarting');
+      const cut = setTimeout(() => ws.terminate(), CLOSE_HANDSHAKE_MS);
+      await closed;
+      clearTimeout(cut);
+    }),
+  );
 }
 
 /** Largest frame ws accepts at all; our parser drops anything over 64 KiB without closing the call. */
@@ -63,7 +89,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   });
   // Sessions a dead predecessor left in grace still expire at their own deadlines.
   await manager.adoptOrphanedDeadlines();
-  const app = createHttpApp({ config: cfg, manager, store, logger, metrics });
+  let draining = false;
+  const app = createHttpApp({ config: cfg, manager, store, logger, metrics, isDraining: () => draining });
   const wss = new WebSocketServer({ noServer: true, maxPayload: WS_MAX_PAYLOAD });
 
   const server = await new Promise<Server>((resolve) => {
@@ -74,6 +101,10 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const path = new URL(req.url ?? '/', 'http://x').pathname;
     if (path !== '/relay') {
       socket.end('HTTP/1.1 404 Not Found\r\n\r\n');
+      return;
+    }
+    if (draining) {
+      socket.end('HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n\r\n');
       return;
     }
     if (signaturesRequired(cfg)) {
@@ -89,6 +120,38 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     wss.handleUpgrade(req, socket, head, (ws) => handleRelaySocket(ws, { manager, logger, metrics }, socket));
   });
 
+  let listenerClosed: Promise<void> | undefined;
+  /** Waits for requests in flight (e.g. action callbacks of the calls just handed on); idle keep-alives go now. */
+  const stopListening = () =>
+    (listenerClosed ??= new Promise<void>((resolve) => {
+      // A client that keeps a connection busy past the drain time is cut off rather than holding the exit.
+      const force = setTimeout(() => server.closeAllConnections(), cfg.drainTimeoutMs).unref();
+      server.close(() => {
+        clearTimeout(force);
+        resolve();
+      });
+      server.closeIdleConnections();
+    }));
+
+  /**
+   * Deploy-safe stop: not ready at once (new calls and sockets get 503), every live call finishes its
+   * reply and is handed on through the store, then the listener closes, then the store.
+   */
+  const drainAndClose = async () => {
+    draining = true;
+    logger.info({ sessions: manager.size, drainTimeoutMs: cfg.drainTimeoutMs }, 'draining: handing live calls on');
+    if (opts.stopListeningOnDrain) void stopListening();
+    await manager.drain(cfg.drainTimeoutMs);
+    await closeSockets(wss);
+    await stopListening();
+    await manager.close();
+    wss.close();
+    await store.close();
+    inspector?.stop();
+    logger.info('drained and closed');
+  };
+  let closing: Promise<void> | undefined;
+
   const port = (server.address() as AddressInfo).port;
   logger.info({ port, store: store.kind, llm: llm.mode, instanceId }, 'relay-actors listening');
   return {
@@ -98,13 +161,6 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     manager,
     store,
     llmMode: llm.mode,
-    async close() {
-      await manager.close();
-      for (const client of wss.clients) client.terminate();
-      wss.close();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      await store.close();
-      inspector?.stop();
-    },
+    close: () => (closing ??= drainAndClose()),
   };
 }

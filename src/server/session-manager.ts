@@ -1,7 +1,7 @@
 // Owns the live session actors of this instance: creates or restores them, binds sockets to
 // them, persists every state change through the store, and gives them up when another
 // instance takes a session over (fencing epochs).
-import { createActor, type Actor, type ActorOptions, type InspectionEvent, type Snapshot, type SnapshotFrom } from 'xstate';
+import { createActor, waitFor, type Actor, type ActorOptions, type InspectionEvent, type Snapshot, type SnapshotFrom } from 'xstate';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { OutboundMessage, SetupMessage } from '../protocol/messages.js';
@@ -209,6 +209,65 @@ export class SessionManager {
   }
 
   /**
+   * Hands every live call on before the process stops (deploys, restarts): each call finishes the
+   * reply it is speaking (at most `timeoutMs`), its final snapshot is written while frames are still
+   * handled, then this instance lets go of it and closes the socket. Twilio then posts the action
+   * callback, and whichever instance answers it restores the call from the store.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    let timeUp = false;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        timeUp = true;
+        resolve();
+      }, timeoutMs);
+    });
+    try {
+      // A socket upgraded just before the drain began may still bring its setup: go on until none is attached.
+      for (let live = this.attached(); live.length > 0; live = this.attached()) {
+        await Promise.all(live.map((s) => this.handOff(s, () => timeUp, deadline)));
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private attached(): Session[] {
+    return this.all().filter((s) => s.socket !== null && s.actor.getSnapshot().status === 'active');
+  }
+
+  private handOff(session: Session, timeUp: () => boolean, deadline: Promise<void>): Promise<void> {
+    return this.locks.run(session.callSid, async () => {
+      const ours = () => this.sessions.get(session.callSid) === session && session.socket !== null;
+      while (ours() && !timeUp()) {
+        await Promise.race([waitFor(session.actor, notSpeaking).catch(() => undefined), deadline]);
+        if (!ours() || timeUp()) break;
+        await session.writer.flush();
+        // Nothing arrived during the write: the stored snapshot is the live one, hand it over in this same turn.
+        if (ours() && !session.writer.pending && notSpeaking(session.actor.getSnapshot())) return this.letGo(session);
+      }
+      if (!ours()) return;
+      // Out of time: frames from now on are not taken, so the last write is the whole truth.
+      const socket = session.socket;
+      session.socket = null;
+      await session.writer.flush();
+      session.socket = socket;
+      if (this.sessions.get(session.callSid) === session) this.letGo(session);
+    });
+  }
+
+  /** Stops our copy (its last state is stored) and closes its socket, so the call moves on. */
+  private letGo(session: Session): void {
+    const socket = session.socket;
+    session.socket = null;
+    this.sessions.delete(session.callSid);
+    session.actor.stop();
+    session.log.info({ epoch: session.lease.epoch }, 'call handed on for a restart');
+    socket?.close(1001, 'server restarting');
+  }
+
+  /**
    * Closes every socket as a disconnect like any other (persisted, so grace deadlines keep running
    * and another instance or the restarted one can resume the calls), then stops the actors.
    */
@@ -274,6 +333,12 @@ export class SessionManager {
   private actorFrom(persisted: unknown, inspected: boolean, log: Logger): Actor<SessionMachine> | undefined {
     // Input is only read when a machine starts fresh; a restored actor takes everything from the snapshot.
     const options = { snapshot: persisted as Snapshot<unknown>, inspect: inspected ? this.opts.inspect : undefined };
+    const status = (persisted as { status?: unknown } | null)?.status;
+    if (status !== 'active') {
+      // A stopped actor's snapshot would restore as an actor that ignores every event: a silent call.
+      log.error({ status }, 'stored snapshot is not of a running session; treating the session as unknown');
+      return undefined;
+    }
     try {
       return createActor(this.opts.machine, options as ActorOptions<SessionMachine> & { input: SessionInput });
     } catch (err) {
@@ -383,6 +448,8 @@ export class SessionManager {
 
   private async persist(lease: Lease, actor: Actor<SessionMachine>): Promise<void> {
     const snapshot = actor.getSnapshot();
+    // A stopped actor's snapshot has no children and ignores every event once restored: never store one.
+    if (snapshot.status !== 'active' && snapshot.status !== 'done') return;
     const now = Date.now();
     const input: SaveInput = {
       snapshot: actor.getPersistedSnapshot(),
@@ -419,6 +486,11 @@ export class SessionManager {
     }
     return counts;
   }
+}
+
+/** Not in the middle of a reply: a restart may hand the call on now without cutting words off. */
+function notSpeaking(snapshot: SessionSnapshot): boolean {
+  return snapshot.status !== 'active' || !snapshot.matches({ live: { conversation: 'responding' } });
 }
 
 function graceOver(snapshot: SessionSnapshot, now = Date.now()): boolean {
