@@ -1,5 +1,6 @@
 // Runtime configuration from the environment, validated once at start-up.
 import { z } from 'zod';
+import { connectionOverridesSetting, DEFAULT_ACTION_URL_OVERRIDES } from './server/connection-overrides.js';
 
 const ms = (fallback: number) => z.coerce.number().int().nonnegative().default(fallback);
 
@@ -11,6 +12,11 @@ export const configSchema = z.object({
   twilioAuthToken: z.string().optional(),
   /** Signature checks are on whenever an auth token is set, unless explicitly disabled. */
   validateSignatures: z.enum(['auto', 'true', 'false']).default('auto'),
+  /**
+   * Twilio connection overrides put on the <Connect action> URL as its fragment (e.g. `rc=5&rp=ct,rt,5xx`),
+   * so Twilio retries a callback that meets a restarting process; '' turns them off.
+   */
+  actionUrlOverrides: connectionOverridesSetting('ACTION_URL_OVERRIDES').default(DEFAULT_ACTION_URL_OVERRIDES),
   openaiApiKey: z.string().optional(),
   openaiBaseUrl: z.string().optional(),
   openaiModel: z.string().default('gpt-4o-mini'),
@@ -43,12 +49,13 @@ export const configSchema = z.object({
 export type Config = z.infer<typeof configSchema>;
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
-  const parsed = configSchema.parse({
+  const result = configSchema.safeParse({
     port: env.PORT,
     host: env.HOST,
     publicHost: env.PUBLIC_HOST,
     twilioAuthToken: env.TWILIO_AUTH_TOKEN,
     validateSignatures: env.VALIDATE_SIGNATURES,
+    actionUrlOverrides: env.ACTION_URL_OVERRIDES,
     openaiApiKey: env.OPENAI_API_KEY,
     openaiBaseUrl: env.OPENAI_BASE_URL,
     openaiModel: env.OPENAI_MODEL,
@@ -72,5 +79,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     logLevel: env.LOG_LEVEL,
     instanceId: env.INSTANCE_ID,
   });
-  return { ...parsed, ...overrides };
+  // One readable line per problem at start-up instead of a JSON dump of zod issues.
+  if (!result.success) throw new Error(`invalid configuration:\n${z.prettifyError(result.error)}`);
+  return { ...result.data, ...overrides };
 }

@@ -18,6 +18,17 @@ describe('readRelayTwiml', () => {
     });
   });
 
+  it('reads an action URL with a connection-overrides fragment as written (&amp; unescaped)', () => {
+    const twiml = conversationRelayTwiml({
+      publicHost: 'relay.example.test',
+      secure: true,
+      language: 'en-US',
+      actionOverrides: 'rc=5&rp=ct,rt,5xx',
+    });
+    expect(twiml).toContain('action="https://relay.example.test/action#rc=5&amp;rp=ct,rt,5xx"');
+    expect(readRelayTwiml(twiml).actionUrl).toBe('https://relay.example.test/action#rc=5&rp=ct,rt,5xx');
+  });
+
   it('returns no URLs for TwiML without ConversationRelay', () => {
     expect(readRelayTwiml(hangupTwiml('Goodbye'))).toEqual({ parameters: {} });
   });

@@ -6,6 +6,7 @@ import { postAction, postIncomingCall, postTwilioForm, signTwilioRequest, signWe
 import { startTestServer, type TestServer } from './support/harness.js';
 import { connectCall, waitUntil } from './support/conditions.js';
 import { child, parseXml, type XmlElement } from './support/xml.js';
+import { DEFAULT_ACTION_URL_OVERRIDES } from '../src/server/connection-overrides.js';
 
 const TOKEN = 'test-auth-token-0123456789abcdef';
 const HOST = 'relay.example.test';
@@ -22,7 +23,8 @@ function expectConversationRelay(twiml: string, origin: { ws: string; http: stri
   expect(response.name).toBe('Response');
   expect(response.children.map((c) => c.name)).toEqual(['Connect']);
   const connect = child(response, 'Connect');
-  expect(connect.attributes.action).toBe(`${origin.http}/action`);
+  // With Twilio's connection overrides as the fragment (test/action-retry.test.ts covers them).
+  expect(connect.attributes.action).toBe(`${origin.http}/action#${DEFAULT_ACTION_URL_OVERRIDES}`);
   expect(connect.children.map((c) => c.name)).toEqual(['ConversationRelay']);
   const relay = child(connect, 'ConversationRelay');
   expect(relay.attributes).toMatchObject({

@@ -133,7 +133,6 @@ async function main(): Promise<number> {
 
   // 8. Twilio posts the <Connect action> callback when the session ends.
   if (info.actionUrl) {
-    const path = new URL(info.actionUrl, BASE_URL).pathname;
     await postAction(
       BASE_URL,
       {
@@ -144,7 +143,9 @@ async function main(): Promise<number> {
         SessionStatus: 'completed',
         SessionDuration: String(Math.round(sessionMs / 1000)),
       },
-      { path, ...(AUTH_TOKEN ? { authToken: AUTH_TOKEN, signatureUrl: info.actionUrl } : {}) },
+      // As written in the TwiML (with Twilio's connection-overrides fragment): sent to its path on
+      // BASE_URL without the fragment, signed the way Twilio signs it.
+      { actionUrl: new URL(info.actionUrl, BASE_URL).toString(), ...(AUTH_TOKEN ? { authToken: AUTH_TOKEN } : {}) },
     ).catch((err: unknown) => log(`action callback failed: ${(err as Error).message}`));
   }
 

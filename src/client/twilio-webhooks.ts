@@ -12,7 +12,7 @@ export interface WebhookOptions {
   path?: string;
   /**
    * The URL Twilio would have signed (the public https:// URL configured in Twilio, e.g. behind
-   * a proxy). Defaults to the URL actually requested.
+   * a proxy), as written, fragment included. Defaults to the URL actually requested.
    */
   signatureUrl?: string;
   /** Extra headers. */
@@ -38,7 +38,12 @@ export class WebhookHttpError extends Error {
 
 const sid = (prefix: string) => prefix + randomBytes(16).toString('hex');
 
-/** X-Twilio-Signature for a request Twilio would make to `url` with `params`. */
+/**
+ * X-Twilio-Signature for a request Twilio would make to `url` with `params`. Twilio signs "the exact
+ * URL your application supplied" (twilio.com/docs/usage/webhooks/webhooks-security); its docs do not
+ * say whether a connection-overrides fragment (`#rc=5&...`) is stripped first, so like twilio-node we
+ * sign the URL as given, fragment and all. Our server accepts either reading.
+ */
 export function signTwilioRequest(authToken: string, url: string, params: FormParams = {}): string {
   return twilio.getExpectedTwilioSignature(authToken, url, params);
 }
@@ -53,6 +58,13 @@ export function signWebSocketUrl(authToken: string, wssUrl: string): string {
 
 function joinUrl(baseUrl: string, path: string): string {
   return baseUrl.replace(/\/+$/, '') + (path.startsWith('/') ? path : `/${path}`);
+}
+
+/** The URL the HTTP request goes to: a fragment (connection overrides) is never sent. */
+function withoutFragment(url: string): string {
+  const target = new URL(url);
+  target.hash = '';
+  return target.toString();
 }
 
 /** POSTs form params the way Twilio does; never throws on HTTP status. */
@@ -70,7 +82,7 @@ export async function postTwilioForm(
   if (opts.authToken !== undefined) {
     headers['x-twilio-signature'] = signTwilioRequest(opts.authToken, opts.signatureUrl ?? url, params);
   }
-  const res = await fetch(url, { method: 'POST', headers, body: new URLSearchParams(params).toString() });
+  const res = await fetch(withoutFragment(url), { method: 'POST', headers, body: new URLSearchParams(params).toString() });
   return { status: res.status, body: await res.text(), headers: res.headers };
 }
 
@@ -127,6 +139,15 @@ export interface ActionParams {
   [extra: string]: string | undefined;
 }
 
+export interface ActionOptions extends WebhookOptions {
+  /**
+   * The `<Connect action>` URL exactly as written in the TwiML, connection-overrides fragment
+   * included. The request goes to its path (and query) on `baseUrl`, without the fragment, and is
+   * signed over this URL as Twilio signs it (unless `signatureUrl` says otherwise).
+   */
+  actionUrl?: string;
+}
+
 /**
  * The `<Connect action>` callback (POST /action by default). Resolves with status and body
  * (TwiML when the server resumes the call); never throws on HTTP status.
@@ -134,9 +155,13 @@ export interface ActionParams {
 export async function postAction(
   baseUrl: string,
   params: ActionParams,
-  opts: WebhookOptions = {},
+  opts: ActionOptions = {},
 ): Promise<WebhookResponse> {
-  const url = joinUrl(baseUrl, opts.path ?? '/action');
+  const { actionUrl, ...rest } = opts;
+  const written = actionUrl === undefined ? undefined : new URL(actionUrl);
+  const url = joinUrl(baseUrl, opts.path ?? (written ? written.pathname + written.search : '/action'));
+  const signatureUrl = rest.signatureUrl ?? actionUrl;
+  const signing: WebhookOptions = { ...rest, ...(signatureUrl !== undefined ? { signatureUrl } : {}) };
   const form = compact({
     AccountSid: sid('AC'),
     From: '+15550100001',
@@ -146,5 +171,5 @@ export async function postAction(
     CallStatus: 'completed',
     ...params,
   });
-  return postTwilioForm(url, form, opts);
+  return postTwilioForm(url, form, signing);
 }

@@ -7,6 +7,7 @@ import type { SessionManager } from './session-manager.js';
 import type { SnapshotStore } from '../stores/types.js';
 import { conversationRelayTwiml, dialTwiml, hangupTwiml } from './twiml.js';
 import { isValidTwilioSignature } from './signature.js';
+import { withOverrides } from './connection-overrides.js';
 import { redactSession } from './redact.js';
 
 export interface HttpAppDeps {
@@ -47,8 +48,14 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
   const { config, manager, logger, metrics } = deps;
   const app = new Hono();
 
-  /** Reads the form body once and checks X-Twilio-Signature when signatures are required. */
-  const twilioForm = async (c: Context): Promise<{ origin: PublicOrigin; form: Record<string, string> } | Response> => {
+  /**
+   * Reads the form body once and checks X-Twilio-Signature when signatures are required.
+   * `fragment`: the connection overrides we wrote on this route's URL in TwiML (see below).
+   */
+  const twilioForm = async (
+    c: Context,
+    fragment = '',
+  ): Promise<{ origin: PublicOrigin; form: Record<string, string> } | Response> => {
     const origin = publicOrigin(config, c.req.header('host'), c.req.header('x-forwarded-proto'));
     const body = await c.req.parseBody().catch(() => ({}));
     const form: Record<string, string> = {};
@@ -57,7 +64,15 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
       // Twilio signs the full configured URL, query string included.
       const requested = new URL(c.req.url);
       const url = `${origin.secure ? 'https' : 'http'}://${origin.publicHost}${requested.pathname}${requested.search}`;
-      if (!isValidTwilioSignature(config.twilioAuthToken, c.req.header('x-twilio-signature'), url, form)) {
+      // The request never carries the fragment, but Twilio signs "the exact URL your application
+      // supplied" (twilio.com/docs/usage/webhooks/webhooks-security), and neither that page nor
+      // twilio.com/docs/usage/webhooks/webhooks-connection-overrides says whether the overrides
+      // fragment is part of it (a third-party guide, fasthook.io/twilio-webhooks, says it is not);
+      // twilio-node's validateRequest signs a fragment when given one. So we accept the URL with our
+      // configured fragment and without it: both need the auth token.
+      const candidates = fragment ? [withOverrides(url, fragment), url] : [url];
+      const signature = c.req.header('x-twilio-signature');
+      if (!candidates.some((u) => isValidTwilioSignature(config.twilioAuthToken, signature, u, form))) {
         logger.warn({ path: c.req.path }, 'webhook with an invalid Twilio signature rejected');
         return c.text('invalid signature', 403);
       }
@@ -70,11 +85,19 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
     const parsed = await twilioForm(c);
     if (parsed instanceof Response) return parsed;
     logger.child({ callSid: parsed.form.CallSid }).info('incoming call');
-    return xml(c, conversationRelayTwiml({ ...parsed.origin, language: config.language, welcomeGreeting: config.welcomeGreeting }));
+    return xml(
+      c,
+      conversationRelayTwiml({
+        ...parsed.origin,
+        language: config.language,
+        welcomeGreeting: config.welcomeGreeting,
+        actionOverrides: config.actionUrlOverrides,
+      }),
+    );
   });
 
   app.post('/action', async (c) => {
-    const parsed = await twilioForm(c);
+    const parsed = await twilioForm(c, config.actionUrlOverrides);
     if (parsed instanceof Response) return parsed;
     const { form, origin } = parsed;
     if (!form.CallSid) return c.text('CallSid is required', 400);
@@ -86,7 +109,11 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
       sessionStatus: form.SessionStatus ?? '',
       errorCode: form.ErrorCode ?? '',
     });
-    if (outcome === 'reconnect') return xml(c, conversationRelayTwiml({ ...origin, language: config.language }));
+    // Twilio may post this callback again (connection overrides); a session already in grace
+    // answers the same reconnect TwiML, so a retry is harmless.
+    if (outcome === 'reconnect') {
+      return xml(c, conversationRelayTwiml({ ...origin, language: config.language, actionOverrides: config.actionUrlOverrides }));
+    }
     if (outcome === 'hangup') return xml(c, hangupTwiml('Sorry, we could not reconnect your call. Goodbye.'));
     // We sent `end` for a handoff: connect the caller to the configured human agent line.
     if (form.SessionStatus === 'ended' && form.HandoffData && config.handoffNumber) {

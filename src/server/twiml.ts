@@ -1,4 +1,5 @@
 import twilio from 'twilio';
+import { withOverrides } from './connection-overrides.js';
 
 export interface TwimlOptions {
   publicHost: string;
@@ -7,14 +8,17 @@ export interface TwimlOptions {
   language: string;
   welcomeGreeting?: string;
   parameters?: Record<string, string>;
+  /** Twilio connection overrides for the action callback (fragment without `#`); '' or absent for none. */
+  actionOverrides?: string;
 }
 
 export function relayUrl(opts: Pick<TwimlOptions, 'publicHost' | 'secure'>): string {
   return `${opts.secure ? 'wss' : 'ws'}://${opts.publicHost}/relay`;
 }
 
-export function actionUrl(opts: Pick<TwimlOptions, 'publicHost' | 'secure'>): string {
-  return `${opts.secure ? 'https' : 'http'}://${opts.publicHost}/action`;
+/** The <Connect action> URL as written in TwiML: with the connection overrides as its fragment. */
+export function actionUrl(opts: Pick<TwimlOptions, 'publicHost' | 'secure' | 'actionOverrides'>): string {
+  return withOverrides(`${opts.secure ? 'https' : 'http'}://${opts.publicHost}/action`, opts.actionOverrides ?? '');
 }
 
 /** `<Connect action><ConversationRelay>` for a new call, or (without greeting) for a resume. */
