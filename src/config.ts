@@ -1,6 +1,7 @@
 // Runtime configuration from the environment, validated once at start-up.
 import { z } from 'zod';
 import { connectionOverridesSetting, DEFAULT_ACTION_URL_OVERRIDES } from './server/connection-overrides.js';
+import { KeyringError, parseKeyring } from './stores/keyring.js';
 
 const ms = (fallback: number) => z.coerce.number().int().nonnegative().default(fallback);
 
@@ -44,6 +45,18 @@ export const configSchema = z.object({
   inspectPort: z.coerce.number().int().min(1).max(65535).default(8081),
   logLevel: z.string().default('info'),
   instanceId: z.string().optional(),
+  /** Encrypts snapshots at rest: one base64 AES-256 key (key id `default`). */
+  snapshotKey: z.string().optional(),
+  /** Key rotation: `kid1:key1,kid2:key2`; the first encrypts, all decrypt. */
+  snapshotKeys: z.string().optional(),
+}).superRefine((config, ctx) => {
+  // Parsed again where the store is built; checked here so a bad key fails with the other settings.
+  try {
+    parseKeyring({ key: config.snapshotKey, keys: config.snapshotKeys });
+  } catch (err) {
+    if (!(err instanceof KeyringError)) throw err;
+    ctx.addIssue({ code: 'custom', message: err.message, path: [config.snapshotKeys === undefined ? 'snapshotKey' : 'snapshotKeys'] });
+  }
 });
 
 export type Config = z.infer<typeof configSchema>;
@@ -78,6 +91,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     inspectPort: env.INSPECT_PORT,
     logLevel: env.LOG_LEVEL,
     instanceId: env.INSTANCE_ID,
+    snapshotKey: env.SNAPSHOT_KEY,
+    snapshotKeys: env.SNAPSHOT_KEYS,
   });
   // One readable line per problem at start-up instead of a JSON dump of zod issues.
   if (!result.success) throw new Error(`invalid configuration:\n${z.prettifyError(result.error)}`);

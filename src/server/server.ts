@@ -15,6 +15,7 @@ import { createLogger, type Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
 import { handleRelaySocket } from './relay-socket.js';
 import { SessionManager } from './session-manager.js';
+import { encryptSnapshots } from './snapshot-encryption.js';
 import { isValidTwilioSignature } from './signature.js';
 import { relayUrl } from './twiml.js';
 import { startInspector, type Inspector } from './inspector.js';
@@ -69,12 +70,13 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   const cfg = { ...config, instanceId };
   const logger = opts.logger ?? createLogger(cfg.logLevel);
   const metrics = createMetrics({ defaultMetrics: true });
-  const store =
+  const unencrypted =
     opts.store ??
     createStore(cfg, {
       prefix: opts.redisPrefix ?? cfg.redisPrefix,
       onError: (err) => logger.warn({ err: err.message }, 'store connection error; retrying'),
     });
+  const store = encryptSnapshots(cfg, unencrypted, logger);
   const llm = selectReplyActor(cfg, logger, metrics);
   const inspector: Inspector | undefined = cfg.inspect === '1' ? startInspector(cfg.inspectPort) : undefined;
   const manager = new SessionManager({
