@@ -81,19 +81,21 @@ describe('keyring', () => {
 
   it('bad keys in the environment stop loadConfig with the reason and without echoing the key', () => {
     const short = randomBytes(31).toString('base64');
-    const issues = (env: NodeJS.ProcessEnv) => {
+    const problem = (env: NodeJS.ProcessEnv) => {
       try {
         loadConfig(env);
       } catch (err) {
-        if (err instanceof ZodError) return err.issues;
-        throw err;
+        return (err as Error).message;
       }
       throw new Error('loadConfig accepted a bad key');
     };
-    expect(issues({ SNAPSHOT_KEY: short })).toMatchObject([{ path: ['snapshotKey'], message: expect.stringMatching(/^SNAPSHOT_KEY is 31 bytes, not 32/) }]);
-    const rotation = issues({ SNAPSHOT_KEYS: `k1:${newKey()},k1:${short}` });
-    expect(rotation).toMatchObject([{ path: ['snapshotKeys'], message: 'SNAPSHOT_KEYS names key id "k1" twice' }]);
-    expect(JSON.stringify(issues({ SNAPSHOT_KEYS: `k1:${short}` }))).not.toContain(short);
+    const single = problem({ SNAPSHOT_KEY: short });
+    expect(single).toMatch(/SNAPSHOT_KEY is 31 bytes, not 32/);
+    expect(single).toMatch(/at snapshotKey/);
+    const rotation = problem({ SNAPSHOT_KEYS: `k1:${newKey()},k1:${short}` });
+    expect(rotation).toContain('SNAPSHOT_KEYS names key id "k1" twice');
+    expect(rotation).toMatch(/at snapshotKeys/);
+    expect(problem({ SNAPSHOT_KEYS: `k1:${short}` })).not.toContain(short);
 
     const key = newKey();
     expect(loadConfig({ SNAPSHOT_KEY: key }).snapshotKey).toBe(key);
