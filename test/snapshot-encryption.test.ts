@@ -8,7 +8,6 @@ import { Writable } from 'node:stream';
 import Database from 'better-sqlite3';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ZodError } from 'zod';
 import { SimulatedCall } from '../src/client/twilio-sim.js';
 import { loadConfig } from '../src/config.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../src/llm/fake-openai-server.js';
