@@ -12,6 +12,7 @@ import { measureIdleMemory, type MemoryResult } from './memory.js';
 import type { BenchOptions } from './options.js';
 import { evaluate, type BenchResults, type LevelResult, type Ratios } from './report.js';
 import { runStorm, type StormResult } from './storm.js';
+import { runDeploy, type DeployResult } from './deploy.js';
 
 /** Cumulative CPU microseconds (user + system) of a child process. */
 const cpuOf = (child: ChildHandle) => async () => {
@@ -103,6 +104,19 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
       log(`storm ${store}: ${storm.status === 'ok' ? `${storm.live?.restored}/${storm.restart?.restored} of ${storm.sessions}` : `skipped (${storm.reason})`}`);
     }
 
+    // ---- a deploy: one instance stopped while its calls talk, the other takes them over
+    let deploy: DeployResult | null = null;
+    if (o.deploySessions > 0) {
+      deploy = await runDeploy({
+        sessions: o.deploySessions,
+        server: serverOptions('sqlite', 'deploy'),
+        logFile: (name) => join(tmp, `${name}.log`),
+        connectConcurrency: o.connectConcurrency,
+        timeoutMs: o.waitTimeoutMs,
+      });
+      log(`deploy: ${deploy.moved}/${deploy.sessions} calls moved, speech gap p50 ${deploy.gapP50Ms} ms, p99 ${deploy.gapP99Ms} ms`);
+    }
+
     // ---- memory per idle session, each process measured on its own
     const idleServer = spawn('server', 'server-idle');
     const idlePort = (await idleServer.call('start', serverOptions(o.loadStore, 'idle'))).port;
@@ -129,6 +143,7 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
       llmFloor,
       latency,
       storms,
+      deploy,
       memory: { server: serverMemory, baseline: baselineMemory },
     };
     const checks = evaluate(partial);

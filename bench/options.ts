@@ -23,6 +23,8 @@ export interface BenchOptions {
   /** Store behind the server during the latency runs (sqlite is the server's default). */
   loadStore: StoreKind;
   stormSessions: number;
+  /** Calls talking to an instance while it is stopped and they move to another (0 skips the deploy run). */
+  deploySessions: number;
   stores: StoreKind[];
   idleSessions: number;
   /** Also measure the raw ws baseline's memory per idle connection. */
@@ -76,6 +78,7 @@ export function benchOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Bench
     replyTimeoutMs: int(env.BENCH_REPLY_TIMEOUT_MS, 30_000, 1),
     loadStore: loadStore[0]!,
     stormSessions: int(env.BENCH_STORM_SESSIONS, 1000, 1),
+    deploySessions: int(env.BENCH_DEPLOY_SESSIONS, 100),
     stores: stores(env.BENCH_STORES),
     idleSessions: int(env.BENCH_IDLE_SESSIONS, 10_000, 1),
     idleBaseline: env.BENCH_IDLE_BASELINE !== '0',

@@ -5,6 +5,7 @@ import type { LoadResult } from './load.js';
 import type { MemoryResult } from './memory.js';
 import type { BenchOptions } from './options.js';
 import type { StormResult } from './storm.js';
+import type { DeployResult } from './deploy.js';
 import { round } from './stats.js';
 
 /** server / a baseline; throughput < 1 means the server completes fewer replies per second. */
@@ -40,6 +41,8 @@ export interface BenchResults {
   llmFloor: LlmFloor | null;
   latency: LevelResult[];
   storms: StormResult[];
+  /** A stopped instance's calls moving to another one: the speech gap callers hear. */
+  deploy: DeployResult | null;
   memory: { server: MemoryResult; baseline: MemoryResult | null };
   checks: Check[];
   pass: boolean;
@@ -86,6 +89,10 @@ export function evaluate(r: Omit<BenchResults, 'checks' | 'pass'>): Check[] {
     const p99 = restore?.p99Ms ?? Number.NaN;
     checks.push(check(`storm ${s.store}: restore p99 (relay_restore_seconds)`, p99, 'ms', `<= ${RESTORE_P99_MAX_MS} ms`, (restore?.within5ms ?? 0) >= 0.99));
     if (s.oneByOne) checks.push(check(`storm ${s.store}: restored one by one`, s.oneByOne.restored, 'sessions', `${s.sessions} (all)`, s.oneByOne.restored === s.sessions));
+  }
+
+  if (r.deploy) {
+    checks.push(check('deploy: calls moved to the other instance', r.deploy.moved, 'calls', `${r.deploy.sessions} (all)`, r.deploy.lost === 0));
   }
 
   const m = r.memory.server;
@@ -180,6 +187,13 @@ export function renderReport(r: BenchResults): string {
   }
   out.push(table(['store', 'phase', 'restored', 'e2e p50', 'e2e p99', 'wall ms', 'ms/session', 'srv restore p50', 'srv restore p99'], stormRows));
   out.push('');
+  if (r.deploy) {
+    const d = r.deploy;
+    out.push('Deploy: calls talking to an instance that is stopped (drain) move through the action callback to another one');
+    out.push('speech gap = last frame heard before the socket closed -> first token after the resume');
+    out.push(table(['calls', 'moved', 'lost', 'gap p50 ms', 'gap p99 ms', 'gap max ms', 'drain ms'], [[d.sessions, d.moved, d.lost, d.gapP50Ms, d.gapP99Ms, d.gapMaxMs, f(d.drainMs, 0)]]));
+    out.push('');
+  }
   const mem = [r.memory.server, r.memory.baseline].filter((m): m is MemoryResult => m !== null);
   out.push('Memory per idle session (after GC, delta / sessions)');
   out.push(

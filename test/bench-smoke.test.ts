@@ -24,6 +24,7 @@ describe('npm run bench (tiny sizes)', () => {
       BENCH_ROUNDS: '5,4',
       BENCH_TURNS_PER_CALL: '3',
       BENCH_STORM_SESSIONS: '4',
+      BENCH_DEPLOY_SESSIONS: '3',
       BENCH_STORES: stores,
       BENCH_IDLE_SESSIONS: '20',
       BENCH_LLM_FLOOR_REQUESTS: '10',
@@ -79,6 +80,11 @@ describe('npm run bench (tiny sizes)', () => {
       }
     }
 
+    // A deploy moves every call to the other instance; each heard it speak after a measurable gap.
+    expect(results.deploy).toMatchObject({ sessions: 3, moved: 3, lost: 0 });
+    expect(positive(results.deploy!.gapP50Ms) && positive(results.deploy!.drainMs)).toBe(true);
+    expect(results.deploy!.gapP99Ms!).toBeGreaterThanOrEqual(results.deploy!.gapP50Ms!);
+
     const memory = results.memory.server;
     expect(memory).toMatchObject({ sessions: 20, held: 20, gcExposed: true });
     expect(Number.isFinite(memory.heapPerSessionBytes) && Number.isFinite(memory.rssPerSessionBytes)).toBe(true);
@@ -91,9 +97,11 @@ describe('npm run bench (tiny sizes)', () => {
       expect(metrics).toContain(expected);
     }
     for (const store of stores.split(',')) expect(metrics).toContain(`storm ${store}: restore p99`);
+    expect(metrics).toContain('deploy: calls moved to the other instance');
+    expect(renderReport(results)).toContain('speech gap');
     for (const c of results.checks) expect(typeof c.pass).toBe('boolean');
     expect(results.pass).toBe(results.checks.every((c) => c.pass));
     expect(renderReport(results)).toContain('Targets');
     expect(renderReport(results)).toContain('Informational: against a baseline that also makes the LLM request');
-  }, 60_000);
+  }, 150_000);
 });
