@@ -1,5 +1,6 @@
 // Runtime configuration from the environment, validated once at start-up.
 import { z } from 'zod';
+import { parseRedisUrl } from './stores/redis-connection.js';
 
 const ms = (fallback: number) => z.coerce.number().int().nonnegative().default(fallback);
 
@@ -18,6 +19,7 @@ export const configSchema = z.object({
   openaiTimeoutMs: ms(30_000),
   store: z.enum(['memory', 'sqlite', 'redis']).default('sqlite'),
   sqlitePath: z.string().default('./data/sessions.db'),
+  /** redis://, rediss://, redis-sentinel:// or redis-cluster:// (src/stores/redis-connection.ts). */
   redisUrl: z.string().default('redis://127.0.0.1:6379'),
   /** Key prefix in Redis; instances sharing sessions must use the same one. */
   redisPrefix: z.string().default('relay:'),
@@ -34,6 +36,14 @@ export const configSchema = z.object({
   inspectPort: z.coerce.number().int().min(1).max(65535).default(8081),
   logLevel: z.string().default('info'),
   instanceId: z.string().optional(),
+}).superRefine((config, ctx) => {
+  // Checked only when used, so a stray REDIS_URL does not stop a SQLite deployment.
+  if (config.store !== 'redis') return;
+  try {
+    parseRedisUrl(config.redisUrl);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', path: ['redisUrl'], message: err instanceof Error ? err.message : String(err) });
+  }
 });
 
 export type Config = z.infer<typeof configSchema>;
