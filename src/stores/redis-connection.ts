@@ -152,11 +152,17 @@ export function onConnectionError(client: RedisClient, listener: (err: Error) =>
   client.on('node error', (err: Error, address: string) => listener(new Error(`cluster node ${address}: ${err.message}`, { cause: err })));
 }
 
-/** Closes a client in any state: QUIT when connected, else drop it (QUIT would wait for a connection). */
+/**
+ * Closes a client in any state. When connected: QUIT (queued commands finish first), resolving once
+ * the client has ended. Otherwise it stops reconnecting at once (QUIT would wait for a connection
+ * that may never come).
+ */
 export async function closeClient(client: RedisClient): Promise<void> {
   if (client.status === 'end') return;
-  if (client.status === 'ready') await client.quit();
-  else client.disconnect();
+  if (client.status !== 'ready') return client.disconnect();
+  const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
+  await client.quit();
+  await ended;
 }
 
 /** host:port of every server to try first (for reachability checks). */
