@@ -133,16 +133,16 @@ export class RedisStore implements SnapshotStore {
   async list(): Promise<SessionRecord[]> {
     const now = Date.now();
     const match = `${escapeGlob(this.prefix)}*:rec`;
-    const records: SessionRecord[] = [];
+    const records = new Map<string, SessionRecord>(); // SCAN may return a key twice
     // Each master in turn; one GET per key (a cluster refuses an MGET across slots), and auto-pipelining
     // sends a batch's GETs in one write per node.
     for await (const keys of scanKeys(this.redis, match)) {
       for (const raw of await Promise.all(keys.map((key) => this.redis.get(key)))) {
         const record = parseLive(raw, now);
-        if (record) records.push(record);
+        if (record) records.set(record.callSid, record);
       }
     }
-    return records;
+    return [...records.values()];
   }
 
   async sweep(): Promise<number> {
