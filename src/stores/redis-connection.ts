@@ -125,7 +125,7 @@ export function connectRedis(url: string | RedisTarget, opts: ConnectOptions = {
 }
 
 /** The servers that hold keys: every master of a cluster, or the one server otherwise. */
-export async function keyHolders(client: RedisClient): Promise<Redis[]> {
+async function keyHolders(client: RedisClient): Promise<Redis[]> {
   if (!(client instanceof Cluster)) return [client];
   // The slot map is known once the cluster is ready; before that nodes() is empty. A command waits in
   // the offline queue until then (or fails like any other command would).

@@ -32,7 +32,7 @@ export function redisBinariesAvailable(): boolean {
 
 /** Starts `masters` cluster nodes, joins them with `redis-cli --cluster create`, waits for cluster_state:ok. */
 export async function startRedisCluster(masters = 3): Promise<RedisDeployment> {
-  const group = new ProcessGroup('relay-cluster-');
+  const group = new ProcessGroup('relay-redis-cluster-');
   try {
     // A node also listens on port + 10000 for the cluster bus.
     const ports: number[] = [];
@@ -70,7 +70,7 @@ export const SENTINEL_MASTER = 'relaymaster';
 
 /** Starts one Redis server and one Sentinel monitoring it (quorum 1); waits until the Sentinel names it. */
 export async function startRedisSentinel(): Promise<RedisDeployment> {
-  const group = new ProcessGroup('relay-sentinel-');
+  const group = new ProcessGroup('relay-redis-sentinel-');
   try {
     const dataPort = await freePort();
     await group.start('master', dataServerArgs(dataPort, group.dir), /Ready to accept connections/);
