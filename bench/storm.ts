@@ -6,9 +6,9 @@
 // repeats the restart case with reconnects in sequence: the restore time without queueing.
 import os from 'node:os';
 import { rmSync } from 'node:fs';
-import { Redis } from 'ioredis';
 import { postAction } from '../src/client/twilio-webhooks.js';
 import { resumeLine } from '../src/machines/phrases.js';
+import { closeClient, connectRedis, scanKeys } from '../src/stores/redis-connection.js';
 import { redisReachable } from '../src/stores/redis-reachable.js';
 import { spawnChild, type ChildHandle } from './child-process.js';
 import type { ServerChildOptions } from './child-protocol.js';
@@ -74,17 +74,12 @@ export interface StormResult {
 
 
 async function removeRedisKeys(url: string, prefix: string): Promise<void> {
-  const redis = new Redis(url);
+  // Any REDIS_URL form; one DEL per key (a cluster refuses a DEL across slots), auto-pipelined per node.
+  const redis = connectRedis(url, { autoPipelining: true });
   try {
-    let cursor = '0';
-    for (let i = 0; i < 100_000; i++) {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      if (keys.length) await redis.del(...keys);
-      cursor = next;
-      if (cursor === '0') break;
-    }
+    for await (const keys of scanKeys(redis, `${prefix}*`, 1000)) await Promise.all(keys.map((key) => redis.del(key)));
   } finally {
-    await redis.quit();
+    await closeClient(redis);
   }
 }
 

@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { connectionOverridesSetting, DEFAULT_ACTION_URL_OVERRIDES } from './server/connection-overrides.js';
 import { KeyringError, parseKeyring } from './stores/keyring.js';
+import { parseRedisUrl } from './stores/redis-connection.js';
 
 const ms = (fallback: number) => z.coerce.number().int().nonnegative().default(fallback);
 
@@ -25,6 +26,7 @@ export const configSchema = z.object({
   openaiTimeoutMs: ms(30_000),
   store: z.enum(['memory', 'sqlite', 'redis']).default('sqlite'),
   sqlitePath: z.string().default('./data/sessions.db'),
+  /** redis://, rediss://, redis-sentinel:// or redis-cluster:// (src/stores/redis-connection.ts). */
   redisUrl: z.string().default('redis://127.0.0.1:6379'),
   /** Key prefix in Redis; instances sharing sessions must use the same one. */
   redisPrefix: z.string().default('relay:'),
@@ -56,6 +58,13 @@ export const configSchema = z.object({
   } catch (err) {
     if (!(err instanceof KeyringError)) throw err;
     ctx.addIssue({ code: 'custom', message: err.message, path: [config.snapshotKeys === undefined ? 'snapshotKey' : 'snapshotKeys'] });
+  }
+  // Checked only when used, so a stray REDIS_URL does not stop a SQLite deployment.
+  if (config.store !== 'redis') return;
+  try {
+    parseRedisUrl(config.redisUrl);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', path: ['redisUrl'], message: err instanceof Error ? err.message : String(err) });
   }
 });
 

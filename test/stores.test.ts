@@ -6,37 +6,17 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import {
-  createStore,
-  MemoryStore,
-  RedisStore,
-  SqliteStore,
-  StaleLeaseError,
-  type SnapshotStore,
-} from '../src/stores/index.js';
+import { createStore, MemoryStore, RedisStore, SqliteStore, StaleLeaseError, type SnapshotStore } from '../src/stores/index.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';
+import { clearRedisPrefix } from './support/resume-scenario.js';
+import { MINUTE, newSid, sharedRedisContract, snapshot, storeContract } from './support/store-contract.js';
 
 const redisUp = await redisAvailable();
 const runPrefix = `test:stores:${randomUUID()}:`;
 const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'relay-stores-'));
 
-const MINUTE = 60_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const newSid = () => `CA${randomUUID().replaceAll('-', '')}`;
 const tmpDb = () => path.join(tmpDir, `${randomUUID()}.db`);
-
-const snapshot = {
-  status: 'active',
-  value: { session: { connected: 'listening' } },
-  context: {
-    turns: [
-      { role: 'user', text: 'héllo ☎️', at: 1 },
-      { role: 'assistant', text: 'hi', tools: [] },
-    ],
-    resumes: 0,
-    flags: { dtmf: null, barge: true },
-  },
-};
 
 // Stores opened in a test are closed after it; Redis keys live under runPrefix and are removed at the end.
 let opened: SnapshotStore[] = [];
@@ -46,15 +26,7 @@ afterEach(async () => {
 });
 afterAll(async () => {
   fs.rmSync(tmpDir, { recursive: true, force: true });
-  if (!redisUp) return;
-  const redis = new Redis(REDIS_URL);
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${runPrefix}*`, 'COUNT', 500);
-    cursor = next;
-    if (keys.length > 0) await redis.del(keys);
-  } while (cursor !== '0');
-  await redis.quit();
+  if (redisUp) await clearRedisPrefix(REDIS_URL, runPrefix);
 });
 
 function track<S extends SnapshotStore>(store: S): S {
@@ -71,128 +43,12 @@ const cases = [
 
 describe.each(cases)('$kind store contract', ({ kind, available, open }) => {
   describe.skipIf(!available)(kind, () => {
-    const store = () => track(open());
-
-    it('reports its kind', () => {
-      expect(store().kind).toBe(kind);
-    });
-
-    it('acquire increments the epoch per call, starting from 0', async () => {
-      const s = store();
-      const sid = newSid();
-      expect(await s.currentEpoch(sid)).toBe(0);
-      expect(await s.acquire(sid, 'a')).toEqual({ callSid: sid, owner: 'a', epoch: 1 });
-      expect((await s.acquire(sid, 'b')).epoch).toBe(2);
-      expect(await s.currentEpoch(sid)).toBe(2);
-      // Other sessions have their own counter.
-      expect((await s.acquire(newSid(), 'a')).epoch).toBe(1);
-    });
-
-    it('round-trips a nested JSON snapshot', async () => {
-      const s = store();
-      const sid = newSid();
-      const lease = await s.acquire(sid, 'a');
-      const retainUntil = Date.now() + 30 * MINUTE;
-      const before = Date.now();
-      await s.save(lease, { snapshot, state: 'connected', retainUntil });
-      const after = Date.now();
-
-      const record = await s.load(sid);
-      expect(record).toMatchObject({ callSid: sid, snapshot, state: 'connected', epoch: 1, retainUntil });
-      expect(record?.updatedAt).toBeGreaterThanOrEqual(before);
-      expect(record?.updatedAt).toBeLessThanOrEqual(after);
-      expect(await s.load(newSid())).toBeUndefined();
-    });
-
-    it('overwrites the record on the next save', async () => {
-      const s = store();
-      const sid = newSid();
-      const lease = await s.acquire(sid, 'a');
-      const retainUntil = Date.now() + MINUTE;
-      await s.save(lease, { snapshot: { n: 1 }, state: 'connected', retainUntil });
-      await s.save(lease, { snapshot: { n: 2 }, state: 'grace', retainUntil });
-      expect(await s.load(sid)).toMatchObject({ snapshot: { n: 2 }, state: 'grace' });
-    });
-
-    it('rejects a save with a stale epoch and leaves the data unchanged', async () => {
-      const s = store();
-      const sid = newSid();
-      const old = await s.acquire(sid, 'a');
-      const current = await s.acquire(sid, 'a');
-      const retainUntil = Date.now() + MINUTE;
-      await s.save(current, { snapshot: { v: 'current' }, state: 'connected', retainUntil });
-
-      const err = await s.save(old, { snapshot: { v: 'stale' }, state: 'grace', retainUntil }).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(StaleLeaseError);
-      expect(err).toMatchObject({ name: 'StaleLeaseError', callSid: sid, epoch: 1, currentEpoch: 2 });
-      expect(await s.load(sid)).toMatchObject({ snapshot: { v: 'current' }, state: 'connected', epoch: 2 });
-    });
-
-    it('lets the newest acquire win: the older owner can neither save nor delete', async () => {
-      const s = store();
-      const sid = newSid();
-      const retainUntil = Date.now() + MINUTE;
-      const a = await s.acquire(sid, 'instance-a');
-      await s.save(a, { snapshot: { by: 'a' }, state: 'connected', retainUntil });
-      const b = await s.acquire(sid, 'instance-b');
-      expect(b.epoch).toBeGreaterThan(a.epoch);
-      await s.save(b, { snapshot: { by: 'b' }, state: 'connected', retainUntil });
-
-      await expect(s.save(a, { snapshot: { by: 'a' }, state: 'grace', retainUntil })).rejects.toThrow(StaleLeaseError);
-      await expect(s.delete(a)).rejects.toThrow(StaleLeaseError);
-      expect(await s.load(sid)).toMatchObject({ snapshot: { by: 'b' }, epoch: b.epoch });
-
-      // Deleting keeps the epoch, so the old owner cannot resurrect the session either.
-      await s.delete(b);
-      expect(await s.load(sid)).toBeUndefined();
-      expect(await s.currentEpoch(sid)).toBe(b.epoch);
-      await expect(s.save(a, { snapshot: { by: 'a' }, state: 'grace', retainUntil })).rejects.toThrow(StaleLeaseError);
-      expect(await s.load(sid)).toBeUndefined();
-    });
-
-    it('does not load a record past retainUntil, and sweep drops it', async () => {
-      const s = store();
-      const sid = newSid();
-      const lease = await s.acquire(sid, 'a');
-      await s.save(lease, { snapshot, state: 'expired', retainUntil: Date.now() - 1000 });
-      expect(await s.load(sid)).toBeUndefined();
-      expect((await s.list()).map((r) => r.callSid)).not.toContain(sid);
-      // Redis has already dropped it by TTL and reports 0.
-      expect(await s.sweep()).toBe(kind === 'redis' ? 0 : 1);
-      expect(await s.load(sid)).toBeUndefined();
-      // The fencing epoch outlives the record.
-      expect(await s.currentEpoch(sid)).toBe(lease.epoch);
-    });
-
-    it('sweep(now) only removes records whose retention ended by then', async () => {
-      const s = store();
-      const lease = await s.acquire(newSid(), 'a');
-      const retainUntil = Date.now() + MINUTE;
-      await s.save(lease, { snapshot, state: 'grace', retainUntil });
-      expect(await s.sweep(retainUntil - 1)).toBe(0);
-      expect(await s.load(lease.callSid)).toBeDefined();
-      if (kind !== 'redis') {
-        expect(await s.sweep(retainUntil)).toBe(1);
-        expect(await s.load(lease.callSid)).toBeUndefined();
-      }
-    });
-
-    it('lists live records only', async () => {
-      const s = store();
-      const live = [newSid(), newSid()];
-      const dead = newSid();
-      for (const sid of live) {
-        await s.save(await s.acquire(sid, 'a'), { snapshot: { sid }, state: 'connected', retainUntil: Date.now() + MINUTE });
-      }
-      await s.save(await s.acquire(dead, 'a'), { snapshot: {}, state: 'expired', retainUntil: Date.now() - 1 });
-
-      const listed = await s.list();
-      expect(listed.map((r) => r.callSid).sort()).toEqual([...live].sort());
-      for (const record of listed) {
-        expect(record).toMatchObject({ snapshot: { sid: record.callSid }, state: 'connected', epoch: 1 });
-      }
-    });
+    storeContract({ kind, open });
   });
+});
+
+describe.skipIf(!redisUp)('redis shared-store contract', () => {
+  sharedRedisContract({ open: (prefix) => new RedisStore(REDIS_URL, { prefix }), newPrefix: () => `${runPrefix}${randomUUID()}:` });
 });
 
 describe('SqliteStore specifics', () => {
@@ -331,28 +187,6 @@ describe.skipIf(!redisUp)('RedisStore specifics', () => {
     expect(ttl).toBeLessThanOrEqual(MINUTE);
   });
 
-  it('takes a session over and reads its record in one atomic step, fencing the old owner', async () => {
-    const s = track(new RedisStore(REDIS_URL, { prefix: runPrefix }));
-    const sid = newSid();
-    const old = await s.acquire(sid, 'a');
-    await s.save(old, { snapshot, state: 'grace', retainUntil: Date.now() + MINUTE });
-    const notices: Array<[string, number]> = [];
-    s.onLeaseChange((callSid, epoch) => notices.push([callSid, epoch]));
-    await new Promise((r) => setTimeout(r, 100)); // let the subscription start
-
-    const { lease, record } = await s.acquireAndLoad(sid, 'b');
-    expect(lease).toEqual({ callSid: sid, owner: 'b', epoch: old.epoch + 1 });
-    expect(record).toMatchObject({ callSid: sid, state: 'grace', snapshot, epoch: old.epoch });
-    await expect(s.save(old, { snapshot: { late: true }, state: 'connected', retainUntil: Date.now() + MINUTE })).rejects.toBeInstanceOf(StaleLeaseError);
-    const deadline = Date.now() + 3000;
-    while (notices.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    expect(notices).toContainEqual([sid, lease.epoch]);
-
-    const unknown = await s.acquireAndLoad(newSid(), 'b');
-    expect(unknown.record).toBeUndefined();
-    expect(unknown.lease.epoch).toBe(1);
-  });
-
   it('gives a never-saved lease a TTL so it cannot leak', async () => {
     const s = track(new RedisStore(REDIS_URL, { prefix: runPrefix }));
     const redis = raw();
@@ -374,22 +208,6 @@ describe.skipIf(!redisUp)('RedisStore specifics', () => {
     expect(await s.load(sid)).toBeUndefined();
     expect((await keysOf(redis, sid)).filter((k) => k.endsWith(':rec'))).toEqual([]);
     expect(await s.currentEpoch(sid)).toBe(lease.epoch);
-  });
-
-  it('fences across two instances sharing Redis', async () => {
-    const a = track(new RedisStore(REDIS_URL, { prefix: runPrefix }));
-    const b = track(new RedisStore(REDIS_URL, { prefix: runPrefix }));
-    const sid = newSid();
-    const retainUntil = Date.now() + MINUTE;
-    const leaseA = await a.acquire(sid, 'a');
-    const leaseB = await b.acquire(sid, 'b');
-    await b.save(leaseB, { snapshot: { by: 'b' }, state: 'connected', retainUntil });
-    await expect(a.save(leaseA, { snapshot: { by: 'a' }, state: 'connected', retainUntil })).rejects.toMatchObject({
-      name: 'StaleLeaseError',
-      epoch: leaseA.epoch,
-      currentEpoch: leaseB.epoch,
-    });
-    expect(await a.load(sid)).toMatchObject({ snapshot: { by: 'b' } });
   });
 });
 

@@ -1,10 +1,18 @@
 import net from 'node:net';
+import { seedAddresses, type HostPort } from './redis-connection.js';
 
-/** Whether something accepts TCP connections at a redis:// URL within a second (no Redis client needed). */
+/**
+ * Whether something accepts TCP connections at REDIS_URL within a second (no Redis client needed):
+ * the server, or any of the listed sentinels or cluster nodes.
+ */
 export async function redisReachable(url: string): Promise<boolean> {
-  const u = new URL(url);
+  for (const address of seedAddresses(url)) if (await accepts(address)) return true;
+  return false;
+}
+
+function accepts({ host, port }: HostPort): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = net.connect({ host: u.hostname, port: Number(u.port || 6379) });
+    const socket = net.connect({ host, port });
     socket.setTimeout(1000);
     socket.once('connect', () => {
       socket.end();

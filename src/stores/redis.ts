@@ -1,6 +1,8 @@
 // Shared snapshot store on Redis: fencing and writes are atomic Lua scripts, retention is key TTLs.
+// Works on one server, behind Sentinel and on Redis Cluster (see redis-connection.ts): every script
+// gets all its keys in KEYS, and the keys of one call share a hash tag, so each script touches one slot.
 import { createHash } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { closeClient, connectRedis, onConnectionError, parseRedisUrl, scanKeys, type RedisClient } from './redis-connection.js';
 import { StaleLeaseError, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from './types.js';
 
 /** Epochs outlive activity by at least this long so a late writer is still fenced off. */
@@ -14,7 +16,8 @@ class LuaScript {
 }
 
 // Newest wins: bump the epoch, make sure an orphaned lease (never saved) still expires, and announce
-// the new owner so the previous one can stop right away.
+// the new owner so the previous one can stop right away. A channel is no key: in a cluster a PUBLISH
+// reaches subscribers on every node.
 // KEYS: epoch[, record]. ARGV: minTtlMs, leaseChannel, callSid.
 const TAKE_LEASE = `
 local epoch = redis.call('INCR', KEYS[1])
@@ -51,7 +54,7 @@ return redis.status_reply('OK')
 `);
 
 export interface RedisStoreOptions {
-  /** Key prefix; default 'relay:'. */
+  /** Key prefix; default 'relay:'. No braces on a cluster: they would change the hash tag that keeps a call on one slot. */
   prefix?: string;
   /** Connection errors (ioredis reconnects by itself); without a listener ioredis prints them raw. */
   onError?: (err: Error) => void;
@@ -59,18 +62,26 @@ export interface RedisStoreOptions {
 
 export class RedisStore implements SnapshotStore {
   readonly kind = 'redis' as const;
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
   private readonly prefix: string;
-  /** Pub/sub needs its own connection; opened by the first onLeaseChange. */
-  private subscriber: Redis | undefined;
+  /** Pub/sub needs its own connection (in a cluster, its own cluster client); opened by the first onLeaseChange. */
+  private subscriber: RedisClient | undefined;
   private readonly leaseListeners = new Set<(callSid: string, epoch: number) => void>();
   private readonly onError: (err: Error) => void;
+  /** Set by the first close(); later calls wait for the same one. */
+  private closed: Promise<void> | undefined;
 
   constructor(url: string, opts: RedisStoreOptions = {}) {
-    this.redis = new Redis(url, { enableAutoPipelining: true });
+    const prefix = opts.prefix ?? 'relay:';
+    // A bad REDIS_URL fails here, with the accepted forms, before any connection.
+    const target = parseRedisUrl(url);
+    if (target.mode === 'cluster' && /[{}]/.test(prefix)) {
+      throw new Error(`REDIS_PREFIX "${prefix}" must not contain { or } on a cluster: the call's hash tag follows it`);
+    }
+    this.prefix = prefix;
+    this.redis = connectRedis(target, { autoPipelining: true });
     this.onError = opts.onError ?? (() => {});
-    this.redis.on('error', this.onError);
-    this.prefix = opts.prefix ?? 'relay:';
+    onConnectionError(this.redis, this.onError);
   }
 
   async acquire(callSid: string, owner: string): Promise<Lease> {
@@ -122,18 +133,16 @@ export class RedisStore implements SnapshotStore {
   async list(): Promise<SessionRecord[]> {
     const now = Date.now();
     const match = `${escapeGlob(this.prefix)}*:rec`;
-    const records: SessionRecord[] = [];
-    let cursor = '0';
-    do {
-      const [next, keys] = await this.redis.scan(cursor, 'MATCH', match, 'COUNT', 500);
-      cursor = next;
-      if (keys.length === 0) continue;
-      for (const raw of await this.redis.mget(keys)) {
+    const records = new Map<string, SessionRecord>(); // SCAN may return a key twice
+    // Each master in turn; one GET per key (a cluster refuses an MGET across slots), and auto-pipelining
+    // sends a batch's GETs in one write per node.
+    for await (const keys of scanKeys(this.redis, match)) {
+      for (const raw of await Promise.all(keys.map((key) => this.redis.get(key)))) {
         const record = parseLive(raw, now);
-        if (record) records.push(record);
+        if (record) records.set(record.callSid, record);
       }
-    } while (cursor !== '0');
-    return records;
+    }
+    return [...records.values()];
   }
 
   async sweep(): Promise<number> {
@@ -141,11 +150,14 @@ export class RedisStore implements SnapshotStore {
   }
 
   onLeaseChange(listener: (callSid: string, epoch: number) => void): void {
+    if (this.closed) return;
     this.leaseListeners.add(listener);
     if (this.subscriber) return;
+    // duplicate() keeps the mode: a cluster client subscribes on one node and moves when it fails,
+    // a sentinel client follows failovers; both resubscribe after reconnecting.
     const subscriber = this.redis.duplicate();
     this.subscriber = subscriber;
-    subscriber.on('error', this.onError);
+    onConnectionError(subscriber, this.onError);
     subscriber.on('message', (_channel: string, message: string) => {
       // "<epoch> <callSid>": the callSid goes last since only it could contain a space.
       const space = message.indexOf(' ');
@@ -155,15 +167,15 @@ export class RedisStore implements SnapshotStore {
     });
     // Until the subscription is active, a stale owner is still stopped by its next rejected write.
     subscriber.subscribe(this.leaseChannel()).catch((err: unknown) => {
+      if (this.closed) return; // closed before the subscription started
       process.emitWarning(err instanceof Error ? err : String(err), 'RedisStoreLeaseEvents');
     });
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
     this.leaseListeners.clear();
-    if (this.subscriber && this.subscriber.status !== 'end') await this.subscriber.quit();
-    if (this.redis.status === 'end') return;
-    await this.redis.quit();
+    this.closed ??= Promise.all([this.subscriber && closeClient(this.subscriber), closeClient(this.redis)]).then(() => {});
+    return this.closed;
   }
 
   // Keys share a hash tag so the scripts stay single-slot under Redis Cluster.

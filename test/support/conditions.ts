@@ -12,6 +12,24 @@ export async function waitUntil(condition: () => boolean, what: string, timeoutM
   }
 }
 
+/** Resolves once the async `condition` holds (a rejection counts as not yet); rejects after `timeoutMs`. */
+export async function waitUntilAsync(condition: () => Promise<boolean>, what: string, timeoutMs = 10_000, intervalMs = 20): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      if (await condition()) return;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() > deadline) {
+      const cause = lastError instanceof Error ? ` (last error: ${lastError.message})` : '';
+      throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}${cause}`);
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
 /** Sum of every sample of a counter (all label sets) in a Prometheus text exposition. */
 export function counterTotal(exposition: string, name: string): number {
   let total = 0;

@@ -2,12 +2,12 @@
 // streamed reply, plus the two ways a dropped call comes back (Twilio's /action path and
 // `reconnection: true`). The fake LLM answers by keywords, so every request it records can be
 // compared with the history the session should have.
-import { Redis } from 'ioredis';
 import { SimulatedCall, type Reply } from '../../src/client/twilio-sim.js';
 import { postAction } from '../../src/client/twilio-webhooks.js';
 import { contentToText, splitIntoChunks, type ChatMessageIn, type FakeOpenAI, type ScriptFn } from '../../src/llm/fake-openai-server.js';
 import { resumeLine } from '../../src/machines/phrases.js';
 import type { OutboundMessage } from '../../src/protocol/messages.js';
+import { closeClient, connectRedis, scanKeys } from '../../src/stores/redis-connection.js';
 import type { SessionRecord, SnapshotStore } from '../../src/stores/types.js';
 
 export const SPANISH_OK = 'Claro, hablemos en español.';
@@ -206,17 +206,15 @@ export function transcriptOf(messages: ChatMessageIn[]): string[] {
     });
 }
 
-/** Deletes every key under a test's Redis prefix. */
+/** Deletes every key under a test's Redis prefix (on every master of a cluster). */
 export async function clearRedisPrefix(url: string, prefix: string): Promise<void> {
-  const redis = new Redis(url);
+  // One DEL per key: a cluster refuses a DEL across slots; auto-pipelining batches them per node.
+  const redis = connectRedis(url, { autoPipelining: true });
   try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`, 'COUNT', 500);
-      cursor = next;
-      if (keys.length) await redis.del(...keys);
-    } while (cursor !== '0');
+    for await (const keys of scanKeys(redis, `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`)) {
+      await Promise.all(keys.map((key) => redis.del(key)));
+    }
   } finally {
-    await redis.quit();
+    await closeClient(redis);
   }
 }

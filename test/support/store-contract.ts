@@ -1,0 +1,254 @@
+// The SnapshotStore contract as reusable suites, so every store and every Redis deployment (one
+// server, Sentinel, Cluster) is held to the same assertions. Call them inside a describe().
+import { randomUUID } from 'node:crypto';
+import { afterEach, expect, it } from 'vitest';
+import type { RedisStore } from '../../src/stores/redis.js';
+import { StaleLeaseError, type SnapshotStore } from '../../src/stores/types.js';
+import { waitUntilAsync } from './conditions.js';
+
+export const MINUTE = 60_000;
+export const newSid = () => `CA${randomUUID().replaceAll('-', '')}`;
+
+export const snapshot = {
+  status: 'active',
+  value: { session: { connected: 'listening' } },
+  context: {
+    turns: [
+      { role: 'user', text: 'héllo ☎️', at: 1 },
+      { role: 'assistant', text: 'hi', tools: [] },
+    ],
+    resumes: 0,
+    flags: { dtmf: null, barge: true },
+  },
+};
+
+/** Stores opened by a test are closed after it. */
+function useTracker() {
+  let opened: SnapshotStore[] = [];
+  afterEach(async () => {
+    await Promise.all(opened.map((store) => store.close()));
+    opened = [];
+  });
+  return <S extends SnapshotStore>(store: S): S => {
+    opened.push(store);
+    return store;
+  };
+}
+
+export interface ContractOptions {
+  kind: SnapshotStore['kind'];
+  /** A store over a fresh, empty namespace (its own file, or its own Redis key prefix). */
+  open: () => SnapshotStore;
+}
+
+/** What every store promises: fencing epochs, records, retention, listing. */
+export function storeContract({ kind, open }: ContractOptions): void {
+  const track = useTracker();
+  const store = () => track(open());
+
+  it('reports its kind', () => {
+    expect(store().kind).toBe(kind);
+  });
+
+  it('acquire increments the epoch per call, starting from 0', async () => {
+    const s = store();
+    const sid = newSid();
+    expect(await s.currentEpoch(sid)).toBe(0);
+    expect(await s.acquire(sid, 'a')).toEqual({ callSid: sid, owner: 'a', epoch: 1 });
+    expect((await s.acquire(sid, 'b')).epoch).toBe(2);
+    expect(await s.currentEpoch(sid)).toBe(2);
+    // Other sessions have their own counter.
+    expect((await s.acquire(newSid(), 'a')).epoch).toBe(1);
+  });
+
+  it('round-trips a nested JSON snapshot', async () => {
+    const s = store();
+    const sid = newSid();
+    const lease = await s.acquire(sid, 'a');
+    const retainUntil = Date.now() + 30 * MINUTE;
+    const before = Date.now();
+    await s.save(lease, { snapshot, state: 'connected', retainUntil });
+    const after = Date.now();
+
+    const record = await s.load(sid);
+    expect(record).toMatchObject({ callSid: sid, snapshot, state: 'connected', epoch: 1, retainUntil });
+    expect(record?.updatedAt).toBeGreaterThanOrEqual(before);
+    expect(record?.updatedAt).toBeLessThanOrEqual(after);
+    expect(await s.load(newSid())).toBeUndefined();
+  });
+
+  it('overwrites the record on the next save', async () => {
+    const s = store();
+    const sid = newSid();
+    const lease = await s.acquire(sid, 'a');
+    const retainUntil = Date.now() + MINUTE;
+    await s.save(lease, { snapshot: { n: 1 }, state: 'connected', retainUntil });
+    await s.save(lease, { snapshot: { n: 2 }, state: 'grace', retainUntil });
+    expect(await s.load(sid)).toMatchObject({ snapshot: { n: 2 }, state: 'grace' });
+  });
+
+  it('rejects a save with a stale epoch and leaves the data unchanged', async () => {
+    const s = store();
+    const sid = newSid();
+    const old = await s.acquire(sid, 'a');
+    const current = await s.acquire(sid, 'a');
+    const retainUntil = Date.now() + MINUTE;
+    await s.save(current, { snapshot: { v: 'current' }, state: 'connected', retainUntil });
+
+    const err = await s.save(old, { snapshot: { v: 'stale' }, state: 'grace', retainUntil }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StaleLeaseError);
+    expect(err).toMatchObject({ name: 'StaleLeaseError', callSid: sid, epoch: 1, currentEpoch: 2 });
+    expect(await s.load(sid)).toMatchObject({ snapshot: { v: 'current' }, state: 'connected', epoch: 2 });
+  });
+
+  it('lets the newest acquire win: the older owner can neither save nor delete', async () => {
+    const s = store();
+    const sid = newSid();
+    const retainUntil = Date.now() + MINUTE;
+    const a = await s.acquire(sid, 'instance-a');
+    await s.save(a, { snapshot: { by: 'a' }, state: 'connected', retainUntil });
+    const b = await s.acquire(sid, 'instance-b');
+    expect(b.epoch).toBeGreaterThan(a.epoch);
+    await s.save(b, { snapshot: { by: 'b' }, state: 'connected', retainUntil });
+
+    await expect(s.save(a, { snapshot: { by: 'a' }, state: 'grace', retainUntil })).rejects.toThrow(StaleLeaseError);
+    await expect(s.delete(a)).rejects.toThrow(StaleLeaseError);
+    expect(await s.load(sid)).toMatchObject({ snapshot: { by: 'b' }, epoch: b.epoch });
+
+    // Deleting keeps the epoch, so the old owner cannot resurrect the session either.
+    await s.delete(b);
+    expect(await s.load(sid)).toBeUndefined();
+    expect(await s.currentEpoch(sid)).toBe(b.epoch);
+    await expect(s.save(a, { snapshot: { by: 'a' }, state: 'grace', retainUntil })).rejects.toThrow(StaleLeaseError);
+    expect(await s.load(sid)).toBeUndefined();
+  });
+
+  it('does not load a record past retainUntil, and sweep drops it', async () => {
+    const s = store();
+    const sid = newSid();
+    const lease = await s.acquire(sid, 'a');
+    await s.save(lease, { snapshot, state: 'expired', retainUntil: Date.now() - 1000 });
+    expect(await s.load(sid)).toBeUndefined();
+    expect((await s.list()).map((r) => r.callSid)).not.toContain(sid);
+    // Redis has already dropped it by TTL and reports 0.
+    expect(await s.sweep()).toBe(kind === 'redis' ? 0 : 1);
+    expect(await s.load(sid)).toBeUndefined();
+    // The fencing epoch outlives the record.
+    expect(await s.currentEpoch(sid)).toBe(lease.epoch);
+  });
+
+  it('sweep(now) only removes records whose retention ended by then', async () => {
+    const s = store();
+    const lease = await s.acquire(newSid(), 'a');
+    const retainUntil = Date.now() + MINUTE;
+    await s.save(lease, { snapshot, state: 'grace', retainUntil });
+    expect(await s.sweep(retainUntil - 1)).toBe(0);
+    expect(await s.load(lease.callSid)).toBeDefined();
+    if (kind !== 'redis') {
+      expect(await s.sweep(retainUntil)).toBe(1);
+      expect(await s.load(lease.callSid)).toBeUndefined();
+    }
+  });
+
+  it('lists live records only', async () => {
+    const s = store();
+    const live = [newSid(), newSid()];
+    const dead = newSid();
+    for (const sid of live) {
+      await s.save(await s.acquire(sid, 'a'), { snapshot: { sid }, state: 'connected', retainUntil: Date.now() + MINUTE });
+    }
+    await s.save(await s.acquire(dead, 'a'), { snapshot: {}, state: 'expired', retainUntil: Date.now() - 1 });
+
+    const listed = await s.list();
+    expect(listed.map((r) => r.callSid).sort()).toEqual([...live].sort());
+    for (const record of listed) {
+      expect(record).toMatchObject({ snapshot: { sid: record.callSid }, state: 'connected', epoch: 1 });
+    }
+  });
+
+  it('lists every one of many sessions (spread over every shard of a cluster)', async () => {
+    const s = store();
+    const sids = Array.from({ length: 60 }, newSid);
+    await Promise.all(
+      sids.map(async (sid) => s.save(await s.acquire(sid, 'a'), { snapshot: { sid }, state: 'grace', retainUntil: Date.now() + MINUTE })),
+    );
+    const listed = await s.list();
+    expect(listed.map((r) => r.callSid).sort()).toEqual([...sids].sort());
+  });
+}
+
+export interface SharedRedisOptions {
+  /** A store on `prefix`: two stores on one prefix are two server instances sharing sessions. */
+  open: (prefix: string) => RedisStore;
+  newPrefix: () => string;
+}
+
+/** What Redis adds: instances sharing sessions, atomic takeover, and lease-change notices. */
+export function sharedRedisContract({ open, newPrefix }: SharedRedisOptions): void {
+  const track = useTracker();
+  const pair = () => {
+    const prefix = newPrefix();
+    return [track(open(prefix)), track(open(prefix))] as const;
+  };
+
+  it('fences across two instances sharing Redis', async () => {
+    const [a, b] = pair();
+    const sid = newSid();
+    const retainUntil = Date.now() + MINUTE;
+    const leaseA = await a.acquire(sid, 'a');
+    const leaseB = await b.acquire(sid, 'b');
+    await b.save(leaseB, { snapshot: { by: 'b' }, state: 'connected', retainUntil });
+    await expect(a.save(leaseA, { snapshot: { by: 'a' }, state: 'connected', retainUntil })).rejects.toMatchObject({
+      name: 'StaleLeaseError',
+      epoch: leaseA.epoch,
+      currentEpoch: leaseB.epoch,
+    });
+    await expect(a.delete(leaseA)).rejects.toBeInstanceOf(StaleLeaseError);
+    expect(await a.load(sid)).toMatchObject({ snapshot: { by: 'b' } });
+  });
+
+  it('takes a session over and reads its record in one atomic step, fencing the old owner', async () => {
+    const [a, b] = pair();
+    const sid = newSid();
+    const old = await a.acquire(sid, 'a');
+    await a.save(old, { snapshot, state: 'grace', retainUntil: Date.now() + MINUTE });
+
+    const { lease, record } = await b.acquireAndLoad(sid, 'b');
+    expect(lease).toEqual({ callSid: sid, owner: 'b', epoch: old.epoch + 1 });
+    expect(record).toMatchObject({ callSid: sid, state: 'grace', snapshot, epoch: old.epoch });
+    await expect(a.save(old, { snapshot: { late: true }, state: 'connected', retainUntil: Date.now() + MINUTE })).rejects.toBeInstanceOf(
+      StaleLeaseError,
+    );
+    expect(await b.load(sid)).toMatchObject({ epoch: old.epoch, state: 'grace' });
+
+    const unknown = await b.acquireAndLoad(newSid(), 'b');
+    expect(unknown.record).toBeUndefined();
+    expect(unknown.lease.epoch).toBe(1);
+  });
+
+  it('tells the other instances about every takeover, whichever shard holds the session', async () => {
+    const [a, b] = pair();
+    const notices: Array<[string, number]> = [];
+    b.onLeaseChange((callSid, epoch) => notices.push([callSid, epoch]));
+    // The subscription starts in the background: wait until a probe acquire is heard.
+    const probe = newSid();
+    await waitUntilAsync(async () => {
+      await a.acquire(probe, 'a');
+      return notices.some(([sid]) => sid === probe);
+    }, 'the lease subscription to deliver a probe');
+
+    const sids = Array.from({ length: 20 }, newSid);
+    const leases = await Promise.all(sids.map((sid) => a.acquireAndLoad(sid, 'a')));
+    const expected = leases.map(({ lease }): [string, number] => [lease.callSid, lease.epoch]);
+    await expect.poll(() => notices.filter(([sid]) => sids.includes(sid)).sort()).toEqual(expected.sort());
+  });
+
+  it('closes cleanly after subscribing, and a second close is harmless', async () => {
+    const s = open(newPrefix());
+    s.onLeaseChange(() => {});
+    await s.acquire(newSid(), 'a');
+    await s.close();
+    await s.close();
+    await expect(s.load(newSid())).rejects.toThrow(/closed/i);
+  });
+}
