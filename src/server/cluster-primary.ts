@@ -20,9 +20,13 @@ export function runClusterPrimary({ workers, logger }: PrimaryOptions): void {
   const fork = async (): Promise<Worker> => {
     const worker = cluster.fork();
     live.add(worker);
+    let listened = false;
+    worker.once('listening', () => (listened = true));
     worker.once('exit', (code, signal) => {
       live.delete(worker);
-      if (retiring.delete(worker) || stopping) return;
+      // One that never listened is the caller's failure to handle: replacing it would start the same
+      // broken worker (e.g. a bad deploy) again and again.
+      if (retiring.delete(worker) || stopping || !listened) return;
       // A crashed worker's calls are restored by its siblings; keep the pool at its size.
       logger.error({ pid: worker.process.pid, code, signal }, 'worker died; starting a replacement');
       void fork().catch((err: unknown) => logger.error({ err }, 'could not replace a worker'));
@@ -36,6 +40,7 @@ export function runClusterPrimary({ workers, logger }: PrimaryOptions): void {
   };
 
   const retire = async (worker: Worker): Promise<void> => {
+    if (worker.isDead()) return; // its 'exit' is past: waiting for it would hang
     retiring.add(worker);
     const exited = once(worker, 'exit');
     worker.process.kill('SIGTERM');
@@ -47,6 +52,7 @@ export function runClusterPrimary({ workers, logger }: PrimaryOptions): void {
     logger.info({ workers: old.length }, 'reloading workers one at a time');
     for (const worker of old) {
       if (stopping) return;
+      if (!live.has(worker)) continue; // died meanwhile and was replaced already
       await fork(); // the new worker listens before the old one stops taking calls
       await retire(worker);
     }

@@ -27,6 +27,8 @@ export interface ServerProcessOptions {
   dtmfIdleMs?: number;
   maxResumes?: number;
   instanceId?: string;
+  /** WORKERS: more than one runs a node:cluster primary; `start` then also waits for 'workers ready'. */
+  workers?: number;
   /** Anything else, as environment variables (e.g. TWILIO_AUTH_TOKEN). */
   env?: Record<string, string>;
 }
@@ -109,6 +111,7 @@ export class ServerProcess {
       ...(o.dtmfIdleMs !== undefined ? { DTMF_IDLE_MS: String(o.dtmfIdleMs) } : {}),
       ...(o.maxResumes !== undefined ? { MAX_RESUMES: String(o.maxResumes) } : {}),
       ...(o.instanceId ? { INSTANCE_ID: o.instanceId } : {}),
+      ...(o.workers !== undefined ? { WORKERS: String(o.workers) } : {}),
       ...o.env,
     };
     const child = spawn(process.execPath, ['--import', 'tsx', MAIN], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -123,13 +126,22 @@ export class ServerProcess {
     createInterface({ input: child.stdout! }).on('line', (line) => this.onLine(line));
     createInterface({ input: child.stderr! }).on('line', (line) => this.rawOutput.push(line));
 
-    const listening = this.waitForLog((l) => l.msg === 'relay-actors listening', START_TIMEOUT_MS, this.logs.length);
+    const from = this.logs.length;
+    const listening = this.waitForLog((l) => l.msg === 'relay-actors listening', START_TIMEOUT_MS, from);
+    // A cluster primary is ready once every worker listens (they all log the one shared port).
+    const ready = (o.workers ?? 1) > 1 ? this.waitForLog((l) => l.msg === 'workers ready', START_TIMEOUT_MS, from) : listening;
     const died = this.exited.then((exit) => {
       throw new Error(`server exited before listening (${JSON.stringify(exit)}):\n${this.outputTail()}`);
     });
-    const line = await Promise.race([listening, died]);
+    const [line] = await Promise.race([Promise.all([listening, ready]), died]);
     if (typeof line.port !== 'number') throw new Error(`no port in the listening line: ${JSON.stringify(line)}`);
     this.portNumber = line.port;
+  }
+
+  /** Sends `signal` without waiting for anything (e.g. SIGHUP: a cluster primary reloads its workers). */
+  signal(signal: NodeJS.Signals): void {
+    if (!this.child || !this.isRunning) throw new Error('server process is not running');
+    this.child.kill(signal);
   }
 
   /** Sends `signal` (kill -9 by default) and waits for the process to be gone. */
