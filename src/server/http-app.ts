@@ -16,8 +16,13 @@ export interface HttpAppDeps {
   store: SnapshotStore;
   logger: Logger;
   metrics: Metrics;
-  /** True once the instance stopped taking new calls (SIGTERM): the balancer should move on. */
+  /** True once a drain began (SIGTERM): not ready. */
   isDraining: () => boolean;
+  /**
+   * True while draining with the listener still open (behind a balancer): new work is answered 503 so
+   * the balancer takes it elsewhere. A cluster worker stops listening instead and serves what it accepted.
+   */
+  refusesNewWork: () => boolean;
 }
 
 export interface PublicOrigin {
@@ -81,7 +86,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
   };
 
   app.post('/twiml', async (c) => {
-    if (deps.isDraining()) return draining(c);
+    if (deps.refusesNewWork()) return draining(c);
     const parsed = await twilioForm(c);
     if (parsed instanceof Response) return parsed;
     logger.child({ callSid: parsed.form.CallSid }).info('incoming call');
@@ -102,7 +107,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
     const { form, origin } = parsed;
     if (!form.CallSid) return c.text('CallSid is required', 400);
     // Calls still held here are answered to the very end; any other belongs to a live instance.
-    if (deps.isDraining() && !manager.get(form.CallSid)) return draining(c);
+    if (deps.refusesNewWork() && !manager.get(form.CallSid)) return draining(c);
     const outcome = await manager.handleAction({
       callSid: form.CallSid,
       callStatus: form.CallStatus ?? '',

@@ -92,7 +92,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   // Sessions a dead predecessor left in grace still expire at their own deadlines.
   await manager.adoptOrphanedDeadlines();
   let draining = false;
-  const app = createHttpApp({ config: cfg, manager, store, logger, metrics, isDraining: () => draining });
+  const refusesNewWork = () => draining && !opts.stopListeningOnDrain;
+  const app = createHttpApp({ config: cfg, manager, store, logger, metrics, isDraining: () => draining, refusesNewWork });
   const wss = new WebSocketServer({ noServer: true, maxPayload: WS_MAX_PAYLOAD });
 
   const server = await new Promise<Server>((resolve) => {
@@ -105,7 +106,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       socket.end('HTTP/1.1 404 Not Found\r\n\r\n');
       return;
     }
-    if (draining) {
+    if (refusesNewWork()) {
       socket.end('HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n\r\n');
       return;
     }

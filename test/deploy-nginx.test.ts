@@ -1,0 +1,151 @@
+// A deploy as an operator runs it: Debian's nginx (round robin, no sticky sessions) in front of three
+// instances sharing Redis; 60 calls keep talking and typing phone numbers while every instance is
+// restarted in turn with SIGTERM. Twilio is simulated exactly: a socket closed without `end` posts
+// the action callback through the balancer and follows the returned TwiML to a new socket.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisStore } from '../src/stores/index.js';
+import { Nginx, nginxInstalled } from './support/nginx.js';
+import { useProcessFixture } from './support/process-fixture.js';
+import { REDIS_URL, redisAvailable } from './support/redis.js';
+import { DIGITS_OK, lastUserText, storedDtmfBuffer, transcriptOf } from './support/resume-scenario.js';
+import { ServerProcess } from './support/server-process.js';
+import { TwilioCallLoop } from './support/twilio-call-loop.js';
+
+const redisUp = await redisAvailable();
+const hasNginx = nginxInstalled();
+if (!hasNginx && process.env.CI) throw new Error('nginx is required in CI (.ci/run installs it)');
+const fx = useProcessFixture('deploy-nginx', redisUp);
+
+const CALLS = Number(process.env.DEPLOY_TEST_CALLS ?? 60);
+const FIRST_KEYS = '5551';
+const LAST_KEYS = '234567';
+
+/**
+ * Key presses have no acknowledgement in the protocol: a key sent at the instant its socket is handed
+ * on is lost, on a real call too. So keys are pressed only while no instance is stopping, and a stop
+ * waits for presses in flight to be stored. Speech needs no such care: every prompt gets a reply.
+ */
+class KeyWindow {
+  private pressing = 0;
+  private stopping: Promise<void> | undefined;
+  private idle: (() => void) | undefined;
+
+  async press<T>(work: () => Promise<T>): Promise<T> {
+    while (this.stopping) await this.stopping;
+    this.pressing++;
+    try {
+      return await work();
+    } finally {
+      if (--this.pressing === 0) this.idle?.();
+    }
+  }
+
+  async whileClosed(work: () => Promise<void>): Promise<void> {
+    let open!: () => void;
+    this.stopping = new Promise((resolve) => (open = resolve));
+    if (this.pressing > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    this.idle = undefined;
+    try {
+      await work();
+    } finally {
+      this.stopping = undefined;
+      open();
+    }
+  }
+}
+
+describe.skipIf(!redisUp || !hasNginx)('a rolling restart behind nginx', () => {
+  let instances: ServerProcess[] = [];
+  let nginx: Nginx | undefined;
+  let store: RedisStore;
+
+  beforeAll(async () => {
+    instances = [0, 1, 2].map(
+      (i) =>
+        new ServerProcess({
+          store: 'redis',
+          openaiBaseUrl: fx.llm.baseURL,
+          redisUrl: REDIS_URL,
+          redisPrefix: fx.prefix,
+          graceMs: 300_000,
+          dtmfIdleMs: 300_000,
+          instanceId: `nginx-${i}`,
+          env: { DRAIN_TIMEOUT_MS: '30000' },
+        }),
+    );
+    await Promise.all(instances.map((s) => s.start()));
+    nginx = new Nginx(instances.map((s) => `127.0.0.1:${s.port}`));
+    await nginx.start();
+    store = fx.keep(new RedisStore(REDIS_URL, { prefix: fx.prefix }));
+  });
+  afterAll(async () => {
+    await Promise.all(instances.map((s) => s.stop()));
+    await nginx?.stop();
+  });
+
+  it('keeps every call, every turn and every keypad entry', async () => {
+    const keys = new KeyWindow();
+    let restartsDone = false;
+    let startRestarts!: () => void;
+    const begin = new Promise<void>((resolve) => (startRestarts = resolve));
+
+    const runCall = async (i: number) => {
+      const call = await TwilioCallLoop.start(nginx!.url);
+      const say = async (text: string) => expect(await call.say(text)).toBe(`You said: ${text}`);
+      await say(`call ${i} says hello`);
+      expect(await call.say('my phone number')).toMatch(/10-digit/);
+      // A partial entry, stored before any restart may come.
+      await keys.press(async () => {
+        await call.press(FIRST_KEYS);
+        await expect.poll(async () => storedDtmfBuffer(await store.load(call.callSid)), { timeout: 20_000 }).toBe(FIRST_KEYS);
+      });
+      if (i === CALLS - 1) startRestarts();
+      // Talking while every instance restarts in turn.
+      for (let turn = 0; !restartsDone || turn < 3; turn++) await say(`call ${i} turn ${turn}`);
+      await keys.press(async () => {
+        await call.press(LAST_KEYS);
+        expect(await call.hear()).toBe(DIGITS_OK);
+      });
+      await say(`call ${i} final`);
+      return call;
+    };
+
+    const calls = Promise.all(Array.from({ length: CALLS }, (_, i) => runCall(i)));
+    await begin;
+    for (const instance of instances) {
+      await keys.whileClosed(async () => {
+        // The instance answers with its own pid: the one that comes back is a new process.
+        const before = instance.pid;
+        expect((await instance.kill('SIGTERM')).code).toBe(0);
+        await instance.start(instance.port);
+        expect(instance.pid).not.toBe(before);
+      });
+    }
+    restartsDone = true;
+    const done = await calls;
+
+    const handedOn = instances.reduce((n, s) => n + s.logs.filter((l) => l.msg === 'call handed on for a restart').length, 0);
+    expect(handedOn).toBeGreaterThanOrEqual(CALLS / 2);
+    let moved = 0;
+    for (const call of done) {
+      const report = call.report();
+      expect(report.lost, report.callSid).toBeUndefined();
+      if (report.sockets > 1) moved++;
+      // What the model saw last: every user turn once, in order, each answered once, and the full number.
+      const final = [...fx.llm.requests].reverse().find((r) => lastUserText(r.messages) === report.said.at(-1));
+      expect(final, report.callSid).toBeDefined();
+      const lines = transcriptOf(final!.messages);
+      const userTurns = lines.filter((l) => l.startsWith('user:')).map((l) => l.slice('user:'.length));
+      expect(userTurns).toEqual(report.said);
+      for (const said of report.said.filter((s) => s !== 'my phone number')) {
+        expect(lines.filter((l) => l === `assistant:You said: ${said}`), said).toHaveLength(said === report.said.at(-1) ? 0 : 1);
+      }
+      expect(lines.filter((l) => l === `tool:{"status":"ok","kind":"phoneNumber","value":"${FIRST_KEYS}${LAST_KEYS}"}`)).toHaveLength(1);
+      // The caller heard each reply once (resume lines aside).
+      for (const said of report.said.filter((s) => s !== 'my phone number')) {
+        expect(report.heard.filter((h) => h === `You said: ${said}`), said).toHaveLength(1);
+      }
+    }
+    expect(moved).toBeGreaterThanOrEqual(CALLS / 2);
+  }, 240_000);
+});
