@@ -5,6 +5,7 @@ import { KeyringError, parseKeyring } from './stores/keyring.js';
 import { parseRedisUrl } from './stores/redis-connection.js';
 
 const ms = (fallback: number) => z.coerce.number().int().nonnegative().default(fallback);
+const limit = (fallback: number) => z.coerce.number().int().positive().default(fallback);
 
 export const configSchema = z.object({
   port: z.coerce.number().int().min(0).max(65535).default(8080),
@@ -40,13 +41,28 @@ export const configSchema = z.object({
   workers: z.coerce.number().int().min(1).max(64).default(1),
   welcomeGreeting: z.string().default('Hello! How can I help you today?'),
   language: z.string().default('en-US'),
-  adminToken: z.string().optional(),
+  /** Checked at start-up: a token with other characters could never match an `Authorization: Bearer` header. */
+  adminToken: z
+    .string()
+    .regex(/^[A-Za-z0-9._~+/-]+=*$/, 'ADMIN_TOKEN may only use A-Z a-z 0-9 . _ ~ + / - (and trailing =)')
+    .optional(),
   /** Phone number (E.164) or SIP URI the caller is transferred to after a human_agent_handoff. */
   handoffNumber: z.string().min(1).optional(),
   inspect: z.enum(['0', '1']).default('0'),
   inspectPort: z.coerce.number().int().min(1).max(65535).default(8081),
   logLevel: z.string().default('info'),
   instanceId: z.string().optional(),
+  /** Longer final prompts are cut to this many bytes (at a word or character boundary) before the LLM sees them. */
+  maxPromptBytes: limit(4 * 1024),
+  /** History kept per call (sent to the LLM and stored), oldest turns dropped first. */
+  historyMaxTurns: limit(60),
+  historyMaxBytes: limit(32 * 1024),
+  /** Unsent bytes a socket may hold (a caller not reading); beyond it the socket is closed (1008). */
+  maxSendBufferBytes: limit(1024 * 1024),
+  /** Frames a socket may send while its session is being created or restored; beyond it: close 1008. */
+  maxQueuedFrames: limit(32),
+  /** Sessions held by this instance (any state); beyond it new sockets are refused with 503. */
+  maxSessions: limit(1000),
   /** Encrypts snapshots at rest: one base64 AES-256 key (key id `default`). */
   snapshotKey: z.string().optional(),
   /** Key rotation: `kid1:key1,kid2:key2`; the first encrypts, all decrypt. */
@@ -94,7 +110,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     workers: env.WORKERS,
     welcomeGreeting: env.WELCOME_GREETING,
     language: env.LANGUAGE,
-    adminToken: env.ADMIN_TOKEN,
+    adminToken: env.ADMIN_TOKEN || undefined,
     handoffNumber: env.HANDOFF_NUMBER || undefined,
     inspect: env.INSPECT,
     inspectPort: env.INSPECT_PORT,
@@ -102,6 +118,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     instanceId: env.INSTANCE_ID,
     snapshotKey: env.SNAPSHOT_KEY,
     snapshotKeys: env.SNAPSHOT_KEYS,
+    maxPromptBytes: env.MAX_PROMPT_BYTES,
+    historyMaxTurns: env.HISTORY_MAX_TURNS,
+    historyMaxBytes: env.HISTORY_MAX_BYTES,
+    maxSendBufferBytes: env.MAX_SEND_BUFFER_BYTES,
+    maxQueuedFrames: env.MAX_QUEUED_FRAMES,
+    maxSessions: env.MAX_SESSIONS,
   });
   // One readable line per problem at start-up instead of a JSON dump of zod issues.
   if (!result.success) throw new Error(`invalid configuration:\n${z.prettifyError(result.error)}`);

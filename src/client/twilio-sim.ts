@@ -251,6 +251,18 @@ export class SimulatedCall {
     return this.closed;
   }
 
+  /**
+   * Stops reading from the TCP socket (a peer that stalls or never reads): the server's frames pile
+   * up in the kernel buffers and then in the server's send buffer. Sending still works.
+   */
+  pauseReading(): void {
+    this.ws.pause();
+  }
+
+  resumeReading(): void {
+    this.ws.resume();
+  }
+
   /** Destroys the TCP socket without a close frame, like a network drop: the server sees 1006. */
   drop(): Promise<CloseInfo> {
     if (this.ws.readyState !== WebSocket.CLOSED) this.ws.terminate();

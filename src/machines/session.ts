@@ -10,6 +10,7 @@ import { parseToolCall, type CollectDigitsArgs } from '../llm/tools.js';
 import { deadlineTimer } from './deadline-timer.js';
 import { dtmfMachines, type DtmfInput, type DtmfKind, type DtmfResult, type DtmfSrc } from './dtmf/index.js';
 import { resumeLine, llmFailureLine } from './phrases.js';
+import { boundHistory, DEFAULT_HISTORY_LIMITS, type HistoryLimits } from './history-bound.js';
 
 export interface SessionTimeouts {
   graceMs: number;
@@ -27,6 +28,8 @@ export interface SessionInput {
   language: string;
   timeouts: SessionTimeouts;
   now: number;
+  /** Bounds of the stored and LLM-bound history; defaults when omitted. */
+  historyLimits?: HistoryLimits;
 }
 
 interface ReplyInFlight {
@@ -50,7 +53,10 @@ export interface SessionContext {
   customParameters: Record<string, string>;
   language: string;
   timeouts: SessionTimeouts;
+  historyLimits: HistoryLimits;
   history: ChatTurn[];
+  /** Turns dropped from the front of `history` to keep it within `historyLimits`. */
+  historyDropped: number;
   /** The reply being generated; survives socket drops so it can be completed after resume. */
   reply: ReplyInFlight | null;
   /** A reply that finished while no socket was attached; spoken after resume. */
@@ -94,6 +100,13 @@ function firstToolCall(event: SessionEvent) {
   if (event.type !== 'LLM.DONE') return undefined;
   const call = event.toolCalls[0];
   return call ? parseToolCall(call) : undefined;
+}
+
+/** The history with `turns` appended, trimmed oldest first to the call's limits. */
+function withTurns(context: SessionContext, ...turns: ChatTurn[]): Pick<SessionContext, 'history' | 'historyDropped'> {
+  // Snapshots stored before the limits existed have neither field: they get the defaults.
+  const { history, dropped } = boundHistory([...context.history, ...turns], context.historyLimits ?? DEFAULT_HISTORY_LIMITS);
+  return { history, historyDropped: (context.historyDropped ?? 0) + dropped };
 }
 
 /** Whether the call may still be resumed: shared by the machine's guards and the session manager. */
@@ -170,11 +183,10 @@ export const sessionMachine = setup({
     lastTurnIsAssistant: ({ context }) => context.history.at(-1)?.role === 'assistant',
   },
   actions: {
-    recordUserTurn: assign({
-      history: ({ context, event }) =>
-        event.type === 'PROMPT' ? [...context.history, { role: 'user' as const, content: event.text }] : context.history,
+    recordUserTurn: assign(({ context, event }) => ({
+      ...(event.type === 'PROMPT' ? withTurns(context, { role: 'user', content: event.text }) : {}),
       toolRounds: 0,
-    }),
+    })),
     startReply: assign({ reply: { runId: null, text: '' } }),
     /** A restarted LLM run (new runId, e.g. after a server restart) regenerates from scratch. */
     restartReplyText: assign({
@@ -189,29 +201,25 @@ export const sessionMachine = setup({
       message: { type: 'text' as const, token: event.type === 'LLM.DELTA' ? event.text : '', last: false },
     })),
     closeTalkCycle: emit({ type: 'outbound', message: { type: 'text', token: '', last: true } }),
-    finishReply: assign({
-      history: ({ context, event }) => {
-        if (event.type !== 'LLM.DONE') return context.history;
-        const turn: ChatTurn = event.toolCalls.length
-          ? { role: 'assistant', content: event.text, toolCalls: event.toolCalls }
-          : { role: 'assistant', content: event.text };
-        return [...context.history, turn];
-      },
-      reply: null,
+    finishReply: assign(({ context, event }) => {
+      if (event.type !== 'LLM.DONE') return { reply: null };
+      const turn: ChatTurn = event.toolCalls.length
+        ? { role: 'assistant', content: event.text, toolCalls: event.toolCalls }
+        : { role: 'assistant', content: event.text };
+      return { ...withTurns(context, turn), reply: null };
     }),
     markUndelivered: assign({
       undelivered: ({ context, event }) =>
         event.type === 'LLM.DONE' && event.text ? (context.undelivered ?? '') + event.text : context.undelivered,
     }),
     /** Only what the caller actually heard becomes the assistant turn. */
-    recordInterruptedReply: assign({
+    recordInterruptedReply: assign(({ context, event }) => ({
       // Interrupted before anything was heard: there is no assistant turn to keep.
-      history: ({ context, event }) =>
-        event.type === 'INTERRUPT' && event.utterance.trim()
-          ? [...context.history, { role: 'assistant' as const, content: event.utterance, interrupted: true }]
-          : context.history,
+      ...(event.type === 'INTERRUPT' && event.utterance.trim()
+        ? withTurns(context, { role: 'assistant', content: event.utterance, interrupted: true })
+        : {}),
       reply: null,
-    }),
+    })),
     /** The reply had finished generating but was still being spoken: truncate it to what was heard. */
     truncateLastReply: assign({
       history: ({ context, event }) => {
@@ -223,53 +231,50 @@ export const sessionMachine = setup({
     }),
     dropReply: assign({ reply: null }),
     /** The caller heard whatever streamed before the failure, then the apology: keep both. */
-    recordLlmFailure: assign({
-      history: ({ context }) => [
-        ...context.history,
-        { role: 'assistant' as const, content: [context.reply?.text, llmFailureLine(context.language)].filter(Boolean).join(' ') },
-      ],
+    recordLlmFailure: assign(({ context }) => ({
+      ...withTurns(context, {
+        role: 'assistant',
+        content: [context.reply?.text, llmFailureLine(context.language)].filter(Boolean).join(' '),
+      }),
       reply: null,
-    }),
+    })),
     sayLlmFailure: emit(({ context }) => ({
       type: 'outbound' as const,
       message: { type: 'text' as const, token: `${context.reply?.text ? ' ' : ''}${llmFailureLine(context.language)}`, last: false },
     })),
-    answerToolCalls: assign({
+    answerToolCalls: assign(({ context, event }) => {
       // Every tool call needs a result before the next model turn; the first one is executed,
       // any others are answered as skipped.
-      history: ({ context, event }) => {
-        if (event.type !== 'LLM.DONE') return context.history;
-        const [first, ...rest] = event.toolCalls;
-        const results: ChatTurn[] = rest.map((c) => ({
-          role: 'tool',
-          toolCallId: c.id,
-          content: 'skipped: one action at a time',
-        }));
-        const parsed = first ? parseToolCall(first) : undefined;
-        if (parsed?.name === 'switch_language') {
-          results.unshift({ role: 'tool', toolCallId: parsed.call.id, content: `language switched to ${parsed.args.language}` });
-        } else if (parsed?.name === 'human_agent_handoff') {
-          results.unshift({ role: 'tool', toolCallId: parsed.call.id, content: 'handing off to a human agent' });
-        } else if (parsed?.name === 'invalid') {
-          results.unshift({ role: 'tool', toolCallId: parsed.call.id, content: `error: ${parsed.error}` });
-        }
-        return [...context.history, ...results];
-      },
-      toolRounds: ({ context }) => context.toolRounds + 1,
+      const toolRounds = context.toolRounds + 1;
+      if (event.type !== 'LLM.DONE') return { toolRounds };
+      const [first, ...rest] = event.toolCalls;
+      const results: ChatTurn[] = rest.map((c) => ({
+        role: 'tool',
+        toolCallId: c.id,
+        content: 'skipped: one action at a time',
+      }));
+      const parsed = first ? parseToolCall(first) : undefined;
+      if (parsed?.name === 'switch_language') {
+        results.unshift({ role: 'tool', toolCallId: parsed.call.id, content: `language switched to ${parsed.args.language}` });
+      } else if (parsed?.name === 'human_agent_handoff') {
+        results.unshift({ role: 'tool', toolCallId: parsed.call.id, content: 'handing off to a human agent' });
+      } else if (parsed?.name === 'invalid') {
+        results.unshift({ role: 'tool', toolCallId: parsed.call.id, content: `error: ${parsed.error}` });
+      }
+      return { ...withTurns(context, ...results), toolRounds };
     }),
-    refuseToolLoop: assign({
-      history: ({ context, event }) =>
-        event.type === 'LLM.DONE'
-          ? [
-              ...context.history,
-              ...event.toolCalls.map((c) => ({
-                role: 'tool' as const,
-                toolCallId: c.id,
-                content: 'refused: too many tool calls in a row, answer the caller now',
-              })),
-            ]
-          : context.history,
-    }),
+    refuseToolLoop: assign(({ context, event }) =>
+      event.type === 'LLM.DONE'
+        ? withTurns(
+            context,
+            ...event.toolCalls.map((c) => ({
+              role: 'tool' as const,
+              toolCallId: c.id,
+              content: 'refused: too many tool calls in a row, answer the caller now',
+            })),
+          )
+        : {},
+    ),
     applyLanguage: assign({
       language: ({ context, event }) => {
         const call = firstToolCall(event);
@@ -298,31 +303,23 @@ export const sessionMachine = setup({
       type: 'outbound' as const,
       message: { type: 'text' as const, token: event.type === 'DTMF.SAY' ? event.text : '', last: true },
     })),
-    recordDtmfResult: assign({
-      history: ({ context }, params: { result: DtmfResult }) =>
-        context.dtmf
-          ? [...context.history, { role: 'tool' as const, toolCallId: context.dtmf.toolCallId, content: JSON.stringify(params.result) }]
-          : context.history,
-      language: ({ context }, params: { result: DtmfResult }) =>
-        params.result.status === 'ok' && params.result.kind === 'language' ? params.result.value : context.language,
+    recordDtmfResult: assign(({ context }, params: { result: DtmfResult }) => ({
+      ...(context.dtmf ? withTurns(context, { role: 'tool', toolCallId: context.dtmf.toolCallId, content: JSON.stringify(params.result) }) : {}),
+      language: params.result.status === 'ok' && params.result.kind === 'language' ? params.result.value : context.language,
       dtmf: null,
       // Keypad input is the caller taking part, like speaking: the tool-loop bound starts over.
       toolRounds: 0,
-    }),
-    recordDtmfCancelled: assign({
-      history: ({ context }) =>
-        context.dtmf
-          ? [
-              ...context.history,
-              {
-                role: 'tool' as const,
-                toolCallId: context.dtmf.toolCallId,
-                content: JSON.stringify({ status: 'failed', kind: context.dtmf.kind, reason: 'cancelled' }),
-              },
-            ]
-          : context.history,
+    })),
+    recordDtmfCancelled: assign(({ context }) => ({
+      ...(context.dtmf
+        ? withTurns(context, {
+            role: 'tool',
+            toolCallId: context.dtmf.toolCallId,
+            content: JSON.stringify({ status: 'failed', kind: context.dtmf.kind, reason: 'cancelled' }),
+          })
+        : {}),
       dtmf: null,
-    }),
+    })),
     emitEnd: emit(({ context }) => ({
       type: 'outbound' as const,
       message: { type: 'end' as const, ...(context.handoffData ? { handoffData: context.handoffData } : {}) },
@@ -374,7 +371,9 @@ export const sessionMachine = setup({
     customParameters: input.customParameters,
     language: input.language,
     timeouts: input.timeouts,
+    historyLimits: input.historyLimits ?? DEFAULT_HISTORY_LIMITS,
     history: [],
+    historyDropped: 0,
     reply: null,
     undelivered: null,
     dtmf: null,

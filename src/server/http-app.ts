@@ -1,5 +1,7 @@
 // HTTP routes (Hono): TwiML for incoming calls, the <Connect action> callback, health, metrics, admin views.
 import { Hono, type Context } from 'hono';
+import { bearerAuth } from 'hono/bearer-auth';
+import { HTTPException } from 'hono/http-exception';
 import type { Config } from '../config.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
@@ -138,11 +140,15 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
   app.get('/metrics', async (c) => c.body(await metrics.registry.metrics(), 200, { 'Content-Type': metrics.registry.contentType }));
 
   // Admin views: off unless ADMIN_TOKEN is set; context is redacted (no digits, masked numbers).
-  app.use('/sessions/*', async (c, next) => {
-    if (!config.adminToken) return c.text('admin views are disabled: set ADMIN_TOKEN', 404);
-    if (c.req.header('authorization') !== `Bearer ${config.adminToken}`) return c.text('unauthorized', 401);
-    return next();
-  });
+  // The token is compared in constant time (bearerAuth hashes both sides and compares the digests).
+  const adminToken = config.adminToken;
+  if (adminToken) {
+    // A malformed Authorization header is answered like a wrong token (401), not bearerAuth's 400.
+    const unauthorized = (c: Context) => c.text('unauthorized', 401);
+    app.use('/sessions/*', bearerAuth({ token: adminToken, invalidAuthenticationHeader: { message: unauthorized } }));
+  } else {
+    app.use('/sessions/*', async (c) => c.text('admin views are disabled: set ADMIN_TOKEN', 404));
+  }
   app.get('/sessions', (c) => c.json(manager.all().map((s) => redactSession(s.actor.getSnapshot()))));
   app.get('/sessions/:callSid', (c) => {
     const session = manager.get(c.req.param('callSid'));
@@ -150,6 +156,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
   });
 
   app.onError((err, c) => {
+    if (err instanceof HTTPException) return err.getResponse(); // e.g. bearerAuth's 401
     logger.error({ err, path: c.req.path }, 'request failed');
     return c.text('internal error', 500);
   });

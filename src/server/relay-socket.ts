@@ -2,15 +2,30 @@
 import type { WebSocket } from 'ws';
 import { InvalidOutboundMessageError, parseInbound, serializeOutbound } from '../protocol/parse.js';
 import type { InboundMessage, OutboundMessage } from '../protocol/messages.js';
+import { cutToBytes } from './prompt-limit.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { Session, SessionManager, SessionSocket } from './session-manager.js';
 import type { SessionEvent } from '../machines/session.js';
 
+/** Per-socket abuse limits (README, Limits). */
+export interface RelaySocketLimits {
+  /** Longer prompts are cut to this many bytes. */
+  maxPromptBytes: number;
+  /** Unsent bytes (a peer that stops reading) beyond which the socket is closed with 1008. */
+  maxSendBufferBytes: number;
+  /** Frames held while the session is created or restored, beyond which the socket is closed with 1008. */
+  maxQueuedFrames: number;
+}
+
+/** How long a peer that stopped reading gets to take our close frame (queued behind its unread bytes). */
+const UNREAD_CLOSE_MS = 2000;
+
 export interface RelaySocketDeps {
   manager: SessionManager;
   logger: Logger;
   metrics: Metrics;
+  limits: RelaySocketLimits;
   /** A socket that sends no setup in this time is closed. */
   setupTimeoutMs?: number;
 }
@@ -53,14 +68,37 @@ export function handleRelaySocket(ws: WebSocket, deps: RelaySocketDeps, transpor
   };
   // Frames that arrive while the session is being created or restored (async store I/O).
   const queued: InboundMessage[] = [];
+  // The session hears of this socket's end once: at a limit's close (at once) or at the TCP close.
+  let closedWith: number | undefined;
+  let reportedClosed = false;
+  const reportClosed = (code: number) => {
+    closedWith ??= code;
+    if (!session || reportedClosed) return;
+    reportedClosed = true;
+    deps.manager.socketClosed(session, socket, closedWith);
+  };
+
+  /** The peer stopped reading: its unsent bytes would grow without bound. Only this call is affected. */
+  const closeUnread = () => {
+    deps.metrics.limitHit('send_buffer');
+    log.warn({ bufferedBytes: ws.bufferedAmount, limit: deps.limits.maxSendBufferBytes }, 'caller is not reading: send buffer over the limit, closing the socket');
+    ws.close(1008, 'send buffer full');
+    const cut = setTimeout(() => ws.terminate(), UNREAD_CLOSE_MS);
+    cut.unref();
+    ws.once('close', () => clearTimeout(cut));
+    // A dropped call from now on (resumable like any other), not only once TCP gives up.
+    reportClosed(1008);
+  };
 
   const socket: SessionSocket = {
     send(message: OutboundMessage) {
+      // Also stops the reply at once after a limit closed the socket (CLOSING).
       if (ws.readyState !== ws.OPEN) return;
       try {
         const frame = serializeOutbound(message);
         corkUntilNextTick();
         ws.send(frame);
+        if (ws.bufferedAmount > deps.limits.maxSendBufferBytes) closeUnread();
       } catch (err) {
         // Never put an invalid frame on the wire: Twilio would drop it and hang up after ten.
         if (err instanceof InvalidOutboundMessageError) log.error({ err: err.message, type: message.type }, 'refused to send invalid outbound message');
@@ -79,6 +117,18 @@ export function handleRelaySocket(ws: WebSocket, deps: RelaySocketDeps, transpor
     }
   }, deps.setupTimeoutMs ?? 10_000);
 
+  /** A prompt over the size limit is cut; only final prompts reach the LLM, so only those are counted. */
+  const capPrompt = (message: InboundMessage): InboundMessage => {
+    if (message.type !== 'prompt') return message;
+    const cut = cutToBytes(message.voicePrompt, deps.limits.maxPromptBytes);
+    if (cut === undefined) return message;
+    if (message.last) {
+      deps.metrics.limitHit('prompt_bytes');
+      log.warn({ bytes: Buffer.byteLength(message.voicePrompt), limit: deps.limits.maxPromptBytes }, 'prompt over the size limit cut');
+    }
+    return { ...message, voicePrompt: cut };
+  };
+
   const route = (message: InboundMessage) => {
     if (!session) return;
     if (message.type === 'setup') {
@@ -92,6 +142,7 @@ export function handleRelaySocket(ws: WebSocket, deps: RelaySocketDeps, transpor
   };
 
   ws.on('message', (data: Buffer, isBinary: boolean) => {
+    if (ws.readyState !== ws.OPEN) return; // we are closing it: nothing more is taken
     const parsed = parseInbound(isBinary ? data : data.toString('utf8'));
     if (!parsed.ok) {
       deps.metrics.malformedFrames.inc({ reason: parsed.reason });
@@ -100,9 +151,17 @@ export function handleRelaySocket(ws: WebSocket, deps: RelaySocketDeps, transpor
       log.warn({ reason: parsed.reason, bytes: data.length, detail }, 'malformed frame ignored');
       return;
     }
-    const message = parsed.message;
+    const message = capPrompt(parsed.message);
     if (session) return route(message);
     if (connecting) {
+      if (queued.length >= deps.limits.maxQueuedFrames) {
+        queued.length = 0;
+        deps.metrics.limitHit('queued_frames');
+        log.warn({ limit: deps.limits.maxQueuedFrames }, 'too many frames before the session was ready; closing the socket');
+        closedWith = 1008;
+        socket.close(1008, 'too many frames before the session was ready');
+        return;
+      }
       queued.push(message);
       return;
     }
@@ -123,8 +182,8 @@ export function handleRelaySocket(ws: WebSocket, deps: RelaySocketDeps, transpor
         }
         session = result.session;
         if (ws.readyState !== ws.OPEN) {
-          // The socket died while we were restoring: tell the session right away.
-          deps.manager.socketClosed(session, socket, 1006);
+          // The socket died (or a limit closed it) while we were restoring: tell the session right away.
+          reportClosed(closedWith ?? 1006);
           return;
         }
         for (const m of queued.splice(0)) route(m);
@@ -138,7 +197,7 @@ export function handleRelaySocket(ws: WebSocket, deps: RelaySocketDeps, transpor
 
   ws.on('close', (code: number) => {
     clearTimeout(setupTimer);
-    if (session) deps.manager.socketClosed(session, socket, code);
+    reportClosed(code);
   });
   ws.on('error', (err) => log.warn({ err: err.message }, 'socket error'));
 }

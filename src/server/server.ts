@@ -83,6 +83,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     store,
     machine: sessionMachine.provide({ actors: { llmReply: llm.actor } }),
     timeouts: { graceMs: cfg.graceMs, retentionMs: cfg.retentionMs, dtmfIdleMs: cfg.dtmfIdleMs, maxResumes: cfg.maxResumes },
+    historyLimits: { maxTurns: cfg.historyMaxTurns, maxBytes: cfg.historyMaxBytes },
+    maxSessions: cfg.maxSessions,
     language: cfg.language,
     instanceId,
     logger,
@@ -110,6 +112,13 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       socket.end('HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n\r\n');
       return;
     }
+    // Sessions held (in any state) or sockets open at the cap: this instance takes no more calls.
+    if (manager.size >= cfg.maxSessions || wss.clients.size >= cfg.maxSessions) {
+      metrics.limitHit('sessions');
+      logger.warn({ sessions: manager.size, sockets: wss.clients.size }, 'session limit reached: socket upgrade refused');
+      socket.end('HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n\r\n');
+      return;
+    }
     if (signaturesRequired(cfg)) {
       // Validated against the wss:// URL exactly as written in TwiML, with no params; rejected before upgrade.
       const origin = publicOrigin(cfg, req.headers.host, req.headers['x-forwarded-proto'] as string | undefined);
@@ -120,7 +129,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
         return;
       }
     }
-    wss.handleUpgrade(req, socket, head, (ws) => handleRelaySocket(ws, { manager, logger, metrics }, socket));
+    wss.handleUpgrade(req, socket, head, (ws) => handleRelaySocket(ws, { manager, logger, metrics, limits: cfg }, socket));
   });
 
   let listenerClosed: Promise<void> | undefined;

@@ -3,8 +3,9 @@
 // instance takes a session over (fencing epochs).
 import { createActor, waitFor, type Actor, type ActorOptions, type InspectionEvent, type Snapshot, type SnapshotFrom } from 'xstate';
 import type { Logger } from './logger.js';
-import type { Metrics } from './metrics.js';
+import { closeCodeLabel, type Metrics } from './metrics.js';
 import type { OutboundMessage, SetupMessage } from '../protocol/messages.js';
+import type { HistoryLimits } from '../machines/history-bound.js';
 import { hasResumesLeft, lifecycleOf, type SessionEvent, type SessionInput, type SessionMachine, type SessionTimeouts } from '../machines/session.js';
 import { CoalescingWriter, StaleLeaseError, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from '../stores/index.js';
 import pLimit from 'p-limit';
@@ -30,6 +31,10 @@ export interface SessionManagerOptions {
   store: SnapshotStore;
   machine: SessionMachine;
   timeouts: SessionTimeouts;
+  /** Bounds of each fresh session's history (the machine's defaults when omitted). */
+  historyLimits?: HistoryLimits;
+  /** Sessions this instance holds at most; a setup that would start one more is refused (1013). */
+  maxSessions?: number;
   language: string;
   instanceId: string;
   logger: Logger;
@@ -114,6 +119,12 @@ export class SessionManager {
       if (setup.reconnection) {
         log.warn({ sessionId: setup.sessionId }, 'reconnect for an unknown or expired session: starting a fresh session');
       }
+      // The upgrade is refused at the cap already; this catches sockets that were let in before it was reached.
+      if (!this.sessions.has(setup.callSid) && this.sessions.size >= (this.opts.maxSessions ?? Infinity)) {
+        this.opts.metrics.limitHit('sessions');
+        log.warn({ sessions: this.sessions.size }, 'session limit reached: new call refused');
+        return { ok: false, code: 1013, reason: 'server busy' };
+      }
       const session = await this.createFresh(setup, log);
       this.attach(session, socket);
       log.info({ sessionId: setup.sessionId, epoch: session.lease.epoch }, 'session started');
@@ -145,7 +156,7 @@ export class SessionManager {
   }
 
   socketClosed(session: Session, socket: SessionSocket, code: number): void {
-    this.opts.metrics.disconnects.inc({ code: String(code) });
+    this.opts.metrics.disconnects.inc({ code: closeCodeLabel(code) });
     if (session.socket !== socket) return; // superseded by a newer socket
     session.socket = null;
     if (this.sessions.get(session.callSid) === session) session.actor.send({ type: 'SOCKET.CLOSED', code });
@@ -400,6 +411,7 @@ export class SessionManager {
         customParameters: setup.customParameters,
         language: this.opts.language,
         timeouts: this.opts.timeouts,
+        historyLimits: this.opts.historyLimits,
         now: Date.now(),
       },
       inspect: this.opts.inspect,
@@ -422,6 +434,8 @@ export class SessionManager {
     let seen = actor.getSnapshot();
     actor.subscribe({
       next: (snapshot) => {
+        const dropped = (snapshot.context.historyDropped ?? 0) - (seen.context.historyDropped ?? 0);
+        if (dropped > 0) this.opts.metrics.historyTurnsDropped.inc(dropped);
         if (!onlyReplyTextChanged(seen, snapshot)) writer.schedule(actor);
         seen = snapshot;
       },

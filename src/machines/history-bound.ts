@@ -1,0 +1,52 @@
+// Keeps a call's conversation history within a size budget: what the LLM is sent and what every
+// snapshot write stores. Without it a long (or hostile) call grows both on every turn.
+import type { ChatTurn } from '../llm/types.js';
+
+export interface HistoryLimits {
+  /** Most turns (messages) kept. */
+  maxTurns: number;
+  /** Most UTF-8 bytes of turn text (content, tool-call names, arguments and ids) kept. */
+  maxBytes: number;
+}
+
+export const DEFAULT_HISTORY_LIMITS: HistoryLimits = { maxTurns: 60, maxBytes: 32 * 1024 };
+
+export function turnBytes(turn: ChatTurn): number {
+  let bytes = Buffer.byteLength(turn.content);
+  if (turn.role === 'tool') bytes += Buffer.byteLength(turn.toolCallId);
+  if (turn.role === 'assistant') {
+    for (const call of turn.toolCalls ?? []) bytes += Buffer.byteLength(call.id) + Buffer.byteLength(call.name) + Buffer.byteLength(call.arguments);
+  }
+  return bytes;
+}
+
+export interface BoundedHistory {
+  history: ChatTurn[];
+  /** Turns dropped from the front. */
+  dropped: number;
+}
+
+/**
+ * Drops the oldest turns until `history` fits `limits`. Turns go in groups: a turn together with
+ * the tool results that follow it (the machine always appends an assistant turn's tool results right
+ * after it), so a tool call is never kept without its result or a result without its call, which
+ * the chat API would reject. The newest group is always kept, even alone over the limits: it holds
+ * what the model must answer. Returns the same array when nothing is dropped.
+ */
+export function boundHistory(history: ChatTurn[], limits: HistoryLimits): BoundedHistory {
+  let bytes = 0;
+  for (const turn of history) bytes += turnBytes(turn);
+  let turns = history.length;
+  if (turns <= limits.maxTurns && bytes <= limits.maxBytes) return { history, dropped: 0 };
+  let lastGroup = history.length - 1;
+  while (lastGroup > 0 && history[lastGroup]!.role === 'tool') lastGroup--;
+  let start = 0;
+  while ((turns > limits.maxTurns || bytes > limits.maxBytes) && start < lastGroup) {
+    let end = start + 1;
+    while (end < history.length && history[end]!.role === 'tool') end++;
+    for (let i = start; i < end; i++) bytes -= turnBytes(history[i]!);
+    turns -= end - start;
+    start = end;
+  }
+  return start === 0 ? { history, dropped: 0 } : { history: history.slice(start), dropped: start };
+}
