@@ -4,8 +4,9 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { WebSocketServer } from 'ws';
+import { systemClock, type Clock } from '../clock.js';
 import type { Config } from '../config.js';
-import { sessionMachine } from '../machines/session.js';
+import { sessionMachine, timersOn } from '../machines/session.js';
 import { selectReplyActor } from '../llm/select.js';
 import { createStore } from '../stores/index.js';
 import type { SnapshotStore } from '../stores/types.js';
@@ -33,6 +34,8 @@ export interface StartOptions {
   logger?: Logger;
   /** Prefix for Redis keys (tests isolate runs with it). */
   redisPrefix?: string;
+  /** Time for every session: event stamps, grace and keypad timers (tests move it forward). */
+  clock?: Clock;
 }
 
 /** Largest frame ws accepts at all; our parser drops anything over 64 KiB without closing the call. */
@@ -49,17 +52,19 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       prefix: opts.redisPrefix ?? cfg.redisPrefix,
       onError: (err) => logger.warn({ err: err.message }, 'store connection error; retrying'),
     });
-  const llm = selectReplyActor(cfg, logger, metrics);
+  const clock = opts.clock ?? systemClock;
+  const llm = selectReplyActor(cfg, logger, metrics, clock);
   const inspector: Inspector | undefined = cfg.inspect === '1' ? startInspector(cfg.inspectPort) : undefined;
   const manager = new SessionManager({
     store,
-    machine: sessionMachine.provide({ actors: { llmReply: llm.actor } }),
+    machine: sessionMachine.provide({ actors: { llmReply: llm.actor, ...timersOn(clock) } }),
     timeouts: { graceMs: cfg.graceMs, retentionMs: cfg.retentionMs, dtmfIdleMs: cfg.dtmfIdleMs, maxResumes: cfg.maxResumes },
     language: cfg.language,
     instanceId,
     logger,
     metrics,
     inspect: inspector?.inspect,
+    clock,
   });
   // Sessions a dead predecessor left in grace still expire at their own deadlines.
   await manager.adoptOrphanedDeadlines();
