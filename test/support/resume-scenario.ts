@@ -3,6 +3,7 @@
 // `reconnection: true`). The fake LLM answers by keywords, so every request it records can be
 // compared with the history the session should have.
 import { Redis } from 'ioredis';
+import { vi } from 'vitest';
 import { SimulatedCall, type Reply } from '../../src/client/twilio-sim.js';
 import { postAction } from '../../src/client/twilio-webhooks.js';
 import { contentToText, splitIntoChunks, type ChatMessageIn, type FakeOpenAI, type ScriptFn } from '../../src/llm/fake-openai-server.js';
@@ -153,23 +154,23 @@ export function storedDtmfBuffer(record: SessionRecord | undefined): string | un
   return typeof buffer === 'string' ? buffer : undefined;
 }
 
-/** Polls `store` until the record satisfies `predicate`; returns it. */
-export async function waitForRecord(
+/** Waits until the stored record satisfies `predicate` (what a restore would find); returns it. */
+export function waitForRecord(
   store: SnapshotStore,
   callSid: string,
   predicate: (r: SessionRecord | undefined) => boolean,
   timeoutMs = 10_000,
 ): Promise<SessionRecord | undefined> {
-  const deadline = Date.now() + timeoutMs;
-  let record = await store.load(callSid);
-  while (!predicate(record)) {
-    if (Date.now() > deadline) {
-      throw new Error(`store record for ${callSid} never matched; last: ${JSON.stringify(record && { state: record.state, epoch: record.epoch })}`);
-    }
-    await new Promise((r) => setTimeout(r, 25));
-    record = await store.load(callSid);
-  }
-  return record;
+  return vi.waitFor(
+    async () => {
+      const record = await store.load(callSid);
+      if (!predicate(record)) {
+        throw new Error(`store record for ${callSid} does not match; last: ${JSON.stringify(record && { state: record.state, epoch: record.epoch })}`);
+      }
+      return record;
+    },
+    { timeout: timeoutMs, interval: 25 },
+  );
 }
 
 // ------------------------------------------------------------------ LLM request inspection
@@ -183,15 +184,16 @@ export function lastUserText(messages: ChatMessageIn[]): string {
   return contentToText([...messages].reverse().find((m) => m.role === 'user')?.content);
 }
 
-/** Waits for an LLM request whose latest user message includes `text` (after `from` requests). */
-export async function waitForRequest(llm: FakeOpenAI, predicate: (messages: ChatMessageIn[]) => boolean, timeoutMs = 10_000, from = 0) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const found = llm.requests.slice(from).find((r) => predicate(r.messages));
-    if (found) return found;
-    if (Date.now() > deadline) throw new Error(`no matching LLM request within ${timeoutMs} ms (${llm.requests.length} requests)`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+/** Waits for an LLM request (from index `from` on) whose messages satisfy `predicate`. */
+export function waitForRequest(llm: FakeOpenAI, predicate: (messages: ChatMessageIn[]) => boolean, timeoutMs = 10_000, from = 0) {
+  return vi.waitFor(
+    () => {
+      const found = llm.requests.slice(from).find((r) => predicate(r.messages));
+      if (!found) throw new Error(`no matching LLM request yet (${llm.requests.length} requests)`);
+      return found;
+    },
+    { timeout: timeoutMs, interval: 20 },
+  );
 }
 
 /** A compact, comparable view of a chat request: role + text (+ tool name / tool result). */
