@@ -33,6 +33,11 @@ export interface Reply {
   delayMs?: number;
   /** Delay before the first chunk (headers are sent right away for streams). */
   firstChunkDelayMs?: number;
+  /**
+   * Streams only this many content chunks, then waits for `until` before the rest: a test cuts a
+   * reply mid-stream at a point it chooses instead of racing the chunk delays.
+   */
+  holdAfter?: { chunks: number; until: Promise<unknown> };
   /** Error status (e.g. 500, 429): answered with an OpenAI-style error body instead. */
   status?: number;
   /** Error message for `status`. */
@@ -275,6 +280,8 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     };
 
     for (let i = 0; i < deltas.length; i++) {
+      // deltas[0] is the role delta; content chunk n is deltas[n].
+      if (reply.holdAfter && content.length > 0 && i === reply.holdAfter.chunks + 1) await reply.holdAfter.until;
       const wait = i === 0 ? (reply.firstChunkDelayMs ?? 0) : delay;
       if (wait > 0) await sleep(wait);
       if (!write({ ...base, choices: [{ index: 0, delta: deltas[i], logprobs: null, finish_reason: null }] })) return;
