@@ -21,6 +21,15 @@ export const STORY_CHUNKS = splitIntoChunks(STORY);
 export interface ScriptOptions {
   /** Delay between the story's chunks (the in-flight reply cut by a drop). */
   storyDelayMs?: number;
+  /** Every story stops after `chunks` chunks until `until` resolves: still streaming when the test cuts it. */
+  storyHold?: { chunks: number; until: Promise<unknown> };
+}
+
+/** A promise the test opens when it chooses (e.g. to let a held reply go on). */
+export function gate(): { opened: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  return { opened, open };
 }
 
 const lastMessage = (messages: ChatMessageIn[]) => messages.at(-1);
@@ -39,7 +48,7 @@ export function scenarioScript(opts: ScriptOptions = {}): ScriptFn {
     const said = contentToText(last?.content).toLowerCase();
     if (said.includes('spanish')) return { toolCalls: [{ name: 'switch_language', arguments: '{"language":"es-US"}' }] };
     if (said.includes('phone')) return { toolCalls: [{ name: 'collect_digits', arguments: '{"kind":"phoneNumber"}' }] };
-    if (said.includes('story')) return { chunks: STORY_CHUNKS, delayMs: opts.storyDelayMs ?? 60 };
+    if (said.includes('story')) return { chunks: STORY_CHUNKS, delayMs: opts.storyDelayMs ?? 60, holdAfter: opts.storyHold };
     return { text: `You said: ${contentToText(last?.content)}` };
   };
 }
