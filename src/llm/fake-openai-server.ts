@@ -73,6 +73,8 @@ export interface FakeOpenAI {
   port: number;
   requests: ChatRequestRecord[];
   setScript(fn: ScriptFn): void;
+  /** Resolves once every request being handled now has been answered or given up (its client gone). */
+  idle(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -120,14 +122,17 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
   const defaultDelay = opts.chunkDelayMs ?? 0;
   const requests: ChatRequestRecord[] = [];
 
+  const handling = new Set<Promise<void>>();
   const server = http.createServer((req, res) => {
-    void handle(req, res).catch((err: unknown) => {
+    const handled = handle(req, res).catch((err: unknown) => {
       if (!res.headersSent) {
         sendError(res, 500, `fake-openai internal error: ${(err as Error).message}`);
       } else {
         res.destroy();
       }
     });
+    handling.add(handled);
+    void handled.finally(() => handling.delete(handled));
   });
   server.keepAliveTimeout = 5_000;
 
@@ -328,6 +333,9 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     requests,
     setScript(fn: ScriptFn) {
       script = fn;
+    },
+    async idle() {
+      await Promise.all([...handling]);
     },
     close() {
       for (const t of timers) clearTimeout(t);
