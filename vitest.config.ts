@@ -5,6 +5,8 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     testTimeout: 20_000,
     hookTimeout: 20_000,
+    // expect.poll waits for an event (a frame, a stored record, a state); on a busy machine that can take seconds.
+    expect: { poll: { timeout: 10_000 } },
     // Server-process tests spawn children and share the local Redis; keep files in separate forks.
     pool: 'forks',
   },

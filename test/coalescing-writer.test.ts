@@ -103,15 +103,18 @@ describe('CoalescingWriter', () => {
     const attempts: number[] = [];
     const failure = new StaleLeaseError('CA1', 1, 2);
     const onError = vi.fn();
+    let fail!: () => void;
+    const failing = new Promise<void>((resolve) => (fail = resolve));
     const writer = new CoalescingWriter(async (value: number) => {
       attempts.push(value);
-      await sleep(20);
+      await failing;
       throw failure;
     }, onError);
 
     writer.schedule(1);
     await vi.waitFor(() => expect(attempts).toEqual([1]), { interval: 1 });
-    writer.schedule(2); // queued behind the failing write
+    writer.schedule(2); // queued behind the write in flight, which then fails
+    fail();
     await writer.flush();
 
     expect(onError).toHaveBeenCalledTimes(1);

@@ -1,17 +1,14 @@
-import { describe, expect, it } from 'vitest';
-import { assign, createActor, sendTo, setup, waitFor, type Actor, type Snapshot } from 'xstate';
+// The DTMF child machines on fake timers: time only moves when a test advances it, so every idle
+// deadline is checked to the millisecond and nothing waits on the real clock.
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { assign, createActor, sendTo, setup, type Actor, type Snapshot } from 'xstate';
 import { dtmfMachines, dtmfSrcFor, parseDateOfBirth, type DtmfSrc } from '../src/machines/dtmf/index.js';
 import type { CollectorContext } from '../src/machines/dtmf/collector.js';
 import type { DtmfDigit, DtmfEvent, DtmfInput, DtmfResult, DtmfSayEvent } from '../src/machines/dtmf/types.js';
 
-interface Said {
-  text: string;
-  at: number;
-}
-
 interface HarnessContext {
   dtmfInput: DtmfInput;
-  said: Said[];
+  said: string[];
   result: DtmfResult | null;
 }
 
@@ -27,8 +24,7 @@ function harnessFor(src: DtmfSrc) {
     actions: {
       forwardToDtmf: sendTo('dtmf', ({ event }) => event),
       recordSay: assign({
-        said: ({ context, event }) =>
-          event.type === 'DTMF.SAY' ? [...context.said, { text: event.text, at: Date.now() }] : context.said,
+        said: ({ context, event }) => (event.type === 'DTMF.SAY' ? [...context.said, event.text] : context.said),
       }),
     },
   }).createMachine({
@@ -46,6 +42,8 @@ function harnessFor(src: DtmfSrc) {
         on: {
           DIGIT: { actions: 'forwardToDtmf' },
           CANCEL: { actions: 'forwardToDtmf' },
+          PAUSE: { actions: 'forwardToDtmf' },
+          CONTINUE: { actions: 'forwardToDtmf' },
           'DTMF.SAY': { actions: 'recordSay' },
         },
       },
@@ -56,16 +54,25 @@ function harnessFor(src: DtmfSrc) {
 
 type Harness = ReturnType<typeof harnessFor>;
 
-function start(input: DtmfInput): Actor<Harness> {
-  return createActor(harnessFor(dtmfSrcFor(input.kind)), { input }).start();
+beforeEach(() => {
+  vi.useFakeTimers();
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+/** Starts an entry now (fake time), as the session does when the model asks for one. */
+function start(input: Omit<DtmfInput, 'startedAt'>): Actor<Harness> {
+  return createActor(harnessFor(dtmfSrcFor(input.kind)), { input: { ...input, startedAt: Date.now() } }).start();
 }
 
+/** Key presses stamped with the current (fake) time, as the socket edge stamps them. */
 function press(actor: Actor<Harness>, keys: string): void {
-  for (const digit of keys) actor.send({ type: 'DIGIT', digit: digit as DtmfDigit });
+  for (const digit of keys) actor.send({ type: 'DIGIT', digit: digit as DtmfDigit, at: Date.now() });
 }
 
 function texts(actor: Actor<Harness>): string[] {
-  return actor.getSnapshot().context.said.map((s) => s.text);
+  return actor.getSnapshot().context.said;
 }
 
 function resultOf(actor: Actor<Harness>): DtmfResult | null {
@@ -84,8 +91,8 @@ function restore(persisted: Snapshot<unknown>): Actor<Harness> {
   return createActor(harnessFor(dtmfSrcFor(input.kind)), { snapshot, input }).start();
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const LONG_IDLE = 60_000;
+const NO_INPUT = /didn't get any input/;
 
 describe('language menu', () => {
   it('speaks the bilingual prompt and maps 1 / 2 to en-US / es-US', () => {
@@ -236,19 +243,20 @@ describe('digits', () => {
 });
 
 describe('idle timer', () => {
-  it('every digit and * re-arms the deadline with a fresh absolute time; A-D do not', async () => {
+  it('every digit and * re-arms the deadline from the key press time; A-D do not', () => {
     const actor = start({ kind: 'phoneNumber', idleMs: LONG_IDLE });
     const first = dtmfContext(actor).deadline;
-    await sleep(15);
+    expect(first).toBe(Date.now() + LONG_IDLE);
+    vi.advanceTimersByTime(15);
     press(actor, '5');
     const second = dtmfContext(actor).deadline;
-    expect(second).toBeGreaterThan(first);
-    await sleep(15);
+    expect(second).toBe(first + 15);
+    vi.advanceTimersByTime(15);
     press(actor, 'A');
     expect(dtmfContext(actor).deadline).toBe(second);
     press(actor, '*');
     const third = dtmfContext(actor).deadline;
-    expect(third).toBeGreaterThan(second);
+    expect(third).toBe(second + 15);
     // The persisted timer input carries the same absolute deadline (what a restore re-starts it with).
     type Persisted = { children: Record<string, { snapshot: Persisted & { input?: unknown } } | undefined> };
     const persisted = actor.getPersistedSnapshot() as unknown as Persisted;
@@ -257,23 +265,57 @@ describe('idle timer', () => {
     actor.stop();
   });
 
-  it('re-prompts on idle timeout and fails with timeout after maxAttempts', async () => {
+  it('re-prompts exactly one idle period after the last key and fails with timeout after maxAttempts', () => {
     const actor = start({ kind: 'digits', idleMs: 60, maxAttempts: 2, label: 'PIN' });
+    vi.advanceTimersByTime(30);
     press(actor, '12');
-    await waitFor(actor, (s) => s.context.said.length >= 2, { timeout: 5_000 });
+    vi.advanceTimersByTime(59);
+    expect(texts(actor)).toHaveLength(1);
+    vi.advanceTimersByTime(1);
     expect(texts(actor)[1]).toBe("Sorry, I didn't get any input. Please enter your PIN, then press pound.");
     expect(dtmfContext(actor)).toMatchObject({ buffer: '', attempts: 1 });
-    await waitFor(actor, (s) => s.status === 'done', { timeout: 5_000 });
+    // The next idle period counts from the re-prompt.
+    vi.advanceTimersByTime(59);
+    expect(actor.getSnapshot().status).toBe('active');
+    vi.advanceTimersByTime(1);
+    expect(actor.getSnapshot().status).toBe('done');
     expect(resultOf(actor)).toEqual({ status: 'failed', kind: 'digits', reason: 'timeout' });
     expect(texts(actor)).toHaveLength(2);
   });
 
-  it('mixes invalid entries and timeouts in one attempt budget', async () => {
+  it('mixes invalid entries and timeouts in one attempt budget', () => {
     const actor = start({ kind: 'phoneNumber', idleMs: 60, maxAttempts: 2 });
     press(actor, '#');
     expect(texts(actor)).toHaveLength(2);
-    await waitFor(actor, (s) => s.status === 'done', { timeout: 5_000 });
+    vi.advanceTimersByTime(60);
     expect(resultOf(actor)).toEqual({ status: 'failed', kind: 'phoneNumber', reason: 'timeout' });
+  });
+
+  it('no idle period runs while paused; CONTINUE starts a fresh one at its own time', () => {
+    const actor = start({ kind: 'phoneNumber', idleMs: 100 });
+    press(actor, '55');
+    actor.send({ type: 'PAUSE' });
+    vi.advanceTimersByTime(10_000);
+    expect(texts(actor)).toHaveLength(1);
+    expect(dtmfContext(actor)).toMatchObject({ buffer: '55', attempts: 0 });
+    actor.send({ type: 'CONTINUE', at: Date.now() });
+    expect(dtmfContext(actor).deadline).toBe(Date.now() + 100);
+    vi.advanceTimersByTime(99);
+    expect(texts(actor)).toHaveLength(1);
+    vi.advanceTimersByTime(1);
+    expect(texts(actor)[1]).toMatch(NO_INPUT);
+  });
+});
+
+describe('time of a date of birth', () => {
+  it('judges "in the past" at the time of the completing key press', () => {
+    vi.setSystemTime(new Date(2024, 5, 15, 12));
+    const actor = start({ kind: 'dateOfBirth', idleMs: LONG_IDLE });
+    press(actor, '06152024'); // today
+    expect(texts(actor)[1]).toMatch(/^That date is not in the past\./);
+    vi.setSystemTime(new Date(2024, 5, 16, 12));
+    press(actor, '06152024'); // yesterday now
+    expect(resultOf(actor)).toEqual({ status: 'ok', kind: 'dateOfBirth', value: '2024-06-15' });
   });
 });
 
@@ -305,28 +347,24 @@ describe('persistence', () => {
     expect(resultOf(restored)).toEqual({ status: 'failed', kind: 'dateOfBirth', reason: 'too-many-attempts' });
   });
 
-  it('the idle timeout fires at the original absolute deadline after a restore', async () => {
+  it('the idle timeout fires at the original absolute deadline after a restore, not a full period later', () => {
     const idleMs = 1_500;
     const actor = start({ kind: 'phoneNumber', idleMs });
     press(actor, '212');
     const deadline = dtmfContext(actor).deadline;
-    await sleep(900);
+    vi.advanceTimersByTime(900);
     const persisted = actor.getPersistedSnapshot();
     actor.stop();
-    await sleep(100); // "downtime" between the two processes
+    vi.advanceTimersByTime(100); // "downtime" between the two processes
 
-    const restoredAt = Date.now();
     const restored = restore(persisted);
     expect(dtmfContext(restored).deadline).toBe(deadline);
-    await waitFor(restored, (s) => s.context.said.length >= 2, { timeout: 10_000 });
-    const firedAt = restored.getSnapshot().context.said[1]!.at;
-    expect(restored.getSnapshot().context.said[1]!.text).toMatch(/didn't get any input/);
-    // Not before the original deadline (1 ms timer granularity slack) ...
-    expect(firedAt).toBeGreaterThanOrEqual(deadline - 5);
-    // ... and nowhere near a full idleMs after the restore (that would be >= restoredAt + 1500;
-    // the original deadline is ~500 ms after restoredAt, leaving ~700 ms for scheduling delays).
-    expect(firedAt).toBeLessThan(restoredAt + idleMs - 300);
-    expect(dtmfContext(restored)).toMatchObject({ buffer: '', attempts: 1 });
+    vi.advanceTimersByTime(deadline - Date.now() - 1);
+    expect(texts(restored)).toHaveLength(1);
+    vi.advanceTimersByTime(1);
+    expect(Date.now()).toBe(deadline);
+    expect(texts(restored)[1]).toMatch(NO_INPUT);
+    expect(dtmfContext(restored)).toMatchObject({ buffer: '', attempts: 1, deadline: deadline + idleMs });
     restored.stop();
   });
 
@@ -336,12 +374,16 @@ describe('persistence', () => {
     press(actor, '2');
     const persisted = actor.getPersistedSnapshot();
     actor.stop();
-    await sleep(idleMs + 200);
+    vi.advanceTimersByTime(idleMs + 200);
 
     const restoredAt = Date.now();
     const restored = restore(persisted);
-    await waitFor(restored, (s) => s.context.said.length >= 2, { timeout: 10_000 });
-    expect(restored.getSnapshot().context.said[1]!.at - restoredAt).toBeLessThan(idleMs - 100);
+    // Not during the restore itself (the restorer's own events come first), but on the next timer turn.
+    expect(texts(restored)).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(texts(restored)[1]).toMatch(NO_INPUT);
+    // The re-prompt's idle period counts from when the timer fired.
+    expect(dtmfContext(restored).deadline).toBe(restoredAt + idleMs);
     restored.stop();
   });
 });

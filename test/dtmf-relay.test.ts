@@ -1,6 +1,9 @@
 // DTMF input end to end: the real server, real WebSockets (SimulatedCall) and the real openai SDK
 // against the fake OpenAI server. The model asks for keypad input with the collect_digits tool;
 // the session runs the matching child machine and hands its result back as the tool result.
+// Idle time is moved forward on the server's TestClock (which stands still otherwise), never slept:
+// "nothing was said meanwhile" is shown by a round trip (a prompt and its answer arrive after
+// anything said before them).
 import { Writable } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -12,7 +15,9 @@ import { resumeLine } from '../src/machines/phrases.js';
 import { createLogger } from '../src/server/logger.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
 import { startTestServer, type TestServer } from './support/harness.js';
-import { connectCall, waitUntil } from './support/conditions.js';
+import { connectCall } from './support/conditions.js';
+import { nextSpokenReply, waitForRequest } from './support/resume-scenario.js';
+import { TestClock } from './support/test-clock.js';
 
 const THANKS = 'Thanks, noted.';
 const SKIPPED = 'No problem, we can do without it.';
@@ -42,21 +47,36 @@ function keypadScript(args: object): ScriptFn {
   };
 }
 
-async function start(args: object, config: Partial<Config> = {}): Promise<{ ts: TestServer; call: SimulatedCall }> {
-  const ts = await startTestServer({ llm: { script: keypadScript(args) }, config });
+async function start(args: object, config: Partial<Config> = {}): Promise<{ ts: TestServer; call: SimulatedCall; clock: TestClock }> {
+  const clock = new TestClock();
+  const ts = await startTestServer({ llm: { script: keypadScript(args) }, config, clock });
   servers.push(ts);
   const call = await connectCall(ts);
   calls.push(call);
-  return { ts, call };
+  return { ts, call, clock };
 }
 
 /** The next reply that says something: skips the empty talk-cycle close that follows a tool call. */
-async function nextSpoken(call: SimulatedCall, timeoutMs = 10_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const reply = await call.nextReply(Math.max(1, deadline - Date.now()));
-    if (reply.text !== '') return reply.text;
-  }
+async function nextSpoken(call: SimulatedCall): Promise<string> {
+  return (await nextSpokenReply(call)).text;
+}
+
+interface EntryState {
+  buffer: string;
+  attempts: number;
+  deadline: number;
+}
+
+/** The keypad entry the server is running for the call (its DTMF child's context), if any. */
+function entryOf(server: RunningServer, callSid: string): EntryState | undefined {
+  const child = server.manager.get(callSid)?.actor.getSnapshot().children.dtmf?.getSnapshot() as { context: EntryState } | undefined;
+  return child?.context;
+}
+
+/** The caller speaks and the agent echoes it: anything the server said before then arrived first. */
+async function roundTrip(call: SimulatedCall, text: string): Promise<void> {
+  call.prompt(text);
+  expect(await nextSpoken(call)).toBe(`You said: ${text}`);
 }
 
 /** Asks the model for keypad input and returns the spoken keypad prompt. */
@@ -66,17 +86,14 @@ async function openKeypad(call: SimulatedCall): Promise<string> {
 }
 
 /** The first model request from index `from` on whose last message is a tool result. */
-async function toolRequest(llm: FakeOpenAI, from: number): Promise<ChatRequestRecord> {
-  const find = () => llm.requests.slice(from).find((r) => r.messages.at(-1)?.role === 'tool');
-  await waitUntil(() => find() !== undefined, 'a model request carrying a tool result', 10_000);
-  return find()!;
+function toolRequest(llm: FakeOpenAI, from: number): Promise<ChatRequestRecord> {
+  return waitForRequest(llm, (m) => m.at(-1)?.role === 'tool', 10_000, from);
 }
 
 const toolResultOf = (request: ChatRequestRecord): unknown => JSON.parse(contentToText(request.messages.at(-1)!.content));
 const systemPromptOf = (messages: ChatMessageIn[]) => contentToText(messages[0]?.content);
 const spokenSince = (call: SimulatedCall, from: number) =>
   call.messages.slice(from).flatMap((m) => (m.type === 'text' && m.token !== '' ? [m.token] : []));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const PHONE_PROMPT = 'Please enter your 10-digit phone number, starting with the area code.';
 const DOB_PROMPT =
@@ -206,71 +223,88 @@ describe('generic digits', () => {
 });
 
 describe('idle timer', () => {
-  it('re-prompts after dtmfIdleMs and ends with a timeout result after the retry limit', async () => {
+  it('re-prompts exactly dtmfIdleMs after the prompt and ends with a timeout result after the retry limit', async () => {
     const idleMs = 200;
-    const { ts, call } = await start({ kind: 'phoneNumber' }, { dtmfIdleMs: idleMs });
+    const { ts, call, clock } = await start({ kind: 'phoneNumber' }, { dtmfIdleMs: idleMs });
     const before = ts.llm.requests.length;
-    const askedAt = Date.now();
     expect(await openKeypad(call)).toBe(PHONE_PROMPT);
-    expect(await nextSpoken(call)).toBe(`${NO_INPUT} ${PHONE_PROMPT}`);
-    expect(await nextSpoken(call)).toBe(`${NO_INPUT} ${PHONE_PROMPT}`);
 
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const entry = entryOf(ts.server, call.callSid)!;
+      expect(entry.attempts).toBe(attempt);
+      // The idle period counts from the prompt (the model's answer) or the previous re-prompt, in full.
+      clock.advanceTo(entry.deadline - 1);
+      expect(entryOf(ts.server, call.callSid)?.attempts).toBe(attempt);
+      clock.advanceTo(entry.deadline);
+      if (attempt < 2) {
+        expect(entryOf(ts.server, call.callSid)).toMatchObject({ attempts: attempt + 1, deadline: entry.deadline + idleMs });
+        expect(await nextSpoken(call)).toBe(`${NO_INPUT} ${PHONE_PROMPT}`);
+      }
+    }
     const request = await toolRequest(ts.llm, before);
     expect(toolResultOf(request)).toEqual({ status: 'failed', kind: 'phoneNumber', reason: 'timeout' });
-    // Three idle periods passed in full (timers never fire early; a slow machine only adds to it).
-    expect(request.startedAt - askedAt).toBeGreaterThanOrEqual(3 * idleMs - 10);
     expect(await nextSpoken(call)).toBe(SKIPPED);
 
     // The collection is over: its timer is gone with it.
+    expect(entryOf(ts.server, call.callSid)).toBeUndefined();
+    expect(clock.pending).toBe(0);
     const cursor = call.messages.length;
-    await sleep(idleMs * 4);
-    expect(spokenSince(call, cursor)).toEqual([]);
+    clock.advance(idleMs * 4);
+    await roundTrip(call, 'still there');
+    expect(spokenSince(call, cursor).join('')).toBe('You said: still there');
   });
 
   it('a key press restarts the idle period', async () => {
     const idleMs = 1000;
-    const { ts, call } = await start({ kind: 'phoneNumber' }, { dtmfIdleMs: idleMs });
+    const { ts, call, clock } = await start({ kind: 'phoneNumber' }, { dtmfIdleMs: idleMs });
     expect(await openKeypad(call)).toBe(PHONE_PROMPT);
     const cursor = call.messages.length;
-    // A key every quarter idle period for well over one idle period: no re-prompt in between.
+    // A key every three quarters of an idle period, for well over one idle period: no re-prompt in between.
+    let typed = '';
     for (const key of '555000') {
       call.dtmf(key);
-      await sleep(idleMs / 4);
+      typed += key;
+      await expect.poll(() => entryOf(ts.server, call.callSid)?.buffer).toBe(typed);
+      // Stamped on arrival: the server's clock stands still until the test moves it.
+      expect(entryOf(ts.server, call.callSid)?.deadline).toBe(clock.now() + idleMs);
+      clock.advance((idleMs * 3) / 4);
+      expect(entryOf(ts.server, call.callSid)?.attempts).toBe(0);
     }
-    expect(spokenSince(call, cursor)).toEqual([]);
     const before = ts.llm.requests.length;
     call.digits('1234');
     expect(toolResultOf(await toolRequest(ts.llm, before))).toEqual({ status: 'ok', kind: 'phoneNumber', value: '5550001234' });
+    expect(await nextSpoken(call)).toBe(THANKS);
+    expect(spokenSince(call, cursor).join('')).toBe(THANKS);
   });
 
   it('does not run without a collection: no re-prompt, and stray keys are ignored', async () => {
     const idleMs = 200;
-    const { ts, call } = await start({ kind: 'phoneNumber' }, { dtmfIdleMs: idleMs });
+    const { ts, call, clock } = await start({ kind: 'phoneNumber' }, { dtmfIdleMs: idleMs });
     call.prompt('hello');
     expect(await nextSpoken(call)).toBe('You said: hello');
     const cursor = call.messages.length;
     const requests = ts.llm.requests.length;
     call.digits('123#');
-    await sleep(idleMs * 4);
-    expect(call.messages.slice(cursor)).toEqual([]);
-    expect(ts.llm.requests.length).toBe(requests);
+    expect(clock.pending).toBe(0);
+    clock.advance(idleMs * 4);
+    await roundTrip(call, 'anything?');
+    expect(spokenSince(call, cursor).join('')).toBe('You said: anything?');
+    expect(ts.llm.requests.length).toBe(requests + 1);
   });
 });
 
 describe('a drop mid-entry', () => {
   it('keeps the digits typed so far and uses up no idle attempts while the caller is away', async () => {
     const idleMs = 400;
-    const { ts, call } = await start({ kind: 'phoneNumber' }, { dtmfIdleMs: idleMs, graceMs: 30_000 });
+    const { ts, call, clock } = await start({ kind: 'phoneNumber' }, { dtmfIdleMs: idleMs, graceMs: 30_000 });
     expect(await openKeypad(call)).toBe(PHONE_PROMPT);
     call.digits('5550');
-    const session = () => ts.server.manager.get(call.callSid);
-    const buffered = () => (session()?.actor.getSnapshot().children.dtmf?.getSnapshot() as { context: { buffer: string; attempts: number } } | undefined)?.context;
-    await waitUntil(() => buffered()?.buffer === '5550', 'four digits buffered');
+    await expect.poll(() => entryOf(ts.server, call.callSid)?.buffer).toBe('5550');
     await call.drop();
-    await waitUntil(() => session()?.socket === null, 'the server noticing the drop');
+    await expect.poll(() => ts.server.manager.get(call.callSid)?.socket, { message: 'the server noticing the drop' }).toBeNull();
     // Longer than all idle attempts together: none may be spent while nobody can type.
-    await sleep(idleMs * 4);
-    expect(buffered()).toMatchObject({ buffer: '5550', attempts: 0 });
+    clock.advance(idleMs * 4);
+    expect(entryOf(ts.server, call.callSid)).toMatchObject({ buffer: '5550', attempts: 0 });
 
     const resumed = await SimulatedCall.connect({ url: ts.server.relayUrl, callSid: call.callSid, sessionId: call.sessionId, reconnection: true });
     calls.push(resumed);
@@ -285,10 +319,10 @@ describe('a drop mid-entry', () => {
 describe('speaking during a collection', () => {
   it('cancels the entry (tool result "cancelled") and the utterance is answered', async () => {
     const idleMs = 800;
-    const { ts, call } = await start({ kind: 'phoneNumber' }, { dtmfIdleMs: idleMs });
+    const { ts, call, clock } = await start({ kind: 'phoneNumber' }, { dtmfIdleMs: idleMs });
     expect(await openKeypad(call)).toBe(PHONE_PROMPT);
     call.digits('555');
-    await waitUntil(() => (ts.server.manager.get(call.callSid)?.actor.getSnapshot().children.dtmf?.getSnapshot() as { context: { buffer: string } } | undefined)?.context.buffer.length === 3, 'three digits buffered');
+    await expect.poll(() => entryOf(ts.server, call.callSid)?.buffer).toBe('555');
     const before = ts.llm.requests.length;
     call.prompt('actually I will just say it');
     expect(await nextSpoken(call)).toBe('You said: actually I will just say it');
@@ -300,11 +334,14 @@ describe('speaking during a collection', () => {
     expect(ts.llm.requests.length - before).toBe(1);
 
     // The keypad entry is gone: no idle re-prompts and no result for later keys.
+    expect(entryOf(ts.server, call.callSid)).toBeUndefined();
     const cursor = call.messages.length;
     call.digits('0001234');
-    await sleep(idleMs * 1.5);
-    expect(spokenSince(call, cursor)).toEqual([]);
-    expect(ts.llm.requests.length - before).toBe(1);
+    clock.advance(idleMs * 4);
+    expect(clock.pending).toBe(0);
+    await roundTrip(call, 'and now?');
+    expect(spokenSince(call, cursor).join('')).toBe('You said: and now?');
+    expect(ts.llm.requests.length - before).toBe(2);
   });
 });
 
@@ -367,9 +404,9 @@ describe('logs', () => {
     expect(await nextSpoken(call)).toBe(`That was not a full 10-digit number. ${PHONE_PROMPT}`);
     call.digits('5550');
     const live = server;
-    await waitUntil(() => (live.manager.get(callSid)?.actor.getSnapshot().children.dtmf?.getSnapshot() as { context: { buffer: string } } | undefined)?.context.buffer === '5550', 'four digits buffered');
+    await expect.poll(() => entryOf(live, callSid)?.buffer).toBe('5550');
     await call.drop();
-    await waitUntil(() => live.manager.get(callSid)?.socket === null, 'the server noticing the drop');
+    await expect.poll(() => live.manager.get(callSid)?.socket, { message: 'the server noticing the drop' }).toBeNull();
     call = await SimulatedCall.connect({ url: server.relayUrl, callSid, sessionId, reconnection: true });
     calls.push(call);
     expect(await nextSpoken(call)).toBe(resumeLine('en-US'));
@@ -381,7 +418,7 @@ describe('logs', () => {
     await call.close();
     const action = await postAction(server.httpUrl, { CallSid: callSid, CallStatus: 'completed', SessionStatus: 'completed' });
     expect(action.status).toBe(200);
-    await waitUntil(() => live.manager.get(callSid) === undefined, 'the session to end');
+    await expect.poll(() => live.manager.get(callSid), { message: 'the session to end' }).toBeUndefined();
 
     const log = lines.join('');
     const entries = lines.flatMap((l) => l.split('\n')).filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as Record<string, unknown>);

@@ -1,4 +1,6 @@
 // Grace expiry (nobody came back in time) and retention expiry (the store forgets old sessions).
+// Grace runs on the server's TestClock, which only moves when the test moves it: a session expires
+// exactly at its deadline and never early or late because the machine is busy.
 import { randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { Redis } from 'ioredis';
@@ -11,6 +13,8 @@ import { startTestServer, type TestServer } from './support/harness.js';
 import { MemoryStore, type Lease, type SaveInput, type SnapshotStore } from '../src/stores/index.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';
 import { readMetric } from './support/server-process.js';
+import { TestClock } from './support/test-clock.js';
+import { lifecycleOf } from '../src/machines/session.js';
 import {
   clearRedisPrefix,
   lastUserText,
@@ -38,10 +42,16 @@ afterAll(async () => {
   if (redisUp) await Promise.all(prefixes.map((p) => clearRedisPrefix(REDIS_URL, p)));
 });
 
-function server(config: Partial<Config>): Promise<{ ts: TestServer; prefix: string }> {
+function server(config: Partial<Config>, clock?: TestClock): Promise<{ ts: TestServer; prefix: string }> {
   const prefix = `test:expiry:${randomUUID()}:`;
   prefixes.push(prefix);
-  return startTestServer({ sharedLlm: llm, redisPrefix: prefix, config }).then((ts) => ({ ts, prefix }));
+  return startTestServer({ sharedLlm: llm, redisPrefix: prefix, config, clock }).then((ts) => ({ ts, prefix }));
+}
+
+/** The lifecycle state of this server's live actor for the call (undefined once it let go of it). */
+function liveState(ts: TestServer, callSid: string): string | undefined {
+  const session = ts.server.manager.get(callSid);
+  return session && lifecycleOf(session.actor.getSnapshot().value);
 }
 
 async function failedResumes(ts: TestServer): Promise<number> {
@@ -58,29 +68,35 @@ const stores = [
 describe.each(stores)('grace expiry with the $store store', ({ store, available }) => {
   let ts: TestServer;
   const graceMs = 300;
+  const clock = new TestClock();
   beforeAll(async () => {
-    if (available) ({ ts } = await server({ store, graceMs }));
+    if (available) ({ ts } = await server({ store, graceMs }, clock));
   });
   afterAll(async () => {
     await ts?.close();
   });
 
-  it.skipIf(!available)('expires a dropped call nobody resumes, after /action or without one', async () => {
+  it.skipIf(!available)('expires a dropped call nobody resumes, after /action or without one, exactly at its deadline', async () => {
     const withAction = track(await SimulatedCall.connect({ url: ts.server.relayUrl }));
     const withoutAction = track(await SimulatedCall.connect({ url: ts.server.relayUrl }));
     expect(await say(withAction, 'hello')).toBe('You said: hello');
     expect(await say(withoutAction, 'hello')).toBe('You said: hello');
-    const droppedAt = Date.now();
+    const droppedAt = clock.now();
     await Promise.all([withAction.drop(), withoutAction.drop()]);
     expect((await postDroppedAction(ts.server.httpUrl, withAction)).body).toContain('<ConversationRelay');
     await waitForRecord(ts.server.store, withAction.callSid, (r) => r?.state === 'grace');
+    const dropped = await waitForRecord(ts.server.store, withoutAction.callSid, (r) => r?.state === 'disconnected');
+    expect(persisted(dropped).context?.graceDeadline).toBe(droppedAt + graceMs);
 
+    clock.advance(graceMs - 1);
+    expect([liveState(ts, withAction.callSid), liveState(ts, withoutAction.callSid)]).toEqual(['grace', 'disconnected']);
+    clock.advance(1);
     for (const call of [withAction, withoutAction]) {
-      const record = await waitForRecord(ts.server.store, call.callSid, (r) => r?.state === 'expired', 5000);
-      expect(Date.now() - droppedAt).toBeGreaterThanOrEqual(graceMs);
+      const record = await waitForRecord(ts.server.store, call.callSid, (r) => r?.state === 'expired');
       expect(persisted(record).context?.history).toHaveLength(2); // kept for retention, not wiped
     }
-    expect(ts.server.manager.get(withAction.callSid)).toBeUndefined();
+    // Let go of once its final write landed.
+    await expect.poll(() => ts.server.manager.get(withAction.callSid)).toBeUndefined();
 
     // Twilio asking again is told to hang up; a reconnect starts over.
     const action = await postDroppedAction(ts.server.httpUrl, withAction);
@@ -141,9 +157,7 @@ describe('retention expiry', () => {
       const ttl = await redis.pttl(key);
       expect(ttl).toBeGreaterThan(0);
       expect(ttl).toBeLessThanOrEqual(retentionMs);
-      const deadline = Date.now() + 5000;
-      while ((await redis.exists(key)) === 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      expect(await redis.exists(key)).toBe(0);
+      await expect.poll(() => redis.exists(key), { message: 'Redis to expire the record' }).toBe(0);
       expect(await ts.server.store.load(call.callSid)).toBeUndefined();
       // The fencing epoch outlives the record so a late writer cannot resurrect it.
       expect(await redis.exists(`${prefix}{${call.callSid}}:epoch`)).toBe(1);
@@ -164,18 +178,17 @@ describe('a reconnect right after expiry', () => {
         return inner.save(lease, input);
       },
     });
-    const ts = await startTestServer({ sharedLlm: llm, store: slow, config: { graceMs: 150 } });
+    const clock = new TestClock();
+    const graceMs = 150;
+    const ts = await startTestServer({ sharedLlm: llm, store: slow, config: { graceMs }, clock });
     try {
       const call = track(await SimulatedCall.connect({ url: ts.server.relayUrl }));
       await say(call, 'hello');
       await call.drop();
-      let finished = false;
-      const deadline = Date.now() + 5000;
-      while (!finished && Date.now() < deadline) {
-        finished = ts.server.manager.get(call.callSid)?.actor.getSnapshot().status === 'done';
-        if (!finished) await new Promise((r) => setTimeout(r, 5));
-      }
-      expect(finished).toBe(true);
+      await expect.poll(() => liveState(ts, call.callSid), { message: 'the server noticing the drop' }).toBe('disconnected');
+      clock.advance(graceMs);
+      // Expired this instant; its final write now takes 300 ms.
+      expect(ts.server.manager.get(call.callSid)?.actor.getSnapshot().status).toBe('done');
       const again = track(await SimulatedCall.connect({ url: ts.server.relayUrl, callSid: call.callSid, sessionId: call.sessionId, reconnection: true }));
       const n = llm.requests.length;
       expect(await say(again, 'anyone there?')).toBe('You said: anyone there?');

@@ -172,7 +172,7 @@ describe('fake OpenAI server with the real openai SDK', () => {
     await expect.poll(() => record.aborted, { timeout: 2000 }).toBe(true);
     expect(record.completed).toBe(false);
     const sentAtAbort = record.chunksSent;
-    await new Promise((r) => setTimeout(r, 150));
+    await fake.idle(); // the handler noticed the client is gone and returned
     expect(record.chunksSent).toBe(sentAtAbort); // stopped writing
     expect(received).not.toContain('ten');
   });
@@ -200,6 +200,25 @@ describe('fake OpenAI server with the real openai SDK', () => {
     expect((err2 as InstanceType<typeof OpenAI.APIError>).message).toContain('slow down');
     expect((err2 as InstanceType<typeof OpenAI.APIError>).code).toBe('rate_limit_exceeded');
     expect(fake.requests.map((r) => r.status)).toEqual([500, 429]);
+  });
+
+  it('holds a stream after the given number of chunks until the test releases it', async () => {
+    let release!: () => void;
+    const until = new Promise<void>((resolve) => (release = resolve));
+    fake.setScript(() => ({ chunks: ['a', 'b', 'c', 'd'], holdAfter: { chunks: 2, until } }));
+    const stream = await client.chat.completions.create({ model: 'm', stream: true, messages: [{ role: 'user', content: 'x' }] });
+    const received: string[] = [];
+    const reading = (async () => {
+      for await (const chunk of stream) if (chunk.choices[0]?.delta.content) received.push(chunk.choices[0].delta.content);
+    })();
+    await expect.poll(() => received).toEqual(['a', 'b']);
+    // Held: the role delta and two content chunks went out, nothing else, and the request is still open.
+    expect(fake.requests[0]).toMatchObject({ chunksSent: 3, completed: false });
+    release();
+    await reading;
+    expect(received).toEqual(['a', 'b', 'c', 'd']);
+    await fake.idle();
+    expect(fake.requests[0]?.completed).toBe(true);
   });
 
   it('delays the first chunk when asked', async () => {

@@ -159,7 +159,7 @@ function machineSeeing(seen: ReplyInput[]) {
     seen.push(input);
     const runId = randomUUID();
     const answer = answerFor(input);
-    const timer = setTimeout(() => sendBack({ type: 'LLM.DONE', runId, text: answer.text, toolCalls: answer.toolCalls ?? [] } satisfies ReplyEvent), 1);
+    const timer = setTimeout(() => sendBack({ type: 'LLM.DONE', runId, text: answer.text, toolCalls: answer.toolCalls ?? [], at: Date.now() } satisfies ReplyEvent), 1);
     return () => clearTimeout(timer);
   });
   return sessionMachine.provide({ actors: { llmReply } });
@@ -188,7 +188,7 @@ describe('session machine history bound', () => {
     }
     say(actor, 'keypad');
     await waitFor(actor, (s) => s.matches({ live: { conversation: 'collecting' } }));
-    for (const digit of '1234') actor.send({ type: 'DIGIT', digit: digit as DtmfDigit });
+    for (const digit of '1234') actor.send({ type: 'DIGIT', digit: digit as DtmfDigit, at: Date.now() });
     await idle(actor);
 
     // A JSON round trip of the persisted snapshot (as every store does) keeps the limits.

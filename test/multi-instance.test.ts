@@ -16,6 +16,7 @@ import {
   resumeViaReconnection,
   resumeViaTwilio,
   say,
+  gate,
   transcriptOf,
   waitForDeltas,
   waitForRecord,
@@ -33,14 +34,11 @@ async function pair(opts: Omit<ServerProcessOptions, 'openaiBaseUrl'>): Promise<
   return [a, b];
 }
 
-async function waitForSessions(server: ServerProcess, n: number, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const { sessions } = await server.getJson<{ sessions: number }>('/healthz');
-    if (sessions === n) return;
-    if (Date.now() > deadline) throw new Error(`${server.opts.instanceId} still has ${sessions} sessions, expected ${n}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+/** Waits until the instance holds `n` live sessions (its /healthz count). */
+async function waitForSessions(server: ServerProcess, n: number): Promise<void> {
+  await expect
+    .poll(async () => (await server.getJson<{ sessions: number }>('/healthz')).sessions, { message: `live sessions on ${server.opts.instanceId}` })
+    .toBe(n);
 }
 
 describe.skipIf(!redisUp)('two instances sharing Redis', () => {
@@ -70,7 +68,7 @@ describe.skipIf(!redisUp)('two instances sharing Redis', () => {
     track(onB);
     expect(twiml).toContain(b.relayUrl);
     expect(await store.currentEpoch(onA.callSid)).toBeGreaterThan(epochOnA);
-    await waitForSessions(a, 0, 3000);
+    await waitForSessions(a, 0);
     await a.waitForLog((l) => l.callSid === onA.callSid && /releasing session/.test(l.msg));
 
     expect(await onB.waitForType('language')).toMatchObject({ ttsLanguage: 'es-US' });
@@ -150,6 +148,9 @@ describe('two instances sharing a SQLite file (no lease notifications)', () => {
   it("rejects the stale owner's next write and stops its actor", async () => {
     const onA = track(await SimulatedCall.connect({ url: a.relayUrl }));
     expect(await say(onA, 'hello there')).toBe('You said: hello there');
+    // The story stops after three chunks until B has taken the call over: A is still streaming then.
+    const takenOver = gate();
+    fx.holdStories(3, takenOver.opened);
     onA.prompt('tell me a story');
     await waitForDeltas(onA, 3);
     await onA.drop();
@@ -157,8 +158,9 @@ describe('two instances sharing a SQLite file (no lease notifications)', () => {
 
     const { call: onB } = await resumeViaTwilio(b.httpUrl, onA);
     track(onB);
+    takenOver.open();
     // A's reply keeps streaming into its (now stale) copy until its next write is refused.
-    await waitForSessions(a, 0, 5000);
+    await waitForSessions(a, 0);
     expect(await a.metric('relay_stale_lease_writes_total')).toBeGreaterThanOrEqual(1);
     await a.waitForLog((l) => l.callSid === onA.callSid && /stale lease/.test(l.msg));
 

@@ -1,6 +1,6 @@
 // Metrics, admin session views and the Stately inspector relay, against the real server.
 import net from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
 import { SimulatedCall } from '../src/client/twilio-sim.js';
 import { startTestServer, type TestServer } from './support/harness.js';
@@ -24,13 +24,6 @@ async function metricValue(baseUrl: string, name: string, labels: string): Promi
   return line ? Number(line.split(' ').at(-1)) : 0;
 }
 
-async function until(check: () => Promise<boolean> | boolean, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('metrics and admin views', () => {
   let t: TestServer;
@@ -50,12 +43,12 @@ describe('metrics and admin views', () => {
   it('exposes sessions by state, disconnects by code, first-token time and resumes in Prometheus format', async () => {
     const base = t.server.httpUrl;
     const call = await SimulatedCall.connect({ url: t.server.relayUrl, from: '+15551234567' });
-    await until(async () => (await metricValue(base, 'relay_sessions', 'state="connected"')) === 1);
+    await expect.poll(() => metricValue(base, 'relay_sessions', 'state="connected"')).toBe(1);
     call.prompt('I want to give my phone number');
     await call.waitFor((m) => m.type === 'text' && m.last && /phone/i.test(m.token));
     const dropsBefore = await metricValue(base, 'relay_disconnects_total', 'code="1006"');
     await call.drop();
-    await until(async () => (await metricValue(base, 'relay_sessions', 'state="disconnected"')) === 1);
+    await expect.poll(() => metricValue(base, 'relay_sessions', 'state="disconnected"')).toBe(1);
     expect(await metricValue(base, 'relay_disconnects_total', 'code="1006"')).toBe(dropsBefore + 1);
 
     const resumed = await SimulatedCall.connect({ url: t.server.relayUrl, callSid: call.callSid, sessionId: call.sessionId, reconnection: true });
@@ -78,12 +71,13 @@ describe('metrics and admin views', () => {
     await call.waitFor((m) => m.type === 'text' && m.last && /phone/i.test(m.token));
     call.digits('5550001');
     const auth = { authorization: `Bearer ${ADMIN}` };
-    let body = '';
-    await until(async () => {
+    const body = await vi.waitFor(async () => {
       const res = await fetch(`${base}/sessions/${call.callSid}`, { headers: auth });
-      body = await res.text();
-      return res.status === 200 && body.includes('"digitsEntered":7');
-    });
+      const text = await res.text();
+      expect(res.status).toBe(200);
+      expect(text).toContain('"digitsEntered":7');
+      return text;
+    }, 10_000);
     const view = JSON.parse(body) as { state: string; from: string; dtmf: { kind: string } };
     expect(view.state).toBe('connected');
     expect(view.from).toBe('********6543');
@@ -125,7 +119,7 @@ describe('Stately inspector relay (INSPECT=1)', () => {
       call.prompt('hello there');
       await call.nextReply();
       call.dtmf('7');
-      await until(() => received.some((m) => m.includes('"DIGIT"')));
+      await expect.poll(() => received.some((m) => m.includes('"DIGIT"'))).toBe(true);
       const all = received.join('\n');
       expect(all).toContain('@xstate.snapshot');
       expect(all).toContain(call.callSid);

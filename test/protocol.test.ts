@@ -8,7 +8,6 @@ import { MAX_INBOUND_FRAME_BYTES, type OutboundMessage } from '../src/protocol/m
 import { InvalidOutboundMessageError, parseInbound, serializeOutbound } from '../src/protocol/parse.js';
 import { toSessionEvent } from '../src/server/relay-socket.js';
 import { startTestServer } from './support/harness.js';
-import { waitUntil } from './support/conditions.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -128,21 +127,22 @@ describe('parseInbound', () => {
     expect(rejection(JSON.stringify({ type: 'prompt', voicePrompt: 'é'.repeat(40 * 1024) })).reason).toBe('oversize');
   });
 
-  it('maps frames to session events (info and error carry nothing for the session)', () => {
-    expect(toSessionEvent(accepted({ type: 'prompt', voicePrompt: 'Hi', last: false }))).toEqual({
+  it('maps frames to session events, key presses stamped with their time (info and error carry nothing for the session)', () => {
+    const at = 1_700_000_000_000;
+    expect(toSessionEvent(accepted({ type: 'prompt', voicePrompt: 'Hi', last: false }), at)).toEqual({
       type: 'PROMPT',
       text: 'Hi',
       lang: 'en-US',
       last: false,
     });
-    expect(toSessionEvent(accepted({ type: 'interrupt', utteranceUntilInterrupt: 'Hel', durationUntilInterruptMs: '300' }))).toEqual({
+    expect(toSessionEvent(accepted({ type: 'interrupt', utteranceUntilInterrupt: 'Hel', durationUntilInterruptMs: '300' }), at)).toEqual({
       type: 'INTERRUPT',
       utterance: 'Hel',
       durationMs: 300,
     });
-    expect(toSessionEvent(accepted({ type: 'dtmf', digit: '#' }))).toEqual({ type: 'DIGIT', digit: '#' });
-    expect(toSessionEvent(accepted({ type: 'info', name: 'x', value: 1 }))).toBeUndefined();
-    expect(toSessionEvent(accepted({ type: 'error', description: 'x' }))).toBeUndefined();
+    expect(toSessionEvent(accepted({ type: 'dtmf', digit: '#' }), at)).toEqual({ type: 'DIGIT', digit: '#', at });
+    expect(toSessionEvent(accepted({ type: 'info', name: 'x', value: 1 }), at)).toBeUndefined();
+    expect(toSessionEvent(accepted({ type: 'error', description: 'x' }), at)).toBeUndefined();
   });
 });
 
@@ -214,7 +214,7 @@ describe('npm run call', () => {
       expect(stderr).toContain('0 invalid frame(s)');
 
       // The client hung up and posted the action callback: the session is over on the server.
-      await waitUntil(() => ts.server.manager.size === 0, 'the call session to end');
+      await expect.poll(() => ts.server.manager.size, { timeout: 10_000 }).toBe(0);
     } finally {
       await ts.close();
     }

@@ -7,7 +7,7 @@ import { offlineAnswer } from '../src/llm/offline-reply.js';
 import { llmFailureLine } from '../src/machines/phrases.js';
 import type { OutboundMessage, TextMessage } from '../src/protocol/messages.js';
 import { startTestServer, type TestServer, type TestServerOptions } from './support/harness.js';
-import { connectCall, scrapeCounter, waitUntil } from './support/conditions.js';
+import { connectCall, scrapeCounter } from './support/conditions.js';
 import { MemoryStore, type SnapshotStore } from '../src/stores/index.js';
 
 const servers: TestServer[] = [];
@@ -167,7 +167,7 @@ describe('interrupts and barge-in', () => {
     call.interrupt(heard, '850');
     const closing = await call.waitFor((m) => isText(m) && m.last, 5000);
     expect(closing).toEqual({ type: 'text', token: '', last: true });
-    await waitUntil(() => ts.llm.requests[0]?.aborted === true, 'the first LLM request to be aborted');
+    await expect.poll(() => ts.llm.requests[0]?.aborted, { timeout: 10_000, message: 'the first LLM request to be aborted' }).toBe(true);
     expect(ts.llm.requests[0]!.completed).toBe(false);
 
     call.prompt('Stop, that is enough');
@@ -200,7 +200,7 @@ describe('interrupts and barge-in', () => {
     call.prompt('When are you open?');
     const reply = await call.nextReply(10_000);
     expect(reply.text).toBe(full);
-    await waitUntil(() => ts.llm.requests[0]?.completed === true, 'the first LLM request to complete');
+    await expect.poll(() => ts.llm.requests[0]?.completed, { timeout: 10_000, message: 'the first LLM request to complete' }).toBe(true);
 
     const heard = ' Our opening hours are nine to';
     call.interrupt(heard, 1200);
@@ -237,7 +237,7 @@ describe('interrupts and barge-in', () => {
     const cancelledText = cancelled.map((t) => t.token).join('');
     expect(SLOW_STORY.startsWith(cancelledText)).toBe(true);
     expect(cancelledText).not.toBe(SLOW_STORY);
-    await waitUntil(() => ts.llm.requests[0]?.aborted === true, 'the first LLM request to be aborted');
+    await expect.poll(() => ts.llm.requests[0]?.aborted, { timeout: 10_000, message: 'the first LLM request to be aborted' }).toBe(true);
 
     const next = await call.nextReply(10_000);
     expectStreamedReply(next.tokens, ' It is half past nine. ');
@@ -321,7 +321,7 @@ describe('tool calls', () => {
 
     // Twilio closes the socket after `end`: the session is over and leaves memory.
     await call.close(1000);
-    await waitUntil(() => ts.server.manager.get(call.callSid) === undefined, 'the ended session to be released');
+    await expect.poll(() => ts.server.manager.get(call.callSid), { timeout: 10_000, message: 'the ended session to be released' }).toBeUndefined();
   });
 
   it('a tool call with invalid arguments is answered with an error result and the model answers again', async () => {
@@ -408,7 +408,7 @@ describe('bad frames', () => {
     call.dtmf('5');
     call.interrupt('nothing was said yet', 10);
     call.sendJson(call.setup);
-    await waitUntil(() => ts.server.manager.get(call.callSid) !== undefined, 'the session to be created');
+    await expect.poll(() => ts.server.manager.get(call.callSid), { timeout: 10_000, message: 'the session to be created' }).toBeDefined();
     // Valid frames with nothing to answer: Twilio errors, debug info, a repeated setup.
     call.error('Invalid message received');
     call.info('roundTripDelayMs', 120);

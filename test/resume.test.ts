@@ -1,8 +1,9 @@
 // Resume end to end over real sockets, per store and per path: history, language, partial keypad
 // input and an in-flight reply all survive a dropped socket; only the rightful caller gets it back;
-// and a burst of changes costs one store write.
+// and a burst of changes costs one store write. Every server's session time is a TestClock that
+// stands still: no grace or keypad deadline can pass while a slow machine is still resuming.
 import { randomUUID } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SimulatedCall, UpgradeRejectedError } from '../src/client/twilio-sim.js';
 import { signWebSocketUrl } from '../src/client/twilio-webhooks.js';
 import { loadConfig, type Config } from '../src/config.js';
@@ -12,6 +13,7 @@ import { SqliteStore, type Lease, type SaveInput, type SessionRecord, type Snaps
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';
 import { readMetric } from './support/server-process.js';
+import { TestClock } from './support/test-clock.js';
 import {
   DIGITS_OK,
   SPANISH_OK,
@@ -59,9 +61,28 @@ afterAll(async () => {
   await llm.close();
   if (redisUp) await clearRedisPrefix(REDIS_URL, prefix);
 });
+afterEach(() => {
+  llm.setScript(script);
+});
 
-function server(config: Partial<Config>): Promise<TestServer> {
-  return startTestServer({ sharedLlm: llm, redisPrefix: prefix, config: { graceMs: 10_000, dtmfIdleMs: 20_000, ...config } });
+/**
+ * The next story the fake LLM streams stops after `chunks` chunks until the returned function is
+ * called: the test cuts it by a drop at a point it chooses instead of racing the chunk delays.
+ */
+function holdNextStory(chunks: number): () => void {
+  let release!: () => void;
+  const until = new Promise<void>((resolve) => (release = resolve));
+  llm.setScript(async (req) => {
+    const reply = await script(req);
+    if (!lastUserText(req.messages).includes('story')) return reply;
+    llm.setScript(script);
+    return { ...reply, holdAfter: { chunks, until } };
+  });
+  return release;
+}
+
+function server(config: Partial<Config>, clock = new TestClock()): Promise<TestServer> {
+  return startTestServer({ sharedLlm: llm, redisPrefix: prefix, config: { graceMs: 10_000, dtmfIdleMs: 20_000, ...config }, clock });
 }
 
 describe.each(stores)('resume with the $store store', ({ store, available }) => {
@@ -122,10 +143,13 @@ describe.each(stores)('resume with the $store store', ({ store, available }) => 
       ]);
 
       // A slow reply is cut by a drop mid-stream; after the resume the caller gets all of it.
+      let release = holdNextStory(3);
       call.prompt('tell me a story');
       await waitForDeltas(call, 3);
       await call.drop();
       call = track(await resume(path, urls, call));
+      await call.waitForType('language'); // the server has taken the resume: let the rest stream
+      release();
       const afterResume = await call.nextReply(15_000);
       const resumeLine = expectedResumeLine('es-US');
       expect(afterResume.text.startsWith(resumeLine)).toBe(true);
@@ -137,11 +161,14 @@ describe.each(stores)('resume with the $store store', ({ store, available }) => 
       expect(afterResume.tokens.length).toBeGreaterThan(3);
 
       // A reply that finished while nobody was listening is spoken in full after the resume.
+      release = holdNextStory(2);
       call.prompt('one more story');
       await waitForDeltas(call, 2);
       const storyRequest = ts.llm.requests.at(-1)!;
       await call.drop();
-      await vi.waitFor(() => expect(storyRequest.completed).toBe(true), { timeout: 10_000 });
+      await expect.poll(() => ts.server.manager.get(callSid)?.socket, { message: 'the server noticing the drop' }).toBeNull();
+      release();
+      await expect.poll(() => storyRequest.completed).toBe(true);
       call = track(await resume(path, urls, call));
       expect((await call.nextReply()).text).toBe(`${resumeLine} ${STORY}`);
 
@@ -206,8 +233,9 @@ describe('resume cap', () => {
 
 describe('only the rightful caller resumes', () => {
   let ts: TestServer;
+  const clock = new TestClock();
   beforeAll(async () => {
-    ts = await server({ store: 'sqlite', graceMs: 800 });
+    ts = await server({ store: 'sqlite', graceMs: 800 }, clock);
   });
   afterAll(async () => {
     await ts?.close();
@@ -264,11 +292,9 @@ describe('only the rightful caller resumes', () => {
     const urls = { httpUrl: ts.server.httpUrl, relayUrl: ts.server.relayUrl };
     call = track(await resume('twilio', urls, call));
     expect((await call.nextReply()).text).toBe(expectedResumeLine('en-US'));
-    const resumedAt = Date.now();
-    const graceMs = ts.config.graceMs;
-    // Past the deadline the drop had set (graceMs after the drop), with room to spare.
-    await new Promise((r) => setTimeout(r, graceMs * 2));
-    expect(Date.now() - resumedAt).toBeGreaterThan(graceMs);
+    expect(ts.server.manager.get(call.callSid)?.actor.getSnapshot().context.graceDeadline).toBeNull();
+    // Well past the deadline the drop had set (graceMs after the drop).
+    clock.advance(ts.config.graceMs * 2);
     expect(call.isOpen).toBe(true);
     expect(await say(call, 'still connected?')).toBe('You said: still connected?');
     await ts.server.manager.flush();
@@ -357,26 +383,28 @@ describe('coalesced persistence', () => {
       logLevel: 'silent',
       dtmfIdleMs: 20_000,
     });
-    running = await startServer(config, { store });
+    running = await startServer(config, { store, clock: new TestClock() });
   });
   afterAll(async () => {
     await running?.close();
   });
-  afterEach(() => {
-    llm.setScript(script);
-  });
 
   it('writes a burst once: 40 streamed deltas delivered in one tick, and 6 key presses', async () => {
     const call = track(await SimulatedCall.connect({ url: running.relayUrl }));
-    // The first chunk waits, so the prompt's own write lands first; the 40 content deltas follow in one tick.
-    llm.setScript(({ messages }) =>
-      lastUserText(messages) === 'a burst please' ? { chunks: BURST, delayMs: 0, firstChunkDelayMs: 150 } : { text: 'unused' },
-    );
+    // The reply is held until the prompt's own write has landed; then the 40 content deltas follow in one tick.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    llm.setScript(async ({ messages }) => {
+      if (lastUserText(messages) !== 'a burst please') return { text: 'unused' };
+      await held;
+      return { chunks: BURST, delayMs: 0 };
+    });
     const from = llm.requests.length;
     call.prompt('a burst please');
     await waitForRequest(llm, (m) => lastUserText(m) === 'a burst please', 5000, from);
     await running.manager.flush();
     const beforeReply = store.saves.length;
+    release();
     const reply = await call.nextReply();
     expect(reply.text).toBe(BURST.join(''));
     expect(reply.tokens.filter((t) => t.token !== '')).toHaveLength(BURST.length);

@@ -1,8 +1,10 @@
 // Machine-level tests of the session machine: lifecycle transitions of the `link` region and the
 // DTMF collection in `conversation.collecting`, including partial input across a persisted snapshot.
 // The LLM is not the unit under test here, so a scripted callback actor stands in for it.
+// Fake timers throughout: the edges' stamps (`at`) and the deadline timers read the fake clock, so
+// every deadline is checked to the millisecond and no test waits on the real clock.
 import { randomUUID } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createActor, fromCallback, waitFor, type Actor, type Snapshot } from 'xstate';
 import type { ChatTurn, ReplyEvent, ReplyInput, ToolCall } from '../src/llm/types.js';
 import { lifecycleOf, sessionMachine, type SessionTimeouts } from '../src/machines/session.js';
@@ -32,7 +34,10 @@ function answerFor({ turns }: ReplyInput): Answer {
   return { text: `You said: ${said}` };
 }
 
-/** A provided llmReply: records every input and answers asynchronously, like a (very fast) stream. */
+/** The scripted model answers this long (fake time) after each call, like a (very fast) stream. */
+const LLM_MS = 1;
+
+/** A provided llmReply: records every input and answers asynchronously, stamping LLM.DONE like the real edge. */
 function scriptedMachine(seen: ReplyInput[], script: (input: ReplyInput) => Answer = answerFor) {
   const llmReply = fromCallback<{ type: string }, ReplyInput>(({ input, sendBack }) => {
     seen.push(input);
@@ -40,8 +45,8 @@ function scriptedMachine(seen: ReplyInput[], script: (input: ReplyInput) => Answ
     const answer = script(input);
     const timer = setTimeout(() => {
       if (answer.text) sendBack({ type: 'LLM.DELTA', runId, text: answer.text } satisfies ReplyEvent);
-      sendBack({ type: 'LLM.DONE', runId, text: answer.text, toolCalls: answer.toolCalls ?? [] } satisfies ReplyEvent);
-    }, 1);
+      sendBack({ type: 'LLM.DONE', runId, text: answer.text, toolCalls: answer.toolCalls ?? [], at: Date.now() } satisfies ReplyEvent);
+    }, LLM_MS);
     return () => clearTimeout(timer);
   });
   return sessionMachine.provide({ actors: { llmReply } });
@@ -58,8 +63,12 @@ interface Running {
 }
 
 const actors: Actor<Machine>[] = [];
+beforeEach(() => {
+  vi.useFakeTimers();
+});
 afterEach(() => {
   for (const a of actors.splice(0)) a.stop();
+  vi.useRealTimers();
 });
 
 function track(actor: Actor<Machine>, outbound: OutboundMessage[]): Actor<Machine> {
@@ -97,33 +106,45 @@ function say(actor: Actor<Machine>, text: string): void {
   actor.send({ type: 'PROMPT', text, lang: 'en-US', last: true });
 }
 
+// The events the edges send, stamped with the current (fake) time as the session manager and socket stamp them.
 function press(actor: Actor<Machine>, keys: string): void {
-  for (const digit of keys) actor.send({ type: 'DIGIT', digit: digit as DtmfDigit });
+  for (const digit of keys) actor.send({ type: 'DIGIT', digit: digit as DtmfDigit, at: Date.now() });
 }
-
-async function until(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
+function socketClosed(actor: Actor<Machine>, code = 1006): void {
+  actor.send({ type: 'SOCKET.CLOSED', code, at: Date.now() });
 }
+function action(actor: Actor<Machine>, resumable: boolean): void {
+  const status = resumable ? { sessionStatus: 'failed', errorCode: '64105' } : { sessionStatus: 'completed', errorCode: '' };
+  actor.send({ type: 'ACTION', resumable, ...status, at: Date.now() });
+}
+const resumeEvent = (sessionId: string, via: 'twilio' | 'reconnection' = 'reconnection') =>
+  ({ type: 'RESUME', sessionId, via, at: Date.now() }) as const;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/**
+ * Lets the scripted model answer: fake time moves in LLM_MS steps until `condition` holds (vi.waitFor
+ * advances fake timers by its interval before each check).
+ */
+async function modelUntil(condition: () => boolean): Promise<void> {
+  await vi.waitFor(() => expect(condition()).toBe(true), { interval: LLM_MS, timeout: 5000 });
+}
 
 /** Waits for the model call that follows a tool result and returns that result, parsed. */
 async function toolResult(seen: ReplyInput[], from: number): Promise<unknown> {
-  await until(() => seen.slice(from).some((i) => i.turns.at(-1)?.role === 'tool'), 'a model call with a tool result');
-  const turn = seen.slice(from).find((i) => i.turns.at(-1)?.role === 'tool')!.turns.at(-1) as Extract<ChatTurn, { role: 'tool' }>;
+  const withResult = () => seen.slice(from).find((i) => i.turns.at(-1)?.role === 'tool');
+  await modelUntil(() => withResult() !== undefined);
+  const turn = withResult()!.turns.at(-1) as Extract<ChatTurn, { role: 'tool' }>;
   return JSON.parse(turn.content);
 }
 
 /** Starts a keypad collection through the model and waits for the child's spoken prompt. */
 async function startCollection(s: Running, args: object, prompt: RegExp): Promise<void> {
   say(s.actor, `keypad ${JSON.stringify(args)}`);
-  await until(() => conversation(s.actor) !== 'idle' && texts(s.outbound).some((t) => prompt.test(t)), 'the keypad prompt');
+  await modelUntil(() => conversation(s.actor) !== 'idle' && texts(s.outbound).some((t) => prompt.test(t)));
   expect(s.actor.getSnapshot().matches({ live: { conversation: 'collecting' } })).toBe(true);
 }
+
+const NO_INPUT = "Sorry, I didn't get any input.";
+const reprompts = (outbound: OutboundMessage[]) => texts(outbound).filter((t) => t.startsWith(NO_INPUT));
 
 function childBuffer(actor: Actor<Machine>): string | undefined {
   const child = actor.getSnapshot().children.dtmf?.getSnapshot() as { context?: { buffer?: string } } | undefined;
@@ -131,22 +152,25 @@ function childBuffer(actor: Actor<Machine>): string | undefined {
 }
 
 describe('session lifecycle (link region)', () => {
-  it('connected -> disconnected -> grace -> connected, counting the resume and greeting the caller', async () => {
+  it('connected -> disconnected -> grace -> connected, counting the resume and greeting the caller', () => {
     const { actor, outbound } = startSession({ graceMs: 30_000 });
     expect(link(actor)).toBe('connected');
 
-    const before = Date.now();
-    actor.send({ type: 'SOCKET.CLOSED', code: 1006 });
+    const closedAt = Date.now();
+    socketClosed(actor);
     expect(link(actor)).toBe('disconnected');
     const dropped = actor.getSnapshot().context;
     expect(dropped).toMatchObject({ disconnects: 1, lastCloseCode: 1006, resumes: 0 });
-    expect(dropped.graceDeadline).toBeGreaterThanOrEqual(before + 30_000);
+    // The grace period counts from the close's own time, not from when the machine handles it.
+    expect(dropped.graceDeadline).toBe(closedAt + 30_000);
 
-    actor.send({ type: 'ACTION', resumable: true, sessionStatus: 'failed', errorCode: '64105' });
+    vi.advanceTimersByTime(1000);
+    action(actor, true);
     expect(link(actor)).toBe('grace');
+    expect(actor.getSnapshot().context.graceDeadline).toBe(closedAt + 30_000);
 
     const newSessionId = 'VXresumed';
-    actor.send({ type: 'RESUME', sessionId: newSessionId, via: 'twilio' });
+    actor.send(resumeEvent(newSessionId, 'twilio'));
     expect(link(actor)).toBe('connected');
     expect(actor.getSnapshot().context).toMatchObject({ resumes: 1, sessionId: newSessionId, graceDeadline: null });
     // The new Twilio session is put back in the call's language, then the caller hears we are back.
@@ -156,25 +180,58 @@ describe('session lifecycle (link region)', () => {
     ]);
   });
 
-  it('grace -> expired when the deadline passes', async () => {
+  it('grace -> expired exactly when the deadline passes', () => {
     const { actor } = startSession({ graceMs: 150 });
-    actor.send({ type: 'SOCKET.CLOSED', code: 1006 });
-    actor.send({ type: 'ACTION', resumable: true, sessionStatus: 'failed', errorCode: '64105' });
+    socketClosed(actor);
+    action(actor, true);
     expect(link(actor)).toBe('grace');
-    const done = await waitFor(actor, (s) => s.status === 'done', { timeout: 5000 });
-    expect(done.value).toBe('expired');
+    vi.advanceTimersByTime(149);
+    expect(link(actor)).toBe('grace');
+    vi.advanceTimersByTime(1);
+    expect(actor.getSnapshot().status).toBe('done');
+    expect(actor.getSnapshot().value).toBe('expired');
   });
 
-  it('disconnected -> expired when no action callback and no reconnect come', async () => {
+  it('disconnected -> expired when no action callback and no reconnect come', () => {
     const { actor } = startSession({ graceMs: 150 });
-    actor.send({ type: 'SOCKET.CLOSED', code: 1006 });
-    const done = await waitFor(actor, (s) => s.status === 'done', { timeout: 5000 });
-    expect(done.value).toBe('expired');
+    socketClosed(actor);
+    vi.advanceTimersByTime(149);
+    expect(link(actor)).toBe('disconnected');
+    vi.advanceTimersByTime(1);
+    expect(actor.getSnapshot().value).toBe('expired');
+  });
+
+  it('a session restored in grace expires at its original deadline, not a full grace period after the restore', () => {
+    const s = startSession({ graceMs: 6000 });
+    socketClosed(s.actor);
+    action(s.actor, true);
+    const deadline = s.actor.getSnapshot().context.graceDeadline!;
+    vi.advanceTimersByTime(2000); // part of the grace elapses, then the process dies
+    const persisted = JSON.parse(JSON.stringify(s.actor.getPersistedSnapshot())) as Snapshot<unknown>;
+    s.actor.stop();
+    vi.advanceTimersByTime(1500); // downtime
+
+    const restored = track(createActor(s.machine, { snapshot: persisted, input: sessionInput() }), []);
+    expect(restored.getSnapshot().context.graceDeadline).toBe(deadline);
+    vi.advanceTimersByTime(deadline - Date.now() - 1);
+    expect(link(restored)).toBe('grace');
+    vi.advanceTimersByTime(1);
+    expect(Date.now()).toBe(deadline);
+    expect(restored.getSnapshot().value).toBe('expired');
+  });
+
+  it('a resume cancels the grace timer', () => {
+    const { actor } = startSession({ graceMs: 150 });
+    socketClosed(actor);
+    actor.send(resumeEvent('VXback'));
+    vi.advanceTimersByTime(10_000);
+    expect(link(actor)).toBe('connected');
+    expect(actor.getSnapshot().context.graceDeadline).toBeNull();
   });
 
   it('a non-resumable action callback ends the session', () => {
     const { actor } = startSession();
-    actor.send({ type: 'ACTION', resumable: false, sessionStatus: 'completed', errorCode: '' });
+    action(actor, false);
     expect(actor.getSnapshot().status).toBe('done');
     expect(actor.getSnapshot().value).toBe('ended');
     expect(actor.getSnapshot().context.endedReason).toBe('action:completed');
@@ -182,26 +239,26 @@ describe('session lifecycle (link region)', () => {
 
   it('caps resumes: past maxResumes a reconnect is refused and the next action callback ends the call', () => {
     const { actor } = startSession({ maxResumes: 1 });
-    actor.send({ type: 'SOCKET.CLOSED', code: 1006 });
-    actor.send({ type: 'RESUME', sessionId: 'VXone', via: 'reconnection' });
+    socketClosed(actor);
+    actor.send(resumeEvent('VXone'));
     expect(link(actor)).toBe('connected');
     expect(actor.getSnapshot().context.resumes).toBe(1);
 
-    actor.send({ type: 'SOCKET.CLOSED', code: 1006 });
-    const resume = { type: 'RESUME', sessionId: 'VXtwo', via: 'reconnection' } as const;
+    socketClosed(actor);
+    const resume = resumeEvent('VXtwo');
     expect(actor.getSnapshot().can(resume)).toBe(false);
     actor.send(resume);
     expect(link(actor)).toBe('disconnected');
     expect(actor.getSnapshot().context).toMatchObject({ resumes: 1, sessionId: 'VXone' });
 
-    actor.send({ type: 'ACTION', resumable: true, sessionStatus: 'failed', errorCode: '64105' });
+    action(actor, true);
     expect(actor.getSnapshot().value).toBe('ended');
   });
 
   it('after a handoff (end sent) the socket closing ends the session', async () => {
     const { actor, outbound } = startSession();
     say(actor, 'a person please, an agent');
-    await until(() => outbound.some((m) => m.type === 'end'), 'the end message');
+    await modelUntil(() => outbound.some((m) => m.type === 'end'));
     expect(actor.getSnapshot().matches({ live: { conversation: 'finished' } })).toBe(true);
     // The goodbye is spoken and its talk cycle closed before `end`.
     const end = outbound.findIndex((m) => m.type === 'end');
@@ -210,7 +267,7 @@ describe('session lifecycle (link region)', () => {
     const endMessage = outbound[end] as Extract<OutboundMessage, { type: 'end' }>;
     expect(JSON.parse(endMessage.handoffData!)).toMatchObject({ reason: 'asked for a person', language: 'en-US' });
 
-    actor.send({ type: 'SOCKET.CLOSED', code: 1000 });
+    socketClosed(actor, 1000);
     expect(actor.getSnapshot().value).toBe('ended');
     expect(actor.getSnapshot().context.endedReason).toBe('socket.closed');
   });
@@ -236,7 +293,7 @@ describe('DTMF collection in the session machine', () => {
     const calls = restored.seen.length;
     press(restored.actor, '001234');
     expect(await toolResult(restored.seen, calls)).toEqual({ status: 'ok', kind: 'phoneNumber', value: '5550001234' });
-    await until(() => texts(restored.outbound).join('').includes('Thanks, noted.'), 'the reply after the tool result');
+    await modelUntil(() => texts(restored.outbound).join('').includes('Thanks, noted.'));
     expect(conversation(restored.actor)).toBe('idle');
     expect(restored.actor.getSnapshot().context.dtmf).toBeNull();
   });
@@ -272,7 +329,7 @@ describe('DTMF collection in the session machine', () => {
     press(s.actor, '555');
     const calls = s.seen.length;
     say(s.actor, 'never mind');
-    await until(() => s.seen.length > calls, 'the model call for the spoken turn');
+    await modelUntil(() => s.seen.length > calls);
     const turns = s.seen.at(-1)!.turns;
     expect(turns.at(-1)).toEqual({ role: 'user', content: 'never mind' });
     const tool = turns.at(-2) as Extract<ChatTurn, { role: 'tool' }>;
@@ -285,21 +342,21 @@ describe('DTMF collection in the session machine', () => {
     const s = startSession({ dtmfIdleMs: idleMs });
     await startCollection(s, { kind: 'phoneNumber' }, /10-digit phone number/);
     press(s.actor, '5550');
-    s.actor.send({ type: 'SOCKET.CLOSED', code: 1006 });
+    socketClosed(s.actor);
     const said = s.outbound.length;
     // Longer than every idle re-prompt together: none may fire while nobody can type.
-    await sleep(idleMs * 4);
+    vi.advanceTimersByTime(idleMs * 4);
     expect(s.outbound.length).toBe(said);
     expect(conversation(s.actor)).toEqual({ collecting: 'phoneNumber' });
     expect(childBuffer(s.actor)).toBe('5550');
 
     // Still paused after a restore (e.g. another instance takes the session over while it waits).
     const restored = restore(s);
-    await sleep(idleMs * 2);
+    vi.advanceTimersByTime(idleMs * 2);
     expect(restored.outbound).toEqual([]);
     expect(childBuffer(restored.actor)).toBe('5550');
 
-    restored.actor.send({ type: 'RESUME', sessionId: 'VXback', via: 'reconnection' });
+    restored.actor.send(resumeEvent('VXback'));
     expect(link(restored.actor)).toBe('connected');
     const calls = restored.seen.length;
     press(restored.actor, '001234');
@@ -307,11 +364,12 @@ describe('DTMF collection in the session machine', () => {
   });
 
   it('a collection the model starts while the caller is away waits for them, then prompts', async () => {
-    const s = startSession({ dtmfIdleMs: 100 });
+    const idleMs = 100;
+    const s = startSession({ dtmfIdleMs: idleMs });
     say(s.actor, 'keypad {"kind":"phoneNumber"}');
-    s.actor.send({ type: 'SOCKET.CLOSED', code: 1006 }); // before the model's answer arrives
-    await until(() => s.actor.getSnapshot().children.dtmf !== undefined, 'the keypad entry to start');
-    await sleep(500);
+    socketClosed(s.actor); // before the model's answer arrives
+    await modelUntil(() => s.actor.getSnapshot().children.dtmf !== undefined);
+    vi.advanceTimersByTime(idleMs * 5);
     // Nothing was said into the void (the socket edge drops anything emitted now), and no idle attempt was used up.
     expect(texts(s.outbound).filter((t) => t !== '')).toEqual([]);
     const before = s.outbound.length;
@@ -319,11 +377,12 @@ describe('DTMF collection in the session machine', () => {
     expect(child.value).toBe('paused');
     expect(child.context.attempts).toBe(0);
 
-    s.actor.send({ type: 'RESUME', sessionId: 'VXback', via: 'reconnection' });
+    s.actor.send(resumeEvent('VXback'));
     // The prompt the caller missed follows the resume line.
     expect(texts(s.outbound.slice(before)).join('')).toBe(`${resumeLine('en-US')} ${PHONE_PROMPT}`);
     expect(s.outbound.at(-1)).toMatchObject({ type: 'text', last: true });
-    await until(() => texts(s.outbound).some((t) => t.startsWith("Sorry, I didn't get any input.")), 'an idle re-prompt');
+    vi.advanceTimersByTime(idleMs);
+    expect(reprompts(s.outbound)).toHaveLength(1);
   });
 
   it('keypad input counts as the caller taking part: entries in a row are not a tool loop', async () => {
@@ -339,26 +398,27 @@ describe('DTMF collection in the session machine', () => {
     const s = startSession({}, chain);
     say(s.actor, 'start the form');
     for (const kind of kinds) {
-      await until(() => s.actor.getSnapshot().children.dtmf !== undefined, `the ${kind} entry`);
+      await modelUntil(() => s.actor.getSnapshot().children.dtmf !== undefined);
       press(s.actor, kind === 'phoneNumber' ? '5550001234' : '1234');
-      await until(() => s.actor.getSnapshot().children.dtmf === undefined, `the ${kind} entry to finish`);
+      expect(s.actor.getSnapshot().children.dtmf, `the ${kind} entry is finished`).toBeUndefined();
     }
-    await until(() => texts(s.outbound).join('').includes('All done.'), 'the closing reply');
+    await modelUntil(() => texts(s.outbound).join('').includes('All done.'));
     const results = s.seen.at(-1)!.turns.filter((t): t is Extract<ChatTurn, { role: 'tool' }> => t.role === 'tool');
     expect(results.map((t) => (JSON.parse(t.content) as { status: string }).status)).toEqual(kinds.map(() => 'ok'));
   });
 
-  it('the idle timer runs again after a resume', async () => {
-    const s = startSession({ dtmfIdleMs: 300 });
+  it('the idle timer runs again after a resume, a full idle period from the resume', async () => {
+    const idleMs = 300;
+    const s = startSession({ dtmfIdleMs: idleMs });
     await startCollection(s, { kind: 'phoneNumber' }, /10-digit phone number/);
-    s.actor.send({ type: 'SOCKET.CLOSED', code: 1006 });
-    await sleep(700);
-    expect(texts(s.outbound).filter((t) => t.startsWith("Sorry, I didn't get any input."))).toEqual([]);
-    s.actor.send({ type: 'RESUME', sessionId: 'VXback', via: 'reconnection' });
-    const resumedAt = Date.now();
-    await until(() => texts(s.outbound).some((t) => t.startsWith("Sorry, I didn't get any input.")), 'an idle re-prompt');
-    // A fresh idle period starts at the resume.
-    expect(Date.now() - resumedAt).toBeGreaterThanOrEqual(290);
+    socketClosed(s.actor);
+    vi.advanceTimersByTime(idleMs * 2 + 100);
+    expect(reprompts(s.outbound)).toEqual([]);
+    s.actor.send(resumeEvent('VXback'));
+    vi.advanceTimersByTime(idleMs - 1);
+    expect(reprompts(s.outbound)).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(reprompts(s.outbound)).toHaveLength(1);
   });
 });
 
@@ -371,14 +431,16 @@ describe('an LLM failure in the middle of a reply', () => {
       const timer = setTimeout(() => {
         sendBack({ type: 'LLM.DELTA', runId, text: 'Our hours are' } satisfies ReplyEvent);
         sendBack({ type: 'LLM.ERROR', runId, message: 'stream reset' } satisfies ReplyEvent);
-      }, 1);
+      }, LLM_MS);
       return () => clearTimeout(timer);
     });
     const machine = sessionMachine.provide({ actors: { llmReply } });
     const outbound: OutboundMessage[] = [];
     const actor = track(createActor(machine, { input: sessionInput() }) as unknown as Actor<Machine>, outbound);
     actor.send({ type: 'PROMPT', text: 'when are you open?', lang: 'en-US', last: true });
-    await waitFor(actor, (s) => s.matches({ live: { conversation: 'idle' } }) && s.context.history.length === 2, { timeout: 2000 });
+    const idle = waitFor(actor, (s) => s.matches({ live: { conversation: 'idle' } }) && s.context.history.length === 2);
+    vi.advanceTimersByTime(LLM_MS);
+    await idle;
     const apology = 'Sorry, I am having trouble right now. Could you say that again?';
     expect(actor.getSnapshot().context.history.at(-1)).toEqual({ role: 'assistant', content: `Our hours are ${apology}` });
     expect(outbound).toEqual([

@@ -4,7 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SimulatedCall, UpgradeRejectedError } from '../src/client/twilio-sim.js';
 import { postAction, postIncomingCall, postTwilioForm, signTwilioRequest, signWebSocketUrl, WebhookHttpError } from '../src/client/twilio-webhooks.js';
 import { startTestServer, type TestServer } from './support/harness.js';
-import { connectCall, waitUntil } from './support/conditions.js';
+import { connectCall } from './support/conditions.js';
 import { child, parseXml, type XmlElement } from './support/xml.js';
 import { DEFAULT_ACTION_URL_OVERRIDES } from '../src/server/connection-overrides.js';
 
@@ -149,7 +149,7 @@ describe('with TWILIO_AUTH_TOKEN and PUBLIC_HOST', () => {
     calls.push(call);
     await call.drop();
     const linkState = () => ts.server.manager.get(call.callSid)?.actor.getSnapshot().value;
-    await waitUntil(() => JSON.stringify(linkState()).includes('"disconnected"'), 'the session to notice the drop');
+    await expect.poll(() => JSON.stringify(linkState()).includes('"disconnected"'), { timeout: 10_000, message: 'the session to notice the drop' }).toBe(true);
 
     const params = { CallSid: call.callSid, CallStatus: 'in-progress', ErrorCode: '64105', SessionId: call.sessionId, SessionStatus: 'failed' };
     const unsigned = await postAction(ts.server.httpUrl, params);
@@ -170,7 +170,7 @@ describe('with TWILIO_AUTH_TOKEN and PUBLIC_HOST', () => {
       headers: { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, relay.attributes.url!) },
     });
     calls.push(resumed);
-    await waitUntil(() => JSON.stringify(linkState()).includes('"connected"'), 'the session to resume');
+    await expect.poll(() => JSON.stringify(linkState()).includes('"connected"'), { timeout: 10_000, message: 'the session to resume' }).toBe(true);
     expect(ts.server.manager.get(call.callSid)?.actor.getSnapshot().context.sessionId).toBe(resumed.sessionId);
   });
 

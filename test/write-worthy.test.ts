@@ -22,6 +22,7 @@ function controlledMachine(runs: Controlled[]) {
           runId,
           text,
           toolCalls: toolCalls ? [{ id: `call_${runId}`, name: 'collect_digits', arguments: toolCalls }] : [],
+          at: Date.now(),
         } satisfies ReplyEvent),
     });
   });
@@ -71,8 +72,8 @@ describe('onlyReplyTextChanged (the store-write filter)', () => {
     const { actor, runs, step } = start();
     actor.send({ type: 'PROMPT', text: 'Tell me a story', lang: 'en-US', last: true });
     runs[0]!.delta('Once ');
-    expect(step(() => actor.send({ type: 'SOCKET.CLOSED', code: 1006 }))).toEqual([false]);
-    expect(step(() => actor.send({ type: 'RESUME', sessionId: 'VXnew', via: 'twilio' }))).toEqual([false]);
+    expect(step(() => actor.send({ type: 'SOCKET.CLOSED', code: 1006, at: Date.now() }))).toEqual([false]);
+    expect(step(() => actor.send({ type: 'RESUME', sessionId: 'VXnew', via: 'twilio', at: Date.now() }))).toEqual([false]);
     expect(step(() => runs[0]!.delta('upon '))).toEqual([true]);
     expect(step(() => actor.send({ type: 'INTERRUPT', utterance: 'Once upon', durationMs: 500 }))).toEqual([false]);
     expect(step(() => actor.send({ type: 'PROMPT', text: 'Something else', lang: 'en-US', last: true }))).toEqual([false]);
@@ -84,7 +85,7 @@ describe('onlyReplyTextChanged (the store-write filter)', () => {
     actor.send({ type: 'PROMPT', text: 'my account number', lang: 'en-US', last: true });
     runs[0]!.done('', '{"kind":"digits","label":"account number","minLength":4,"maxLength":4}');
     expect(actor.getSnapshot().matches({ live: { conversation: 'collecting' } })).toBe(true);
-    const presses = step(() => actor.send({ type: 'DIGIT', digit: '1' }));
+    const presses = step(() => actor.send({ type: 'DIGIT', digit: '1', at: Date.now() }));
     expect(presses.length).toBeGreaterThan(0);
     expect(presses.every((skip) => skip === false)).toBe(true);
   });

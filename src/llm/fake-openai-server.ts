@@ -33,6 +33,11 @@ export interface Reply {
   delayMs?: number;
   /** Delay before the first chunk (headers are sent right away for streams). */
   firstChunkDelayMs?: number;
+  /**
+   * Streams only this many content chunks, then waits for `until` before the rest: a test cuts a
+   * reply mid-stream at a point it chooses instead of racing the chunk delays.
+   */
+  holdAfter?: { chunks: number; until: Promise<unknown> };
   /** Error status (e.g. 500, 429): answered with an OpenAI-style error body instead. */
   status?: number;
   /** Error message for `status`. */
@@ -68,6 +73,8 @@ export interface FakeOpenAI {
   port: number;
   requests: ChatRequestRecord[];
   setScript(fn: ScriptFn): void;
+  /** Resolves once every request being handled now has been answered or given up (its client gone). */
+  idle(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -115,14 +122,17 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
   const defaultDelay = opts.chunkDelayMs ?? 0;
   const requests: ChatRequestRecord[] = [];
 
+  const handling = new Set<Promise<void>>();
   const server = http.createServer((req, res) => {
-    void handle(req, res).catch((err: unknown) => {
+    const handled = handle(req, res).catch((err: unknown) => {
       if (!res.headersSent) {
         sendError(res, 500, `fake-openai internal error: ${(err as Error).message}`);
       } else {
         res.destroy();
       }
     });
+    handling.add(handled);
+    void handled.finally(() => handling.delete(handled));
   });
   server.keepAliveTimeout = 5_000;
 
@@ -275,6 +285,8 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     };
 
     for (let i = 0; i < deltas.length; i++) {
+      // deltas[0] is the role delta; content chunk n is deltas[n].
+      if (reply.holdAfter && content.length > 0 && i === reply.holdAfter.chunks + 1) await reply.holdAfter.until;
       const wait = i === 0 ? (reply.firstChunkDelayMs ?? 0) : delay;
       if (wait > 0) await sleep(wait);
       if (!write({ ...base, choices: [{ index: 0, delta: deltas[i], logprobs: null, finish_reason: null }] })) return;
@@ -321,6 +333,9 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     requests,
     setScript(fn: ScriptFn) {
       script = fn;
+    },
+    async idle() {
+      await Promise.all([...handling]);
     },
     close() {
       for (const t of timers) clearTimeout(t);

@@ -2,6 +2,7 @@
 // with canned replies and keyword-triggered tools, so a newcomer can watch the whole flow.
 import { randomUUID } from 'node:crypto';
 import { fromCallback } from 'xstate';
+import { systemClock, type Clock } from '../clock.js';
 import type { CollectDigitsArgs } from './tools.js';
 import type { ChatTurn, ReplyEvent, ReplyInput, ToolCall } from './types.js';
 
@@ -66,8 +67,9 @@ export function offlineAnswer(turns: ChatTurn[], language: string): Canned {
   return { text: `${prefix}${last?.role === 'user' ? last.content : ''}`, toolCalls: [] };
 }
 
-export function createOfflineReplyActor(opts: { wordDelayMs?: number } = {}) {
+export function createOfflineReplyActor(opts: { wordDelayMs?: number; clock?: Clock } = {}) {
   const delay = opts.wordDelayMs ?? 20;
+  const clock = opts.clock ?? systemClock;
   return fromCallback<{ type: string }, ReplyInput>(({ input, sendBack }) => {
     const runId = randomUUID();
     const answer = offlineAnswer(input.turns, input.language);
@@ -77,7 +79,7 @@ export function createOfflineReplyActor(opts: { wordDelayMs?: number } = {}) {
     const step = () => {
       const word = words[i++];
       if (word === undefined) {
-        sendBack({ type: 'LLM.DONE', runId, text: answer.text, toolCalls: answer.toolCalls } satisfies ReplyEvent);
+        sendBack({ type: 'LLM.DONE', runId, text: answer.text, toolCalls: answer.toolCalls, at: clock.now() } satisfies ReplyEvent);
         return;
       }
       sendBack({ type: 'LLM.DELTA', runId, text: word } satisfies ReplyEvent);

@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import OpenAI from 'openai';
 import { fromCallback } from 'xstate';
+import { systemClock, type Clock } from '../clock.js';
 import { toChatMessages } from './prompts.js';
 import { toolDefinitions } from './tools.js';
 import type { ReplyEvent, ReplyInput, ToolCall } from './types.js';
@@ -12,6 +13,8 @@ export interface OpenAIReplyOptions {
   /** Called once per run with ms from request to first streamed token. */
   onFirstToken?: (ms: number) => void;
   onError?: (err: unknown) => void;
+  /** Stamps LLM.DONE; defaults to the system clock. */
+  clock?: Clock;
 }
 
 /**
@@ -64,7 +67,7 @@ export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
           .sort(([a], [b]) => a - b)
           .map(([index, call]) => ({ ...call, id: call.id || `call_${runId}_${index}` }));
         settled = true;
-        send({ type: 'LLM.DONE', runId, text, toolCalls });
+        send({ type: 'LLM.DONE', runId, text, toolCalls, at: (opts.clock ?? systemClock).now() });
       } catch (err) {
         if (abort.signal.aborted) return;
         settled = true;

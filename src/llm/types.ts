@@ -17,7 +17,8 @@ export interface ReplyInput {
   language: string;
 }
 
+/** LLM.DONE carries when the reply finished (epoch ms): a keypad entry it asks for starts then. */
 export type ReplyEvent =
   | { type: 'LLM.DELTA'; runId: string; text: string }
-  | { type: 'LLM.DONE'; runId: string; text: string; toolCalls: ToolCall[] }
+  | { type: 'LLM.DONE'; runId: string; text: string; toolCalls: ToolCall[]; at: number }
   | { type: 'LLM.ERROR'; runId: string; message: string };

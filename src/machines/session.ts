@@ -7,7 +7,8 @@ import type { OutboundMessage } from '../protocol/messages.js';
 import type { DtmfDigit } from '../protocol/messages.js';
 import type { ChatTurn, ReplyInput, ToolCall } from '../llm/types.js';
 import { parseToolCall, type CollectDigitsArgs } from '../llm/tools.js';
-import { deadlineTimer } from './deadline-timer.js';
+import type { Clock } from '../clock.js';
+import { createDeadlineTimer, deadlineTimer } from './deadline-timer.js';
 import { dtmfMachines, type DtmfInput, type DtmfKind, type DtmfResult, type DtmfSrc } from './dtmf/index.js';
 import { resumeLine, llmFailureLine } from './phrases.js';
 import { boundHistory, DEFAULT_HISTORY_LIMITS, type HistoryLimits } from './history-bound.js';
@@ -39,6 +40,8 @@ interface ReplyInFlight {
 
 interface DtmfRequest {
   toolCallId: string;
+  /** When the model asked for the entry (epoch ms): its first idle period counts from here. */
+  requestedAt: number;
   kind: DtmfKind;
   label?: string;
   minLength?: number;
@@ -74,16 +77,20 @@ export interface SessionContext {
   endedReason: string | null;
 }
 
+/**
+ * `at` (epoch ms) is when the event happened, stamped by the edge that sends it. The machine never
+ * reads a clock: every deadline (grace, keypad idle) counts from the `at` of the event that starts it.
+ */
 export type SessionEvent =
   | { type: 'PROMPT'; text: string; lang: string; last: boolean }
-  | { type: 'DIGIT'; digit: DtmfDigit }
+  | { type: 'DIGIT'; digit: DtmfDigit; at: number }
   | { type: 'INTERRUPT'; utterance: string; durationMs: number }
-  | { type: 'SOCKET.CLOSED'; code: number }
-  | { type: 'ACTION'; resumable: boolean; sessionStatus: string; errorCode: string }
-  | { type: 'RESUME'; sessionId: string; via: 'twilio' | 'reconnection' }
+  | { type: 'SOCKET.CLOSED'; code: number; at: number }
+  | { type: 'ACTION'; resumable: boolean; sessionStatus: string; errorCode: string; at: number }
+  | { type: 'RESUME'; sessionId: string; via: 'twilio' | 'reconnection'; at: number }
   | { type: 'GRACE.EXPIRED' }
   | { type: 'LLM.DELTA'; runId: string; text: string }
-  | { type: 'LLM.DONE'; runId: string; text: string; toolCalls: ToolCall[] }
+  | { type: 'LLM.DONE'; runId: string; text: string; toolCalls: ToolCall[]; at: number }
   | { type: 'LLM.ERROR'; runId: string; message: string }
   | { type: 'DTMF.SAY'; text: string };
 
@@ -121,12 +128,15 @@ function languageMessage(language: string): SessionEmitted {
 
 function dtmfInputFor(context: SessionContext): DtmfInput {
   const request = context.dtmf;
+  // Set in the same transition that enters `collecting`, which is the only place this is invoked.
+  if (!request) throw new Error('keypad entry started without a request');
   return {
-    kind: request?.kind ?? 'digits',
+    kind: request.kind,
+    startedAt: request.requestedAt,
     idleMs: context.timeouts.dtmfIdleMs,
-    label: request?.label,
-    minLength: request?.minLength,
-    maxLength: request?.maxLength,
+    label: request.label,
+    minLength: request.minLength,
+    maxLength: request.maxLength,
     language: context.language,
   };
 }
@@ -285,16 +295,16 @@ export const sessionMachine = setup({
     rememberDtmfRequest: assign({
       dtmf: ({ event }) => {
         const call = firstToolCall(event);
-        if (call?.name !== 'collect_digits') return null;
+        if (event.type !== 'LLM.DONE' || call?.name !== 'collect_digits') return null;
         const args: CollectDigitsArgs = call.args;
-        return { toolCallId: call.call.id, ...args };
+        return { toolCallId: call.call.id, requestedAt: event.at, ...args };
       },
     }),
     // Relayed to the child collector; digits themselves are never logged.
     forwardDigit: sendTo('dtmf', ({ event }) => event),
     // Nobody can type without a socket: the entry's idle timer stops until the caller is back.
     pauseDtmf: sendTo('dtmf', { type: 'PAUSE' }),
-    continueDtmf: sendTo('dtmf', { type: 'CONTINUE' }),
+    continueDtmf: sendTo('dtmf', (_, params: { at: number }) => ({ type: 'CONTINUE' as const, at: params.at })),
     /** A keypad prompt said while no socket is attached is spoken after the resume line instead. */
     keepDtmfSayForResume: assign({
       undelivered: ({ context, event }) => (event.type === 'DTMF.SAY' ? event.text : context.undelivered),
@@ -334,10 +344,11 @@ export const sessionMachine = setup({
         });
       },
     }),
+    /** The grace period counts from when the link was lost (`at` of the close or the action callback). */
     recordDisconnect: assign({
       disconnects: ({ context }) => context.disconnects + 1,
       lastCloseCode: ({ event }) => (event.type === 'SOCKET.CLOSED' ? event.code : null),
-      graceDeadline: ({ context }) => Date.now() + context.timeouts.graceMs,
+      graceDeadline: ({ context }, params: { at: number }) => params.at + context.timeouts.graceMs,
     }),
     recordResume: assign({
       resumes: ({ context }) => context.resumes + 1,
@@ -398,13 +409,13 @@ export const sessionMachine = setup({
               on: {
                 'SOCKET.CLOSED': [
                   { guard: 'conversationFinished', target: '#session.ended', actions: 'markEnded' },
-                  { target: 'disconnected', actions: 'recordDisconnect' },
+                  { target: 'disconnected', actions: { type: 'recordDisconnect', params: ({ event }) => ({ at: event.at }) } },
                 ],
                 // Newest authenticated connection wins: a second socket for a live call takes over.
                 RESUME: { target: 'connected', reenter: true, actions: ['recordResume', 'greetOnResume'] },
                 // The action callback can overtake our noticing the close.
                 ACTION: [
-                  { guard: 'actionResumable', target: 'grace', actions: 'recordDisconnect' },
+                  { guard: 'actionResumable', target: 'grace', actions: { type: 'recordDisconnect', params: ({ event }) => ({ at: event.at }) } },
                   { target: '#session.ended', actions: 'markEnded' },
                 ],
               },
@@ -496,7 +507,7 @@ export const sessionMachine = setup({
                 'DTMF.SAY': [{ guard: 'linkConnected', actions: 'relayDtmfSay' }, { actions: ['keepDtmfSayForResume', 'pauseDtmf'] }],
                 // Alongside the link region's own transitions; the guard mirrors link's so can(RESUME) is unchanged.
                 'SOCKET.CLOSED': { actions: 'pauseDtmf' },
-                RESUME: { guard: 'canResume', actions: 'continueDtmf' },
+                RESUME: { guard: 'canResume', actions: { type: 'continueDtmf', params: ({ event }) => ({ at: event.at }) } },
                 // Speaking instead of typing cancels the keypad entry and is answered normally.
                 PROMPT: { guard: 'isFinalPrompt', target: 'responding', actions: ['recordDtmfCancelled', 'recordUserTurn'] },
               },
@@ -536,4 +547,20 @@ export function lifecycleOf(value: unknown): string {
     if (typeof live.link === 'string') return live.link;
   }
   return 'unknown';
+}
+
+/**
+ * Actor implementations that put every timer of a session (grace, and each keypad entry's idle
+ * timer) on `clock`; provide them with `sessionMachine.provide({ actors: { ...timersOn(clock) } })`.
+ */
+export function timersOn(clock: Clock) {
+  const timer = createDeadlineTimer(clock);
+  const actors = { actors: { deadlineTimer: timer } };
+  return {
+    deadlineTimer: timer,
+    languageMenu: dtmfMachines.languageMenu.provide(actors),
+    phoneNumber: dtmfMachines.phoneNumber.provide(actors),
+    dateOfBirth: dtmfMachines.dateOfBirth.provide(actors),
+    digits: dtmfMachines.digits.provide(actors),
+  };
 }

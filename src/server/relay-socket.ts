@@ -30,13 +30,16 @@ export interface RelaySocketDeps {
   setupTimeoutMs?: number;
 }
 
-/** Maps an inbound frame to a session event; frames with nothing for the session map to undefined. */
-export function toSessionEvent(message: InboundMessage): SessionEvent | undefined {
+/**
+ * Maps an inbound frame to a session event, stamped with `at` where the session times something
+ * from it (a key press restarts the keypad idle period); frames with nothing for the session map to undefined.
+ */
+export function toSessionEvent(message: InboundMessage, at: number): SessionEvent | undefined {
   switch (message.type) {
     case 'prompt':
       return { type: 'PROMPT', text: message.voicePrompt, lang: message.lang, last: message.last };
     case 'dtmf':
-      return { type: 'DIGIT', digit: message.digit };
+      return { type: 'DIGIT', digit: message.digit, at };
     case 'interrupt':
       return { type: 'INTERRUPT', utterance: message.utteranceUntilInterrupt, durationMs: message.durationUntilInterruptMs };
     default:
@@ -137,7 +140,7 @@ export function handleRelaySocket(ws: WebSocket, deps: RelaySocketDeps, transpor
     }
     if (message.type === 'error') log.warn({ description: message.description }, 'twilio reported an error');
     if (message.type === 'info') log.debug({ name: message.name }, 'info');
-    const event = toSessionEvent(message);
+    const event = toSessionEvent(message, deps.manager.clock.now());
     if (event) deps.manager.send(session, socket, event);
   };
 

@@ -5,8 +5,9 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { WebSocketServer } from 'ws';
+import { systemClock, type Clock } from '../clock.js';
 import type { Config } from '../config.js';
-import { sessionMachine } from '../machines/session.js';
+import { sessionMachine, timersOn } from '../machines/session.js';
 import { selectReplyActor } from '../llm/select.js';
 import { createStore } from '../stores/index.js';
 import type { SnapshotStore } from '../stores/types.js';
@@ -40,6 +41,8 @@ export interface StartOptions {
    * connections to a sibling). Otherwise the listener stays open to the end and answers 503.
    */
   stopListeningOnDrain?: boolean;
+  /** Time for every session: event stamps, grace and keypad timers (tests move it forward). */
+  clock?: Clock;
 }
 
 /** How long a peer gets to answer our close frame before its socket is cut. */
@@ -77,11 +80,12 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       onError: (err) => logger.warn({ err: err.message }, 'store connection error; retrying'),
     });
   const store = encryptSnapshots(cfg, unencrypted, logger);
-  const llm = selectReplyActor(cfg, logger, metrics);
+  const clock = opts.clock ?? systemClock;
+  const llm = selectReplyActor(cfg, logger, metrics, clock);
   const inspector: Inspector | undefined = cfg.inspect === '1' ? startInspector(cfg.inspectPort) : undefined;
   const manager = new SessionManager({
     store,
-    machine: sessionMachine.provide({ actors: { llmReply: llm.actor } }),
+    machine: sessionMachine.provide({ actors: { llmReply: llm.actor, ...timersOn(clock) } }),
     timeouts: { graceMs: cfg.graceMs, retentionMs: cfg.retentionMs, dtmfIdleMs: cfg.dtmfIdleMs, maxResumes: cfg.maxResumes },
     historyLimits: { maxTurns: cfg.historyMaxTurns, maxBytes: cfg.historyMaxBytes },
     maxSessions: cfg.maxSessions,
@@ -90,6 +94,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     logger,
     metrics,
     inspect: inspector?.inspect,
+    clock,
   });
   // Sessions a dead predecessor left in grace still expire at their own deadlines.
   await manager.adoptOrphanedDeadlines();

@@ -6,6 +6,7 @@ import type { Logger } from './logger.js';
 import { closeCodeLabel, type Metrics } from './metrics.js';
 import type { OutboundMessage, SetupMessage } from '../protocol/messages.js';
 import type { HistoryLimits } from '../machines/history-bound.js';
+import { systemClock, type Clock } from '../clock.js';
 import { hasResumesLeft, lifecycleOf, type SessionEvent, type SessionInput, type SessionMachine, type SessionTimeouts } from '../machines/session.js';
 import { CoalescingWriter, StaleLeaseError, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from '../stores/index.js';
 import pLimit from 'p-limit';
@@ -40,6 +41,8 @@ export interface SessionManagerOptions {
   logger: Logger;
   metrics: Metrics;
   inspect?: (event: InspectionEvent) => void;
+  /** Stamps the events this edge sends and times grace checks; the system clock by default. */
+  clock?: Clock;
 }
 
 export type ConnectResult =
@@ -69,9 +72,11 @@ export class SessionManager {
   private readonly sessions = new Map<string, Session>();
   private readonly locks = new KeyedMutex();
   private readonly restoreLimit = pLimit(RESTORE_CONCURRENCY);
-  private readonly orphanTimers = new Set<NodeJS.Timeout>();
+  private readonly orphanTimers = new Set<unknown>();
+  readonly clock: Clock;
 
   constructor(private readonly opts: SessionManagerOptions) {
+    this.clock = opts.clock ?? systemClock;
     opts.metrics.setSessionSource(() => this.countByState());
     // Stores that announce lease changes let a stale owner stop at once instead of at its next write.
     opts.store.onLeaseChange?.((callSid, epoch) => {
@@ -97,7 +102,7 @@ export class SessionManager {
     return this.locks.run(setup.callSid, async () => {
       const log = this.opts.logger.child({ callSid: setup.callSid });
       const via = setup.reconnection ? 'reconnection' : 'twilio';
-      const event: ResumeEvent = { type: 'RESUME', sessionId: setup.sessionId, via };
+      const event: ResumeEvent = { type: 'RESUME', sessionId: setup.sessionId, via, at: this.clock.now() };
       const found = await this.locate(setup.callSid, log);
       const attempt = found !== undefined || setup.reconnection === true;
       if (attempt) this.opts.metrics.resumeAttempts.inc({ via });
@@ -159,7 +164,7 @@ export class SessionManager {
     this.opts.metrics.disconnects.inc({ code: closeCodeLabel(code) });
     if (session.socket !== socket) return; // superseded by a newer socket
     session.socket = null;
-    if (this.sessions.get(session.callSid) === session) session.actor.send({ type: 'SOCKET.CLOSED', code });
+    if (this.sessions.get(session.callSid) === session) session.actor.send({ type: 'SOCKET.CLOSED', code, at: this.clock.now() });
   }
 
   /** The `<Connect action>` callback: decides whether Twilio should reconnect the call. */
@@ -174,7 +179,7 @@ export class SessionManager {
         log.info({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for an unknown or finished session');
         return resumable ? 'hangup' : 'ack';
       }
-      session.actor.send({ type: 'ACTION', resumable, sessionStatus: params.sessionStatus, errorCode: params.errorCode });
+      session.actor.send({ type: 'ACTION', resumable, sessionStatus: params.sessionStatus, errorCode: params.errorCode, at: this.clock.now() });
       const state = lifecycleOf(session.actor.getSnapshot().value);
       log.info({ callStatus: params.callStatus, sessionStatus: params.sessionStatus, errorCode: params.errorCode, state }, 'action callback');
       if (!resumable) return 'ack';
@@ -205,13 +210,13 @@ export class SessionManager {
       if (record.state !== 'disconnected' && record.state !== 'grace') continue;
       const deadline = graceDeadlineOf(record);
       if (deadline === null) continue;
-      const timer = setTimeout(() => {
+      const timer = this.clock.setTimeout(() => {
         this.orphanTimers.delete(timer);
         this.expireIfOrphaned(record.callSid).catch((err: unknown) =>
           this.opts.logger.error({ err, callSid: record.callSid }, 'could not expire an orphaned session'),
         );
-      }, Math.max(0, deadline - Date.now()) + ORPHAN_EXPIRY_SLACK_MS);
-      timer.unref();
+      }, Math.max(0, deadline - this.clock.now()) + ORPHAN_EXPIRY_SLACK_MS);
+      (timer as { unref?: () => void }).unref?.();
       this.orphanTimers.add(timer);
       scheduled++;
     }
@@ -283,14 +288,14 @@ export class SessionManager {
    * and another instance or the restarted one can resume the calls), then stops the actors.
    */
   async close(): Promise<void> {
-    for (const timer of this.orphanTimers) clearTimeout(timer);
+    for (const timer of this.orphanTimers) this.clock.clearTimeout(timer);
     this.orphanTimers.clear();
     for (const session of this.all()) {
       const socket = session.socket;
       if (!socket) continue;
       session.socket = null;
       socket.close(1001, 'server shutting down');
-      session.actor.send({ type: 'SOCKET.CLOSED', code: 1001 });
+      session.actor.send({ type: 'SOCKET.CLOSED', code: 1001, at: this.clock.now() });
     }
     await this.flush();
     for (const session of this.all()) {
@@ -317,7 +322,7 @@ export class SessionManager {
       const epoch = await this.opts.store.currentEpoch(callSid);
       if (epoch === local.lease.epoch) {
         const snapshot = local.actor.getSnapshot();
-        if (!graceOver(snapshot)) return { session: local, snapshot };
+        if (!graceOver(snapshot, this.clock.now())) return { session: local, snapshot };
         local.actor.send({ type: 'GRACE.EXPIRED' }); // due this instant: do not race the timer
         return undefined;
       }
@@ -328,7 +333,7 @@ export class SessionManager {
     if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
     const snapshot = this.peek(record, log);
     if (!snapshot) return undefined;
-    if (graceOver(snapshot)) {
+    if (graceOver(snapshot, this.clock.now())) {
       await this.takeOver(callSid, log); // restores and expires it, so the store says so
       return undefined;
     }
@@ -374,10 +379,10 @@ export class SessionManager {
     const session = this.track(callSid, actor, lease, log);
     actor.start();
     // The previous owner died with the socket attached (or lost it to us): that socket is gone.
-    if (record.state === 'connected') actor.send({ type: 'SOCKET.CLOSED', code: 1006 });
+    if (record.state === 'connected') actor.send({ type: 'SOCKET.CLOSED', code: 1006, at: this.clock.now() });
     this.opts.metrics.restoreSeconds.observe((performance.now() - started) / 1000);
     log.info({ epoch: lease.epoch, state: record.state, previousEpoch: record.epoch }, 'session restored from store');
-    if (graceOver(actor.getSnapshot())) {
+    if (graceOver(actor.getSnapshot(), this.clock.now())) {
       log.info('grace ran out while no instance owned the session');
       actor.send({ type: 'GRACE.EXPIRED' });
       return undefined;
@@ -412,7 +417,7 @@ export class SessionManager {
         language: this.opts.language,
         timeouts: this.opts.timeouts,
         historyLimits: this.opts.historyLimits,
-        now: Date.now(),
+        now: this.clock.now(),
       },
       inspect: this.opts.inspect,
     });
@@ -507,7 +512,7 @@ function notSpeaking(snapshot: SessionSnapshot): boolean {
   return snapshot.status !== 'active' || !snapshot.matches({ live: { conversation: 'responding' } });
 }
 
-function graceOver(snapshot: SessionSnapshot, now = Date.now()): boolean {
+function graceOver(snapshot: SessionSnapshot, now: number): boolean {
   const link = lifecycleOf(snapshot.value);
   const deadline = snapshot.context.graceDeadline;
   return (link === 'disconnected' || link === 'grace') && deadline !== null && deadline <= now;

@@ -1,10 +1,11 @@
 // Drives the REAL server for the call model: one method per model event (over real sockets and
 // HTTP, like Twilio would), and `check`, which compares a model state's expectations with the
-// live actor and the stored record. One driver per path: its own fake LLM, server and store.
+// live actor and the stored record. One driver per path: its own fake LLM, server, store and
+// TestClock. The clock stands still, so grace only runs out when GRACE_EXPIRE moves it: the
+// server cannot expire a session the model still expects to be waiting, however slow the machine.
 import { rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { isDeepStrictEqual } from 'node:util';
-import { expect } from 'vitest';
+import { expect, vi } from 'vitest';
 import type { TestParam } from '@xstate/graph';
 import { SimulatedCall } from '../../src/client/twilio-sim.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../../src/llm/fake-openai-server.js';
@@ -12,6 +13,7 @@ import { resumeLine } from '../../src/machines/phrases.js';
 import type { OutboundMessage } from '../../src/protocol/messages.js';
 import { startTestServer, tempSqlitePath, type TestServer } from '../support/harness.js';
 import { REDIS_URL } from '../support/redis.js';
+import { TestClock } from '../support/test-clock.js';
 import {
   SPANISH_OK,
   STORY_CHUNKS,
@@ -42,10 +44,11 @@ export interface DriverOptions {
 type Residency = 'yes' | 'no' | 'either';
 
 const REPLY_MS = 10_000;
-const SETTLE_MS = 5_000;
+/** How long a check waits for the server to reach the expected state (writes, restores are asynchronous). */
+const SETTLE_MS = 10_000;
+/** Past every grace deadline, including the slack an instance gives a dead owner's deadline. */
+const PAST_GRACE_MS = 5_000;
 const DIGIT_BATCHES = ['555', '012'] as const;
-
-const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class CallDriver {
   private call: SimulatedCall | undefined;
@@ -62,22 +65,25 @@ export class CallDriver {
     private readonly opts: DriverOptions,
     private readonly llm: FakeOpenAI,
     private readonly sqlitePath: string,
+    private readonly clock: TestClock,
     private ts: TestServer,
   ) {}
 
   static async start(opts: DriverOptions): Promise<CallDriver> {
     const llm = await startFakeOpenAI({ script: scenarioScript({ storyDelayMs: opts.storyDelayMs }) });
     const sqlitePath = tempSqlitePath();
-    const ts = await CallDriver.server(opts, llm, sqlitePath);
-    return new CallDriver(opts, llm, sqlitePath, ts);
+    const clock = new TestClock();
+    const ts = await CallDriver.server(opts, llm, sqlitePath, clock);
+    return new CallDriver(opts, llm, sqlitePath, clock, ts);
   }
 
-  /** A server on this path's store: the same SQLite file / Redis prefix across restarts. */
-  private static server(opts: DriverOptions, llm: FakeOpenAI, sqlitePath: string): Promise<TestServer> {
+  /** A server on this path's store: the same SQLite file / Redis prefix (and host clock) across restarts. */
+  private static server(opts: DriverOptions, llm: FakeOpenAI, sqlitePath: string, clock: TestClock): Promise<TestServer> {
     return startTestServer({
       sharedLlm: llm,
       redisPrefix: opts.redisPrefix,
       config: { store: opts.store, sqlitePath, graceMs: opts.graceMs, dtmfIdleMs: opts.dtmfIdleMs },
+      clock,
     });
   }
 
@@ -214,14 +220,17 @@ export class CallDriver {
     this.residency = 'yes';
   }
 
-  /** Nobody reconnects: the grace timer (or, after a restart, the adopted deadline) expires the session. */
+  /**
+   * Nobody reconnects: time moves past the grace deadline, and the session's grace timer (or, after a
+   * restart, the deadline the new instance adopted from the store) expires it.
+   */
   private async graceExpire(): Promise<void> {
     const { callSid } = this.currentCall();
-    const deadline = Date.now() + this.opts.graceMs + SETTLE_MS;
-    while ((await observe(this.ts.server, callSid)).stored?.lifecycle !== 'expired') {
-      if (Date.now() > deadline) throw new Error(`session ${callSid} did not expire within ${this.opts.graceMs} ms + ${SETTLE_MS} ms`);
-      await pause(25);
-    }
+    this.clock.advance(this.opts.graceMs + PAST_GRACE_MS);
+    await vi.waitFor(
+      async () => expect((await observe(this.ts.server, callSid)).stored?.lifecycle, `session ${callSid} expired`).toBe('expired'),
+      { timeout: SETTLE_MS, interval: 25 },
+    );
     this.residency = 'no';
   }
 
@@ -231,7 +240,7 @@ export class CallDriver {
     const wasOpen = call.isOpen;
     await this.ts.close();
     if (wasOpen) expect((await call.closed).code).toBe(1001);
-    this.ts = await CallDriver.server(this.opts, this.llm, this.sqlitePath);
+    this.ts = await CallDriver.server(this.opts, this.llm, this.sqlitePath, this.clock);
     // Restoring on demand (or eagerly) are both fine; the stored record is checked either way.
     this.residency = 'either';
   }
@@ -243,7 +252,7 @@ export class CallDriver {
 
   // ------------------------------------------------------------------ state checks
 
-  /** Compares the model state's expectations with the real server (polling while it settles). */
+  /** Compares the model state's expectations with the real server (waiting while it settles). */
   async check(state: ModelSnapshot): Promise<void> {
     this.previous = state;
     const want = state.context;
@@ -269,13 +278,13 @@ export class CallDriver {
       stored: expected,
     });
 
-    const deadline = Date.now() + (want.lifecycle === 'expired' ? this.opts.graceMs : 0) + SETTLE_MS;
-    let seen = await observe(this.ts.server, call.callSid);
-    while (!isDeepStrictEqual(seen, expectedOf(seen)) && Date.now() < deadline) {
-      await pause(20);
-      seen = await observe(this.ts.server, call.callSid);
-    }
-    expect(seen, `server state for model state ${JSON.stringify(state.value)}`).toEqual(expectedOf(seen));
+    await vi.waitFor(
+      async () => {
+        const seen = await observe(this.ts.server, call.callSid);
+        expect(seen, `server state for model state ${JSON.stringify(state.value)}`).toEqual(expectedOf(seen));
+      },
+      { timeout: SETTLE_MS, interval: 20 },
+    );
 
     // The caller's side: a live socket with nothing unexpected said, or a closed one.
     expect(call.invalidFrames).toBe(0);

@@ -1,33 +1,21 @@
-// Condition waits and small HTTP probes for the relay end-to-end suites: poll a predicate instead
-// of sleeping a fixed time, and read Prometheus counters the way a scraper would.
+// Small probes for the relay end-to-end suites: wait for a call's session, and read Prometheus
+// counters the way a scraper would.
+import { expect, vi } from 'vitest';
 import { SimulatedCall } from '../../src/client/twilio-sim.js';
 import type { TestServer } from './harness.js';
 
-/** Resolves once `condition` holds; rejects with `what` after `timeoutMs`. */
-export async function waitUntil(condition: () => boolean, what: string, timeoutMs = 10_000, intervalMs = 10): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
+/** Resolves once `condition` holds (vitest's own waitFor polls it); fails with `what` after `timeoutMs`. */
+export async function waitUntil(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  await vi.waitFor(() => {
+    if (!condition()) throw new Error(`waiting for: ${what}`);
+  }, { timeout: timeoutMs, interval: 10 });
 }
 
-/** Resolves once the async `condition` holds (a rejection counts as not yet); rejects after `timeoutMs`. */
-export async function waitUntilAsync(condition: () => Promise<boolean>, what: string, timeoutMs = 10_000, intervalMs = 20): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      if (await condition()) return;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() > deadline) {
-      const cause = lastError instanceof Error ? ` (last error: ${lastError.message})` : '';
-      throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}${cause}`);
-    }
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
+/** The async form: a rejection counts as not yet. */
+export async function waitUntilAsync(condition: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  await vi.waitFor(async () => {
+    if (!(await condition())) throw new Error(`waiting for: ${what}`);
+  }, { timeout: timeoutMs, interval: 20 });
 }
 
 /** Sum of every sample of a counter (all label sets) in a Prometheus text exposition. */
@@ -50,6 +38,6 @@ export async function scrapeCounter(httpUrl: string, name: string): Promise<numb
 /** Opens a call, sends setup and waits until the server has created its session. */
 export async function connectCall(ts: TestServer, opts: { headers?: Record<string, string> } = {}): Promise<SimulatedCall> {
   const call = await SimulatedCall.connect({ url: ts.server.relayUrl, ...opts });
-  await waitUntil(() => ts.server.manager.get(call.callSid) !== undefined, `session for ${call.callSid}`);
+  await expect.poll(() => ts.server.manager.get(call.callSid), { timeout: 10_000, message: `session for ${call.callSid}` }).toBeDefined();
   return call;
 }

@@ -10,6 +10,7 @@ import { startFakeOpenAI, type FakeOpenAI, type FakeOpenAIOptions } from '../../
 import { createLogger } from '../../src/server/logger.js';
 import { REDIS_URL } from './redis.js';
 import type { SnapshotStore } from '../../src/stores/types.js';
+import type { Clock } from '../../src/clock.js';
 
 export interface TestServer {
   server: RunningServer;
@@ -26,6 +27,8 @@ export interface TestServerOptions {
   redisPrefix?: string;
   /** A store built by the test (e.g. a real store wrapped to slow it down). */
   store?: SnapshotStore;
+  /** The server's clock (e.g. a test clock the test moves forward instead of sleeping). */
+  clock?: Clock;
 }
 
 export function tempSqlitePath(): string {
@@ -52,6 +55,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     store: opts.store,
     logger: createLogger(config.logLevel),
     redisPrefix: opts.redisPrefix ?? `test:${randomUUID()}:`,
+    clock: opts.clock,
   });
   return {
     server,

@@ -1,7 +1,7 @@
 // Shared set-up of the suites that run server child processes against one fake LLM:
 // everything they open is closed and their Redis keys are removed afterwards.
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll } from 'vitest';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import type { SimulatedCall } from '../../src/client/twilio-sim.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../../src/llm/fake-openai-server.js';
 import type { SnapshotStore } from '../../src/stores/index.js';
@@ -16,7 +16,11 @@ export interface ProcessFixture {
   track(call: SimulatedCall): SimulatedCall;
   /** Registers a store to be closed at the end. */
   keep<S extends SnapshotStore>(store: S): S;
+  /** Stories stop after `chunks` chunks until `until` resolves (for the current test). */
+  holdStories(chunks: number, until: Promise<unknown>): void;
 }
+
+const STORY_DELAY_MS = 60;
 
 export function useProcessFixture(name: string, redisUp: boolean): ProcessFixture {
   let llm: FakeOpenAI | undefined;
@@ -24,7 +28,10 @@ export function useProcessFixture(name: string, redisUp: boolean): ProcessFixtur
   const stores: SnapshotStore[] = [];
   const prefix = `test:${name}:${randomUUID()}:`;
   beforeAll(async () => {
-    llm = await startFakeOpenAI({ script: scenarioScript({ storyDelayMs: 60 }) });
+    llm = await startFakeOpenAI({ script: scenarioScript({ storyDelayMs: STORY_DELAY_MS }) });
+  });
+  afterEach(() => {
+    llm?.setScript(scenarioScript({ storyDelayMs: STORY_DELAY_MS }));
   });
   afterAll(async () => {
     await killAllServerProcesses();
@@ -41,5 +48,6 @@ export function useProcessFixture(name: string, redisUp: boolean): ProcessFixtur
     prefix,
     track: (call) => (calls.push(call), call),
     keep: (store) => (stores.push(store), store),
+    holdStories: (chunks, until) => llm?.setScript(scenarioScript({ storyDelayMs: STORY_DELAY_MS, storyHold: { chunks, until } })),
   };
 }

@@ -2,6 +2,7 @@
 // streamed reply, plus the two ways a dropped call comes back (Twilio's /action path and
 // `reconnection: true`). The fake LLM answers by keywords, so every request it records can be
 // compared with the history the session should have.
+import { vi } from 'vitest';
 import { SimulatedCall, type Reply } from '../../src/client/twilio-sim.js';
 import { postAction } from '../../src/client/twilio-webhooks.js';
 import { contentToText, splitIntoChunks, type ChatMessageIn, type FakeOpenAI, type ScriptFn } from '../../src/llm/fake-openai-server.js';
@@ -20,6 +21,15 @@ export const STORY_CHUNKS = splitIntoChunks(STORY);
 export interface ScriptOptions {
   /** Delay between the story's chunks (the in-flight reply cut by a drop). */
   storyDelayMs?: number;
+  /** Every story stops after `chunks` chunks until `until` resolves: still streaming when the test cuts it. */
+  storyHold?: { chunks: number; until: Promise<unknown> };
+}
+
+/** A promise the test opens when it chooses (e.g. to let a held reply go on). */
+export function gate(): { opened: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  return { opened, open };
 }
 
 const lastMessage = (messages: ChatMessageIn[]) => messages.at(-1);
@@ -38,7 +48,7 @@ export function scenarioScript(opts: ScriptOptions = {}): ScriptFn {
     const said = contentToText(last?.content).toLowerCase();
     if (said.includes('spanish')) return { toolCalls: [{ name: 'switch_language', arguments: '{"language":"es-US"}' }] };
     if (said.includes('phone')) return { toolCalls: [{ name: 'collect_digits', arguments: '{"kind":"phoneNumber"}' }] };
-    if (said.includes('story')) return { chunks: STORY_CHUNKS, delayMs: opts.storyDelayMs ?? 60 };
+    if (said.includes('story')) return { chunks: STORY_CHUNKS, delayMs: opts.storyDelayMs ?? 60, holdAfter: opts.storyHold };
     return { text: `You said: ${contentToText(last?.content)}` };
   };
 }
@@ -153,23 +163,23 @@ export function storedDtmfBuffer(record: SessionRecord | undefined): string | un
   return typeof buffer === 'string' ? buffer : undefined;
 }
 
-/** Polls `store` until the record satisfies `predicate`; returns it. */
-export async function waitForRecord(
+/** Waits until the stored record satisfies `predicate` (what a restore would find); returns it. */
+export function waitForRecord(
   store: SnapshotStore,
   callSid: string,
   predicate: (r: SessionRecord | undefined) => boolean,
   timeoutMs = 10_000,
 ): Promise<SessionRecord | undefined> {
-  const deadline = Date.now() + timeoutMs;
-  let record = await store.load(callSid);
-  while (!predicate(record)) {
-    if (Date.now() > deadline) {
-      throw new Error(`store record for ${callSid} never matched; last: ${JSON.stringify(record && { state: record.state, epoch: record.epoch })}`);
-    }
-    await new Promise((r) => setTimeout(r, 25));
-    record = await store.load(callSid);
-  }
-  return record;
+  return vi.waitFor(
+    async () => {
+      const record = await store.load(callSid);
+      if (!predicate(record)) {
+        throw new Error(`store record for ${callSid} does not match; last: ${JSON.stringify(record && { state: record.state, epoch: record.epoch })}`);
+      }
+      return record;
+    },
+    { timeout: timeoutMs, interval: 25 },
+  );
 }
 
 // ------------------------------------------------------------------ LLM request inspection
@@ -183,15 +193,16 @@ export function lastUserText(messages: ChatMessageIn[]): string {
   return contentToText([...messages].reverse().find((m) => m.role === 'user')?.content);
 }
 
-/** Waits for an LLM request whose latest user message includes `text` (after `from` requests). */
-export async function waitForRequest(llm: FakeOpenAI, predicate: (messages: ChatMessageIn[]) => boolean, timeoutMs = 10_000, from = 0) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const found = llm.requests.slice(from).find((r) => predicate(r.messages));
-    if (found) return found;
-    if (Date.now() > deadline) throw new Error(`no matching LLM request within ${timeoutMs} ms (${llm.requests.length} requests)`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+/** Waits for an LLM request (from index `from` on) whose messages satisfy `predicate`. */
+export function waitForRequest(llm: FakeOpenAI, predicate: (messages: ChatMessageIn[]) => boolean, timeoutMs = 10_000, from = 0) {
+  return vi.waitFor(
+    () => {
+      const found = llm.requests.slice(from).find((r) => predicate(r.messages));
+      if (!found) throw new Error(`no matching LLM request yet (${llm.requests.length} requests)`);
+      return found;
+    },
+    { timeout: timeoutMs, interval: 20 },
+  );
 }
 
 /** A compact, comparable view of a chat request: role + text (+ tool name / tool result). */

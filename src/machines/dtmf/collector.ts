@@ -3,7 +3,8 @@
 //
 // Everything (buffer, attempts, idle deadline, result) lives in context so a persisted
 // snapshot restores mid-entry. The idle timer is the invoked `deadlineTimer` with an absolute
-// deadline, so a restored timer fires at the original time. Digits are never logged.
+// deadline, so a restored timer fires at the original time. Deadlines count from the time the
+// events carry (`at`), never from a clock read here. Digits are never logged.
 import { assign, sendParent, setup } from 'xstate';
 import type { DtmfDigit } from '../../protocol/messages.js';
 import { deadlineTimer, type DeadlineInput } from '../deadline-timer.js';
@@ -31,8 +32,8 @@ export interface CollectorSpec<R extends string> {
   id: string;
   /** True when the buffer (digits 0-9 only) holds a complete entry and should be validated now. */
   isComplete(buffer: string, input: DtmfInput): boolean;
-  /** Validates a complete entry (after auto-completion or `#`) and maps it to the result value. */
-  validate(buffer: string, input: DtmfInput): Validation<R>;
+  /** Validates a complete entry (after auto-completion or `#`, pressed at `at`) and maps it to the result value. */
+  validate(buffer: string, input: DtmfInput, at: number): Validation<R>;
   prompts: PromptTable<R>;
   /** Values for `{name}` placeholders in the prompt table. */
   promptVars?(input: DtmfInput, language: PromptLanguage): Record<string, string | number>;
@@ -79,6 +80,11 @@ function keyOf(event: DtmfEvent): DtmfDigit | undefined {
   return event.type === 'DIGIT' ? event.digit : undefined;
 }
 
+/** When `event` happened; the entry's start for its first idle period (no event carries a time then). */
+function timeOf(event: DtmfEvent, context: CollectorContext): number {
+  return 'at' in event ? event.at : context.input.startedAt;
+}
+
 function failedResult(context: CollectorContext, reason: DtmfFailureReason): DtmfResult {
   return { status: 'failed', kind: context.input.kind, reason };
 }
@@ -120,12 +126,12 @@ export function createCollectorMachine<R extends string>(spec: CollectorSpec<R>)
     actions: {
       sayPrompt: sendParent(({ context }) => say(context, null)),
       sayReprompt: sendParent(({ context }) => say(context, context.rejection)),
-      armIdleTimer: assign({ deadline: ({ context }) => Date.now() + context.input.idleMs }),
+      armIdleTimer: assign({ deadline: ({ context, event }) => timeOf(event, context) + context.input.idleMs }),
       appendDigit: assign({ buffer: ({ context, event }) => context.buffer + (keyOf(event) ?? '') }),
       clearBuffer: assign({ buffer: '' }),
       countAttempt: assign({ attempts: ({ context }) => context.attempts + 1 }),
-      evaluateEntry: assign(({ context }) => {
-        const checked = spec.validate(context.buffer, context.input);
+      evaluateEntry: assign(({ context, event }) => {
+        const checked = spec.validate(context.buffer, context.input, timeOf(event, context));
         return checked.ok
           ? { result: { status: 'ok', kind: context.input.kind, value: checked.value } satisfies DtmfResult }
           : { rejection: { kind: 'invalid', reason: checked.reason } satisfies Rejection };

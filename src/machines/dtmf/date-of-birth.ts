@@ -1,5 +1,6 @@
 // Date of birth: 8 digits MMDDYYYY; a real calendar date, not before 1900 and before today.
 import { createCollectorMachine, type PromptTable, type Validation } from './collector.js';
+import type { DtmfInput } from './types.js';
 
 export const DATE_OF_BIRTH_LENGTH = 8;
 export const EARLIEST_BIRTH_YEAR = 1900;
@@ -61,8 +62,9 @@ const PROMPTS: PromptTable<DateOfBirthReason> = {
   },
 };
 
-function validateDateOfBirth(buffer: string): Validation<DateOfBirthReason> {
-  const parsed = parseDateOfBirth(buffer, new Date());
+/** "In the past" is judged at the time of the key press that completed the entry. */
+function validateDateOfBirth(buffer: string, _input: DtmfInput, at: number): Validation<DateOfBirthReason> {
+  const parsed = parseDateOfBirth(buffer, new Date(at));
   return parsed.ok ? { ok: true, value: parsed.iso } : parsed;
 }
 

@@ -6,6 +6,8 @@ export type DtmfKind = 'language' | 'phoneNumber' | 'dateOfBirth' | 'digits';
 /** Input of every DTMF machine. Must stay JSON-serialisable: it is persisted in the snapshot. */
 export interface DtmfInput {
   kind: DtmfKind;
+  /** Epoch ms when the entry started (stamped by the parent): the first idle period counts from it. */
+  startedAt: number;
   /** Milliseconds without a key press before the caller is re-prompted (counts as a failed attempt). */
   idleMs: number;
   /** Failed attempts (invalid entry or idle timeout) allowed before giving up. Default 3. */
@@ -34,13 +36,15 @@ export type DtmfResult =
 /**
  * Events the DTMF machines accept. IDLE_TIMEOUT is normally sent by their own idle timer.
  * PAUSE / CONTINUE bracket a dropped socket: nobody can type then, so the idle timer stops.
+ * `at` (epoch ms, stamped by the edge) is when the event happened: the machines never read a clock,
+ * and every event that starts an idle period carries it.
  */
 export type DtmfEvent =
-  | { type: 'DIGIT'; digit: DtmfDigit }
+  | { type: 'DIGIT'; digit: DtmfDigit; at: number }
   | { type: 'CANCEL' }
-  | { type: 'IDLE_TIMEOUT' }
+  | { type: 'IDLE_TIMEOUT'; at: number }
   | { type: 'PAUSE' }
-  | { type: 'CONTINUE' };
+  | { type: 'CONTINUE'; at: number };
 
 /** Sent to the parent: text to speak to the caller (initial prompt or re-prompt). */
 export interface DtmfSayEvent {

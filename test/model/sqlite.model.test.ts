@@ -1,0 +1,4 @@
+// The call model's paths against the real server on the sqlite store (see model-suite.ts).
+import { describeCallModel } from './model-suite.js';
+
+await describeCallModel('sqlite');
