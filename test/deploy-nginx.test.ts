@@ -70,7 +70,8 @@ describe.skipIf(!redisUp || !hasNginx)('a rolling restart behind nginx', () => {
           graceMs: 300_000,
           dtmfIdleMs: 300_000,
           instanceId: `nginx-${i}`,
-          env: { DRAIN_TIMEOUT_MS: '30000' },
+          // Every turn of a call stays in its history, so the test can check each one was kept once.
+          env: { DRAIN_TIMEOUT_MS: '30000', HISTORY_MAX_TURNS: '100000', HISTORY_MAX_BYTES: '10000000' },
         }),
     );
     await Promise.all(instances.map((s) => s.start()));

@@ -2,7 +2,7 @@
 // with 503, answers its own calls' action callbacks to the end, lets each call finish the reply it
 // is speaking, stores it and only then closes the socket, so the call continues on another instance.
 // And whatever moment a process stops in (drained or killed), a restored session answers again.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { SimulatedCall, UpgradeRejectedError } from '../src/client/twilio-sim.js';
 import { postAction, postIncomingCall, WebhookHttpError } from '../src/client/twilio-webhooks.js';
 import { contentToText, splitIntoChunks, type ScriptFn } from '../src/llm/fake-openai-server.js';
@@ -53,7 +53,8 @@ const script: ScriptFn = async ({ messages }) => {
   return { text: `You said: ${contentToText(last?.content)}` };
 };
 
-beforeAll(() => fx.llm.setScript(script));
+// The fixture puts its own script back after each test.
+beforeEach(() => fx.llm.setScript(script));
 afterAll(() => gate.release());
 
 function serverOn(sqlitePath: string, env: Record<string, string> = {}): ServerProcess {
@@ -162,7 +163,7 @@ describe('SIGTERM drains live calls onto another instance', () => {
     expect((await resumedDropped.nextReply()).text).toBe(expectedResumeLine('en-US'));
     expect(await say(resumedDropped, 'back again')).toBe('You said: back again');
     await b.stop();
-  });
+  }, 90_000);
 });
 
 /** One call per phase of a turn, so one stop covers them all. */
@@ -226,5 +227,5 @@ describe.each([
       }
     }
     await server.stop();
-  });
+  }, 90_000);
 });

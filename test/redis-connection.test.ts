@@ -97,7 +97,7 @@ describe('parseRedisUrl', () => {
 
 describe('REDIS_URL in the configuration', () => {
   it('fails start-up with the reason when the Redis store is chosen', () => {
-    expect(() => loadConfig({ STORE: 'redis', REDIS_URL: 'redis-cluster://n1:7000/0' })).toThrow(/redisUrl[\s\S]*no database or master name/);
+    expect(() => loadConfig({ STORE: 'redis', REDIS_URL: 'redis-cluster://n1:7000/0' })).toThrow(/no database or master name[\s\S]*redisUrl/);
     expect(loadConfig({ STORE: 'redis', REDIS_URL: 'redis-cluster://n1:7000,n2:7000' }).redisUrl).toBe('redis-cluster://n1:7000,n2:7000');
   });
 

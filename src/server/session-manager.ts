@@ -25,6 +25,8 @@ export interface Session {
   lease: Lease;
   writer: CoalescingWriter<Actor<SessionMachine>>;
   socket: SessionSocket | null;
+  /** The socket of a call being handed on (deploys): its late frames still reach the session. */
+  handingOff: SessionSocket | null;
   log: Logger;
 }
 
@@ -156,7 +158,7 @@ export class SessionManager {
 
   /** Delivers an inbound event if `socket` is still the session's current socket. */
   send(session: Session, socket: SessionSocket, event: SessionEvent): void {
-    if (session.socket !== socket || this.sessions.get(session.callSid) !== session) return;
+    if ((session.socket !== socket && session.handingOff !== socket) || this.sessions.get(session.callSid) !== session) return;
     session.actor.send(event);
   }
 
@@ -254,33 +256,43 @@ export class SessionManager {
   }
 
   private handOff(session: Session, timeUp: () => boolean, deadline: Promise<void>): Promise<void> {
+    const untilQuiet = () => Promise.race([waitFor(session.actor, notSpeaking).catch(() => undefined), deadline]);
     return this.locks.run(session.callSid, async () => {
-      const ours = () => this.sessions.get(session.callSid) === session && session.socket !== null;
-      while (ours() && !timeUp()) {
-        await Promise.race([waitFor(session.actor, notSpeaking).catch(() => undefined), deadline]);
-        if (!ours() || timeUp()) break;
-        await session.writer.flush();
-        // Nothing arrived during the write: the stored snapshot is the live one, hand it over in this same turn.
-        if (ours() && !session.writer.pending && notSpeaking(session.actor.getSnapshot())) return this.letGo(session);
-      }
-      if (!ours()) return;
-      // Out of time: frames from now on are not taken, so the last write is the whole truth.
+      const ours = () => this.sessions.get(session.callSid) === session;
+      // The reply being spoken finishes first, frames handled as usual.
+      await untilQuiet();
       const socket = session.socket;
+      if (!ours() || !socket) return;
+      // From here the session counts the socket as gone (its grace deadline starts, so the call still
+      // expires on time if nobody takes it back). A frame that still arrives is taken all the same:
+      // what it makes the session say is kept for after the resume.
       session.socket = null;
-      await session.writer.flush();
-      session.socket = socket;
-      if (this.sessions.get(session.callSid) === session) this.letGo(session);
+      session.handingOff = socket;
+      session.actor.send({ type: 'SOCKET.CLOSED', code: 1001, at: this.clock.now() });
+      for (;;) {
+        await session.writer.flush();
+        // Taken over meanwhile (the newer owner has the call): this socket has nothing left to carry.
+        if (!ours()) return socket.close(1001, 'server restarting');
+        if (!session.writer.pending) break;
+        if (timeUp()) {
+          await session.writer.flush();
+          break;
+        }
+        await untilQuiet();
+      }
+      // Nothing arrived during the last write: what is stored is the whole call. Let go in this same turn.
+      if (ours()) this.letGo(session, socket);
+      else socket.close(1001, 'server restarting');
     });
   }
 
   /** Stops our copy (its last state is stored) and closes its socket, so the call moves on. */
-  private letGo(session: Session): void {
-    const socket = session.socket;
-    session.socket = null;
+  private letGo(session: Session, socket: SessionSocket): void {
+    session.handingOff = null;
     this.sessions.delete(session.callSid);
     session.actor.stop();
     session.log.info({ epoch: session.lease.epoch }, 'call handed on for a restart');
-    socket?.close(1001, 'server restarting');
+    socket.close(1001, 'server restarting');
   }
 
   /**
@@ -433,7 +445,7 @@ export class SessionManager {
       (a) => this.persist(lease, a),
       (err) => this.onWriteError(session, err),
     );
-    const session: Session = { callSid, actor, lease, writer, socket: null, log };
+    const session: Session = { callSid, actor, lease, writer, socket: null, handingOff: null, log };
     this.sessions.set(callSid, session);
     actor.on('outbound', ({ message }) => session.socket?.send(message));
     let seen = actor.getSnapshot();
