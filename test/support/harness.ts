@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
 import { startFakeOpenAI, type FakeOpenAI, type FakeOpenAIOptions } from '../../src/llm/fake-openai-server.js';
-import { createLogger } from '../../src/server/logger.js';
+import { createLogger, type Logger } from '../../src/server/logger.js';
 import { REDIS_URL } from './redis.js';
 import type { SnapshotStore } from '../../src/stores/types.js';
 
@@ -26,6 +26,8 @@ export interface TestServerOptions {
   redisPrefix?: string;
   /** A store built by the test (e.g. a real store wrapped to slow it down). */
   store?: SnapshotStore;
+  /** Where the server logs (e.g. a logger writing to a stream the test reads); else stdout at config.logLevel. */
+  logger?: Logger;
 }
 
 export function tempSqlitePath(): string {
@@ -50,7 +52,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   );
   const server = await startServer(config, {
     store: opts.store,
-    logger: createLogger(config.logLevel),
+    logger: opts.logger ?? createLogger(config.logLevel),
     redisPrefix: opts.redisPrefix ?? `test:${randomUUID()}:`,
   });
   return {
