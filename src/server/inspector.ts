@@ -1,15 +1,20 @@
 // INSPECT=1: relay every actor's events to the Stately inspector (via @statelyai/inspect's
-// local relay server), with keypad digits removed from events and context.
+// local relay server), under the one redaction rule (redaction.ts).
 import { createWebSocketInspector } from '@statelyai/inspect';
 import { createInspectorServer } from '@statelyai/inspect/server';
 import type { InspectionEvent } from 'xstate';
+import { redact, toPlainJson } from './redaction.js';
 
-function scrubDigits(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(scrubDigits);
-  if (!value || typeof value !== 'object') return value;
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) out[k] = k === 'digit' || k === 'buffer' || k === 'digits' ? '[redacted]' : scrubDigits(v);
-  return out;
+type Frame = { type: string; sessionId?: string };
+
+/**
+ * The whole frame is redacted, not only what the sanitizeEvent/sanitizeContext hooks see (an event
+ * and a context): a finished collector's `snapshot.output` and an LLM actor's `snapshot.input` (the
+ * history) carry keypad results too. A frame that is not JSON is cut to its type rather than sent as is.
+ */
+export function redactFrame<T extends Frame>(frame: T): T {
+  const plain = toPlainJson(frame);
+  return (plain === undefined ? { type: frame.type, sessionId: frame.sessionId } : redact(plain)) as T;
 }
 
 export interface Inspector {
@@ -19,11 +24,7 @@ export interface Inspector {
 
 export function startInspector(port: number): Inspector {
   const server = createInspectorServer({ port, autoOpen: false });
-  const inspector = createWebSocketInspector({
-    url: `ws://localhost:${port}`,
-    sanitizeEvent: (event) => scrubDigits(event) as typeof event,
-    sanitizeContext: (context) => scrubDigits(context) as typeof context,
-  });
+  const inspector = createWebSocketInspector({ url: `ws://localhost:${port}`, serialize: redactFrame });
   return {
     inspect: (event) => inspector.inspect.next?.(event),
     stop() {

@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
 import { startFakeOpenAI, type FakeOpenAI, type FakeOpenAIOptions } from '../../src/llm/fake-openai-server.js';
-import { createLogger } from '../../src/server/logger.js';
+import { createLogger, type Logger } from '../../src/server/logger.js';
 import { REDIS_URL } from './redis.js';
 import type { SnapshotStore } from '../../src/stores/types.js';
 import type { Clock } from '../../src/clock.js';
@@ -29,6 +29,8 @@ export interface TestServerOptions {
   store?: SnapshotStore;
   /** The server's clock (e.g. a test clock the test moves forward instead of sleeping). */
   clock?: Clock;
+  /** Where the server logs (e.g. a logger writing to a stream the test reads); else stdout at config.logLevel. */
+  logger?: Logger;
 }
 
 export function tempSqlitePath(): string {
@@ -53,7 +55,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   );
   const server = await startServer(config, {
     store: opts.store,
-    logger: createLogger(config.logLevel),
+    logger: opts.logger ?? createLogger(config.logLevel),
     redisPrefix: opts.redisPrefix ?? `test:${randomUUID()}:`,
     clock: opts.clock,
   });
