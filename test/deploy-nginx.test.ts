@@ -119,7 +119,7 @@ describe.skipIf(!redisUp || !hasNginx)('a rolling restart behind nginx', () => {
         await say(`call ${i} final`);
       } catch (err) {
         const logs = instances.flatMap((s) => s.logs.filter((l) => l.callSid === call.callSid).map((l) => `${s.opts.instanceId} ${JSON.stringify(l)}`));
-        throw new Error(`${String(err)}\n${JSON.stringify(call.report())}\n${logs.join('\n')}`);
+        throw new Error(`${String(err)}\n${JSON.stringify(call.report())}\n${logs.join('\n')}\nnginx: ${nginx!.errorLog().slice(-3000)}`);
       }
       return call;
     };

@@ -13,6 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { SimulatedCall } from '../../src/client/twilio-sim.js';
 import { postAction, postIncomingCall } from '../../src/client/twilio-webhooks.js';
 import { readRelayTwiml } from '../../src/client/twiml-reader.js';
+import { resumeLine } from '../../src/machines/phrases.js';
 
 export interface CallReport {
   callSid: string;
@@ -44,6 +45,19 @@ export interface CallLoopOptions {
 interface Leg {
   sim: SimulatedCall;
   next: Promise<Leg>;
+  /**
+   * What the server said after the resume line: the answer to a prompt (or the key press) it took
+   * just before the socket was handed on. A caller who hears it does not say that again.
+   */
+  carried?: string;
+}
+
+/** Splits a resume greeting into the resume line and whatever answer came with it. */
+function splitGreeting(greeting: string): { line: string; carried?: string } {
+  const line = [resumeLine('en-US'), resumeLine('es-US')].find((l) => greeting.startsWith(l));
+  if (!line) return { line: greeting };
+  const rest = greeting.slice(line.length).trim();
+  return rest ? { line, carried: rest } : { line };
 }
 
 const spoken = async (sim: SimulatedCall, timeoutMs: number): Promise<string> => {
@@ -76,7 +90,7 @@ export class TwilioCallLoop {
     const callSid = opts.callSid ?? `CA${randomBytes(16).toString('hex')}`;
     const twiml = await postIncomingCall(baseUrl, { CallSid: callSid });
     const loop = new TwilioCallLoop(callSid, twiml, opts.replyTimeoutMs ?? 30_000);
-    const sim = await SimulatedCall.connect({ url: TwilioCallLoop.read(twiml).relayUrl, callSid });
+    const sim = await SimulatedCall.connect({ url: TwilioCallLoop.read(twiml).relayUrl, callSid, connectTimeoutMs: loop.replyTimeoutMs });
     loop.leg = loop.follow(sim);
     return loop;
   }
@@ -95,6 +109,9 @@ export class TwilioCallLoop {
     let sent = false;
     for (;;) {
       const sim = await this.open();
+      // The server took the prompt before the hand-on and answered it after the resume line.
+      const carried = sent ? this.takeCarried() : undefined;
+      if (carried !== undefined) return this.heard(carried);
       if (!sim.prompt(text)) continue; // closing already: the next socket hears it
       if (sent) this.report_.repeated.push(text);
       sent = true;
@@ -120,12 +137,21 @@ export class TwilioCallLoop {
   async hear(): Promise<string> {
     for (;;) {
       const sim = await this.open();
+      const carried = this.takeCarried();
+      if (carried !== undefined) return this.heard(carried);
       try {
         return this.heard(await spoken(sim, this.replyTimeoutMs));
       } catch (err) {
         if (!sim.closeInfo) throw err;
       }
     }
+  }
+
+  /** The answer that came with the current socket's resume line, once. */
+  private takeCarried(): string | undefined {
+    const carried = this.leg.carried;
+    this.leg.carried = undefined;
+    return carried;
   }
 
   /** The caller hangs up: Twilio closes the socket and posts the final callback. */
@@ -175,10 +201,12 @@ export class TwilioCallLoop {
       if (res.status === 200 && res.body.includes('<ConversationRelay')) {
         const twiml = TwilioCallLoop.read(res.body);
         this.actionUrl = twiml.actionUrl;
-        const sim = await SimulatedCall.connect({ url: twiml.relayUrl, callSid: this.callSid, callStatus: 'in-progress' });
+        const sim = await SimulatedCall.connect({ url: twiml.relayUrl, callSid: this.callSid, callStatus: 'in-progress', connectTimeoutMs: this.replyTimeoutMs });
         const leg = this.follow(sim);
         try {
-          this.heard(await spoken(sim, this.replyTimeoutMs)); // the resume line
+          const { line, carried } = splitGreeting(await spoken(sim, this.replyTimeoutMs));
+          this.heard(line);
+          leg.carried = carried;
         } catch (err) {
           if (!sim.closeInfo) throw err; // handed on again before it spoke: `open()` moves on to leg.next
         }
