@@ -10,28 +10,10 @@ import { lifecycleOf } from '../src/machines/session.js';
 import { closeCodeLabel } from '../src/server/metrics.js';
 import { cutToBytes } from '../src/server/prompt-limit.js';
 import { MemoryStore, type SnapshotStore } from '../src/stores/index.js';
-import { connectCall, waitUntil } from './support/conditions.js';
+import { useServersPerTest, waitUntil } from './support/conditions.js';
 import { startTestServer, type TestServer, type TestServerOptions } from './support/harness.js';
 
-const servers: TestServer[] = [];
-const calls: SimulatedCall[] = [];
-
-async function start(opts: TestServerOptions = {}): Promise<TestServer> {
-  const ts = await startTestServer(opts);
-  servers.push(ts);
-  return ts;
-}
-
-async function dial(ts: TestServer): Promise<SimulatedCall> {
-  const call = await connectCall(ts);
-  calls.push(call);
-  return call;
-}
-
-afterEach(async () => {
-  await Promise.all(calls.splice(0).map((c) => c.drop()));
-  await Promise.all(servers.splice(0).map((s) => s.close()));
-});
+const { start, dial, track } = useServersPerTest();
 
 /** One sample of a metric, e.g. sample(text, 'relay_limits_exceeded_total', 'limit="sessions"'); 0 when absent. */
 function sample(exposition: string, name: string, labels = ''): number {
@@ -202,7 +184,7 @@ describe('frames before the session is ready (MAX_QUEUED_FRAMES)', () => {
 
     let release = gated.hold();
     const patient = await SimulatedCall.connect({ url: ts.server.relayUrl });
-    calls.push(patient);
+    track(patient);
     for (let i = 0; i < 4; i++) patient.info('roundTripDelayMs', i);
     patient.prompt('hello after setup');
     release();
@@ -210,7 +192,7 @@ describe('frames before the session is ready (MAX_QUEUED_FRAMES)', () => {
 
     release = gated.hold();
     const flooder = await SimulatedCall.connect({ url: ts.server.relayUrl });
-    calls.push(flooder);
+    track(flooder);
     for (let i = 0; i < 6; i++) flooder.info('roundTripDelayMs', i);
     expect((await flooder.closed).code).toBe(1008);
     expect(await limitHits(ts, 'queued_frames')).toBe(1);
@@ -252,7 +234,8 @@ describe('sessions per instance (MAX_SESSIONS)', () => {
 
     const a = await SimulatedCall.connect({ url: ts.server.relayUrl, sendSetup: false });
     const b = await SimulatedCall.connect({ url: ts.server.relayUrl, sendSetup: false });
-    calls.push(a, b);
+    track(a);
+    track(b);
     a.sendJson(a.setup);
     await waitUntil(() => ts.server.manager.get(a.callSid) !== undefined, 'the session of a');
     b.sendJson(b.setup);

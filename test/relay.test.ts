@@ -7,28 +7,10 @@ import { offlineAnswer } from '../src/llm/offline-reply.js';
 import { llmFailureLine } from '../src/machines/phrases.js';
 import type { OutboundMessage, TextMessage } from '../src/protocol/messages.js';
 import { startTestServer, type TestServer, type TestServerOptions } from './support/harness.js';
-import { connectCall, scrapeCounter } from './support/conditions.js';
+import { scrapeCounter, useServersPerTest } from './support/conditions.js';
 import { MemoryStore, type SnapshotStore } from '../src/stores/index.js';
 
-const servers: TestServer[] = [];
-const calls: SimulatedCall[] = [];
-
-async function start(opts: TestServerOptions = {}): Promise<TestServer> {
-  const ts = await startTestServer(opts);
-  servers.push(ts);
-  return ts;
-}
-
-async function dial(ts: TestServer): Promise<SimulatedCall> {
-  const call = await connectCall(ts);
-  calls.push(call);
-  return call;
-}
-
-afterEach(async () => {
-  await Promise.all(calls.splice(0).map((c) => c.drop()));
-  await Promise.all(servers.splice(0).map((s) => s.close()));
-});
+const { start, dial, track } = useServersPerTest();
 
 const isText = (m: OutboundMessage): m is TextMessage => m.type === 'text';
 const lastOf = (messages: ChatMessageIn[]) => messages.at(-1);
@@ -99,7 +81,7 @@ describe('setup and streaming', () => {
   it('a prompt sent right behind setup (before the session exists) is queued, not lost', async () => {
     const ts = await start({ llm: { script: byLastMessage({ 'Quick question': { text: ' Go ahead. ' } }) } });
     const call = await SimulatedCall.connect({ url: ts.server.relayUrl });
-    calls.push(call);
+    track(call);
     call.prompt('Quick question');
     const reply = await call.nextReply(10_000);
     expectStreamedReply(reply.tokens, ' Go ahead. ');
@@ -401,7 +383,7 @@ describe('bad frames', () => {
     const malformedBefore = await scrapeCounter(ts.server.httpUrl, 'relay_malformed_frames_total');
 
     const call = await SimulatedCall.connect({ url: ts.server.relayUrl, sendSetup: false });
-    calls.push(call);
+    track(call);
     // Before setup: garbage and a well-formed prompt, both ignored.
     call.sendRaw('{"type":');
     call.sendJson({ type: 'prompt', voicePrompt: 'too early', lang: 'en-US', last: true });

@@ -1,8 +1,8 @@
 // Small probes for the relay end-to-end suites: wait for a call's session, and read Prometheus
 // counters the way a scraper would.
-import { expect, vi } from 'vitest';
+import { afterEach, expect, vi } from 'vitest';
 import { SimulatedCall } from '../../src/client/twilio-sim.js';
-import type { TestServer } from './harness.js';
+import { startTestServer, type TestServer, type TestServerOptions } from './harness.js';
 
 /** Resolves once `condition` holds (vitest's own waitFor polls it); fails with `what` after `timeoutMs`. */
 export async function waitUntil(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
@@ -40,4 +40,35 @@ export async function connectCall(ts: TestServer, opts: { headers?: Record<strin
   const call = await SimulatedCall.connect({ url: ts.server.relayUrl, ...opts });
   await expect.poll(() => ts.server.manager.get(call.callSid), { timeout: 10_000, message: `session for ${call.callSid}` }).toBeDefined();
   return call;
+}
+
+/** Servers and calls a test opens in-process, dropped and closed after each test. */
+export function useServersPerTest(): {
+  start(opts?: TestServerOptions): Promise<TestServer>;
+  dial(ts: TestServer): Promise<SimulatedCall>;
+  /** A call the test opened itself, dropped after the test too. */
+  track(call: SimulatedCall): SimulatedCall;
+} {
+  const servers: TestServer[] = [];
+  const calls: SimulatedCall[] = [];
+  afterEach(async () => {
+    await Promise.all(calls.splice(0).map((c) => c.drop()));
+    await Promise.all(servers.splice(0).map((s) => s.close()));
+  });
+  return {
+    async start(opts = {}) {
+      const ts = await startTestServer(opts);
+      servers.push(ts);
+      return ts;
+    },
+    async dial(ts) {
+      const call = await connectCall(ts);
+      calls.push(call);
+      return call;
+    },
+    track(call) {
+      calls.push(call);
+      return call;
+    },
+  };
 }
