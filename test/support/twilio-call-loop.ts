@@ -10,7 +10,7 @@
 // themselves). Key presses have no acknowledgement in the protocol, so keys sent just as a socket is
 // handed on may be lost; tests press keys while no reload is under way, or wait for the stored entry.
 import { randomBytes } from 'node:crypto';
-import { SimulatedCall } from '../../src/client/twilio-sim.js';
+import { SimulatedCall, twilioReconnectOptions } from '../../src/client/twilio-sim.js';
 import { postAction, postIncomingCall } from '../../src/client/twilio-webhooks.js';
 import { readRelayTwiml } from '../../src/client/twiml-reader.js';
 
@@ -175,7 +175,8 @@ export class TwilioCallLoop {
       if (res.status === 200 && res.body.includes('<ConversationRelay')) {
         const twiml = TwilioCallLoop.read(res.body);
         this.actionUrl = twiml.actionUrl;
-        const sim = await SimulatedCall.connect({ url: twiml.relayUrl, callSid: this.callSid, callStatus: 'in-progress' });
+        // With the token the TwiML carries, as Twilio hands it over.
+        const sim = await SimulatedCall.connect(twilioReconnectOptions(res.body, closed));
         const leg = this.follow(sim);
         try {
           this.heard(await spoken(sim, this.replyTimeoutMs)); // the resume line
