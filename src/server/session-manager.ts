@@ -63,6 +63,12 @@ export type ActionOutcome = { kind: 'reconnect'; resumeToken: string } | { kind:
 const RESTORE_CONCURRENCY = 1;
 
 const RESUMABLE_STATES = new Set(['connected', 'disconnected', 'grace']);
+/**
+ * Twilio posts the action callback the moment it closes the socket, so our close event arrives first
+ * or right after. A callback whose call still has its socket after this long is not about this
+ * socket (a replay): it is answered without touching the call.
+ */
+export const ACTION_CLOSE_WINDOW_MS = 2000;
 /** An orphaned session is expired this long after its deadline, leaving its owner (if alive) the first go. */
 const ORPHAN_EXPIRY_SLACK_MS = 250;
 
@@ -183,6 +189,15 @@ export class SessionManager {
         log.info({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for an unknown or finished session');
         return { kind: resumable ? 'hangup' : 'ack' };
       }
+      if (session.socket && !(await this.socketGone(session, log))) {
+        // The call is still talking on its socket: a replayed callback may neither move nor end it.
+        // Only a call that already said its last words (`end` sent) is let go with its socket.
+        const finished = session.actor.getSnapshot().matches({ live: { conversation: 'finished' } });
+        if (!finished || resumable) {
+          log.warn({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for a call whose socket is still open: ignored');
+          return { kind: 'ack' };
+        }
+      }
       // Only the hash goes into the session; the token itself leaves once, in this answer's TwiML.
       const resumeToken = resumable ? newResumeToken() : undefined;
       session.actor.send({
@@ -194,9 +209,34 @@ export class SessionManager {
         ...(resumeToken ? { resumeTokenHash: hashSecret(resumeToken) } : {}),
       });
       const state = lifecycleOf(session.actor.getSnapshot().value);
+      // Ended with a socket still attached: the call is over, so is its socket.
+      if (session.actor.getSnapshot().status === 'done' && session.socket) {
+        session.socket.close(1000, 'call ended');
+        session.socket = null;
+      }
       log.info({ callStatus: params.callStatus, sessionStatus: params.sessionStatus, errorCode: params.errorCode, state }, 'action callback');
       if (!resumeToken) return { kind: 'ack' };
       return state === 'grace' ? { kind: 'reconnect', resumeToken } : { kind: 'hangup' };
+    });
+  }
+
+  /**
+   * Whether the session's socket closes within ACTION_CLOSE_WINDOW_MS (on the injected clock).
+   * Resolves true as soon as it is gone (or the session is no longer ours), false when the window ends.
+   */
+  private socketGone(session: Session, log: Logger): Promise<boolean> {
+    log.info('action callback while the socket is open: waiting for it to close');
+    return new Promise((resolve) => {
+      const gone = () => session.socket === null || this.sessions.get(session.callSid) !== session;
+      const done = () => {
+        this.clock.clearTimeout(timer);
+        subscription.unsubscribe();
+        resolve(gone());
+      };
+      const timer = this.clock.setTimeout(done, ACTION_CLOSE_WINDOW_MS);
+      // socketClosed clears the socket and then tells the actor: its next snapshot (or its stop) is the signal.
+      const subscription = session.actor.subscribe({ next: () => gone() && done(), complete: done, error: done });
+      if (gone()) done();
     });
   }
 
