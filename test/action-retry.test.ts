@@ -3,12 +3,13 @@
 // answers a repeated 64105 the same way, so a retried callback (also on a restarted process) resumes
 // the call once. Real server in-process, real sockets; waits poll the session's state.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { SimulatedCall } from '../src/client/twilio-sim.js';
-import { readRelayTwiml } from '../src/client/twiml-reader.js';
+import { SimulatedCall, type SimulatedCallOptions } from '../src/client/twilio-sim.js';
+import { readRelayTwiml, type RelayTwiml } from '../src/client/twiml-reader.js';
 import { postAction, postIncomingCall, signWebSocketUrl, type ActionParams } from '../src/client/twilio-webhooks.js';
 import { loadConfig } from '../src/config.js';
 import { DEFAULT_ACTION_URL_OVERRIDES } from '../src/server/connection-overrides.js';
 import { lifecycleOf } from '../src/machines/session.js';
+import { hashSecret } from '../src/server/resume-proof.js';
 import { startFakeOpenAI } from '../src/llm/fake-openai-server.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
 import { connectCall, waitUntil } from './support/conditions.js';
@@ -38,6 +39,15 @@ const dropped = (call: Pick<SimulatedCall, 'callSid' | 'sessionId'>): ActionPara
 });
 
 /** Connects a call, drops its socket and waits until the session has noticed. */
+/** The setup Twilio sends for reconnect TwiML (read already): same call, the TwiML's parameters. */
+const reconnectWith = (call: SimulatedCall, twiml: RelayTwiml): SimulatedCallOptions => ({
+  url: twiml.relayUrl!,
+  callSid: call.callSid,
+  accountSid: call.accountSid,
+  callStatus: 'in-progress',
+  customParameters: twiml.parameters,
+});
+
 async function droppedCall(ts: TestServer, headers?: Record<string, string>): Promise<SimulatedCall> {
   const call = await connectCall(ts, { headers });
   calls.push(call);
@@ -135,7 +145,7 @@ describe('signature checks on an action URL with a fragment', () => {
     }
   });
 
-  it('a retried 64105 gets reconnect TwiML both times and the call resumes once', async () => {
+  it('a retried 64105 gets reconnect TwiML both times, the later token replaces the earlier, and the call resumes once', async () => {
     const call = await droppedCall(ts, wssHeaders());
     const answers = [];
     for (let attempt = 0; attempt < 2; attempt++) {
@@ -144,21 +154,26 @@ describe('signature checks on an action URL with a fragment', () => {
       answers.push(readRelayTwiml(res.body));
       expect(lifecycle(ts, call.callSid)).toBe('grace');
     }
-    expect(answers[1]).toEqual(answers[0]);
+    // The same socket to open, each time with a new single-use token: the later one is the one that counts.
+    expect({ ...answers[1], parameters: {} }).toEqual({ ...answers[0], parameters: {} });
+    expect(answers[1]!.parameters.resumeToken).toMatch(/^[\w-]{43}$/);
+    expect(answers[1]!.parameters.resumeToken).not.toBe(answers[0]!.parameters.resumeToken);
     expect(answers[0]!.relayUrl).toBe(`wss://${HOST}/relay`);
     // A retry counts no resume: only the socket Twilio opens does.
     expect(resumesOf(ts, call.callSid)).toBe(0);
 
-    const resumed = await SimulatedCall.connect({
-      url: ts.server.relayUrl,
-      callSid: call.callSid,
-      callStatus: 'in-progress',
-      headers: { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, answers[0]!.relayUrl!) },
-    });
+    const headers = { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, answers[0]!.relayUrl!) };
+    const url = ts.server.relayUrl;
+    // The replaced token opens nothing.
+    const stale = await SimulatedCall.connect({ ...reconnectWith(call, answers[0]!), url, headers });
+    calls.push(stale);
+    expect((await stale.closed).code).toBe(1008);
+    expect(lifecycle(ts, call.callSid)).toBe('grace');
+    const resumed = await SimulatedCall.connect({ ...reconnectWith(call, answers[1]!), url, headers });
     calls.push(resumed);
     await waitUntil(() => lifecycle(ts, call.callSid) === 'connected', 'the session to resume');
     expect(resumesOf(ts, call.callSid)).toBe(1);
-    expect(ts.server.manager.get(call.callSid)?.actor.getSnapshot().context.sessionId).toBe(resumed.sessionId);
+    expect(ts.server.manager.get(call.callSid)?.actor.getSnapshot().context.sessionKeyHash).toBe(hashSecret(resumed.sessionId));
     resumed.prompt('still there?');
     const replies = [];
     for (;;) {
@@ -195,7 +210,7 @@ describe('a retried callback that meets a restarted process', () => {
       expect(twiml.relayUrl).toBe(second.server.relayUrl);
       expect(lifecycle(second, call.callSid)).toBe('grace');
 
-      const resumed = await SimulatedCall.connect({ url: twiml.relayUrl!, callSid: call.callSid, callStatus: 'in-progress' });
+      const resumed = await SimulatedCall.connect(reconnectWith(call, twiml));
       calls.push(resumed);
       await waitUntil(() => lifecycle(second!, call.callSid) === 'connected', 'the session to resume on the new process');
       expect(resumesOf(second, call.callSid)).toBe(1);

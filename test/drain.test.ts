@@ -3,7 +3,7 @@
 // is speaking, stores it and only then closes the socket, so the call continues on another instance.
 // And whatever moment a process stops in (drained or killed), a restored session answers again.
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
-import { SimulatedCall, UpgradeRejectedError } from '../src/client/twilio-sim.js';
+import { SimulatedCall, twilioReconnectOptions, UpgradeRejectedError } from '../src/client/twilio-sim.js';
 import { postAction, postIncomingCall, WebhookHttpError } from '../src/client/twilio-webhooks.js';
 import { contentToText, splitIntoChunks, type ScriptFn } from '../src/llm/fake-openai-server.js';
 import { SqliteStore } from '../src/stores/index.js';
@@ -159,7 +159,7 @@ describe('SIGTERM drains live calls onto another instance', () => {
     expect(transcriptOf(idleRequest.messages)).toEqual(['user:hello there', 'assistant:You said: hello there', 'user:still there?']);
 
     // The call dropped before the stop was told to reconnect by A; its new socket lands on B.
-    const resumedDropped = fx.track(await SimulatedCall.connect({ url: b.relayUrl, callSid: dropped.callSid, callStatus: 'in-progress' }));
+    const resumedDropped = fx.track(await SimulatedCall.connect(twilioReconnectOptions(droppedAction.body, dropped, { url: b.relayUrl })));
     expect((await resumedDropped.nextReply()).text).toBe(expectedResumeLine('en-US'));
     expect(await say(resumedDropped, 'back again')).toBe('You said: back again');
     await b.stop();

@@ -51,7 +51,8 @@ describe('metrics and admin views', () => {
     await expect.poll(() => metricValue(base, 'relay_sessions', 'state="disconnected"')).toBe(1);
     expect(await metricValue(base, 'relay_disconnects_total', 'code="1006"')).toBe(dropsBefore + 1);
 
-    const resumed = await SimulatedCall.connect({ url: t.server.relayUrl, callSid: call.callSid, sessionId: call.sessionId, reconnection: true });
+    // The same call resumes: same numbers (a resume naming other numbers is refused).
+    const resumed = await SimulatedCall.connect({ url: t.server.relayUrl, callSid: call.callSid, sessionId: call.sessionId, from: call.setup.from, reconnection: true });
     await resumed.waitFor((m) => m.type === 'text' && /cut off/i.test(m.token));
     expect(await metricValue(base, 'relay_resumes_total', 'outcome="succeeded"')).toBe(1);
     expect(await metricValue(base, 'relay_resume_attempts_total', 'via="reconnection"')).toBe(1);

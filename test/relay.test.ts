@@ -2,6 +2,7 @@
 // OpenAI server. Every test gets its own server and fake LLM so scripts and request logs never mix.
 import { afterEach, describe, expect, it } from 'vitest';
 import { SimulatedCall } from '../src/client/twilio-sim.js';
+import { hashSecret } from '../src/server/resume-proof.js';
 import { contentToText, type ChatMessageIn, type Reply, type ScriptFn } from '../src/llm/fake-openai-server.js';
 import { offlineAnswer } from '../src/llm/offline-reply.js';
 import { llmFailureLine } from '../src/machines/phrases.js';
@@ -52,7 +53,7 @@ describe('setup and streaming', () => {
 
     const call = await dial(ts);
     const session = ts.server.manager.get(call.callSid);
-    expect(session?.actor.getSnapshot().context).toMatchObject({ callSid: call.callSid, sessionId: call.sessionId });
+    expect(session?.actor.getSnapshot().context).toMatchObject({ callSid: call.callSid, sessionKeyHash: hashSecret(call.sessionId) });
     const health = (await (await fetch(`${ts.server.httpUrl}/healthz`)).json()) as { ok: boolean; sessions: number };
     expect(health).toMatchObject({ ok: true, sessions: 1 });
     // Setup alone triggers no LLM request (Twilio speaks the welcome greeting itself).

@@ -4,7 +4,7 @@
 // stands still: no grace or keypad deadline can pass while a slow machine is still resuming.
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { SimulatedCall, UpgradeRejectedError } from '../src/client/twilio-sim.js';
+import { SimulatedCall, twilioReconnectOptions, UpgradeRejectedError } from '../src/client/twilio-sim.js';
 import { signWebSocketUrl } from '../src/client/twilio-webhooks.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../src/llm/fake-openai-server.js';
@@ -330,7 +330,7 @@ describe('signatures on the resume socket', () => {
     await expect(SimulatedCall.connect({ url, callSid: call.callSid, headers: forged })).rejects.toBeInstanceOf(UpgradeRejectedError);
     await expect(resumeViaReconnection(url, call)).rejects.toMatchObject({ statusCode: 403 });
 
-    const resumed = track(await SimulatedCall.connect({ url, callSid: call.callSid, headers: { 'X-Twilio-Signature': signWebSocketUrl(authToken, url) } }));
+    const resumed = track(await SimulatedCall.connect(twilioReconnectOptions(action.body, call, { headers: { 'X-Twilio-Signature': signWebSocketUrl(authToken, url) } })));
     expect((await resumed.nextReply()).text).toBe(expectedResumeLine('en-US'));
     expect(await say(resumed, 'signed and back')).toBe('You said: signed and back');
   }, 30_000);

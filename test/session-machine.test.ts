@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createActor, fromCallback, waitFor, type Actor, type Snapshot } from 'xstate';
 import type { ChatTurn, ReplyEvent, ReplyInput, ToolCall } from '../src/llm/types.js';
+import { hashSecret } from '../src/server/resume-proof.js';
 import { lifecycleOf, sessionMachine, type SessionTimeouts } from '../src/machines/session.js';
 import { resumeLine } from '../src/machines/phrases.js';
 import type { DtmfDigit } from '../src/machines/dtmf/types.js';
@@ -118,7 +119,7 @@ function action(actor: Actor<Machine>, resumable: boolean): void {
   actor.send({ type: 'ACTION', resumable, ...status, at: Date.now() });
 }
 const resumeEvent = (sessionId: string, via: 'twilio' | 'reconnection' = 'reconnection') =>
-  ({ type: 'RESUME', sessionId, via, at: Date.now() }) as const;
+  ({ type: 'RESUME', sessionKeyHash: hashSecret(sessionId), via, at: Date.now() }) as const;
 
 /**
  * Lets the scripted model answer: fake time moves in LLM_MS steps until `condition` holds (vi.waitFor
@@ -172,7 +173,7 @@ describe('session lifecycle (link region)', () => {
     const newSessionId = 'VXresumed';
     actor.send(resumeEvent(newSessionId, 'twilio'));
     expect(link(actor)).toBe('connected');
-    expect(actor.getSnapshot().context).toMatchObject({ resumes: 1, sessionId: newSessionId, graceDeadline: null });
+    expect(actor.getSnapshot().context).toMatchObject({ resumes: 1, sessionKeyHash: hashSecret(newSessionId), graceDeadline: null });
     // The new Twilio session is put back in the call's language, then the caller hears we are back.
     expect(outbound).toEqual([
       { type: 'language', ttsLanguage: 'en-US', transcriptionLanguage: 'en-US' },
@@ -249,7 +250,7 @@ describe('session lifecycle (link region)', () => {
     expect(actor.getSnapshot().can(resume)).toBe(false);
     actor.send(resume);
     expect(link(actor)).toBe('disconnected');
-    expect(actor.getSnapshot().context).toMatchObject({ resumes: 1, sessionId: 'VXone' });
+    expect(actor.getSnapshot().context).toMatchObject({ resumes: 1, sessionKeyHash: hashSecret('VXone') });
 
     action(actor, true);
     expect(actor.getSnapshot().value).toBe('ended');

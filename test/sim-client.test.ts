@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { SimulatedCall, UpgradeRejectedError } from '../src/client/twilio-sim.js';
+import { SimulatedCall, TEST_ACCOUNT_SID, UpgradeRejectedError } from '../src/client/twilio-sim.js';
 import { signWebSocketUrl } from '../src/client/twilio-webhooks.js';
 
 interface PeerConn {
@@ -107,6 +107,8 @@ describe('SimulatedCall against a real ws peer', () => {
     });
     expect(setup.sessionId).toMatch(/^VX[0-9a-f]{32}$/);
     expect(setup.callSid).toMatch(/^CA[0-9a-f]{32}$/);
+    // One simulated account for every call, as a real Twilio account's sid is constant.
+    expect(setup.accountSid).toBe(TEST_ACCOUNT_SID);
     expect(setup.accountSid).toMatch(/^AC[0-9a-f]{32}$/);
     expect(setup).not.toHaveProperty('reconnection');
     expect(setup.sessionId).toBe(call.sessionId);

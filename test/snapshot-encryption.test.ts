@@ -19,6 +19,7 @@ import { DEFAULT_KID, KeyringError, parseKeyring, type Keyring } from '../src/st
 import { MemoryStore, type Lease, type SnapshotStore } from '../src/stores/index.js';
 import { connectCall, waitUntil } from './support/conditions.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
+import { hashSecret } from '../src/server/resume-proof.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';
 import {
   DIGITS_OK,
@@ -298,7 +299,7 @@ describe('start-up wiring', () => {
       // The fresh session overwrote the unreadable record with one sealed under this server's key.
       await live.manager.flush();
       expect((((await inner.load(sid))?.snapshot) as SealedSnapshot).kid).toBe(DEFAULT_KID);
-      expect((await live.store.load(sid))?.snapshot).toMatchObject({ context: { sessionId: call.sessionId } });
+      expect((await live.store.load(sid))?.snapshot).toMatchObject({ context: { sessionKeyHash: hashSecret(call.sessionId) } });
     });
   });
 });

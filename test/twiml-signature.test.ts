@@ -1,12 +1,13 @@
 // TwiML for incoming calls and resumes, and the X-Twilio-Signature checks on webhooks and on the
 // WebSocket upgrade, against the real server over loopback.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { SimulatedCall, UpgradeRejectedError } from '../src/client/twilio-sim.js';
+import { SimulatedCall, twilioReconnectOptions, UpgradeRejectedError } from '../src/client/twilio-sim.js';
 import { postAction, postIncomingCall, postTwilioForm, signTwilioRequest, signWebSocketUrl, WebhookHttpError } from '../src/client/twilio-webhooks.js';
 import { startTestServer, type TestServer } from './support/harness.js';
 import { connectCall } from './support/conditions.js';
 import { child, parseXml, type XmlElement } from './support/xml.js';
 import { DEFAULT_ACTION_URL_OVERRIDES } from '../src/server/connection-overrides.js';
+import { hashSecret } from '../src/server/resume-proof.js';
 
 const TOKEN = 'test-auth-token-0123456789abcdef';
 const HOST = 'relay.example.test';
@@ -164,14 +165,13 @@ describe('with TWILIO_AUTH_TOKEN and PUBLIC_HOST', () => {
     expect(JSON.stringify(linkState())).toContain('"grace"');
 
     // Twilio opens the new socket: new sessionId, same callSid; the session continues.
-    const resumed = await SimulatedCall.connect({
-      url: ts.server.relayUrl,
-      callSid: call.callSid,
-      headers: { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, relay.attributes.url!) },
-    });
+    // Twilio hands the TwiML's <Parameter>s (the single-use resume token) over in setup.customParameters.
+    const resumed = await SimulatedCall.connect(
+      twilioReconnectOptions(res.body, call, { url: ts.server.relayUrl, headers: { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, relay.attributes.url!) } }),
+    );
     calls.push(resumed);
     await expect.poll(() => JSON.stringify(linkState()).includes('"connected"'), { timeout: 10_000, message: 'the session to resume' }).toBe(true);
-    expect(ts.server.manager.get(call.callSid)?.actor.getSnapshot().context.sessionId).toBe(resumed.sessionId);
+    expect(ts.server.manager.get(call.callSid)?.actor.getSnapshot().context.sessionKeyHash).toBe(hashSecret(resumed.sessionId));
   });
 
   it('/action after a handoff dials the agent line when HANDOFF_NUMBER is set, else hangs up', async () => {

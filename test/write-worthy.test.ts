@@ -73,7 +73,7 @@ describe('onlyReplyTextChanged (the store-write filter)', () => {
     actor.send({ type: 'PROMPT', text: 'Tell me a story', lang: 'en-US', last: true });
     runs[0]!.delta('Once ');
     expect(step(() => actor.send({ type: 'SOCKET.CLOSED', code: 1006, at: Date.now() }))).toEqual([false]);
-    expect(step(() => actor.send({ type: 'RESUME', sessionId: 'VXnew', via: 'twilio', at: Date.now() }))).toEqual([false]);
+    expect(step(() => actor.send({ type: 'RESUME', sessionKeyHash: 'ab'.repeat(32), via: 'twilio', at: Date.now() }))).toEqual([false]);
     expect(step(() => runs[0]!.delta('upon '))).toEqual([true]);
     expect(step(() => actor.send({ type: 'INTERRUPT', utterance: 'Once upon', durationMs: 500 }))).toEqual([false]);
     expect(step(() => actor.send({ type: 'PROMPT', text: 'Something else', lang: 'en-US', last: true }))).toEqual([false]);

@@ -4,11 +4,13 @@
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
 import { outboundMessage, type OutboundMessage, type TextMessage } from '../protocol/messages.js';
+import { readRelayTwiml } from './twiml-reader.js';
 
 export interface SimulatedCallOptions {
   url: string;
   callSid?: string;
   sessionId?: string;
+  /** A Twilio account's sid is the same for all its calls: TEST_ACCOUNT_SID unless given. */
   accountSid?: string;
   from?: string;
   to?: string;
@@ -80,6 +82,24 @@ export const DEFAULT_WAIT_MS = 5000;
 
 const sid = (prefix: string) => prefix + randomBytes(16).toString('hex');
 
+/** The simulated Twilio account every call belongs to unless told otherwise. */
+export const TEST_ACCOUNT_SID = 'AC00000000000000000000000000007e57';
+
+/**
+ * What Twilio does with reconnect TwiML: opens the socket it names for the same call (callSid,
+ * account, numbers) with a new sessionId, handing every `<Parameter>` over in customParameters.
+ */
+export function twilioReconnectOptions(
+  twiml: string,
+  dropped: { setup: Pick<SetupFrame, 'callSid' | 'accountSid' | 'from' | 'to'> },
+  extra: Partial<SimulatedCallOptions> = {},
+): SimulatedCallOptions {
+  const { relayUrl, parameters } = readRelayTwiml(twiml);
+  if (!relayUrl) throw new Error(`TwiML without <ConversationRelay url>: ${twiml}`);
+  const { callSid, accountSid, from, to } = dropped.setup;
+  return { url: relayUrl, callSid, accountSid, from, to, callStatus: 'in-progress', customParameters: parameters, ...extra };
+}
+
 interface Waiter {
   predicate: (m: OutboundMessage) => boolean;
   resolve: (index: number) => void;
@@ -141,7 +161,7 @@ export class SimulatedCall {
       type: 'setup',
       sessionId: opts.sessionId ?? sid('VX'),
       callSid: opts.callSid ?? sid('CA'),
-      accountSid: opts.accountSid ?? sid('AC'),
+      accountSid: opts.accountSid ?? TEST_ACCOUNT_SID,
       parentCallSid: '',
       from: opts.from ?? '+15550100001',
       to: opts.to ?? '+15550100002',

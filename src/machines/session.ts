@@ -22,7 +22,11 @@ export interface SessionTimeouts {
 
 export interface SessionInput {
   callSid: string;
-  sessionId: string;
+  /** sha256 of the setup's sessionId: a `reconnection: true` resume proves itself by repeating that id. */
+  sessionKeyHash: string;
+  /** sha256 of the client's own `resumeKey` custom parameter, when it sent one; a resume must repeat it. */
+  resumeKeyHash: string | null;
+  accountSid: string;
   from: string;
   to: string;
   customParameters: Record<string, string>;
@@ -50,7 +54,14 @@ interface DtmfRequest {
 
 export interface SessionContext {
   callSid: string;
-  sessionId: string;
+  /**
+   * Resume proofs, only ever as hashes (the edge hashes what the caller sends): the current
+   * sessionId, the client's resumeKey, and the single-use token of the last reconnect TwiML.
+   */
+  sessionKeyHash: string;
+  resumeKeyHash: string | null;
+  resumeTokenHash: string | null;
+  accountSid: string;
   from: string;
   to: string;
   customParameters: Record<string, string>;
@@ -86,8 +97,10 @@ export type SessionEvent =
   | { type: 'DIGIT'; digit: DtmfDigit; at: number }
   | { type: 'INTERRUPT'; utterance: string; durationMs: number }
   | { type: 'SOCKET.CLOSED'; code: number; at: number }
-  | { type: 'ACTION'; resumable: boolean; sessionStatus: string; errorCode: string; at: number }
-  | { type: 'RESUME'; sessionId: string; via: 'twilio' | 'reconnection'; at: number }
+  /** `resumeTokenHash`: the hash of the token handed to Twilio in the reconnect TwiML, when resumable. */
+  | { type: 'ACTION'; resumable: boolean; sessionStatus: string; errorCode: string; at: number; resumeTokenHash?: string }
+  /** `sessionKeyHash`: the hash of the new socket's sessionId, the proof for its own later resumes. */
+  | { type: 'RESUME'; sessionKeyHash: string; via: 'twilio' | 'reconnection'; at: number }
   | { type: 'GRACE.EXPIRED' }
   | { type: 'LLM.DELTA'; runId: string; text: string }
   | { type: 'LLM.DONE'; runId: string; text: string; toolCalls: ToolCall[]; at: number }
@@ -352,9 +365,13 @@ export const sessionMachine = setup({
     }),
     recordResume: assign({
       resumes: ({ context }) => context.resumes + 1,
-      sessionId: ({ context, event }) => (event.type === 'RESUME' ? event.sessionId : context.sessionId),
+      sessionKeyHash: ({ context, event }) => (event.type === 'RESUME' ? event.sessionKeyHash : context.sessionKeyHash),
+      // Single use: the token that let this socket in (if any) is spent.
+      resumeTokenHash: null,
       graceDeadline: null,
     }),
+    /** The reconnect TwiML carries a new token: it replaces any earlier one (an action posted again). */
+    storeResumeToken: assign((_, params: { hash: string | undefined }) => ({ resumeTokenHash: params.hash ?? null })),
     /** Tell the caller we are back, then complete whatever was cut off by the drop. */
     greetOnResume: enqueueActions(({ context, enqueue }) => {
       const streaming = context.reply !== null;
@@ -376,7 +393,10 @@ export const sessionMachine = setup({
   id: 'session',
   context: ({ input }) => ({
     callSid: input.callSid,
-    sessionId: input.sessionId,
+    sessionKeyHash: input.sessionKeyHash,
+    resumeKeyHash: input.resumeKeyHash,
+    resumeTokenHash: null,
+    accountSid: input.accountSid,
     from: input.from,
     to: input.to,
     customParameters: input.customParameters,
@@ -415,7 +435,11 @@ export const sessionMachine = setup({
                 RESUME: { target: 'connected', reenter: true, actions: ['recordResume', 'greetOnResume'] },
                 // The action callback can overtake our noticing the close.
                 ACTION: [
-                  { guard: 'actionResumable', target: 'grace', actions: { type: 'recordDisconnect', params: ({ event }) => ({ at: event.at }) } },
+                  {
+                    guard: 'actionResumable',
+                    target: 'grace',
+                    actions: [{ type: 'recordDisconnect', params: ({ event }) => ({ at: event.at }) }, { type: 'storeResumeToken', params: ({ event }) => ({ hash: event.resumeTokenHash }) }],
+                  },
                   { target: '#session.ended', actions: 'markEnded' },
                 ],
               },
@@ -425,7 +449,7 @@ export const sessionMachine = setup({
               invoke: { src: 'deadlineTimer', input: ({ context }) => ({ at: context.graceDeadline ?? 0, event: 'GRACE.EXPIRED' }) },
               on: {
                 ACTION: [
-                  { guard: 'actionResumable', target: 'grace' },
+                  { guard: 'actionResumable', target: 'grace', actions: { type: 'storeResumeToken', params: ({ event }) => ({ hash: event.resumeTokenHash }) } },
                   { target: '#session.ended', actions: 'markEnded' },
                 ],
                 RESUME: { guard: 'canResume', target: 'connected', actions: ['recordResume', 'greetOnResume'] },
@@ -437,7 +461,10 @@ export const sessionMachine = setup({
               invoke: { src: 'deadlineTimer', input: ({ context }) => ({ at: context.graceDeadline ?? 0, event: 'GRACE.EXPIRED' }) },
               on: {
                 RESUME: { guard: 'canResume', target: 'connected', actions: ['recordResume', 'greetOnResume'] },
-                ACTION: [{ guard: 'actionResumable', target: 'grace' }, { target: '#session.ended', actions: 'markEnded' }],
+                ACTION: [
+                  { guard: 'actionResumable', target: 'grace', actions: { type: 'storeResumeToken', params: ({ event }) => ({ hash: event.resumeTokenHash }) } },
+                  { target: '#session.ended', actions: 'markEnded' },
+                ],
                 'GRACE.EXPIRED': '#session.expired',
               },
             },

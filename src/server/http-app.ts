@@ -116,12 +116,21 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
       sessionStatus: form.SessionStatus ?? '',
       errorCode: form.ErrorCode ?? '',
     });
-    // Twilio may post this callback again (connection overrides); a session already in grace
-    // answers the same reconnect TwiML, so a retry is harmless.
-    if (outcome === 'reconnect') {
-      return xml(c, conversationRelayTwiml({ ...origin, language: config.language, actionOverrides: config.actionUrlOverrides }));
+    // Twilio may post this callback again (connection overrides); a session already in grace answers
+    // reconnect TwiML again, with a new token that replaces the earlier one.
+    // The new socket's setup must bring this token back (Twilio puts every <Parameter> in customParameters).
+    if (outcome.kind === 'reconnect') {
+      return xml(
+        c,
+        conversationRelayTwiml({
+          ...origin,
+          language: config.language,
+          actionOverrides: config.actionUrlOverrides,
+          parameters: { resumeToken: outcome.resumeToken },
+        }),
+      );
     }
-    if (outcome === 'hangup') return xml(c, hangupTwiml('Sorry, we could not reconnect your call. Goodbye.'));
+    if (outcome.kind === 'hangup') return xml(c, hangupTwiml('Sorry, we could not reconnect your call. Goodbye.'));
     // We sent `end` for a handoff: connect the caller to the configured human agent line.
     if (form.SessionStatus === 'ended' && form.HandoffData && config.handoffNumber) {
       logger.child({ callSid: form.CallSid }).info('handing the call off to the agent line');

@@ -9,7 +9,6 @@ export function redactSession(snapshot: SnapshotFrom<SessionMachine>) {
   const child = snapshot.children['dtmf']?.getSnapshot() as { context?: { buffer?: string } } | undefined;
   return redact({
     callSid: c.callSid,
-    sessionId: c.sessionId,
     state: lifecycleOf(snapshot.value),
     value: snapshot.value,
     from: c.from,

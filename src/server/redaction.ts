@@ -2,7 +2,7 @@
 // inspector stream. It works on plain JSON (events, snapshots, contexts, log objects alike), so no
 // caller has to know where in its data keypad input or a caller's number can hide.
 //
-// Hidden: keypad input (a DIGIT's `digit`, a collector's `buffer`, `digits`), every keypad result's
+// Hidden: resume proofs and their hashes, keypad input (a DIGIT's `digit`, a collector's `buffer`, `digits`), every keypad result's
 // `value` (a collector's result or output, the done event, the collect_digits tool result in the
 // history), card-like digit runs in what the caller or the agent said, and all but the last four
 // characters of the caller's and called numbers.
@@ -12,6 +12,8 @@ export const REDACTED = '[redacted]';
 
 /** Keys whose value is keypad input wherever they appear. */
 const KEYPAD_KEYS: ReadonlySet<string> = new Set(['digit', 'digits', 'buffer']);
+/** Resume proofs (and their hashes), wherever they appear: a custom parameter, a context, a RESUME or ACTION event. */
+const SECRET_KEYS: ReadonlySet<string> = new Set(['resumeToken', 'resumeKey', 'callToken', 'sessionKeyHash', 'resumeKeyHash', 'resumeTokenHash']);
 /** The call's numbers: only the last four characters stay. */
 const NUMBER_KEYS: ReadonlySet<string> = new Set(['from', 'to']);
 /** Free text said by the caller or the agent: turns, prompts, LLM deltas, interrupts, replies in flight. */
@@ -53,6 +55,8 @@ export function redact<T>(value: T): T {
 
 function walk(value: unknown, key: string | undefined): unknown {
   if (key !== undefined && KEYPAD_KEYS.has(key) && value !== undefined) return REDACTED;
+  // A proof that is not there (null) stays visible as such: "no resume key" is not a secret.
+  if (key !== undefined && SECRET_KEYS.has(key) && value !== undefined && value !== null) return REDACTED;
   if (typeof value === 'string') {
     if (key !== undefined && NUMBER_KEYS.has(key)) return maskNumber(value);
     if (key !== undefined && TRANSCRIPT_KEYS.has(key)) return maskDigitRuns(value);

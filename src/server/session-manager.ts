@@ -12,6 +12,7 @@ import { CoalescingWriter, StaleLeaseError, type Lease, type SaveInput, type Ses
 import pLimit from 'p-limit';
 import { KeyedMutex } from './keyed-mutex.js';
 import { onlyReplyTextChanged } from './write-worthy.js';
+import { hashSecret, matchesHash, newResumeToken, withoutSecrets } from './resume-proof.js';
 
 /** What the session needs of a socket: the socket edge validates and serialises. */
 export interface SessionSocket {
@@ -51,7 +52,8 @@ export type ConnectResult =
   | { ok: true; session: Session; resumed: boolean }
   | { ok: false; code: number; reason: string };
 
-export type ActionOutcome = 'reconnect' | 'hangup' | 'ack';
+/** `reconnect` carries the single-use token the reconnect TwiML hands Twilio (as a ConversationRelay Parameter). */
+export type ActionOutcome = { kind: 'reconnect'; resumeToken: string } | { kind: 'hangup' } | { kind: 'ack' };
 
 /**
  * Restores in flight at once. One: a restore is a single store round trip plus a short actor start,
@@ -61,6 +63,12 @@ export type ActionOutcome = 'reconnect' | 'hangup' | 'ack';
 const RESTORE_CONCURRENCY = 1;
 
 const RESUMABLE_STATES = new Set(['connected', 'disconnected', 'grace']);
+/**
+ * Twilio posts the action callback the moment it closes the socket, so our close event arrives first
+ * or right after. A callback whose call still has its socket after this long is not about this
+ * socket (a replay): it is answered without touching the call.
+ */
+export const ACTION_CLOSE_WINDOW_MS = 2000;
 /** An orphaned session is expired this long after its deadline, leaving its owner (if alive) the first go. */
 const ORPHAN_EXPIRY_SLACK_MS = 250;
 
@@ -104,7 +112,7 @@ export class SessionManager {
     return this.locks.run(setup.callSid, async () => {
       const log = this.opts.logger.child({ callSid: setup.callSid });
       const via = setup.reconnection ? 'reconnection' : 'twilio';
-      const event: ResumeEvent = { type: 'RESUME', sessionId: setup.sessionId, via, at: this.clock.now() };
+      const event: ResumeEvent = { type: 'RESUME', sessionKeyHash: hashSecret(setup.sessionId), via, at: this.clock.now() };
       const found = await this.locate(setup.callSid, log);
       const attempt = found !== undefined || setup.reconnection === true;
       if (attempt) this.opts.metrics.resumeAttempts.inc({ via });
@@ -124,7 +132,7 @@ export class SessionManager {
       }
       if (attempt) this.opts.metrics.resumes.inc({ outcome: 'failed' });
       if (setup.reconnection) {
-        log.warn({ sessionId: setup.sessionId }, 'reconnect for an unknown or expired session: starting a fresh session');
+        log.warn('reconnect for an unknown or expired session: starting a fresh session');
       }
       // The upgrade is refused at the cap already; this catches sockets that were let in before it was reached.
       if (!this.sessions.has(setup.callSid) && this.sessions.size >= (this.opts.maxSessions ?? Infinity)) {
@@ -134,7 +142,7 @@ export class SessionManager {
       }
       const session = await this.createFresh(setup, log);
       this.attach(session, socket);
-      log.info({ sessionId: setup.sessionId, epoch: session.lease.epoch }, 'session started');
+      log.info({ epoch: session.lease.epoch }, 'session started');
       return { ok: true, session, resumed: false };
     });
   }
@@ -146,7 +154,7 @@ export class SessionManager {
     this.attach(session, socket);
     session.actor.send(event);
     this.opts.metrics.resumes.inc({ outcome: 'succeeded' });
-    log.info({ via: event.via, sessionId: event.sessionId, link: lifecycleOf(snapshot.value), epoch: session.lease.epoch }, 'session resumed');
+    log.info({ via: event.via, link: lifecycleOf(snapshot.value), epoch: session.lease.epoch }, 'session resumed');
     return { ok: true, session, resumed: true };
   }
 
@@ -179,13 +187,56 @@ export class SessionManager {
       const session = found && (found.session ?? (await this.takeOver(params.callSid, log)));
       if (!session) {
         log.info({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for an unknown or finished session');
-        return resumable ? 'hangup' : 'ack';
+        return { kind: resumable ? 'hangup' : 'ack' };
       }
-      session.actor.send({ type: 'ACTION', resumable, sessionStatus: params.sessionStatus, errorCode: params.errorCode, at: this.clock.now() });
+      if (session.socket && !(await this.socketGone(session, log))) {
+        // The call is still talking on its socket: a replayed callback may neither move nor end it.
+        // Only a call that already said its last words (`end` sent) is let go with its socket.
+        const finished = session.actor.getSnapshot().matches({ live: { conversation: 'finished' } });
+        if (!finished || resumable) {
+          log.warn({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for a call whose socket is still open: ignored');
+          return { kind: 'ack' };
+        }
+      }
+      // Only the hash goes into the session; the token itself leaves once, in this answer's TwiML.
+      const resumeToken = resumable ? newResumeToken() : undefined;
+      session.actor.send({
+        type: 'ACTION',
+        resumable,
+        sessionStatus: params.sessionStatus,
+        errorCode: params.errorCode,
+        at: this.clock.now(),
+        ...(resumeToken ? { resumeTokenHash: hashSecret(resumeToken) } : {}),
+      });
       const state = lifecycleOf(session.actor.getSnapshot().value);
+      // Ended with a socket still attached: the call is over, so is its socket.
+      if (session.actor.getSnapshot().status === 'done' && session.socket) {
+        session.socket.close(1000, 'call ended');
+        session.socket = null;
+      }
       log.info({ callStatus: params.callStatus, sessionStatus: params.sessionStatus, errorCode: params.errorCode, state }, 'action callback');
-      if (!resumable) return 'ack';
-      return state === 'grace' ? 'reconnect' : 'hangup';
+      if (!resumeToken) return { kind: 'ack' };
+      return state === 'grace' ? { kind: 'reconnect', resumeToken } : { kind: 'hangup' };
+    });
+  }
+
+  /**
+   * Whether the session's socket closes within ACTION_CLOSE_WINDOW_MS (on the injected clock).
+   * Resolves true as soon as it is gone (or the session is no longer ours), false when the window ends.
+   */
+  private socketGone(session: Session, log: Logger): Promise<boolean> {
+    log.info('action callback while the socket is open: waiting for it to close');
+    return new Promise((resolve) => {
+      const gone = () => session.socket === null || this.sessions.get(session.callSid) !== session;
+      const done = () => {
+        this.clock.clearTimeout(timer);
+        subscription.unsubscribe();
+        resolve(gone());
+      };
+      const timer = this.clock.setTimeout(done, ACTION_CLOSE_WINDOW_MS);
+      // socketClosed clears the socket and then tells the actor: its next snapshot (or its stop) is the signal.
+      const subscription = session.actor.subscribe({ next: () => gone() && done(), complete: done, error: done });
+      if (gone()) done();
     });
   }
 
@@ -422,10 +473,13 @@ export class SessionManager {
     const actor = createActor(this.opts.machine, {
       input: {
         callSid: setup.callSid,
-        sessionId: setup.sessionId,
+        sessionKeyHash: hashSecret(setup.sessionId),
+        resumeKeyHash: setup.customParameters.resumeKey ? hashSecret(setup.customParameters.resumeKey) : null,
+        accountSid: setup.accountSid,
         from: setup.from,
         to: setup.to,
-        customParameters: setup.customParameters,
+        // Proofs are checked, never kept: the context is stored, listed and inspected.
+        customParameters: withoutSecrets(setup.customParameters),
         language: this.opts.language,
         timeouts: this.opts.timeouts,
         historyLimits: this.opts.historyLimits,
@@ -536,18 +590,31 @@ function graceDeadlineOf(record: SessionRecord): number | null {
 }
 
 /**
- * Why `setup` may not resume this session, or undefined when it may. Our own clients prove
- * themselves with the session's current sessionId; Twilio's path brings a new sessionId after the
- * action callback, so it only takes over a dropped link (or one whose owner is gone: `local` false).
+ * Why `setup` may not resume this session, or undefined when it may. The call's identity (account,
+ * numbers) must match, and the caller must prove it is the same call: our own clients
+ * (`reconnection: true`) repeat the session's current sessionId (and their resumeKey if they set
+ * one); Twilio's path brings a new sessionId, so it must bring the single-use token of the
+ * reconnect TwiML we answered the action callback with (Twilio hands it over in customParameters).
  */
-function resumeRefusal(setup: SetupMessage, snapshot: SessionSnapshot, local: boolean): string | undefined {
+export function resumeRefusal(setup: SetupMessage, snapshot: SessionSnapshot, local: boolean): string | undefined {
+  const context = snapshot.context as SessionSnapshot['context'] & { sessionId?: string };
   const link = lifecycleOf(snapshot.value);
-  const rightful = setup.reconnection ? setup.sessionId === snapshot.context.sessionId : !(local && link === 'connected');
-  if (!rightful) return 'not allowed to resume this session';
+  // Snapshots stored before accountSid was kept have none: their numbers still have to match.
+  const sameCall =
+    (context.accountSid === undefined || setup.accountSid === context.accountSid) && setup.from === context.from && setup.to === context.to;
+  if (!sameCall || !provesResume(setup, context)) return 'not allowed to resume this session';
   // Taking over a live socket (newest connection wins) is not a resume; everything else is capped.
   const takesOverLiveSocket = local && link === 'connected';
   if (!takesOverLiveSocket && !hasResumesLeft(snapshot.context)) return 'resume limit reached';
   return undefined;
+}
+
+function provesResume(setup: SetupMessage, context: SessionSnapshot['context'] & { sessionId?: string }): boolean {
+  if (!setup.reconnection) return matchesHash(setup.customParameters.resumeToken, context.resumeTokenHash);
+  // Snapshots stored before the hash was kept name the sessionId itself.
+  const sessionKeyHash = context.sessionKeyHash ?? (context.sessionId ? hashSecret(context.sessionId) : null);
+  if (!matchesHash(setup.sessionId, sessionKeyHash)) return false;
+  return !context.resumeKeyHash || matchesHash(setup.customParameters.resumeKey, context.resumeKeyHash);
 }
 
 /**

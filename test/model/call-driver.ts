@@ -7,7 +7,7 @@ import { rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { expect, vi } from 'vitest';
 import type { TestParam } from '@xstate/graph';
-import { SimulatedCall } from '../../src/client/twilio-sim.js';
+import { SimulatedCall, twilioReconnectOptions } from '../../src/client/twilio-sim.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../../src/llm/fake-openai-server.js';
 import { resumeLine } from '../../src/machines/phrases.js';
 import type { OutboundMessage } from '../../src/protocol/messages.js';
@@ -192,7 +192,7 @@ export class CallDriver {
     expect(url.pathname).toBe('/relay');
     url.host = new URL(this.ts.server.relayUrl).host;
     const dropped = this.currentCall();
-    this.call = await SimulatedCall.connect({ url: url.toString(), callSid: dropped.callSid, callStatus: 'in-progress' });
+    this.call = await SimulatedCall.connect(twilioReconnectOptions(this.twiml, dropped, { url: url.toString() }));
     expect(this.call.sessionId).not.toBe(dropped.sessionId);
     await this.expectResumeGreeting(state);
   }

@@ -3,7 +3,7 @@
 // `reconnection: true`). The fake LLM answers by keywords, so every request it records can be
 // compared with the history the session should have.
 import { vi } from 'vitest';
-import { SimulatedCall, type Reply } from '../../src/client/twilio-sim.js';
+import { SimulatedCall, twilioReconnectOptions, type Reply } from '../../src/client/twilio-sim.js';
 import { postAction } from '../../src/client/twilio-webhooks.js';
 import { contentToText, splitIntoChunks, type ChatMessageIn, type FakeOpenAI, type ScriptFn } from '../../src/llm/fake-openai-server.js';
 import { resumeLine } from '../../src/machines/phrases.js';
@@ -109,24 +109,29 @@ export function relayUrlOf(twiml: string): string {
 
 /**
  * The real Twilio path after a drop: /action answers fresh ConversationRelay TwiML and Twilio opens
- * the socket it names with a NEW sessionId and the SAME callSid.
+ * the socket it names with a NEW sessionId, the SAME callSid, account and numbers, and the TwiML's
+ * parameters (the single-use resume token) in customParameters.
  */
 export async function resumeViaTwilio(
   baseUrl: string,
-  call: Pick<SimulatedCall, 'callSid' | 'sessionId'>,
+  call: Pick<SimulatedCall, 'callSid' | 'sessionId' | 'setup'>,
   extra: { headers?: Record<string, string>; authToken?: string } = {},
 ): Promise<TwilioResume> {
   const res = await postDroppedAction(baseUrl, call, extra.authToken);
   if (res.status !== 200 || !res.body.includes('<ConversationRelay')) {
     throw new Error(`/action did not ask Twilio to reconnect: HTTP ${res.status} ${res.body}`);
   }
-  const resumed = await SimulatedCall.connect({ url: relayUrlOf(res.body), callSid: call.callSid, headers: extra.headers, callStatus: 'in-progress' });
+  const resumed = await SimulatedCall.connect(twilioReconnectOptions(res.body, call, { headers: extra.headers }));
   return { call: resumed, twiml: res.body };
 }
 
 /** A non-Twilio client's own resume: setup with the same sessionId/callSid and reconnection=true. */
-export function resumeViaReconnection(relayUrl: string, call: Pick<SimulatedCall, 'callSid' | 'sessionId'>): Promise<SimulatedCall> {
-  return SimulatedCall.connect({ url: relayUrl, callSid: call.callSid, sessionId: call.sessionId, reconnection: true });
+export function resumeViaReconnection(
+  relayUrl: string,
+  call: Pick<SimulatedCall, 'callSid' | 'sessionId'> & { setup?: SimulatedCall['setup'] },
+): Promise<SimulatedCall> {
+  const { accountSid, from, to, customParameters } = call.setup ?? {};
+  return SimulatedCall.connect({ url: relayUrl, callSid: call.callSid, sessionId: call.sessionId, reconnection: true, accountSid, from, to, customParameters });
 }
 
 export type ResumePath = 'twilio' | 'reconnection';

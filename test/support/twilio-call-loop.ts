@@ -10,7 +10,7 @@
 // themselves). Key presses have no acknowledgement in the protocol, so keys sent just as a socket is
 // handed on may be lost; tests press keys while no reload is under way, or wait for the stored entry.
 import { randomBytes } from 'node:crypto';
-import { SimulatedCall } from '../../src/client/twilio-sim.js';
+import { SimulatedCall, twilioReconnectOptions } from '../../src/client/twilio-sim.js';
 import { postAction, postIncomingCall } from '../../src/client/twilio-webhooks.js';
 import { readRelayTwiml } from '../../src/client/twiml-reader.js';
 import { resumeLine } from '../../src/machines/phrases.js';
@@ -201,7 +201,8 @@ export class TwilioCallLoop {
       if (res.status === 200 && res.body.includes('<ConversationRelay')) {
         const twiml = TwilioCallLoop.read(res.body);
         this.actionUrl = twiml.actionUrl;
-        const sim = await SimulatedCall.connect({ url: twiml.relayUrl, callSid: this.callSid, callStatus: 'in-progress', connectTimeoutMs: this.replyTimeoutMs });
+        // With the token the TwiML carries, as Twilio hands it over.
+        const sim = await SimulatedCall.connect({ ...twilioReconnectOptions(res.body, closed), connectTimeoutMs: this.replyTimeoutMs });
         const leg = this.follow(sim);
         try {
           const { line, carried } = splitGreeting(await spoken(sim, this.replyTimeoutMs));
