@@ -272,7 +272,7 @@ describe('start-up wiring', () => {
     });
 
     it('logs the plaintext warning at start-up when PUBLIC_HOST is set without a key', async () => {
-      const config = loadConfig({}, { port: 0, host: '127.0.0.1', store: 'sqlite', sqlitePath: tempSqlitePath(), publicHost: 'relay.example.com', openaiBaseUrl: llm.baseURL });
+      const config = loadConfig({}, { port: 0, host: '127.0.0.1', store: 'sqlite', sqlitePath: tempSqlitePath(), publicHost: 'relay.example.com', validateSignatures: 'false', openaiBaseUrl: llm.baseURL });
       const warned = await startServer(config, { logger: createLogger('info', sink) });
       await warned.close();
       expect(logged().find((e) => e.level === 40 && String(e.msg).includes('SNAPSHOT_KEY is not'))).toBeDefined();

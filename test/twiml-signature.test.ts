@@ -1,6 +1,10 @@
 // TwiML for incoming calls and resumes, and the X-Twilio-Signature checks on webhooks and on the
 // WebSocket upgrade, against the real server over loopback.
+import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../src/server/logger.js';
+import { loadConfig } from '../src/config.js';
+import { startServer } from '../src/server/server.js';
 import { SimulatedCall, twilioReconnectOptions, UpgradeRejectedError } from '../src/client/twilio-sim.js';
 import { postAction, postIncomingCall, postTwilioForm, signTwilioRequest, signWebSocketUrl, WebhookHttpError } from '../src/client/twilio-webhooks.js';
 import { startTestServer, type TestServer } from './support/harness.js';
@@ -206,5 +210,33 @@ describe('with TWILIO_AUTH_TOKEN and PUBLIC_HOST', () => {
     expect(response.children.map((c) => c.name)).toContain('Hangup');
     expect(response.children.map((c) => c.name)).not.toContain('Connect');
     expect(response.children.at(-1)?.name).toBe('Hangup');
+  });
+});
+
+describe('secure by default', () => {
+  it('refuses to start on a public host without TWILIO_AUTH_TOKEN, naming the fix', async () => {
+    // Refused before anything is opened (no store, no port).
+    const config = loadConfig({}, { port: 0, host: '127.0.0.1', store: 'memory', publicHost: HOST });
+    await expect(startServer(config, { logger: createLogger('silent') })).rejects.toThrow(/PUBLIC_HOST is set but TWILIO_AUTH_TOKEN is not[\s\S]*VALIDATE_SIGNATURES=false/);
+  });
+
+  it('starts with VALIDATE_SIGNATURES=false said explicitly, and logs a warning naming the risk', async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        lines.push(chunk.toString('utf8'));
+        done();
+      },
+    });
+    const ts = await startTestServer({ config: { publicHost: HOST, validateSignatures: 'false' }, logger: createLogger('info', sink) });
+    try {
+      const warning = lines.map((l) => JSON.parse(l) as { level: number; msg: string }).find((l) => l.msg.startsWith('VALIDATE_SIGNATURES=false'));
+      expect(warning?.level).toBe(40);
+      expect(warning?.msg).toMatch(/take it over/);
+      // Unprotected as asked: an unsigned incoming call is served.
+      expect(await postIncomingCall(ts.server.httpUrl)).toContain('<ConversationRelay');
+    } finally {
+      await ts.close();
+    }
   });
 });

@@ -46,6 +46,26 @@ export function signaturesRequired(config: Config): config is Config & { twilioA
   return Boolean(config.twilioAuthToken);
 }
 
+/**
+ * Secure by default: a server Twilio can reach (PUBLIC_HOST) must be able to tell Twilio's requests
+ * from anyone else's. Without TWILIO_AUTH_TOKEN it refuses to start, unless VALIDATE_SIGNATURES=false
+ * says so explicitly; then it returns the warning to log.
+ */
+export function signaturePolicyWarning(config: Config): string | undefined {
+  signaturesRequired(config); // VALIDATE_SIGNATURES=true without a token is refused there
+  if (!config.publicHost || config.twilioAuthToken) return undefined;
+  if (config.validateSignatures !== 'false') {
+    throw new Error(
+      'PUBLIC_HOST is set but TWILIO_AUTH_TOKEN is not: anyone could post /twiml and /action and open /relay sockets ' +
+        'for any callSid. Set TWILIO_AUTH_TOKEN, or VALIDATE_SIGNATURES=false to run unprotected on purpose.',
+    );
+  }
+  return (
+    'VALIDATE_SIGNATURES=false on a public host: requests are not checked to come from Twilio, so anyone who learns ' +
+    'a callSid can end its call or, while it waits to reconnect, take it over; and anyone can open calls that spend LLM money'
+  );
+}
+
 const xml = (c: Context, body: string) => c.body(body, 200, { 'Content-Type': 'text/xml' });
 
 /** A stopping instance sends new work elsewhere: balancers retry a 503, and so does Twilio with retry overrides. */

@@ -11,7 +11,7 @@ import { sessionMachine, timersOn } from '../machines/session.js';
 import { selectReplyActor } from '../llm/select.js';
 import { createStore } from '../stores/index.js';
 import type { SnapshotStore } from '../stores/types.js';
-import { createHttpApp, publicOrigin, signaturesRequired } from './http-app.js';
+import { createHttpApp, publicOrigin, signaturePolicyWarning, signaturesRequired } from './http-app.js';
 import { createLogger, type Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
 import { handleRelaySocket } from './relay-socket.js';
@@ -72,6 +72,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   const instanceId = config.instanceId ?? `${process.pid}-${randomUUID().slice(0, 8)}`;
   const cfg = { ...config, instanceId };
   const logger = opts.logger ?? createLogger(cfg.logLevel);
+  const unprotected = signaturePolicyWarning(cfg);
+  if (unprotected) logger.warn(unprotected);
   const metrics = createMetrics({ defaultMetrics: true });
   const unencrypted =
     opts.store ??
