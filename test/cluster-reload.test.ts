@@ -80,6 +80,7 @@ describe('WORKERS=2: SIGHUP reloads the workers without losing a call', () => {
     const store = fx.keep(new SqliteStore(sqlitePath));
     const primary = server(sqlitePath);
     await primary.start();
+    await primary.waitForLog((l) => l.msg === 'workers ready');
     const oldPids = workerPids(primary.logs);
     expect(new Set(oldPids).size).toBe(2);
 
@@ -195,6 +196,7 @@ describe('WORKERS=2: a reload that goes wrong', () => {
     symlinkSync(join(base, 'real'), link);
     const primary = server(join(link, 'sessions.db'));
     await primary.start();
+    await primary.waitForLog((l) => l.msg === 'workers ready');
     const oldPids = workerPids(primary.logs);
     const call = await TwilioCallLoop.start(primary.httpUrl);
     expect(await call.say('before the reloads')).toBe('You said: before the reloads');

@@ -45,11 +45,6 @@ export interface CallLoopOptions {
 interface Leg {
   sim: SimulatedCall;
   next: Promise<Leg>;
-  /**
-   * What the server said after the resume line: the answer to a prompt (or the key press) it took
-   * just before the socket was handed on. A caller who hears it does not say that again.
-   */
-  carried?: string;
 }
 
 /** Splits a resume greeting into the resume line and whatever answer came with it. */
@@ -73,6 +68,11 @@ export class TwilioCallLoop {
   private readonly report_: CallReport;
   private leg!: Leg;
   private actionUrl: string;
+  /**
+   * What the server said after a resume line: the answer to a prompt (or the key press) it took just
+   * before the socket was handed on, maybe several sockets ago. A caller who heard it does not say that again.
+   */
+  private carried: string | undefined;
   /** Set when the caller hangs up or the server sends `end`: a close is then no drop. */
   private over = false;
 
@@ -147,10 +147,10 @@ export class TwilioCallLoop {
     }
   }
 
-  /** The answer that came with the current socket's resume line, once. */
+  /** The answer that came with a resume line since it was last taken, once. */
   private takeCarried(): string | undefined {
-    const carried = this.leg.carried;
-    this.leg.carried = undefined;
+    const carried = this.carried;
+    this.carried = undefined;
     return carried;
   }
 
@@ -207,7 +207,7 @@ export class TwilioCallLoop {
         try {
           const { line, carried } = splitGreeting(await spoken(sim, this.replyTimeoutMs));
           this.heard(line);
-          leg.carried = carried;
+          if (carried !== undefined) this.carried = carried;
         } catch (err) {
           if (!sim.closeInfo) throw err; // handed on again before it spoke: `open()` moves on to leg.next
         }
