@@ -108,9 +108,9 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   let health: StoreHealth | undefined;
   const timed = withTimeouts(raw, {
     timeoutMs: cfg.storeTimeoutMs,
-    onFailure: (op) => {
+    onFailure: (op, err) => {
       metrics.storeErrors.inc({ op });
-      health?.suspect();
+      health?.suspect(err);
     },
   });
   const store = encryptSnapshots(cfg, timed, logger);

@@ -2,6 +2,7 @@
 // once when a real store call fails, so a read-only file, a full disk or a stopped or hung Redis takes
 // the instance out of rotation within about one interval plus the store timeout, and puts it back
 // when a probe succeeds again.
+import { StoreTimeoutError } from '../stores/timed-store.js';
 import type { SnapshotStore } from '../stores/types.js';
 import type { Logger } from './logger.js';
 
@@ -43,8 +44,13 @@ export class StoreHealth {
     return this.inFlight;
   }
 
-  /** A real store call failed: probe now, unless one is running or just ran. */
-  suspect(): void {
+  /**
+   * A real store call failed: probe now, unless one is running or just ran. A call that got no answer
+   * at all is taken as not ready at once (the probe would wait a whole store timeout to say so); a
+   * probe that gets through puts it back.
+   */
+  suspect(err?: unknown): void {
+    if (err instanceof StoreTimeoutError && this.status.ready) this.setStatus({ ready: false, error: err.message });
     if (this.inFlight || Date.now() - this.lastProbeAt < MIN_PROBE_GAP_MS) return;
     void this.check();
   }
@@ -66,11 +72,15 @@ export class StoreHealth {
     } catch (err) {
       next = { ready: false, error: err instanceof Error ? err.message : String(err) };
     }
+    this.setStatus(next);
+    return next;
+  }
+
+  private setStatus(next: StoreStatus): void {
     if (next.ready !== this.status.ready) {
       if (next.ready) this.opts.logger.info({ store: this.store.kind }, 'store answers again: ready');
       else this.opts.logger.error({ store: this.store.kind, err: next.error }, 'store cannot be written: not ready');
     }
     this.status = next;
-    return next;
   }
 }

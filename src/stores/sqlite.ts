@@ -73,6 +73,7 @@ export class SqliteStore implements SnapshotStore {
   readonly kind = 'sqlite' as const;
   private readonly db: Database.Database;
   private readonly stmt;
+  private readonly acquireTx;
   private readonly saveTx;
   private readonly deleteTx;
   private readonly minLeaseMs: number;
@@ -118,6 +119,10 @@ export class SqliteStore implements SnapshotStore {
 
     // IMMEDIATE takes the write lock up front, so the epoch read and the write cannot interleave
     // with another process's acquire.
+    // In its own transaction: a RETURNING statement read with get() commits when it is reset, where
+    // better-sqlite3 does not report a failed commit (a read-only or full disk), and the epoch would
+    // be handed out without being stored. An explicit COMMIT throws.
+    this.acquireTx = db.transaction((params: LeaseParams) => this.stmt.acquire.get(params)).immediate;
     this.saveTx = db.transaction((lease: Lease, row: RecordRow) => {
       const current = this.assertCurrent(lease);
       this.stmt.upsert.run(row);
@@ -133,7 +138,7 @@ export class SqliteStore implements SnapshotStore {
   }
 
   async acquire(callSid: string, owner: string): Promise<Lease> {
-    const row = this.stmt.acquire.get({ callSid, owner, epoch: 1, retainUntil: Date.now() + this.minLeaseMs });
+    const row = this.acquireTx({ callSid, owner, epoch: 1, retainUntil: Date.now() + this.minLeaseMs });
     if (!row) throw new Error(`acquire returned no epoch for ${callSid}`);
     return { callSid, owner, epoch: row.epoch };
   }
