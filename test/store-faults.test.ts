@@ -15,7 +15,7 @@ import { SimulatedCall } from '../src/client/twilio-sim.js';
 import { postAction, postIncomingCall } from '../src/client/twilio-webhooks.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../src/llm/fake-openai-server.js';
 import type { EndMessage } from '../src/protocol/messages.js';
-import { SqliteStore } from '../src/stores/index.js';
+import { RedisStore, SqliteStore, StaleLeaseError, StoreTimeoutError, StoreUnavailableError, withTimeouts, type StoreOp } from '../src/stores/index.js';
 import { connectCall, scrapeCounter, waitUntil } from './support/conditions.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
 import { RedisServer } from './support/redis-server.js';
@@ -97,6 +97,32 @@ describe.skipIf(!redisServerInstalled)('Redis outage (a private redis-server sto
     ts = await startTestServer({ config: { store: 'redis', redisUrl: redis.url } });
     return { ts, at: { httpUrl: ts.server.httpUrl, relayUrl: ts.server.relayUrl } };
   };
+
+  it('withTimeouts: a call a hung Redis never answers fails after the timeout; a stale lease is no fault; a store known down is not even asked', async () => {
+    const failures: Array<[StoreOp, string]> = [];
+    let down: string | undefined;
+    const inner = new RedisStore(redis.url, { prefix: `test:store-faults:${Date.now()}:` });
+    const store = withTimeouts(inner, { timeoutMs: 300, onFailure: (op, err) => failures.push([op, (err as Error).name]), unavailable: () => down });
+    try {
+      const old = await store.acquire('CAstale', 'a');
+      await store.acquire('CAstale', 'b');
+      await expect(store.save(old, { snapshot: {}, state: 'connected', retainUntil: Date.now() + 60_000 })).rejects.toBeInstanceOf(StaleLeaseError);
+      expect(failures).toEqual([]);
+
+      redis.pause();
+      const started = performance.now();
+      await expect(store.load('CAany')).rejects.toBeInstanceOf(StoreTimeoutError);
+      expect(performance.now() - started).toBeGreaterThanOrEqual(300 - 1);
+      expect(failures).toEqual([['load', 'StoreTimeoutError']]);
+
+      down = 'the probe failed';
+      await expect(store.acquire('CAany', 'a')).rejects.toBeInstanceOf(StoreUnavailableError);
+      expect(failures.at(-1)).toEqual(['acquire', 'StoreUnavailableError']);
+    } finally {
+      redis.resume();
+      await inner.close();
+    }
+  });
 
   it('a hung Redis (SIGSTOP): new calls and a resume are ended with the apology within 5 s, /readyz goes 503 and back', async () => {
     const { ts, at } = await start();

@@ -108,6 +108,10 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   let health: StoreHealth | undefined;
   const timed = withTimeouts(raw, {
     timeoutMs: cfg.storeTimeoutMs,
+    unavailable: () => {
+      const status = health?.current;
+      return status && !status.ready ? status.error : undefined;
+    },
     onFailure: (op, err) => {
       metrics.storeErrors.inc({ op });
       health?.suspect(err);

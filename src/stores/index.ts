@@ -9,7 +9,7 @@ export { MemoryStore } from './memory.js';
 export { SqliteStore, type SqliteStoreOptions } from './sqlite.js';
 export { RedisStore, type RedisStoreOptions } from './redis.js';
 export { CoalescingWriter } from './coalescing-writer.js';
-export { StoreTimeoutError, withTimeouts, type StoreOp } from './timed-store.js';
+export { StoreTimeoutError, StoreUnavailableError, withTimeouts, type StoreOp } from './timed-store.js';
 
 export interface StoreConfig {
   store: 'memory' | 'sqlite' | 'redis';

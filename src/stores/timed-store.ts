@@ -1,6 +1,7 @@
 // Bounds every call into a SnapshotStore: a store that does not answer (Redis stopped or hung, a disk
 // that blocks) fails the call with StoreTimeoutError after a fixed time instead of leaving a caller in
-// silence, and every failure is reported once, here, for metrics and readiness.
+// silence; while the store is known down, calls fail at once; and every failure is reported once,
+// here, for metrics and readiness.
 import { StaleLeaseError, type SnapshotStore } from './types.js';
 
 /** The store operations, as metric labels. */
@@ -18,8 +19,26 @@ export class StoreTimeoutError extends Error {
   }
 }
 
+/** A call not even tried: the store is known to be down (its latest probe failed). */
+export class StoreUnavailableError extends Error {
+  override name = 'StoreUnavailableError';
+  constructor(
+    readonly op: StoreOp,
+    kind: string,
+    reason: string,
+  ) {
+    super(`${kind} store unavailable (${op} not tried): ${reason}`);
+  }
+}
+
 export interface TimeoutOptions {
   timeoutMs: number;
+  /**
+   * The reason the store is known to be down, or undefined. While there is one, every call but the
+   * probe fails at once instead of waiting out the timeout, so calls queued behind each other during
+   * an outage do not each wait their turn; the probe finds out when the store is back.
+   */
+  unavailable?: () => string | undefined;
   /**
    * Called for every failed call (timeouts included). A StaleLeaseError is fencing working as meant,
    * not a store fault, and is not reported.
@@ -29,11 +48,13 @@ export interface TimeoutOptions {
 
 /** `store` with every call failing after `timeoutMs`; the call itself goes on and its late outcome is ignored. */
 export function withTimeouts(store: SnapshotStore, opts: TimeoutOptions): SnapshotStore {
-  const { timeoutMs, onFailure } = opts;
+  const { timeoutMs, onFailure, unavailable } = opts;
   const bounded = <T>(op: StoreOp, call: () => Promise<T>): Promise<T> => {
     let timer: NodeJS.Timeout | undefined;
     let work: Promise<T>;
+    const down = op === 'probe' ? undefined : unavailable?.();
     try {
+      if (down !== undefined) throw new StoreUnavailableError(op, store.kind, down);
       work = call();
     } catch (err) {
       work = Promise.reject(err); // a synchronous throw (better-sqlite3) is a failure like any other

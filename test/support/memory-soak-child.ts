@@ -6,7 +6,7 @@
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/server/logger.js';
 import { startServer } from '../../src/server/server.js';
-import { soakRound } from './soak-calls.js';
+import { pollUntil, soakRound } from './soak-calls.js';
 
 const env = (name: string) => Number(process.env[name]);
 const rounds = env('SOAK_ROUNDS');
@@ -24,11 +24,7 @@ try {
     const sids = await soakRound(server, perKind, goneWithinMs);
     // Swept: no record and no fencing epoch of this round is left in the store.
     const left = async () => (await server.store.list()).length + (await Promise.all(sids.map((sid) => server.store.currentEpoch(sid)))).filter((e) => e > 0).length;
-    const deadline = Date.now() + goneWithinMs;
-    for (let n = await left(); n > 0; n = await left()) {
-      if (Date.now() > deadline) throw new Error(`round ${round}: ${n} records or epochs still stored ${goneWithinMs} ms after its calls finished`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await pollUntil(async () => (await left()) === 0, `the store to forget every record and epoch of round ${round}`, goneWithinMs);
     for (let i = 0; i < 3; i++) gc();
     process.stdout.write(`${JSON.stringify({ round, calls: sids.length, heapUsed: process.memoryUsage().heapUsed })}\n`);
   }
