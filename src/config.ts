@@ -31,6 +31,12 @@ export const configSchema = z.object({
   redisUrl: z.string().default('redis://127.0.0.1:6379'),
   /** Key prefix in Redis; instances sharing sessions must use the same one. */
   redisPrefix: z.string().default('relay:'),
+  /** Every store call fails after this long without an answer (the caller then hears an apology). */
+  storeTimeoutMs: z.coerce.number().int().min(1).default(2000),
+  /** How often readiness writes a probe through the store. */
+  storeProbeMs: z.coerce.number().int().min(1).default(1000),
+  /** How often expired state is dropped; unset: a quarter of RETENTION_MS, between 250 ms and 60 s. */
+  storeSweepMs: z.coerce.number().int().min(1).optional(),
   dtmfIdleMs: ms(10_000),
   graceMs: ms(5 * 60_000),
   retentionMs: ms(30 * 60_000),
@@ -102,6 +108,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     sqlitePath: env.SQLITE_PATH,
     redisUrl: env.REDIS_URL,
     redisPrefix: env.REDIS_PREFIX,
+    storeTimeoutMs: env.STORE_TIMEOUT_MS,
+    storeProbeMs: env.STORE_PROBE_MS,
+    storeSweepMs: env.STORE_SWEEP_MS || undefined,
     dtmfIdleMs: env.DTMF_IDLE_MS,
     graceMs: env.GRACE_MS,
     retentionMs: env.RETENTION_MS,

@@ -36,7 +36,7 @@ describe.skipIf(!available)('Redis Cluster (3 masters)', () => {
   });
 
   describe('store contract', () => {
-    storeContract({ kind: 'redis', open: () => new RedisStore(cluster.url, { prefix: newPrefix() }) });
+    storeContract({ kind: 'redis', open: (o) => new RedisStore(cluster.url, { prefix: newPrefix(), ...o }) });
   });
 
   describe('shared-store contract', () => {

@@ -24,7 +24,7 @@ describe.skipIf(!available)('Redis behind Sentinel', () => {
   });
 
   describe('store contract', () => {
-    storeContract({ kind: 'redis', open: () => new RedisStore(sentinel.url, { prefix: newPrefix() }) });
+    storeContract({ kind: 'redis', open: (o) => new RedisStore(sentinel.url, { prefix: newPrefix(), ...o }) });
   });
 
   describe('shared-store contract', () => {

@@ -6,7 +6,15 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { createStore, MemoryStore, RedisStore, SqliteStore, StaleLeaseError, type SnapshotStore } from '../src/stores/index.js';
+import {
+  createStore,
+  MemoryStore,
+  RedisStore,
+  SqliteStore,
+  StaleLeaseError,
+  type RetentionOptions,
+  type SnapshotStore,
+} from '../src/stores/index.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';
 import { clearRedisPrefix } from './support/resume-scenario.js';
 import { MINUTE, newSid, sharedRedisContract, snapshot, storeContract } from './support/store-contract.js';
@@ -34,10 +42,10 @@ function track<S extends SnapshotStore>(store: S): S {
 }
 
 const cases = [
-  { kind: 'memory', available: true, open: () => new MemoryStore() },
-  { kind: 'sqlite', available: true, open: () => new SqliteStore(tmpDb()) },
+  { kind: 'memory', available: true, open: (o: RetentionOptions = {}) => new MemoryStore(o) },
+  { kind: 'sqlite', available: true, open: (o: RetentionOptions = {}) => new SqliteStore(tmpDb(), o) },
   // A prefix per store keeps list() scoped to the test that opened it.
-  { kind: 'redis', available: redisUp, open: () => new RedisStore(REDIS_URL, { prefix: `${runPrefix}${randomUUID()}:` }) },
+  { kind: 'redis', available: redisUp, open: (o: RetentionOptions = {}) => new RedisStore(REDIS_URL, { prefix: `${runPrefix}${randomUUID()}:`, ...o }) },
 ] as const;
 
 describe.each(cases)('$kind store contract', ({ kind, available, open }) => {
@@ -137,13 +145,26 @@ describe('SqliteStore specifics', () => {
     await expect(s.save(lease, { snapshot, state: 'connected', retainUntil: Date.now() + MINUTE })).rejects.toThrow(StaleLeaseError);
   });
 
-  it('sweeps periodically in the background', async () => {
+  it('drops a lease row with its record when leases are kept only as long as the retention', async () => {
     const file = tmpDb();
-    const s = track(new SqliteStore(file, { sweepIntervalMs: 20 }));
+    const s = track(new SqliteStore(file, { minLeaseMs: MINUTE }));
     const sid = newSid();
-    await s.save(await s.acquire(sid, 'a'), { snapshot, state: 'expired', retainUntil: Date.now() - 1 });
-    expect(countRows(file, 'records', sid)).toBe(1);
-    await expect.poll(() => countRows(file, 'records', sid), { timeout: 2000 }).toBe(0);
+    const retainUntil = Date.now() + MINUTE;
+    await s.save(await s.acquire(sid, 'a'), { snapshot, state: 'expired', retainUntil });
+    // Kept while the record is ...
+    expect(await s.sweep(retainUntil - 1)).toBe(0);
+    expect(countRows(file, 'leases', sid)).toBe(1);
+    // ... and gone soon after (a save may extend it by a quarter of the lease time), not a day later.
+    expect(await s.sweep(retainUntil + MINUTE / 4 + 1)).toBe(1);
+    expect(countRows(file, 'records', sid)).toBe(0);
+    expect(countRows(file, 'leases', sid)).toBe(0);
+  });
+
+  it('a file whose parent is not a directory fails with the path and the reason', () => {
+    const notADir = path.join(tmpDir, `${randomUUID()}.txt`);
+    fs.writeFileSync(notADir, 'not a directory');
+    const file = path.join(notADir, 'sessions.db');
+    expect(() => new SqliteStore(file)).toThrow(`cannot open the SQLite store at ${file}`);
   });
 
   it('is what createStore builds for store=sqlite', async () => {

@@ -10,3 +10,9 @@ export function llmFailureLine(language: string): string {
     ? 'Lo siento, tengo problemas técnicos. ¿Puede repetir?'
     : 'Sorry, I am having trouble right now. Could you say that again?';
 }
+
+export function serviceUnavailableLine(language: string): string {
+  return spanish(language)
+    ? 'Lo sentimos, tenemos problemas técnicos y no podemos atender su llamada ahora. Por favor, llame más tarde.'
+    : 'Sorry, we are having technical trouble and cannot take your call right now. Please call again later.';
+}

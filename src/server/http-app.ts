@@ -11,6 +11,9 @@ import { conversationRelayTwiml, dialTwiml, hangupTwiml } from './twiml.js';
 import { isValidTwilioSignature } from './signature.js';
 import { withOverrides } from './connection-overrides.js';
 import { redactSession } from './redact.js';
+import { serviceUnavailableLine } from '../machines/phrases.js';
+import { isServiceUnavailableHandoff } from './service-unavailable.js';
+import type { StoreStatus } from './store-health.js';
 
 export interface HttpAppDeps {
   config: Config;
@@ -25,6 +28,8 @@ export interface HttpAppDeps {
    * the balancer takes it elsewhere. A cluster worker stops listening instead and serves what it accepted.
    */
   refusesNewWork: () => boolean;
+  /** Whether the store can be written (latest probe); unset: always ready. */
+  storeStatus?: () => StoreStatus;
 }
 
 export interface PublicOrigin {
@@ -66,6 +71,8 @@ export function signaturePolicyWarning(config: Config): string | undefined {
   );
 }
 
+const errorMessage = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
 const xml = (c: Context, body: string) => c.body(body, 200, { 'Content-Type': 'text/xml' });
 
 /** A stopping instance sends new work elsewhere: balancers retry a 503, and so does Twilio with retry overrides. */
@@ -74,6 +81,9 @@ const draining = (c: Context) => c.text('draining: this instance is restarting',
 export function createHttpApp(deps: HttpAppDeps): Hono {
   const { config, manager, logger, metrics } = deps;
   const app = new Hono();
+  const storeStatus = deps.storeStatus ?? ((): StoreStatus => ({ ready: true }));
+  /** Spoken by Twilio, then the call ends: nothing can be started or resumed without the store. */
+  const apology = (c: Context) => xml(c, hangupTwiml(serviceUnavailableLine(config.language)));
 
   /**
    * Reads the form body once and checks X-Twilio-Signature when signatures are required.
@@ -111,6 +121,10 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
     if (deps.refusesNewWork()) return draining(c);
     const parsed = await twilioForm(c);
     if (parsed instanceof Response) return parsed;
+    if (!storeStatus().ready) {
+      logger.child({ callSid: parsed.form.CallSid }).warn('incoming call turned away: the store cannot be written');
+      return apology(c);
+    }
     logger.child({ callSid: parsed.form.CallSid }).info('incoming call');
     return xml(
       c,
@@ -130,12 +144,27 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
     if (!form.CallSid) return c.text('CallSid is required', 400);
     // Calls still held here are answered to the very end; any other belongs to a live instance.
     if (deps.refusesNewWork() && !manager.get(form.CallSid)) return draining(c);
-    const outcome = await manager.handleAction({
+    const action = manager.handleAction({
       callSid: form.CallSid,
       callStatus: form.CallStatus ?? '',
       sessionStatus: form.SessionStatus ?? '',
       errorCode: form.ErrorCode ?? '',
     });
+    const log = logger.child({ callSid: form.CallSid });
+    if (isServiceUnavailableHandoff(form.HandoffData)) {
+      // We ended this call because its session could not be had: apologise now, without waiting for
+      // the store; a session that came up too late is ended by the callback in the background.
+      action.catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'action callback not applied: store unavailable'));
+      return apology(c);
+    }
+    let outcome;
+    try {
+      outcome = await action;
+    } catch (err) {
+      // The store failed or timed out: the call cannot be resumed, so it ends politely.
+      log.error({ err: errorMessage(err) }, 'action callback failed: ending the call with an apology');
+      return apology(c);
+    }
     // Twilio may post this callback again (connection overrides); a session already in grace answers
     // reconnect TwiML again, with a new token that replaces the earlier one.
     // The new socket's setup must bring this token back (Twilio puts every <Parameter> in customParameters).
@@ -153,7 +182,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
     if (outcome.kind === 'hangup') return xml(c, hangupTwiml('Sorry, we could not reconnect your call. Goodbye.'));
     // We sent `end` for a handoff: connect the caller to the configured human agent line.
     if (form.SessionStatus === 'ended' && form.HandoffData && config.handoffNumber) {
-      logger.child({ callSid: form.CallSid }).info('handing the call off to the agent line');
+      log.info('handing the call off to the agent line');
       return xml(c, dialTwiml(config.handoffNumber));
     }
     return xml(c, hangupTwiml());
@@ -163,8 +192,14 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
     c.json({ ok: true, store: deps.store.kind, instance: config.instanceId, sessions: manager.size }),
   );
 
-  // Readiness, not liveness: false from the first moment of a drain so the balancer stops sending calls.
-  app.get('/readyz', (c) => (deps.isDraining() ? c.json({ ready: false, reason: 'draining' }, 503) : c.json({ ready: true })));
+  // Readiness, not liveness: false from the first moment of a drain so the balancer stops sending calls,
+  // and while the store cannot be written (no call could be started or resumed here).
+  app.get('/readyz', (c) => {
+    if (deps.isDraining()) return c.json({ ready: false, reason: 'draining' }, 503);
+    const store = storeStatus();
+    if (!store.ready) return c.json({ ready: false, reason: 'store unavailable', store: deps.store.kind, error: store.error }, 503);
+    return c.json({ ready: true });
+  });
 
   app.get('/metrics', async (c) => c.body(await metrics.registry.metrics(), 200, { 'Content-Type': metrics.registry.contentType }));
 

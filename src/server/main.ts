@@ -15,7 +15,13 @@ process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unha
 if (config.workers > 1 && cluster.isPrimary) {
   runClusterPrimary({ workers: config.workers, logger });
 } else {
-  const server = await startServer(config, { logger, stopListeningOnDrain: cluster.isWorker });
+  const server = await startServer(config, { logger, stopListeningOnDrain: cluster.isWorker }).catch((err: unknown) => {
+    // e.g. a SQLite path that cannot be opened or written: one clear line, not a stack trace.
+    const reason = err instanceof Error ? err.message : String(err);
+    logger.fatal({ err: reason }, 'start-up failed');
+    process.stderr.write(`start-up failed: ${reason}\n`);
+    process.exit(1);
+  });
   logger.info(
     { twiml: `${server.httpUrl}/twiml`, relay: server.relayUrl, inspect: config.inspect === '1' ? `ws://localhost:${config.inspectPort}` : 'off' },
     'ready: try `npm run call` in another terminal',

@@ -1,5 +1,6 @@
 // Prometheus metrics (prom-client), one registry per server so tests and in-process instances don't collide.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { STORE_OPS } from '../stores/timed-store.js';
 
 /**
  * Close codes worth telling apart; any other (a peer may send any code from 1000 to 4999) is
@@ -71,7 +72,20 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       help: 'Oldest conversation turns dropped to keep a call within HISTORY_MAX_TURNS / HISTORY_MAX_BYTES',
       registers,
     }),
+    storeErrors: storeErrorCounter(registers),
   };
+}
+
+/** Every operation's series exists from the start (at 0), so an alert can watch its rate. */
+function storeErrorCounter(registers: Registry[]) {
+  const counter = new Counter({
+    name: 'relay_store_errors_total',
+    help: 'Store calls that failed or timed out, by operation',
+    labelNames: ['op'],
+    registers,
+  });
+  for (const op of STORE_OPS) counter.inc({ op }, 0);
+  return counter;
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

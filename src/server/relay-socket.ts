@@ -7,6 +7,10 @@ import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { Session, SessionManager, SessionSocket } from './session-manager.js';
 import type { SessionEvent } from '../machines/session.js';
+import { serviceUnavailableEnd } from './service-unavailable.js';
+
+/** Twilio closes the socket once it takes `end`; a peer that does not is closed after this. */
+const END_CLOSE_MS = 2000;
 
 /** Per-socket abuse limits (README, Limits). */
 export interface RelaySocketLimits {
@@ -28,6 +32,13 @@ export interface RelaySocketDeps {
   limits: RelaySocketLimits;
   /** A socket that sends no setup in this time is closed. */
   setupTimeoutMs?: number;
+  /** False while the store cannot be written: a new setup is then ended with an apology at once. */
+  storeReady?: () => boolean;
+  /**
+   * A session that is not started or restored within this time (the store does not answer, or the
+   * call waits behind others that wait for it) is given up: the call is ended with an apology.
+   */
+  connectTimeoutMs?: number;
 }
 
 /**
@@ -144,8 +155,21 @@ export function handleRelaySocket(ws: WebSocket, deps: RelaySocketDeps, transpor
     if (event) deps.manager.send(session, socket, event);
   };
 
+  let ended = false;
+  /**
+   * The session cannot be had: `end` makes Twilio post the action callback, which speaks the apology
+   * and hangs up (see service-unavailable.ts). Never silence, never a bare 1011.
+   */
+  const endUnavailable = () => {
+    ended = true;
+    connecting = false;
+    queued.length = 0;
+    socket.send(serviceUnavailableEnd);
+    setTimeout(() => socket.close(1000, 'service unavailable'), END_CLOSE_MS).unref();
+  };
+
   ws.on('message', (data: Buffer, isBinary: boolean) => {
-    if (ws.readyState !== ws.OPEN) return; // we are closing it: nothing more is taken
+    if (ended || ws.readyState !== ws.OPEN) return; // we are closing it (or sent `end`): nothing more is taken
     const parsed = parseInbound(isBinary ? data : data.toString('utf8'));
     if (!parsed.ok) {
       deps.metrics.malformedFrames.inc({ reason: parsed.reason });
@@ -172,12 +196,33 @@ export function handleRelaySocket(ws: WebSocket, deps: RelaySocketDeps, transpor
       log.warn({ type: message.type }, 'frame before setup ignored');
       return;
     }
-    connecting = true;
     clearTimeout(setupTimer);
     log = deps.logger.child({ callSid: message.callSid });
+    if (deps.storeReady && !deps.storeReady()) {
+      log.warn('store unavailable: ending the call with an apology');
+      endUnavailable();
+      return;
+    }
+    connecting = true;
+    let gaveUp = false;
+    const deadline =
+      deps.connectTimeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            gaveUp = true;
+            log.error({ timeoutMs: deps.connectTimeoutMs }, 'session not ready in time (store not answering): ending the call with an apology');
+            endUnavailable();
+          }, deps.connectTimeoutMs);
     deps.manager
       .connect(message, socket)
       .then((result) => {
+        clearTimeout(deadline);
+        if (gaveUp) {
+          // Too late: the caller was already sent away. The session lets go of this socket like of any
+          // dropped one (grace, then expiry), unless the action callback ends it first.
+          if (result.ok) deps.manager.socketClosed(result.session, socket, 1011);
+          return;
+        }
         connecting = false;
         if (!result.ok) {
           socket.close(result.code, result.reason);
@@ -192,9 +237,10 @@ export function handleRelaySocket(ws: WebSocket, deps: RelaySocketDeps, transpor
         for (const m of queued.splice(0)) route(m);
       })
       .catch((err: unknown) => {
-        connecting = false;
-        log.error({ err }, 'could not start or resume the session');
-        socket.close(1011, 'session unavailable');
+        clearTimeout(deadline);
+        if (gaveUp) return;
+        log.error({ err }, 'could not start or resume the session: ending the call with an apology');
+        endUnavailable();
       });
   });
 

@@ -9,7 +9,7 @@ import { systemClock, type Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import { sessionMachine, timersOn } from '../machines/session.js';
 import { selectReplyActor } from '../llm/select.js';
-import { createStore } from '../stores/index.js';
+import { createStore, withTimeouts } from '../stores/index.js';
 import type { SnapshotStore } from '../stores/types.js';
 import { createHttpApp, publicOrigin, signaturePolicyWarning, signaturesRequired } from './http-app.js';
 import { createLogger, type Logger } from './logger.js';
@@ -20,6 +20,8 @@ import { encryptSnapshots } from './snapshot-encryption.js';
 import { isValidTwilioSignature } from './signature.js';
 import { relayUrl } from './twiml.js';
 import { startInspector, type Inspector } from './inspector.js';
+import { StoreHealth } from './store-health.js';
+import { startSweeper, sweepIntervalMs } from './store-sweeper.js';
 
 export interface RunningServer {
   port: number;
@@ -65,8 +67,29 @@ async function closeSockets(wss: WebSocketServer): Promise<void> {
   );
 }
 
+/**
+ * Fencing epochs are kept as long as the retention (and never less long than their record), but not
+ * less than this, so an acquire always outlives the few milliseconds until its first save.
+ */
+const MIN_LEASE_FLOOR_MS = 1000;
+
 /** Largest frame ws accepts at all; our parser drops anything over 64 KiB without closing the call. */
 const WS_MAX_PAYLOAD = 1024 * 1024;
+
+/**
+ * A SQLite file that cannot be written is a set-up mistake that will not mend itself: start-up fails
+ * with the reason. A network store (Redis) may just not be up yet: the server starts not ready and
+ * becomes ready when a probe gets through.
+ */
+async function checkStoreAtStartUp(health: StoreHealth, store: SnapshotStore, cfg: Config, logger: Logger): Promise<void> {
+  const status = await health.check();
+  if (status.ready) return;
+  if (store.kind === 'sqlite') {
+    await store.close().catch(() => {});
+    throw new Error(`the SQLite store at ${cfg.sqlitePath} cannot be written: ${status.error}`);
+  }
+  logger.error({ store: store.kind, err: status.error }, 'store unavailable at start-up: starting not ready');
+}
 
 export async function startServer(config: Config, opts: StartOptions = {}): Promise<RunningServer> {
   const instanceId = config.instanceId ?? `${process.pid}-${randomUUID().slice(0, 8)}`;
@@ -75,13 +98,32 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   const unprotected = signaturePolicyWarning(cfg);
   if (unprotected) logger.warn(unprotected);
   const metrics = createMetrics({ defaultMetrics: true });
-  const unencrypted =
+  const raw =
     opts.store ??
     createStore(cfg, {
       prefix: opts.redisPrefix ?? cfg.redisPrefix,
       onError: (err) => logger.warn({ err: err.message }, 'store connection error; retrying'),
+      minLeaseMs: Math.max(cfg.retentionMs, MIN_LEASE_FLOOR_MS),
+      timeoutMs: cfg.storeTimeoutMs,
     });
-  const store = encryptSnapshots(cfg, unencrypted, logger);
+  // Every store call is bounded and every failure counted here; readiness probes through the same path.
+  let health: StoreHealth | undefined;
+  const timed = withTimeouts(raw, {
+    timeoutMs: cfg.storeTimeoutMs,
+    unavailable: () => {
+      const status = health?.current;
+      return status && !status.ready ? status.error : undefined;
+    },
+    onFailure: (op, err) => {
+      metrics.storeErrors.inc({ op });
+      health?.suspect(err);
+    },
+  });
+  const store = encryptSnapshots(cfg, timed, logger);
+  health = new StoreHealth(timed, { intervalMs: cfg.storeProbeMs, logger });
+  await checkStoreAtStartUp(health, store, cfg, logger);
+  health.start();
+  const sweeper = startSweeper(timed, sweepIntervalMs(cfg.retentionMs, cfg.storeSweepMs), logger);
   const clock = opts.clock ?? systemClock;
   const llm = selectReplyActor(cfg, logger, metrics, clock);
   const inspector: Inspector | undefined = cfg.inspect === '1' ? startInspector(cfg.inspectPort) : undefined;
@@ -102,7 +144,17 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   await manager.adoptOrphanedDeadlines();
   let draining = false;
   const refusesNewWork = () => draining && !opts.stopListeningOnDrain;
-  const app = createHttpApp({ config: cfg, manager, store, logger, metrics, isDraining: () => draining, refusesNewWork });
+  const storeHealth = health;
+  const app = createHttpApp({
+    config: cfg,
+    manager,
+    store,
+    logger,
+    metrics,
+    isDraining: () => draining,
+    refusesNewWork,
+    storeStatus: () => storeHealth.current,
+  });
   const wss = new WebSocketServer({ noServer: true, maxPayload: WS_MAX_PAYLOAD });
 
   const server = await new Promise<Server>((resolve) => {
@@ -136,7 +188,16 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
         return;
       }
     }
-    wss.handleUpgrade(req, socket, head, (ws) => handleRelaySocket(ws, { manager, logger, metrics, limits: cfg }, socket));
+    const relayDeps = {
+      manager,
+      logger,
+      metrics,
+      limits: cfg,
+      storeReady: () => storeHealth.current.ready,
+      // A look-up and an acquire, each bounded by the store timeout.
+      connectTimeoutMs: 2 * cfg.storeTimeoutMs,
+    };
+    wss.handleUpgrade(req, socket, head, (ws) => handleRelaySocket(ws, relayDeps, socket));
   });
 
   let listenerClosed: Promise<void> | undefined;
@@ -165,6 +226,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     await stopListening();
     await manager.close();
     wss.close();
+    storeHealth.stop();
+    sweeper.stop();
     await store.close();
     inspector?.stop();
     logger.info('drained and closed');

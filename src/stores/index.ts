@@ -9,6 +9,7 @@ export { MemoryStore } from './memory.js';
 export { SqliteStore, type SqliteStoreOptions } from './sqlite.js';
 export { RedisStore, type RedisStoreOptions } from './redis.js';
 export { CoalescingWriter } from './coalescing-writer.js';
+export { StoreTimeoutError, StoreUnavailableError, withTimeouts, type StoreOp } from './timed-store.js';
 
 export interface StoreConfig {
   store: 'memory' | 'sqlite' | 'redis';
@@ -16,15 +17,20 @@ export interface StoreConfig {
   redisUrl: string;
 }
 
-export type CreateStoreOptions = SqliteStoreOptions & RedisStoreOptions;
+export type CreateStoreOptions = SqliteStoreOptions &
+  RedisStoreOptions & {
+    /** Bounds the store's own waits (SQLite lock waits, Redis replies); calls are also bounded by withTimeouts. */
+    timeoutMs?: number;
+  };
 
 export function createStore(config: StoreConfig, opts: CreateStoreOptions = {}): SnapshotStore {
+  const { minLeaseMs, timeoutMs } = opts;
   switch (config.store) {
     case 'memory':
-      return new MemoryStore();
+      return new MemoryStore({ minLeaseMs });
     case 'sqlite':
-      return new SqliteStore(config.sqlitePath, { sweepIntervalMs: opts.sweepIntervalMs });
+      return new SqliteStore(config.sqlitePath, { minLeaseMs, busyTimeoutMs: timeoutMs ?? opts.busyTimeoutMs });
     case 'redis':
-      return new RedisStore(config.redisUrl, { prefix: opts.prefix, onError: opts.onError });
+      return new RedisStore(config.redisUrl, { prefix: opts.prefix, onError: opts.onError, minLeaseMs, commandTimeoutMs: timeoutMs ?? opts.commandTimeoutMs });
   }
 }

@@ -1,8 +1,13 @@
 // In-process snapshot store for development and tests; same contract as the durable stores.
-import { StaleLeaseError, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from './types.js';
-
-/** Epochs outlive activity by at least this long so a late writer is still fenced off. */
-const EPOCH_MIN_TTL_MS = 24 * 60 * 60_000;
+import {
+  DEFAULT_MIN_LEASE_MS,
+  StaleLeaseError,
+  type Lease,
+  type RetentionOptions,
+  type SaveInput,
+  type SessionRecord,
+  type SnapshotStore,
+} from './types.js';
 
 interface EpochEntry {
   epoch: number;
@@ -13,6 +18,11 @@ export class MemoryStore implements SnapshotStore {
   readonly kind = 'memory' as const;
   private readonly records = new Map<string, SessionRecord>();
   private readonly epochs = new Map<string, EpochEntry>();
+  private readonly minLeaseMs: number;
+
+  constructor(opts: RetentionOptions = {}) {
+    this.minLeaseMs = opts.minLeaseMs ?? DEFAULT_MIN_LEASE_MS;
+  }
 
   async acquire(callSid: string, owner: string): Promise<Lease> {
     const epoch = this.epochEntry(callSid).epoch + 1;
@@ -71,6 +81,10 @@ export class MemoryStore implements SnapshotStore {
     return removed;
   }
 
+  async probe(): Promise<void> {
+    // Nothing here can fail to be written.
+  }
+
   async close(): Promise<void> {
     this.records.clear();
     this.epochs.clear();
@@ -85,7 +99,7 @@ export class MemoryStore implements SnapshotStore {
     const entry = this.epochEntry(callSid);
     this.epochs.set(callSid, {
       epoch: Math.max(entry.epoch, epoch),
-      retainUntil: Math.max(entry.retainUntil, retainUntil, Date.now() + EPOCH_MIN_TTL_MS),
+      retainUntil: Math.max(entry.retainUntil, retainUntil, Date.now() + this.minLeaseMs),
     });
   }
 

@@ -96,15 +96,27 @@ export function parseRedisUrl(url: string): RedisTarget {
 export interface ConnectOptions {
   /** Batches the commands of one event-loop turn into one write per server (per node in a cluster). */
   autoPipelining?: boolean;
+  /** Every command fails after this long without a reply; unset keeps ioredis' defaults (wait for ever). */
+  commandTimeoutMs?: number;
 }
 
 /** Builds the ioredis client REDIS_URL names. It connects in the background, as ioredis always does. */
 export function connectRedis(url: string | RedisTarget, opts: ConnectOptions = {}): RedisClient {
   const target = typeof url === 'string' ? parseRedisUrl(url) : url;
   const enableAutoPipelining = opts.autoPipelining ?? false;
+  const bounded =
+    opts.commandTimeoutMs === undefined
+      ? {}
+      : {
+          // A reply that does not come (a stopped or partitioned server) fails the command ...
+          commandTimeout: opts.commandTimeoutMs,
+          // ... and commands queued while the connection is down fail at the first failed reconnect
+          // instead of the 20th, so they neither wait nor run long after their caller gave up.
+          maxRetriesPerRequest: 1,
+        };
   switch (target.mode) {
     case 'plain':
-      return new Redis(target.url, { enableAutoPipelining });
+      return new Redis(target.url, { enableAutoPipelining, ...bounded });
     case 'sentinel':
       return new Redis({
         sentinels: target.sentinels,
@@ -115,11 +127,12 @@ export function connectRedis(url: string | RedisTarget, opts: ConnectOptions = {
         sentinelUsername: target.sentinelUsername,
         sentinelPassword: target.sentinelPassword,
         enableAutoPipelining,
+        ...bounded,
       });
     case 'cluster':
       return new Cluster(target.nodes satisfies ClusterNode[], {
         enableAutoPipelining,
-        redisOptions: { username: target.username, password: target.password },
+        redisOptions: { username: target.username, password: target.password, ...bounded },
       });
   }
 }
@@ -161,7 +174,11 @@ export async function closeClient(client: RedisClient): Promise<void> {
   if (client.status === 'end') return;
   if (client.status !== 'ready') return client.disconnect();
   const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
-  await client.quit();
+  try {
+    await client.quit();
+  } catch {
+    client.disconnect(); // connected but not answering (a hung server): QUIT timed out
+  }
   await ended;
 }
 

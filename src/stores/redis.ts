@@ -3,10 +3,18 @@
 // gets all its keys in KEYS, and the keys of one call share a hash tag, so each script touches one slot.
 import { createHash } from 'node:crypto';
 import { closeClient, connectRedis, onConnectionError, parseRedisUrl, scanKeys, type RedisClient } from './redis-connection.js';
-import { StaleLeaseError, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from './types.js';
+import {
+  DEFAULT_MIN_LEASE_MS,
+  StaleLeaseError,
+  type Lease,
+  type RetentionOptions,
+  type SaveInput,
+  type SessionRecord,
+  type SnapshotStore,
+} from './types.js';
 
-/** Epochs outlive activity by at least this long so a late writer is still fenced off. */
-const EPOCH_MIN_TTL_MS = 24 * 60 * 60_000;
+/** How long the readiness probe's key outlives the last probe, so it goes soon after the last instance. */
+const PROBE_TTL_MS = 60_000;
 
 class LuaScript {
   readonly sha: string;
@@ -53,11 +61,16 @@ redis.call('DEL', KEYS[1])
 return redis.status_reply('OK')
 `);
 
-export interface RedisStoreOptions {
+export interface RedisStoreOptions extends RetentionOptions {
   /** Key prefix; default 'relay:'. No braces on a cluster: they would change the hash tag that keeps a call on one slot. */
   prefix?: string;
   /** Connection errors (ioredis reconnects by itself); without a listener ioredis prints them raw. */
   onError?: (err: Error) => void;
+  /**
+   * Every command fails after this long without a reply (a hung or stopped server), instead of
+   * waiting for ever; unset keeps ioredis' defaults. The server passes STORE_TIMEOUT_MS.
+   */
+  commandTimeoutMs?: number;
 }
 
 export class RedisStore implements SnapshotStore {
@@ -70,6 +83,7 @@ export class RedisStore implements SnapshotStore {
   private readonly onError: (err: Error) => void;
   /** Set by the first close(); later calls wait for the same one. */
   private closed: Promise<void> | undefined;
+  private readonly minLeaseMs: number;
 
   constructor(url: string, opts: RedisStoreOptions = {}) {
     const prefix = opts.prefix ?? 'relay:';
@@ -79,19 +93,20 @@ export class RedisStore implements SnapshotStore {
       throw new Error(`REDIS_PREFIX "${prefix}" must not contain { or } on a cluster: the call's hash tag follows it`);
     }
     this.prefix = prefix;
-    this.redis = connectRedis(target, { autoPipelining: true });
+    this.redis = connectRedis(target, { autoPipelining: true, commandTimeoutMs: opts.commandTimeoutMs });
+    this.minLeaseMs = opts.minLeaseMs ?? DEFAULT_MIN_LEASE_MS;
     this.onError = opts.onError ?? (() => {});
     onConnectionError(this.redis, this.onError);
   }
 
   async acquire(callSid: string, owner: string): Promise<Lease> {
-    const epoch = await this.run(ACQUIRE, [this.epochKey(callSid)], [EPOCH_MIN_TTL_MS, this.leaseChannel(), callSid]);
+    const epoch = await this.run(ACQUIRE, [this.epochKey(callSid)], [this.minLeaseMs, this.leaseChannel(), callSid]);
     if (typeof epoch !== 'number') throw new Error(`unexpected acquire reply for ${callSid}: ${String(epoch)}`);
     return { callSid, owner, epoch };
   }
 
   async acquireAndLoad(callSid: string, owner: string): Promise<{ lease: Lease; record: SessionRecord | undefined }> {
-    const reply = await this.run(ACQUIRE_AND_LOAD, [this.epochKey(callSid), this.recordKey(callSid)], [EPOCH_MIN_TTL_MS, this.leaseChannel(), callSid]);
+    const reply = await this.run(ACQUIRE_AND_LOAD, [this.epochKey(callSid), this.recordKey(callSid)], [this.minLeaseMs, this.leaseChannel(), callSid]);
     // Lua's false (no record) arrives as null.
     if (!Array.isArray(reply) || typeof reply[0] !== 'number') throw new Error(`unexpected acquire reply for ${callSid}`);
     const raw: unknown = reply[1];
@@ -108,7 +123,7 @@ export class RedisStore implements SnapshotStore {
       updatedAt: now,
       retainUntil: input.retainUntil,
     };
-    const keepEpochUntil = Math.max(input.retainUntil, now + EPOCH_MIN_TTL_MS);
+    const keepEpochUntil = Math.max(input.retainUntil, now + this.minLeaseMs);
     const reply = await this.run(
       SAVE,
       [this.recordKey(lease.callSid), this.epochKey(lease.callSid)],
@@ -149,6 +164,10 @@ export class RedisStore implements SnapshotStore {
     return 0; // Retention is enforced by key TTLs.
   }
 
+  async probe(): Promise<void> {
+    await this.redis.set(this.probeKey(), String(Date.now()), 'PX', PROBE_TTL_MS);
+  }
+
   onLeaseChange(listener: (callSid: string, epoch: number) => void): void {
     if (this.closed) return;
     this.leaseListeners.add(listener);
@@ -185,6 +204,10 @@ export class RedisStore implements SnapshotStore {
 
   private epochKey(callSid: string): string {
     return `${this.prefix}{${callSid}}:epoch`;
+  }
+
+  private probeKey(): string {
+    return `${this.prefix}probe`;
   }
 
   private leaseChannel(): string {

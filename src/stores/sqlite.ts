@@ -2,12 +2,21 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { StaleLeaseError, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from './types.js';
+import {
+  DEFAULT_MIN_LEASE_MS,
+  StaleLeaseError,
+  type Lease,
+  type RetentionOptions,
+  type SaveInput,
+  type SessionRecord,
+  type SnapshotStore,
+} from './types.js';
 
-/** Epochs outlive activity by at least this long so a late writer is still fenced off. */
-const EPOCH_MIN_TTL_MS = 24 * 60 * 60_000;
-/** A lease row is extended this much beyond what a save needs, so the saves after it need not touch it. */
-const EPOCH_EXTEND_SLACK_MS = 60 * 60_000;
+/**
+ * A lease row is extended a little beyond what a save needs, so the saves after it need not touch it:
+ * a quarter of the lease time, at most an hour, so it outlives its record by no more than that.
+ */
+const EPOCH_EXTEND_SLACK_MAX_MS = 60 * 60_000;
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS records (
@@ -26,6 +35,10 @@ const SCHEMA = `
     retain_until INTEGER NOT NULL
   );
   CREATE INDEX IF NOT EXISTS leases_retain_until ON leases (retain_until);
+  CREATE TABLE IF NOT EXISTS probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at INTEGER NOT NULL
+  );
 `;
 
 interface RecordRow {
@@ -44,29 +57,35 @@ interface LeaseParams {
   retainUntil: number;
 }
 
-export interface SqliteStoreOptions {
-  /** How often expired rows are deleted; default 60 s. */
-  sweepIntervalMs?: number;
+export interface SqliteStoreOptions extends RetentionOptions {
+  /**
+   * How long a write waits for another process's write lock before failing; default 5 s. better-sqlite3
+   * waits synchronously, so the server keeps this within its store timeout.
+   */
+  busyTimeoutMs?: number;
 }
 
+/**
+ * Expired rows are dropped by sweep(), which the server calls on a schedule derived from its retention
+ * (src/server/store-sweeper.ts); the store runs no timer of its own.
+ */
 export class SqliteStore implements SnapshotStore {
   readonly kind = 'sqlite' as const;
   private readonly db: Database.Database;
-  private readonly timer: NodeJS.Timeout;
   private readonly stmt;
+  private readonly acquireTx;
   private readonly saveTx;
   private readonly deleteTx;
+  private readonly minLeaseMs: number;
+  private readonly leaseSlackMs: number;
 
-  constructor(file: string, opts: SqliteStoreOptions = {}) {
-    if (file !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-    this.db = new Database(file);
-    this.db.pragma('journal_mode = WAL');
-    // NORMAL is durable across process crashes in WAL mode; only an OS crash can lose the last commits.
-    this.db.pragma('synchronous = NORMAL');
-    // Several server processes may share the file; wait for the write lock instead of failing.
-    this.db.pragma('busy_timeout = 5000');
-    this.db.exec(SCHEMA);
-
+  constructor(
+    readonly file: string,
+    opts: SqliteStoreOptions = {},
+  ) {
+    this.minLeaseMs = opts.minLeaseMs ?? DEFAULT_MIN_LEASE_MS;
+    this.leaseSlackMs = Math.min(EPOCH_EXTEND_SLACK_MAX_MS, Math.floor(this.minLeaseMs / 4));
+    this.db = openDatabase(file, opts.busyTimeoutMs ?? 5000);
     const db = this.db;
     this.stmt = {
       // Newest wins: every acquire bumps the epoch, creating the lease row on first use.
@@ -95,29 +114,31 @@ export class SqliteStore implements SnapshotStore {
       deleteRecord: db.prepare<[string]>('DELETE FROM records WHERE call_sid = ?'),
       sweepRecords: db.prepare<[number]>('DELETE FROM records WHERE retain_until <= ?'),
       sweepLeases: db.prepare<[number]>('DELETE FROM leases WHERE retain_until <= ?'),
+      probe: db.prepare<[number]>('INSERT INTO probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at'),
     };
 
     // IMMEDIATE takes the write lock up front, so the epoch read and the write cannot interleave
     // with another process's acquire.
+    // In its own transaction: a RETURNING statement read with get() commits when it is reset, where
+    // better-sqlite3 does not report a failed commit (a read-only or full disk), and the epoch would
+    // be handed out without being stored. An explicit COMMIT throws.
+    this.acquireTx = db.transaction((params: LeaseParams) => this.stmt.acquire.get(params)).immediate;
     this.saveTx = db.transaction((lease: Lease, row: RecordRow) => {
       const current = this.assertCurrent(lease);
       this.stmt.upsert.run(row);
-      const keepUntil = Math.max(row.retain_until, row.updated_at + EPOCH_MIN_TTL_MS);
+      const keepUntil = Math.max(row.retain_until, row.updated_at + this.minLeaseMs);
       if (current && current.epoch >= lease.epoch && current.retain_until >= keepUntil) return;
-      this.stmt.keepLease.run({ callSid: lease.callSid, owner: lease.owner, epoch: lease.epoch, retainUntil: keepUntil + EPOCH_EXTEND_SLACK_MS });
+      this.stmt.keepLease.run({ callSid: lease.callSid, owner: lease.owner, epoch: lease.epoch, retainUntil: keepUntil + this.leaseSlackMs });
     }).immediate;
     this.deleteTx = db.transaction((lease: Lease) => {
       this.assertCurrent(lease);
       // The lease row stays so an older owner cannot resurrect the session.
       this.stmt.deleteRecord.run(lease.callSid);
     }).immediate;
-
-    this.timer = setInterval(() => this.sweepInBackground(), opts.sweepIntervalMs ?? 60_000);
-    this.timer.unref();
   }
 
   async acquire(callSid: string, owner: string): Promise<Lease> {
-    const row = this.stmt.acquire.get({ callSid, owner, epoch: 1, retainUntil: Date.now() + EPOCH_MIN_TTL_MS });
+    const row = this.acquireTx({ callSid, owner, epoch: 1, retainUntil: Date.now() + this.minLeaseMs });
     if (!row) throw new Error(`acquire returned no epoch for ${callSid}`);
     return { callSid, owner, epoch: row.epoch };
   }
@@ -156,8 +177,11 @@ export class SqliteStore implements SnapshotStore {
     return removed;
   }
 
+  async probe(): Promise<void> {
+    this.stmt.probe.run(Date.now());
+  }
+
   async close(): Promise<void> {
-    clearInterval(this.timer);
     if (this.db.open) this.db.close();
   }
 
@@ -167,12 +191,25 @@ export class SqliteStore implements SnapshotStore {
     if (current && lease.epoch < current.epoch) throw new StaleLeaseError(lease.callSid, lease.epoch, current.epoch);
     return current;
   }
+}
 
-  private sweepInBackground(): void {
-    this.sweep().catch((err: unknown) => {
-      // A failed sweep (e.g. a busy database) is retried on the next tick; surface it without crashing.
-      process.emitWarning(err instanceof Error ? err : String(err), 'SqliteStoreSweep');
-    });
+/** The database with its pragmas and schema; a path that cannot be opened fails with the path and the reason. */
+function openDatabase(file: string, busyTimeoutMs: number): Database.Database {
+  let db: Database.Database | undefined;
+  try {
+    if (file !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    db = new Database(file);
+    db.pragma('journal_mode = WAL');
+    // NORMAL is durable across process crashes in WAL mode; only an OS crash can lose the last commits.
+    db.pragma('synchronous = NORMAL');
+    // Several server processes may share the file; wait for the write lock instead of failing.
+    db.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
+    db.exec(SCHEMA);
+    return db;
+  } catch (err) {
+    if (db?.open) db.close();
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new Error(`cannot open the SQLite store at ${path.resolve(file)}: ${reason}`, { cause: err });
   }
 }
 

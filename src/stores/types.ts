@@ -37,6 +37,19 @@ export class StaleLeaseError extends Error {
   }
 }
 
+/** How long stores keep what they hold; the server passes its configured retention. */
+export interface RetentionOptions {
+  /**
+   * A fencing epoch is kept at least this long after the acquire or save that last touched it, and
+   * never less long than the record it guards. Default 24 h; the server passes RETENTION_MS, so an
+   * epoch goes when its record does (or one retention after an acquire that never saved).
+   */
+  minLeaseMs?: number;
+}
+
+/** The default of `minLeaseMs` for stores built without a configuration (tests, tools). */
+export const DEFAULT_MIN_LEASE_MS = 24 * 60 * 60_000;
+
 export interface SnapshotStore {
   readonly kind: 'memory' | 'sqlite' | 'redis';
   /** Takes ownership of a session (newest wins): bumps and returns the fencing epoch. */
@@ -63,5 +76,10 @@ export interface SnapshotStore {
    * at once instead of at its next (rejected) write. Redis announces acquires over pub/sub.
    */
   onLeaseChange?(listener: (callSid: string, epoch: number) => void): void;
+  /**
+   * Optional: one small real write to a reserved place (never a session), for readiness checks.
+   * Rejects when the store cannot be written (read-only file, full disk, Redis down or hung).
+   */
+  probe?(): Promise<void>;
   close(): Promise<void>;
 }

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, expect, it } from 'vitest';
 import type { RedisStore } from '../../src/stores/redis.js';
-import { StaleLeaseError, type SnapshotStore } from '../../src/stores/types.js';
+import { StaleLeaseError, type RetentionOptions, type SnapshotStore } from '../../src/stores/types.js';
 import { waitUntilAsync } from './conditions.js';
 
 export const MINUTE = 60_000;
@@ -37,8 +37,8 @@ function useTracker() {
 
 export interface ContractOptions {
   kind: SnapshotStore['kind'];
-  /** A store over a fresh, empty namespace (its own file, or its own Redis key prefix). */
-  open: () => SnapshotStore;
+  /** A store over a fresh, empty namespace (its own file, or its own Redis key prefix), with these options. */
+  open: (opts?: RetentionOptions) => SnapshotStore;
 }
 
 /** What every store promises: fencing epochs, records, retention, listing. */
@@ -148,6 +148,31 @@ export function storeContract({ kind, open }: ContractOptions): void {
       expect(await s.sweep(retainUntil)).toBe(1);
       expect(await s.load(lease.callSid)).toBeUndefined();
     }
+  });
+
+  it('probe writes without touching any session', async () => {
+    const s = store();
+    await expect(s.probe?.()).resolves.toBeUndefined();
+    expect(await s.list()).toEqual([]);
+  });
+
+  it('forgets an epoch with its record when leases are kept only as long as the retention', async () => {
+    const s = track(open({ minLeaseMs: 300 }));
+    const sid = newSid();
+    const lease = await s.acquire(sid, 'a');
+    await s.save(lease, { snapshot, state: 'expired', retainUntil: Date.now() + 300 });
+    expect(await s.currentEpoch(sid)).toBe(lease.epoch);
+    // Memory and SQLite drop it at a sweep, Redis by the key's TTL: poll as the server's sweeper would sweep.
+    await expect
+      .poll(
+        async () => {
+          await s.sweep();
+          return s.currentEpoch(sid);
+        },
+        { timeout: 5000, interval: 50 },
+      )
+      .toBe(0);
+    expect(await s.load(sid)).toBeUndefined();
   });
 
   it('lists live records only', async () => {
