@@ -1,7 +1,7 @@
 // Calls for the retention soak: ones that hang up, drop (and expire after their grace), or drop and
 // are resumed through Twilio's action path before hanging up. No test-framework imports (and none of
 // the helpers that use vi): the memory soak runs them in a child process started with --expose-gc.
-import { SimulatedCall } from '../../src/client/twilio-sim.js';
+import { SimulatedCall, twilioReconnectOptions } from '../../src/client/twilio-sim.js';
 import { readRelayTwiml } from '../../src/client/twiml-reader.js';
 import { postAction } from '../../src/client/twilio-webhooks.js';
 import type { RunningServer } from '../../src/server/server.js';
@@ -36,7 +36,8 @@ async function resumeViaTwilio(server: RunningServer, call: SimulatedCall): Prom
   });
   const url = res.status === 200 ? readRelayTwiml(res.body).relayUrl : undefined;
   if (!url) throw new Error(`/action did not ask Twilio to reconnect: HTTP ${res.status} ${res.body}`);
-  return SimulatedCall.connect({ url, callSid: call.callSid, callStatus: 'in-progress' });
+  // With the resume token the TwiML carries, as Twilio hands it over.
+  return SimulatedCall.connect(twilioReconnectOptions(res.body, call));
 }
 
 /** One call of `kind`, with one exchange first; resolves once the caller's side is done. */
