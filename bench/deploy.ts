@@ -3,6 +3,7 @@
 // closes, the <Connect action> callback goes to instance B, and the returned TwiML opens a new socket.
 // The speech gap of a moved call is the time from the last frame it heard on A to the first token on B.
 import { postAction } from '../src/client/twilio-webhooks.js';
+import { readRelayTwiml } from '../src/client/twiml-reader.js';
 import { spawnChild } from './child-process.js';
 import type { ServerChildOptions } from './child-protocol.js';
 import { LeanCall, sid } from './lean-client.js';
@@ -60,11 +61,13 @@ async function comeBack(call: LeanCall, lastFrameAt: () => number, httpUrl: stri
   await call.closed;
   const dropped = lastFrameAt();
   const res = await postAction(httpUrl, { CallSid: call.callSid, CallStatus: 'in-progress', SessionStatus: 'failed', ErrorCode: '64105' });
-  const url = /<ConversationRelay[^>]*\surl="([^"]+)"/.exec(res.body)?.[1];
-  if (res.status !== 200 || !url) return null;
-  const next = await LeanCall.open(url, call.callSid);
+  if (res.status !== 200 || !res.body.includes('<ConversationRelay')) return null;
+  const { relayUrl, parameters } = readRelayTwiml(res.body);
+  if (!relayUrl) return null;
+  const next = await LeanCall.open(relayUrl, call.callSid);
   const heard = firstToken(next, timeoutMs);
-  next.sendSetup(sid('VX'), { callStatus: 'in-progress' });
+  // With the TwiML's <Parameter>s (the single-use resume token), as Twilio hands them over.
+  next.sendSetup(sid('VX'), { callStatus: 'in-progress', customParameters: parameters });
   const at = await heard;
   await next.close();
   return at === null ? null : at - dropped;

@@ -8,7 +8,14 @@ import type { SetupFrame } from '../src/client/twilio-sim.js';
 
 export const sid = (prefix: string) => prefix + randomBytes(16).toString('hex');
 
-export function setupFrame(callSid: string, sessionId: string, opts: { reconnection?: boolean; callStatus?: string } = {}): SetupFrame {
+/** How a setup may differ: a resume's status, and the `<Parameter>`s of the TwiML (the resume token). */
+export interface SetupOptions {
+  reconnection?: boolean;
+  callStatus?: string;
+  customParameters?: Record<string, string>;
+}
+
+export function setupFrame(callSid: string, sessionId: string, opts: SetupOptions = {}): SetupFrame {
   return {
     type: 'setup',
     sessionId,
@@ -22,7 +29,7 @@ export function setupFrame(callSid: string, sessionId: string, opts: { reconnect
     callerName: '',
     direction: 'inbound',
     callStatus: opts.callStatus ?? (opts.reconnection ? 'IN-PROGRESS' : 'RINGING'),
-    customParameters: {},
+    customParameters: { ...opts.customParameters },
     ...(opts.reconnection ? { reconnection: true as const } : {}),
   };
 }
@@ -85,7 +92,7 @@ export class LeanCall {
     return !this.isClosed && this.ws.readyState === WebSocket.OPEN;
   }
 
-  sendSetup(sessionId = sid('VX'), opts: { reconnection?: boolean; callStatus?: string } = {}): void {
+  sendSetup(sessionId = sid('VX'), opts: SetupOptions = {}): void {
     this.send(setupFrame(this.callSid, sessionId, opts));
   }
 

@@ -7,6 +7,7 @@
 import os from 'node:os';
 import { rmSync } from 'node:fs';
 import { postAction } from '../src/client/twilio-webhooks.js';
+import { readRelayTwiml } from '../src/client/twiml-reader.js';
 import { resumeLine } from '../src/machines/phrases.js';
 import { closeClient, connectRedis, scanKeys } from '../src/stores/redis-connection.js';
 import { redisReachable } from '../src/stores/redis-reachable.js';
@@ -87,17 +88,23 @@ async function metricsText(httpUrl: string): Promise<string> {
   return (await fetch(`${httpUrl}/metrics`)).text();
 }
 
-/** Drops every call, waits until the server noticed, then answers the action callbacks. */
-async function dropAndCallBack(calls: LeanCall[], child: ChildHandle, httpUrl: string, o: StormOptions): Promise<number> {
+/**
+ * Drops every call, waits until the server noticed, then answers the action callbacks. Resolves with
+ * the `<Parameter>`s (the single-use resume token) of each call's reconnect TwiML, as Twilio keeps them.
+ */
+async function dropAndCallBack(calls: LeanCall[], child: ChildHandle, httpUrl: string, o: StormOptions): Promise<Tokens> {
   await Promise.all(calls.map((c) => c.drop()));
   const noticed = await waitUntil(async () => (await child.call('stats', {})).byState.disconnected === calls.length, o.timeoutMs);
   if (!noticed) throw new Error(`storm(${o.store}): the server did not see all ${calls.length} drops in time`);
   const answers = await mapLimit(calls, o.actionConcurrency, async (c) => {
     const res = await postAction(httpUrl, { CallSid: c.callSid, CallStatus: 'in-progress', SessionStatus: 'failed', ErrorCode: '64105' });
-    return res.status === 200 && res.body.includes('<ConversationRelay');
+    return res.status === 200 && res.body.includes('<ConversationRelay') ? ([c.callSid, readRelayTwiml(res.body).parameters] as const) : undefined;
   });
-  return answers.filter(Boolean).length;
+  return new Map(answers.filter((a) => a !== undefined));
 }
+
+/** Per callSid, the parameters its reconnect TwiML handed over. */
+type Tokens = Map<string, Record<string, string>>;
 
 interface Reconnected {
   calls: LeanCall[];
@@ -125,12 +132,12 @@ function resumeLineAt(call: LeanCall, timeoutMs: number): Promise<number | null>
 }
 
 /** The storm: opens every socket first, then sends all setups in one burst and times each resume line. */
-async function reconnectAtOnce(relayUrl: string, callSids: string[], o: StormOptions): Promise<Reconnected> {
+async function reconnectAtOnce(relayUrl: string, callSids: string[], tokens: Tokens, o: StormOptions): Promise<Reconnected> {
   const calls = await mapLimit(callSids, o.connectConcurrency, (callSid) => LeanCall.open(relayUrl, callSid));
   const waits = calls.map((call) => resumeLineAt(call, o.timeoutMs));
   const sentAt = calls.map((call) => {
     const at = performance.now();
-    call.sendSetup(sid('VX'), { callStatus: 'IN-PROGRESS' });
+    call.sendSetup(sid('VX'), { callStatus: 'IN-PROGRESS', customParameters: tokens.get(call.callSid) });
     return at;
   });
   const arrived = await Promise.all(waits);
@@ -140,7 +147,7 @@ async function reconnectAtOnce(relayUrl: string, callSids: string[], o: StormOpt
 }
 
 /** For comparison: the same reconnects one after another, so no restore waits behind another. */
-async function reconnectOneByOne(relayUrl: string, callSids: string[], o: StormOptions): Promise<Reconnected> {
+async function reconnectOneByOne(relayUrl: string, callSids: string[], tokens: Tokens, o: StormOptions): Promise<Reconnected> {
   const calls: LeanCall[] = [];
   const latencies: Array<number | null> = [];
   let wallMs = 0;
@@ -149,7 +156,7 @@ async function reconnectOneByOne(relayUrl: string, callSids: string[], o: StormO
     calls.push(call);
     const wait = resumeLineAt(call, o.timeoutMs);
     const sent = performance.now();
-    call.sendSetup(sid('VX'), { callStatus: 'IN-PROGRESS' });
+    call.sendSetup(sid('VX'), { callStatus: 'IN-PROGRESS', customParameters: tokens.get(callSid) });
     const at = await wait;
     latencies.push(at === null ? null : at - sent);
     wallMs += (at ?? performance.now()) - sent;
@@ -185,12 +192,13 @@ async function phase(
   child: ChildHandle,
   port: number,
   callSids: string[],
-  actionsReconnect: number,
+  tokens: Tokens,
   o: StormOptions,
 ): Promise<{ result: StormPhase; calls: LeanCall[] }> {
+  const actionsReconnect = tokens.size;
   const httpUrl = `http://127.0.0.1:${port}`;
   const before = await metricsText(httpUrl);
-  const { calls, latencies, wallMs } = await yieldingCpu(() => reconnect(`ws://127.0.0.1:${port}/relay`, callSids, o));
+  const { calls, latencies, wallMs } = await yieldingCpu(() => reconnect(`ws://127.0.0.1:${port}/relay`, callSids, tokens, o));
   const ok = latencies.filter((l): l is number => l !== null);
   const after = await metricsText(httpUrl);
   const succeeded = 'outcome="succeeded"';
