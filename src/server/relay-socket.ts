@@ -34,11 +34,6 @@ export interface RelaySocketDeps {
   setupTimeoutMs?: number;
   /** False while the store cannot be written: a new setup is then ended with an apology at once. */
   storeReady?: () => boolean;
-  /**
-   * A session that is not started or restored within this time (the store does not answer, or the
-   * call waits behind others that wait for it) is given up: the call is ended with an apology.
-   */
-  connectTimeoutMs?: number;
 }
 
 /**
@@ -204,25 +199,10 @@ export function handleRelaySocket(ws: WebSocket, deps: RelaySocketDeps, transpor
       return;
     }
     connecting = true;
-    let gaveUp = false;
-    const deadline =
-      deps.connectTimeoutMs === undefined
-        ? undefined
-        : setTimeout(() => {
-            gaveUp = true;
-            log.error({ timeoutMs: deps.connectTimeoutMs }, 'session not ready in time (store not answering): ending the call with an apology');
-            endUnavailable();
-          }, deps.connectTimeoutMs);
+    // Bounded: every store call fails after STORE_TIMEOUT_MS, and at once while the store is known down.
     deps.manager
       .connect(message, socket)
       .then((result) => {
-        clearTimeout(deadline);
-        if (gaveUp) {
-          // Too late: the caller was already sent away. The session lets go of this socket like of any
-          // dropped one (grace, then expiry), unless the action callback ends it first.
-          if (result.ok) deps.manager.socketClosed(result.session, socket, 1011);
-          return;
-        }
         connecting = false;
         if (!result.ok) {
           socket.close(result.code, result.reason);
@@ -237,8 +217,6 @@ export function handleRelaySocket(ws: WebSocket, deps: RelaySocketDeps, transpor
         for (const m of queued.splice(0)) route(m);
       })
       .catch((err: unknown) => {
-        clearTimeout(deadline);
-        if (gaveUp) return;
         log.error({ err }, 'could not start or resume the session: ending the call with an apology');
         endUnavailable();
       });

@@ -194,8 +194,6 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       metrics,
       limits: cfg,
       storeReady: () => storeHealth.current.ready,
-      // A look-up and an acquire, each bounded by the store timeout.
-      connectTimeoutMs: 2 * cfg.storeTimeoutMs,
     };
     wss.handleUpgrade(req, socket, head, (ws) => handleRelaySocket(ws, relayDeps, socket));
   });
