@@ -81,8 +81,9 @@ describe('WORKERS=2: SIGHUP reloads the workers without losing a call', () => {
     const primary = server(sqlitePath);
     await primary.start();
     await primary.waitForLog((l) => l.msg === 'workers ready');
+    // Workers and primary write to one pipe: a worker's own line may come after the primary's.
+    await expect.poll(() => new Set(workerPids(primary.logs)).size).toBe(2);
     const oldPids = workerPids(primary.logs);
-    expect(new Set(oldPids).size).toBe(2);
 
     const talkers = await Promise.all(range(TALKERS).map(() => TwilioCallLoop.start(primary.httpUrl)));
     const keypadCallers = await Promise.all(range(KEYPAD_CALLERS).map(() => TwilioCallLoop.start(primary.httpUrl)));
@@ -132,6 +133,7 @@ describe('WORKERS=2: SIGHUP reloads the workers without losing a call', () => {
     await talking;
 
     // Both workers were replaced, and the old processes are gone.
+    await expect.poll(() => workerPids(primary.logs.slice(reloadFrom)).length).toBe(2);
     const newPids = workerPids(primary.logs.slice(reloadFrom));
     expect(newPids).toHaveLength(2);
     expect(newPids.filter((pid) => oldPids.includes(pid))).toEqual([]);
@@ -197,6 +199,7 @@ describe('WORKERS=2: a reload that goes wrong', () => {
     const primary = server(join(link, 'sessions.db'));
     await primary.start();
     await primary.waitForLog((l) => l.msg === 'workers ready');
+    await expect.poll(() => new Set(workerPids(primary.logs)).size).toBe(2);
     const oldPids = workerPids(primary.logs);
     const call = await TwilioCallLoop.start(primary.httpUrl);
     expect(await call.say('before the reloads')).toBe('You said: before the reloads');
