@@ -6,7 +6,7 @@ import { loadConfig } from '../src/config.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
 import { createLogger } from '../src/server/logger.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../src/llm/fake-openai-server.js';
-import { MemoryStore, type SnapshotStore } from '../src/stores/index.js';
+import { MemoryStore, delegatingStore, type SnapshotStore } from '../src/stores/index.js';
 import { startEchoServer, type EchoServer } from './echo-server.js';
 import { startLlmHopServer } from './llm-hop-server.js';
 import type { ChildRole, CommandMessage, MemorySample, ReplyMessage, ServerChildOptions, ServerStats } from './child-protocol.js';
@@ -22,17 +22,7 @@ let serverOptions: ServerChildOptions | undefined;
 let memoryStore: MemoryStore | undefined;
 
 function keepOpen(store: SnapshotStore): SnapshotStore {
-  return {
-    kind: store.kind,
-    acquire: (callSid, owner) => store.acquire(callSid, owner),
-    save: (lease, input) => store.save(lease, input),
-    load: (callSid) => store.load(callSid),
-    currentEpoch: (callSid) => store.currentEpoch(callSid),
-    delete: (lease) => store.delete(lease),
-    list: () => store.list(),
-    sweep: (now) => store.sweep(now),
-    close: async () => {},
-  };
+  return delegatingStore(store, { close: async () => {} });
 }
 
 async function startRelay(o: ServerChildOptions): Promise<RunningServer> {

@@ -9,7 +9,7 @@ import { contentToText, echoScript, type ScriptFn } from '../src/llm/fake-openai
 import { lifecycleOf } from '../src/machines/session.js';
 import { closeCodeLabel } from '../src/server/metrics.js';
 import { cutToBytes } from '../src/server/prompt-limit.js';
-import { MemoryStore, type SnapshotStore } from '../src/stores/index.js';
+import { MemoryStore, delegatingStore, type SnapshotStore } from '../src/stores/index.js';
 import { useServersPerTest, waitUntil } from './support/conditions.js';
 import { startTestServer, type TestServer, type TestServerOptions } from './support/harness.js';
 
@@ -150,20 +150,12 @@ describe('send buffer (MAX_SEND_BUFFER_BYTES)', () => {
 function gatedStore(): { store: SnapshotStore; hold(): () => void } {
   const inner = new MemoryStore();
   let gate: Promise<void> | undefined;
-  const store: SnapshotStore = {
-    kind: inner.kind,
+  const store = delegatingStore(inner, {
     acquire: async (callSid, owner) => {
       await gate;
       return inner.acquire(callSid, owner);
     },
-    save: (lease, input) => inner.save(lease, input),
-    load: (callSid) => inner.load(callSid),
-    currentEpoch: (callSid) => inner.currentEpoch(callSid),
-    delete: (lease) => inner.delete(lease),
-    list: () => inner.list(),
-    sweep: (now) => inner.sweep(now),
-    close: () => inner.close(),
-  };
+  });
   return {
     store,
     hold() {

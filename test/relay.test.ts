@@ -9,7 +9,7 @@ import { llmFailureLine } from '../src/machines/phrases.js';
 import type { OutboundMessage, TextMessage } from '../src/protocol/messages.js';
 import { startTestServer, type TestServer, type TestServerOptions } from './support/harness.js';
 import { scrapeCounter, useServersPerTest } from './support/conditions.js';
-import { MemoryStore, type SnapshotStore } from '../src/stores/index.js';
+import { MemoryStore, delegatingStore, type SnapshotStore } from '../src/stores/index.js';
 
 const { start, dial, track } = useServersPerTest();
 
@@ -94,20 +94,12 @@ describe('interrupts and barge-in', () => {
   it('a streamed reply costs a few store writes, not one per token, and the finished turn is stored', async () => {
     const inner = new MemoryStore();
     const saved: Array<{ state: string; snapshot: unknown }> = [];
-    const store: SnapshotStore = {
-      kind: inner.kind,
-      acquire: (callSid, owner) => inner.acquire(callSid, owner),
+    const store = delegatingStore(inner, {
       save: (lease, input) => {
         saved.push({ state: input.state, snapshot: input.snapshot });
         return inner.save(lease, input);
       },
-      load: (callSid) => inner.load(callSid),
-      currentEpoch: (callSid) => inner.currentEpoch(callSid),
-      delete: (lease) => inner.delete(lease),
-      list: () => inner.list(),
-      sweep: (now) => inner.sweep(now),
-      close: () => inner.close(),
-    };
+    });
     const ts = await start({ store, llm: { script: byLastMessage({ 'Tell me a story': { text: SLOW_STORY, delayMs: 10 } }) } });
     const call = await dial(ts);
     await ts.server.manager.flush();

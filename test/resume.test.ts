@@ -9,7 +9,7 @@ import { signWebSocketUrl } from '../src/client/twilio-webhooks.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../src/llm/fake-openai-server.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
-import { SqliteStore, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from '../src/stores/index.js';
+import { SqliteStore, delegatingStore, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from '../src/stores/index.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';
 import { readMetric } from './support/server-process.js';
@@ -337,44 +337,22 @@ describe('signatures on the resume socket', () => {
 });
 
 /** A real store that counts (and keeps) what the session manager writes through it. */
-class CountingStore implements SnapshotStore {
-  readonly saves: SaveInput[] = [];
-  constructor(private readonly inner: SnapshotStore) {}
-  get kind() {
-    return this.inner.kind;
-  }
-  acquire(callSid: string, owner: string) {
-    return this.inner.acquire(callSid, owner);
-  }
-  async save(lease: Lease, input: SaveInput) {
-    this.saves.push(input);
-    await this.inner.save(lease, input);
-  }
-  load(callSid: string) {
-    return this.inner.load(callSid);
-  }
-  currentEpoch(callSid: string) {
-    return this.inner.currentEpoch(callSid);
-  }
-  delete(lease: Lease) {
-    return this.inner.delete(lease);
-  }
-  list() {
-    return this.inner.list();
-  }
-  sweep(now?: number) {
-    return this.inner.sweep(now);
-  }
-  close() {
-    return this.inner.close();
-  }
+function countingStore(inner: SnapshotStore): SnapshotStore & { saves: SaveInput[] } {
+  const saves: SaveInput[] = [];
+  const store = delegatingStore(inner, {
+    save: async (lease, input) => {
+      saves.push(input);
+      await inner.save(lease, input);
+    },
+  });
+  return Object.assign(store, { saves });
 }
 
 describe('coalesced persistence', () => {
-  let store: CountingStore;
+  let store: ReturnType<typeof countingStore>;
   let running: RunningServer;
   beforeAll(async () => {
-    store = new CountingStore(new SqliteStore(tempSqlitePath()));
+    store = countingStore(new SqliteStore(tempSqlitePath()));
     const config = loadConfig({}, {
       port: 0,
       host: '127.0.0.1',

@@ -63,6 +63,9 @@ export function withEncryption(store: SnapshotStore, keyring: Keyring, opts: Enc
     delete: (lease) => store.delete(lease),
     list: async () => (await store.list()).flatMap((record) => open(record) ?? []),
     sweep: (now) => store.sweep(now),
+    // Only hashes of random tokens: nothing personal to seal.
+    issueCallToken: (callSid, grant) => store.issueCallToken(callSid, grant),
+    redeemCallToken: (callSid, hash, now) => store.redeemCallToken(callSid, hash, now),
     close: () => store.close(),
   };
   if (store.acquireAndLoad) {

@@ -9,6 +9,7 @@ export { MemoryStore } from './memory.js';
 export { SqliteStore, type SqliteStoreOptions } from './sqlite.js';
 export { RedisStore, type RedisStoreOptions } from './redis.js';
 export { CoalescingWriter } from './coalescing-writer.js';
+export { delegatingStore } from './delegating-store.js';
 export { StoreTimeoutError, StoreUnavailableError, withTimeouts, type StoreOp } from './timed-store.js';
 
 export interface StoreConfig {

@@ -2,12 +2,17 @@
 import {
   DEFAULT_MIN_LEASE_MS,
   StaleLeaseError,
+  type CallTokenGrant,
   type Lease,
   type RetentionOptions,
   type SaveInput,
   type SessionRecord,
   type SnapshotStore,
 } from './types.js';
+
+interface CallTokenEntry extends CallTokenGrant {
+  redeemed: boolean;
+}
 
 interface EpochEntry {
   epoch: number;
@@ -18,6 +23,7 @@ export class MemoryStore implements SnapshotStore {
   readonly kind = 'memory' as const;
   private readonly records = new Map<string, SessionRecord>();
   private readonly epochs = new Map<string, EpochEntry>();
+  private readonly callTokens = new Map<string, CallTokenEntry>();
   private readonly minLeaseMs: number;
 
   constructor(opts: RetentionOptions = {}) {
@@ -68,6 +74,20 @@ export class MemoryStore implements SnapshotStore {
       .map((record) => ({ ...record, snapshot: jsonClone(record.snapshot) }));
   }
 
+  async issueCallToken(callSid: string, grant: CallTokenGrant): Promise<boolean> {
+    const entry = this.callTokens.get(callSid);
+    if (entry?.redeemed) return false;
+    this.callTokens.set(callSid, { ...grant, keepUntil: Math.max(grant.keepUntil, entry?.keepUntil ?? 0), redeemed: false });
+    return true;
+  }
+
+  async redeemCallToken(callSid: string, tokenHash: string, now: number): Promise<boolean> {
+    const entry = this.callTokens.get(callSid);
+    if (!entry || entry.redeemed || entry.hash !== tokenHash || entry.expiresAt <= now) return false;
+    this.callTokens.set(callSid, { ...entry, hash: '', redeemed: true });
+    return true;
+  }
+
   async sweep(now = Date.now()): Promise<number> {
     let removed = 0;
     for (const [callSid, record] of this.records) {
@@ -77,6 +97,9 @@ export class MemoryStore implements SnapshotStore {
     }
     for (const [callSid, entry] of this.epochs) {
       if (entry.retainUntil <= now) this.epochs.delete(callSid);
+    }
+    for (const [callSid, entry] of this.callTokens) {
+      if (entry.keepUntil <= now) this.callTokens.delete(callSid);
     }
     return removed;
   }
@@ -88,6 +111,7 @@ export class MemoryStore implements SnapshotStore {
   async close(): Promise<void> {
     this.records.clear();
     this.epochs.clear();
+    this.callTokens.clear();
   }
 
   private epochEntry(callSid: string): EpochEntry {

@@ -6,6 +6,7 @@ import { closeClient, connectRedis, onConnectionError, parseRedisUrl, scanKeys, 
 import {
   DEFAULT_MIN_LEASE_MS,
   StaleLeaseError,
+  type CallTokenGrant,
   type Lease,
   type RetentionOptions,
   type SaveInput,
@@ -59,6 +60,24 @@ local current = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[1]) < current then return current end
 redis.call('DEL', KEYS[1])
 return redis.status_reply('OK')
+`);
+
+// A new call's admission token: one hash per call, re-issued only while unredeemed.
+// KEYS: callToken. ARGV: hash, expiresAt, keepUntil.
+const ISSUE_CALL_TOKEN = new LuaScript(`
+if redis.call('HGET', KEYS[1], 'used') == '1' then return 0 end
+redis.call('HSET', KEYS[1], 'h', ARGV[1], 'exp', ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return 1
+`);
+// Single use, atomically: marks the entry used (it stays until its expiry, so no new token is issued).
+// KEYS: callToken. ARGV: hash, now.
+const REDEEM_CALL_TOKEN = new LuaScript(`
+local v = redis.call('HMGET', KEYS[1], 'h', 'exp', 'used')
+if v[3] == '1' or v[1] ~= ARGV[1] or tonumber(v[2] or '0') <= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'used', '1')
+redis.call('HDEL', KEYS[1], 'h')
+return 1
 `);
 
 export interface RedisStoreOptions extends RetentionOptions {
@@ -160,6 +179,14 @@ export class RedisStore implements SnapshotStore {
     return [...records.values()];
   }
 
+  async issueCallToken(callSid: string, grant: CallTokenGrant): Promise<boolean> {
+    return (await this.run(ISSUE_CALL_TOKEN, [this.callTokenKey(callSid)], [grant.hash, grant.expiresAt, grant.keepUntil])) === 1;
+  }
+
+  async redeemCallToken(callSid: string, tokenHash: string, now: number): Promise<boolean> {
+    return (await this.run(REDEEM_CALL_TOKEN, [this.callTokenKey(callSid)], [tokenHash, now])) === 1;
+  }
+
   async sweep(): Promise<number> {
     return 0; // Retention is enforced by key TTLs.
   }
@@ -204,6 +231,10 @@ export class RedisStore implements SnapshotStore {
 
   private epochKey(callSid: string): string {
     return `${this.prefix}{${callSid}}:epoch`;
+  }
+
+  private callTokenKey(callSid: string): string {
+    return `${this.prefix}{${callSid}}:calltoken`;
   }
 
   private probeKey(): string {

@@ -5,6 +5,7 @@ import Database from 'better-sqlite3';
 import {
   DEFAULT_MIN_LEASE_MS,
   StaleLeaseError,
+  type CallTokenGrant,
   type Lease,
   type RetentionOptions,
   type SaveInput,
@@ -35,6 +36,14 @@ const SCHEMA = `
     retain_until INTEGER NOT NULL
   );
   CREATE INDEX IF NOT EXISTS leases_retain_until ON leases (retain_until);
+  CREATE TABLE IF NOT EXISTS call_tokens (
+    call_sid   TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    keep_until INTEGER NOT NULL,
+    redeemed   INTEGER NOT NULL DEFAULT 0
+  );
+  CREATE INDEX IF NOT EXISTS call_tokens_keep_until ON call_tokens (keep_until);
   CREATE TABLE IF NOT EXISTS probe (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     at INTEGER NOT NULL
@@ -114,6 +123,16 @@ export class SqliteStore implements SnapshotStore {
       deleteRecord: db.prepare<[string]>('DELETE FROM records WHERE call_sid = ?'),
       sweepRecords: db.prepare<[number]>('DELETE FROM records WHERE retain_until <= ?'),
       sweepLeases: db.prepare<[number]>('DELETE FROM leases WHERE retain_until <= ?'),
+      // A redeemed call keeps its row (and gets no new token) until keep_until.
+      issueCallToken: db.prepare<{ callSid: string; hash: string; expiresAt: number; keepUntil: number }>(`
+        INSERT INTO call_tokens (call_sid, token_hash, expires_at, keep_until) VALUES (@callSid, @hash, @expiresAt, @keepUntil)
+        ON CONFLICT (call_sid) DO UPDATE SET
+          token_hash = excluded.token_hash, expires_at = excluded.expires_at, keep_until = MAX(keep_until, excluded.keep_until)
+        WHERE redeemed = 0`),
+      redeemCallToken: db.prepare<[string, string, number]>(`
+        UPDATE call_tokens SET redeemed = 1, token_hash = ''
+        WHERE call_sid = ? AND redeemed = 0 AND token_hash = ? AND expires_at > ?`),
+      sweepCallTokens: db.prepare<[number]>('DELETE FROM call_tokens WHERE keep_until <= ?'),
       probe: db.prepare<[number]>('INSERT INTO probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at'),
     };
 
@@ -171,9 +190,18 @@ export class SqliteStore implements SnapshotStore {
     return this.stmt.list.all(Date.now()).map(toRecord);
   }
 
+  async issueCallToken(callSid: string, grant: CallTokenGrant): Promise<boolean> {
+    return this.stmt.issueCallToken.run({ callSid, ...grant }).changes === 1;
+  }
+
+  async redeemCallToken(callSid: string, tokenHash: string, now: number): Promise<boolean> {
+    return this.stmt.redeemCallToken.run(callSid, tokenHash, now).changes === 1;
+  }
+
   async sweep(now = Date.now()): Promise<number> {
     const removed = this.stmt.sweepRecords.run(now).changes;
     this.stmt.sweepLeases.run(now);
+    this.stmt.sweepCallTokens.run(now);
     return removed;
   }
 

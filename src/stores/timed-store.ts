@@ -5,7 +5,7 @@
 import { StaleLeaseError, type SnapshotStore } from './types.js';
 
 /** The store operations, as metric labels. */
-export const STORE_OPS = ['acquire', 'acquire_and_load', 'save', 'load', 'current_epoch', 'delete', 'list', 'sweep', 'probe'] as const;
+export const STORE_OPS = ['acquire', 'acquire_and_load', 'save', 'load', 'current_epoch', 'delete', 'list', 'sweep', 'probe', 'issue_call_token', 'redeem_call_token'] as const;
 export type StoreOp = (typeof STORE_OPS)[number];
 
 export class StoreTimeoutError extends Error {
@@ -85,6 +85,8 @@ export function withTimeouts(store: SnapshotStore, opts: TimeoutOptions): Snapsh
     delete: (lease) => bounded('delete', () => store.delete(lease)),
     list: () => bounded('list', () => store.list()),
     sweep: (now) => bounded('sweep', () => store.sweep(now)),
+    issueCallToken: (callSid, grant) => bounded('issue_call_token', () => store.issueCallToken(callSid, grant)),
+    redeemCallToken: (callSid, hash, now) => bounded('redeem_call_token', () => store.redeemCallToken(callSid, hash, now)),
     close: () => store.close(),
   };
   if (store.acquireAndLoad) {

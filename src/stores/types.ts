@@ -50,6 +50,16 @@ export interface RetentionOptions {
 /** The default of `minLeaseMs` for stores built without a configuration (tests, tools). */
 export const DEFAULT_MIN_LEASE_MS = 24 * 60 * 60_000;
 
+/** A new call's single-use admission token, as the store keeps it: only its hash. */
+export interface CallTokenGrant {
+  /** sha256 of the token /twiml handed Twilio in a `<Parameter name="callToken">`. */
+  hash: string;
+  /** Epoch ms after which the token no longer admits the call. */
+  expiresAt: number;
+  /** Epoch ms until which the call's entry is kept, so a redeemed call cannot be issued a new token. */
+  keepUntil: number;
+}
+
 export interface SnapshotStore {
   readonly kind: 'memory' | 'sqlite' | 'redis';
   /** Takes ownership of a session (newest wins): bumps and returns the fencing epoch. */
@@ -71,6 +81,16 @@ export interface SnapshotStore {
   list(): Promise<SessionRecord[]>;
   /** Drops records past retention; returns how many were removed. Redis relies on TTLs and returns 0. */
   sweep(now?: number): Promise<number>;
+  /**
+   * Issues (or, while not yet redeemed, re-issues: Twilio may post /twiml again) the admission token
+   * of a new call. False once the call's token was redeemed: the call already connected.
+   */
+  issueCallToken(callSid: string, grant: CallTokenGrant): Promise<boolean>;
+  /**
+   * Redeems the call's token, atomically across instances: true once, for the issued hash before it
+   * expires; false for anything else (unknown, wrong, expired, or already redeemed).
+   */
+  redeemCallToken(callSid: string, tokenHash: string, now: number): Promise<boolean>;
   /**
    * Optional: calls `listener` whenever any instance acquires a session, so a stale owner can stop
    * at once instead of at its next (rejected) write. Redis announces acquires over pub/sub.

@@ -191,6 +191,46 @@ export function storeContract({ kind, open }: ContractOptions): void {
     }
   });
 
+  it('redeems a call token once, for its own hash, before it expires; re-issues it only until then', async () => {
+    const s = store();
+    const sid = newSid();
+    const now = Date.now();
+    const grant = (hash: string, expiresAt = now + MINUTE) => ({ hash, expiresAt, keepUntil: now + 2 * MINUTE });
+    expect(await s.redeemCallToken(sid, 'never-issued', now)).toBe(false);
+    expect(await s.issueCallToken(sid, grant('first'))).toBe(true);
+    // Posted again (a retried webhook): the newest token replaces the first.
+    expect(await s.issueCallToken(sid, grant('second'))).toBe(true);
+    expect(await s.redeemCallToken(sid, 'first', now)).toBe(false);
+    expect(await s.redeemCallToken(newSid(), 'second', now)).toBe(false);
+    expect(await s.redeemCallToken(sid, 'second', now)).toBe(true);
+    expect(await s.redeemCallToken(sid, 'second', now)).toBe(false);
+    // Connected: no new token for this call while its entry is kept.
+    expect(await s.issueCallToken(sid, grant('third'))).toBe(false);
+    expect(await s.redeemCallToken(sid, 'third', now)).toBe(false);
+
+    const late = newSid();
+    expect(await s.issueCallToken(late, grant('late', now + 1000))).toBe(true);
+    expect(await s.redeemCallToken(late, 'late', now + 1000)).toBe(false);
+    expect(await s.redeemCallToken(late, 'late', now + 999)).toBe(true);
+  });
+
+  it('forgets call tokens when their entry is no longer kept', async () => {
+    const s = store();
+    const sid = newSid();
+    await s.issueCallToken(sid, { hash: 'h', expiresAt: Date.now() + 200, keepUntil: Date.now() + 200 });
+    expect(await s.redeemCallToken(sid, 'h', Date.now())).toBe(true);
+    // Memory and SQLite drop it at a sweep, Redis by the key's TTL; then the call could be issued a token again.
+    await expect
+      .poll(
+        async () => {
+          await s.sweep();
+          return s.issueCallToken(sid, { hash: 'again', expiresAt: Date.now() + MINUTE, keepUntil: Date.now() + MINUTE });
+        },
+        { timeout: 5000, interval: 50 },
+      )
+      .toBe(true);
+  });
+
   it('lists every one of many sessions (spread over every shard of a cluster)', async () => {
     const s = store();
     const sids = Array.from({ length: 60 }, newSid);
