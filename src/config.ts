@@ -41,6 +41,8 @@ export const configSchema = z.object({
   graceMs: ms(5 * 60_000),
   retentionMs: ms(30 * 60_000),
   maxResumes: z.coerce.number().int().nonnegative().default(5),
+  /** With signatures on: how long the callToken of a new call's TwiML admits its first socket. */
+  callTokenTtlMs: ms(60_000),
   /** On SIGTERM, how long live calls may take to finish the reply they are speaking before they are handed on. */
   drainTimeoutMs: ms(10_000),
   /** node:cluster workers on the one port; more than one lets a reload (SIGHUP) move calls to a sibling. */
@@ -115,6 +117,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     graceMs: env.GRACE_MS,
     retentionMs: env.RETENTION_MS,
     maxResumes: env.MAX_RESUMES,
+    callTokenTtlMs: env.CALL_TOKEN_TTL_MS,
     drainTimeoutMs: env.DRAIN_TIMEOUT_MS,
     workers: env.WORKERS,
     welcomeGreeting: env.WELCOME_GREETING,

@@ -3,13 +3,14 @@
 // answers a repeated 64105 the same way, so a retried callback (also on a restarted process) resumes
 // the call once. Real server in-process, real sockets; waits poll the session's state.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { SimulatedCall, type SimulatedCallOptions } from '../src/client/twilio-sim.js';
+import { SimulatedCall, twilioReconnectOptions, type SimulatedCallOptions } from '../src/client/twilio-sim.js';
+import { placeTwilioCall } from '../src/client/twilio-call.js';
 import { readRelayTwiml, type RelayTwiml } from '../src/client/twiml-reader.js';
-import { postAction, postIncomingCall, signWebSocketUrl, type ActionParams } from '../src/client/twilio-webhooks.js';
+import { postAction, postIncomingCall, type ActionParams } from '../src/client/twilio-webhooks.js';
 import { loadConfig } from '../src/config.js';
 import { DEFAULT_ACTION_URL_OVERRIDES } from '../src/server/connection-overrides.js';
 import { lifecycleOf } from '../src/machines/session.js';
-import { hashSecret } from '../src/server/resume-proof.js';
+import { hashSecret, relayTicket } from '../src/server/resume-proof.js';
 import { startFakeOpenAI } from '../src/llm/fake-openai-server.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
 import { connectCall, waitUntil } from './support/conditions.js';
@@ -38,7 +39,6 @@ const dropped = (call: Pick<SimulatedCall, 'callSid' | 'sessionId'>): ActionPara
   ErrorMessage: 'WebSocket ended',
 });
 
-/** Connects a call, drops its socket and waits until the session has noticed. */
 /** The setup Twilio sends for reconnect TwiML (read already): same call, the TwiML's parameters. */
 const reconnectWith = (call: SimulatedCall, twiml: RelayTwiml): SimulatedCallOptions => ({
   url: twiml.relayUrl!,
@@ -48,8 +48,11 @@ const reconnectWith = (call: SimulatedCall, twiml: RelayTwiml): SimulatedCallOpt
   customParameters: twiml.parameters,
 });
 
-async function droppedCall(ts: TestServer, headers?: Record<string, string>): Promise<SimulatedCall> {
-  const call = await connectCall(ts, { headers });
+/** Connects a call (as Twilio places it, signed, when `authToken` is given), drops its socket and waits until the session has noticed. */
+async function droppedCall(ts: TestServer, authToken?: string): Promise<SimulatedCall> {
+  const call = authToken
+    ? (await placeTwilioCall({ baseUrl: ts.server.httpUrl, authToken, publicHost: HOST })).call
+    : await connectCall(ts);
   calls.push(call);
   await call.drop();
   await waitUntil(() => lifecycle(ts, call.callSid) === 'disconnected', 'the session to notice the drop');
@@ -77,7 +80,7 @@ describe('the action URL in TwiML carries the connection overrides', () => {
     const res = await postAction(ts.server.httpUrl, dropped(call), { actionUrl: first.actionUrl });
     expect(res.status).toBe(200);
     const reconnect = readRelayTwiml(res.body);
-    expect(reconnect.relayUrl).toBe(ts.server.relayUrl);
+    expect(reconnect.relayUrl).toBe(`${ts.server.relayUrl}/${relayTicket(reconnect.parameters.resumeToken!)}`);
     expect(reconnect.actionUrl).toBe(`${base}#${DEFAULT_ACTION_URL_OVERRIDES}`);
   });
 
@@ -105,22 +108,21 @@ describe('signature checks on an action URL with a fragment', () => {
   });
   afterAll(() => ts.close());
 
-  const wssHeaders = () => ({ 'X-Twilio-Signature': signWebSocketUrl(TOKEN, `wss://${HOST}/relay`) });
 
   it('accepts the callback signed over the URL as written in TwiML, and over it without the fragment', async () => {
     expect(actionUrl).toBe(`https://${HOST}/action#${DEFAULT_ACTION_URL_OVERRIDES}`);
-    const call = await droppedCall(ts, wssHeaders());
+    const call = await droppedCall(ts, TOKEN);
     const withFragment = await postAction(ts.server.httpUrl, dropped(call), { actionUrl, authToken: TOKEN });
     expect(withFragment.status).toBe(200);
-    expect(readRelayTwiml(withFragment.body).relayUrl).toBe(`wss://${HOST}/relay`);
+    expect(readRelayTwiml(withFragment.body).relayUrl).toMatch(new RegExp(`^wss://${HOST}/relay/[\\w-]{43}$`));
     // The other reading of Twilio's docs: the fragment stripped before signing.
     const stripped = await postAction(ts.server.httpUrl, dropped(call), { actionUrl, authToken: TOKEN, signatureUrl: `https://${HOST}/action` });
     expect(stripped.status).toBe(200);
-    expect(readRelayTwiml(stripped.body).relayUrl).toBe(`wss://${HOST}/relay`);
+    expect(readRelayTwiml(stripped.body).relayUrl).toMatch(new RegExp(`^wss://${HOST}/relay/[\\w-]{43}$`));
   });
 
   it('refuses 403 an unsigned callback, another token, or a fragment other than ours', async () => {
-    const call = await droppedCall(ts, wssHeaders());
+    const call = await droppedCall(ts, TOKEN);
     const attempts = [
       await postAction(ts.server.httpUrl, dropped(call), { actionUrl }),
       await postAction(ts.server.httpUrl, dropped(call), { actionUrl, authToken: 'some-other-token' }),
@@ -145,35 +147,35 @@ describe('signature checks on an action URL with a fragment', () => {
     }
   });
 
-  it('a retried 64105 gets reconnect TwiML both times, the later token replaces the earlier, and the call resumes once', async () => {
-    const call = await droppedCall(ts, wssHeaders());
-    const answers = [];
+  it('a retried 64105 gets reconnect TwiML both times, each with its own token, and the call resumes once', async () => {
+    const call = await droppedCall(ts, TOKEN);
+    const answers: string[] = [];
     for (let attempt = 0; attempt < 2; attempt++) {
       const res = await postAction(ts.server.httpUrl, dropped(call), { actionUrl, authToken: TOKEN });
       expect(res.status).toBe(200);
-      answers.push(readRelayTwiml(res.body));
+      answers.push(res.body);
       expect(lifecycle(ts, call.callSid)).toBe('grace');
     }
-    // The same socket to open, each time with a new single-use token: the later one is the one that counts.
-    expect({ ...answers[1], parameters: {} }).toEqual({ ...answers[0], parameters: {} });
-    expect(answers[1]!.parameters.resumeToken).toMatch(/^[\w-]{43}$/);
-    expect(answers[1]!.parameters.resumeToken).not.toBe(answers[0]!.parameters.resumeToken);
-    expect(answers[0]!.relayUrl).toBe(`wss://${HOST}/relay`);
+    const [first, second] = answers.map(readRelayTwiml) as [RelayTwiml, RelayTwiml];
+    // Each answer has its own single-use token, on its own relay path; the rest is the same.
+    expect({ ...second, parameters: {}, relayUrl: '' }).toEqual({ ...first, parameters: {}, relayUrl: '' });
+    expect(second.parameters.resumeToken).toMatch(/^[\w-]{43}$/);
+    expect(second.parameters.resumeToken).not.toBe(first.parameters.resumeToken);
+    expect(first.relayUrl).toBe(`wss://${HOST}/relay/${relayTicket(first.parameters.resumeToken!)}`);
     // A retry counts no resume: only the socket Twilio opens does.
     expect(resumesOf(ts, call.callSid)).toBe(0);
 
-    const headers = { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, answers[0]!.relayUrl!) };
-    const url = ts.server.relayUrl;
-    // The replaced token opens nothing.
-    const stale = await SimulatedCall.connect({ ...reconnectWith(call, answers[0]!), url, headers });
-    calls.push(stale);
-    expect((await stale.closed).code).toBe(1008);
-    expect(lifecycle(ts, call.callSid)).toBe('grace');
-    const resumed = await SimulatedCall.connect({ ...reconnectWith(call, answers[1]!), url, headers });
+    const via = ts.server.httpUrl.replace('http', 'ws');
+    // Twilio acts on whichever answer reached it: the earlier one stays good, and the resume spends both.
+    const resumed = await SimulatedCall.connect(twilioReconnectOptions(answers[0]!, call, { connectVia: via, authToken: TOKEN }));
     calls.push(resumed);
     await waitUntil(() => lifecycle(ts, call.callSid) === 'connected', 'the session to resume');
     expect(resumesOf(ts, call.callSid)).toBe(1);
     expect(ts.server.manager.get(call.callSid)?.actor.getSnapshot().context.sessionKeyHash).toBe(hashSecret(resumed.sessionId));
+    const spent = await SimulatedCall.connect(twilioReconnectOptions(answers[1]!, call, { connectVia: via, authToken: TOKEN }));
+    calls.push(spent);
+    expect((await spent.closed).code).toBe(1008);
+    expect(resumesOf(ts, call.callSid)).toBe(1);
     resumed.prompt('still there?');
     const replies = [];
     for (;;) {
@@ -207,7 +209,7 @@ describe('a retried callback that meets a restarted process', () => {
       const retried = await postAction(second.server.httpUrl, dropped(call), { actionUrl });
       expect(retried.status).toBe(200);
       const twiml = readRelayTwiml(retried.body);
-      expect(twiml.relayUrl).toBe(second.server.relayUrl);
+      expect(twiml.relayUrl).toBe(`${second.server.relayUrl}/${relayTicket(twiml.parameters.resumeToken!)}`);
       expect(lifecycle(second, call.callSid)).toBe('grace');
 
       const resumed = await SimulatedCall.connect(reconnectWith(call, twiml));

@@ -14,7 +14,8 @@ import { lifecycleOf } from '../src/machines/session.js';
 import { createLogger } from '../src/server/logger.js';
 import { hashSecret } from '../src/server/resume-proof.js';
 import { ACTION_CLOSE_WINDOW_MS } from '../src/server/session-manager.js';
-import { startTestServer, type TestServer } from './support/harness.js';
+import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
+import { startFakeOpenAI } from '../src/llm/fake-openai-server.js';
 import { waitUntil } from './support/conditions.js';
 import { TestClock } from './support/test-clock.js';
 import {
@@ -144,7 +145,7 @@ describe('Twilio path: the reconnect TwiML carries a single-use token', () => {
     expect(contentToText(request.messages.at(-1)?.content)).toContain('5550123456');
     expect(transcriptOf(request.messages).slice(0, 1)).toEqual(['user:can we speak spanish']);
     const resumed = snapshotOf(victim.callSid)!.context;
-    expect(resumed).toMatchObject({ resumes: 1, resumeTokenHash: null, sessionKeyHash: hashSecret(back.sessionId) });
+    expect(resumed).toMatchObject({ resumes: 1, resumeTokenHashes: [], sessionKeyHash: hashSecret(back.sessionId) });
 
     // Spent: the same token opens nothing, neither while the call talks nor after it drops again.
     await expectRefused(twilioReconnectOptions(action.body, victim));
@@ -163,17 +164,19 @@ describe('Twilio path: the reconnect TwiML carries a single-use token', () => {
     }
   });
 
-  it('the token is never kept in customParameters, and a later callback replaces it', async () => {
+  it('the token is never kept in customParameters; a callback posted again leaves the first TwiML valid, and one resume spends both', async () => {
     const call = track(await SimulatedCall.connect({ url: ts.server.relayUrl, customParameters: { tenant: 'blue', resumeToken: 'sent-early', callToken: 'x' } }));
     expect(await say(call, 'hello')).toBe('You said: hello');
     expect(snapshotOf(call.callSid)!.context.customParameters).toEqual({ tenant: 'blue' });
     await call.drop();
     const first = await postDroppedAction(ts.server.httpUrl, call);
     const second = await postDroppedAction(ts.server.httpUrl, call);
-    await expectRefused(twilioReconnectOptions(first.body, call));
-    const back = track(await SimulatedCall.connect(twilioReconnectOptions(second.body, call, { url: ts.server.relayUrl })));
+    expect(readRelayTwiml(second.body).parameters.resumeToken).not.toBe(readRelayTwiml(first.body).parameters.resumeToken);
+    // Twilio acts on whichever answer reached it; a retry (or a replay) does not spoil the first.
+    const back = track(await SimulatedCall.connect(twilioReconnectOptions(first.body, call)));
     expect((await back.nextReply()).text).toBe(expectedResumeLine('en-US'));
     expect(snapshotOf(call.callSid)!.context.customParameters).toEqual({ tenant: 'blue' });
+    await expectRefused(twilioReconnectOptions(second.body, back));
   });
 });
 
@@ -233,7 +236,7 @@ describe('the action callback needs the socket to be gone', () => {
       expect(res.status).toBe(200);
       expect(res.body).not.toContain('<ConversationRelay');
       expect(lifecycle(victim.callSid)).toBe('connected');
-      expect(snapshotOf(victim.callSid)!.context.resumeTokenHash).toBeNull();
+      expect(snapshotOf(victim.callSid)!.context.resumeTokenHashes).toEqual([]);
     }
     // The attacker got no token; the victim noticed nothing and talks on.
     await expectRefused({ url: ts.server.relayUrl, callSid: victim.callSid, callStatus: 'in-progress' });
@@ -263,5 +266,47 @@ describe('the action callback needs the socket to be gone', () => {
     expect((await answer).status).toBe(200);
     expect((await call.closed).code).toBe(1000);
     await waitUntil(() => snapshotOf(call.callSid) === undefined || lifecycle(call.callSid) === 'ended', 'the session to end');
+  });
+});
+
+describe('a callback names the socket it is about', () => {
+  it('a replayed callback of an earlier socket neither moves nor ends the call, on the instance holding it or on another one', async () => {
+    const sqlitePath = tempSqlitePath();
+    const llm = await startFakeOpenAI();
+    const a = await startTestServer({ config: { store: 'sqlite', sqlitePath }, sharedLlm: llm });
+    const b = await startTestServer({ config: { store: 'sqlite', sqlitePath }, sharedLlm: llm });
+    try {
+      const call = track(await SimulatedCall.connect({ url: a.server.relayUrl }));
+      expect(await say(call, 'hello')).toBe('You said: hello');
+      await call.drop();
+      const genuine = await postDroppedAction(a.server.httpUrl, call);
+      const back = track(await SimulatedCall.connect(twilioReconnectOptions(genuine.body, call)));
+      expect((await back.nextReply()).text).toBe(expectedResumeLine('en-US'));
+      await a.server.manager.flush();
+      const epoch = await a.server.store.currentEpoch(call.callSid);
+
+      // Captured earlier: the callbacks Twilio posts when the first socket closes, posted again now.
+      const replays = [
+        { CallSid: call.callSid, CallStatus: 'in-progress', SessionId: call.sessionId, SessionStatus: 'failed', ErrorCode: '64105' },
+        { CallSid: call.callSid, CallStatus: 'completed', SessionId: call.sessionId, SessionStatus: 'completed' },
+      ];
+      for (const server of [b, a]) {
+        for (const params of replays) {
+          const res = await postAction(server.server.httpUrl, params);
+          expect(res.status).toBe(200);
+          expect(res.body).not.toContain('<ConversationRelay');
+        }
+      }
+      expect(b.server.manager.get(call.callSid)).toBeUndefined();
+      expect(await a.server.store.currentEpoch(call.callSid)).toBe(epoch);
+      expect(lifecycleOf(a.server.manager.get(call.callSid)!.actor.getSnapshot().value)).toBe('connected');
+      expect(back.closeInfo).toBeUndefined();
+      expect(await say(back, 'still here')).toBe('You said: still here');
+    } finally {
+      await Promise.all(calls.splice(0).map((c) => c.drop()));
+      await a.close();
+      await b.close();
+      await llm.close();
+    }
   });
 });

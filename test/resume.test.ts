@@ -9,6 +9,7 @@ import { signWebSocketUrl } from '../src/client/twilio-webhooks.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../src/llm/fake-openai-server.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
+import { placeTwilioCall } from '../src/client/twilio-call.js';
 import { SqliteStore, delegatingStore, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from '../src/stores/index.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';
@@ -314,9 +315,8 @@ describe('signatures on the resume socket', () => {
     await ts?.close();
   });
 
-  it('rejects an unsigned resume socket with 403 and accepts the signed one', async () => {
-    const signed = { 'X-Twilio-Signature': signWebSocketUrl(authToken, ts.server.relayUrl) };
-    const call = track(await SimulatedCall.connect({ url: ts.server.relayUrl, headers: signed }));
+  it('rejects an unsigned resume socket with 403 and accepts the signed one on its own relay path', async () => {
+    const call = track((await placeTwilioCall({ baseUrl: ts.server.httpUrl, authToken })).call);
     expect(await say(call, 'hello')).toBe('You said: hello');
     await call.drop();
 
@@ -330,7 +330,7 @@ describe('signatures on the resume socket', () => {
     await expect(SimulatedCall.connect({ url, callSid: call.callSid, headers: forged })).rejects.toBeInstanceOf(UpgradeRejectedError);
     await expect(resumeViaReconnection(url, call)).rejects.toMatchObject({ statusCode: 403 });
 
-    const resumed = track(await SimulatedCall.connect(twilioReconnectOptions(action.body, call, { headers: { 'X-Twilio-Signature': signWebSocketUrl(authToken, url) } })));
+    const resumed = track(await SimulatedCall.connect(twilioReconnectOptions(action.body, call, { authToken })));
     expect((await resumed.nextReply()).text).toBe(expectedResumeLine('en-US'));
     expect(await say(resumed, 'signed and back')).toBe('You said: signed and back');
   }, 30_000);

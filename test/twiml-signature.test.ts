@@ -5,13 +5,15 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../src/server/logger.js';
 import { loadConfig } from '../src/config.js';
 import { startServer } from '../src/server/server.js';
-import { SimulatedCall, twilioReconnectOptions, UpgradeRejectedError } from '../src/client/twilio-sim.js';
+import { SimulatedCall, twilioCallOptions, twilioReconnectOptions, UpgradeRejectedError, type SimulatedCallOptions } from '../src/client/twilio-sim.js';
+import { placeTwilioCall } from '../src/client/twilio-call.js';
+import { readRelayTwiml } from '../src/client/twiml-reader.js';
 import { postAction, postIncomingCall, postTwilioForm, signTwilioRequest, signWebSocketUrl, WebhookHttpError } from '../src/client/twilio-webhooks.js';
 import { startTestServer, type TestServer } from './support/harness.js';
-import { connectCall } from './support/conditions.js';
+import { connectCall, scrapeCounter } from './support/conditions.js';
 import { child, parseXml, type XmlElement } from './support/xml.js';
 import { DEFAULT_ACTION_URL_OVERRIDES } from '../src/server/connection-overrides.js';
-import { hashSecret } from '../src/server/resume-proof.js';
+import { hashSecret, relayTicket } from '../src/server/resume-proof.js';
 
 const TOKEN = 'test-auth-token-0123456789abcdef';
 const HOST = 'relay.example.test';
@@ -32,8 +34,9 @@ function expectConversationRelay(twiml: string, origin: { ws: string; http: stri
   expect(connect.attributes.action).toBe(`${origin.http}/action#${DEFAULT_ACTION_URL_OVERRIDES}`);
   expect(connect.children.map((c) => c.name)).toEqual(['ConversationRelay']);
   const relay = child(connect, 'ConversationRelay');
+  // `/relay`, or `/relay/<ticket>` binding the socket to the TwiML's token (signatures on).
+  expect(relay.attributes.url).toMatch(new RegExp(`^${origin.ws.replaceAll('.', '\\.')}/relay(/[A-Za-z0-9_-]{43})?$`));
   expect(relay.attributes).toMatchObject({
-    url: `${origin.ws}/relay`,
     language: 'en-US',
     dtmfDetection: 'true',
     interruptible: 'any',
@@ -82,10 +85,12 @@ describe('with TWILIO_AUTH_TOKEN and PUBLIC_HOST', () => {
 
   const signed = (path: string) => ({ authToken: TOKEN, signatureUrl: `https://${HOST}${path}` });
 
-  it('a correctly signed incoming-call webhook gets TwiML for the public host', async () => {
+  it('a correctly signed incoming-call webhook gets TwiML for the public host, with a callToken on its own relay path', async () => {
     const twiml = await postIncomingCall(ts.server.httpUrl, {}, signed('/twiml'));
     const relay = expectConversationRelay(twiml, { ws: `wss://${HOST}`, http: `https://${HOST}` });
-    expect(relay.attributes.url).toBe(WSS_URL);
+    const { parameters } = readRelayTwiml(twiml);
+    expect(parameters.callToken).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(relay.attributes.url).toBe(`${WSS_URL}/${relayTicket(parameters.callToken!)}`);
   });
 
   it('unsigned or wrongly signed webhooks get 403', async () => {
@@ -139,19 +144,74 @@ describe('with TWILIO_AUTH_TOKEN and PUBLIC_HOST', () => {
     expect(ts.server.manager.size).toBe(0);
   });
 
-  it('a WebSocket upgrade signed for the wss:// URL in TwiML is accepted and the call works', async () => {
-    const twiml = await postIncomingCall(ts.server.httpUrl, {}, signed('/twiml'));
-    const url = child(child(parseXml(twiml), 'Connect'), 'ConversationRelay').attributes.url!;
-    const call = await connectCall(ts, { headers: { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, url) } });
-    calls.push(call);
+  const place = (call: Partial<SimulatedCallOptions> = {}) =>
+    placeTwilioCall({ baseUrl: ts.server.httpUrl, authToken: TOKEN, publicHost: HOST, call }).then((placed) => {
+      calls.push(placed.call);
+      return placed;
+    });
+  const via = () => ts.server.httpUrl.replace('http', 'ws');
+
+  it('a WebSocket upgrade signed for the wss:// URL in TwiML, with its callToken, is accepted and the call works', async () => {
+    const { call } = await place();
     call.prompt('Hello');
     const reply = await call.nextReply(10_000);
     expect(reply.text).toBe('You said: Hello');
   });
 
-  it('/action after a dropped socket (64105, in-progress) answers fresh ConversationRelay TwiML', async () => {
-    const call = await connectCall(ts, { headers: { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, WSS_URL) } });
+  it('a replayed upgrade signature opens nothing: no call without a callToken issued for its callSid, each token once', async () => {
+    const refusedBefore = await scrapeCounter(ts.server.httpUrl, 'relay_calls_refused_total');
+    const requestsBefore = ts.llm.requests.length;
+    const { call: genuine, twiml } = await place();
+    const { parameters, relayUrl } = readRelayTwiml(twiml);
+    const attempts: SimulatedCallOptions[] = [
+      // The plain relay URL's signature (what every socket carried before tickets), no token or a made-up one.
+      { url: ts.server.relayUrl, authToken: TOKEN, signedUrl: WSS_URL },
+      { url: ts.server.relayUrl, authToken: TOKEN, signedUrl: WSS_URL, customParameters: { callToken: 'made-up' } },
+      // The genuine call's upgrade and token replayed, for its own callSid (spent) and for another one.
+      twilioCallOptions(twiml, { callSid: genuine.callSid }, { connectVia: via(), authToken: TOKEN }),
+      twilioCallOptions(twiml, { callSid: 'CA00000000000000000000000000000fake' }, { connectVia: via(), authToken: TOKEN }),
+      // A real token on the plain URL: the token alone is not enough without the socket Twilio signed for it.
+      { url: ts.server.relayUrl, authToken: TOKEN, signedUrl: WSS_URL, callSid: 'CA00000000000000000000000000000fak2', customParameters: parameters },
+    ];
+    for (const attempt of attempts) {
+      const attacker = await SimulatedCall.connect(attempt);
+      calls.push(attacker);
+      expect(await attacker.closed).toMatchObject({ code: 1008 });
+      expect(attacker.messages).toEqual([]);
+    }
+    // A token from a replayed webhook is of no use either: its relay path needs a signature only Twilio can make.
+    const replayed = await postIncomingCall(ts.server.httpUrl, { CallSid: 'CA00000000000000000000000000000fak3' }, signed('/twiml'));
+    const stolen = twilioCallOptions(replayed, { callSid: 'CA00000000000000000000000000000fak3' }, { connectVia: via(), headers: { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, relayUrl!) } });
+    await expect(SimulatedCall.connect(stolen)).rejects.toMatchObject({ statusCode: 403 });
+
+    // The replay naming the genuine call is a refused resume (its session exists); the other four are refused calls.
+    expect(await scrapeCounter(ts.server.httpUrl, 'relay_calls_refused_total')).toBe(refusedBefore + attempts.length - 1);
+    expect(ts.server.manager.get('CA00000000000000000000000000000fake')).toBeUndefined();
+    expect(ts.llm.requests.length).toBe(requestsBefore);
+    // The genuine call never noticed.
+    genuine.prompt('Still here');
+    expect((await genuine.nextReply(10_000)).text).toBe('You said: Still here');
+  });
+
+  it('the incoming-call webhook of a call that already connected is refused (409); before that, a retry gets a fresh token', async () => {
+    const callSid = 'CA0000000000000000000000000000retry';
+    const first = await postIncomingCall(ts.server.httpUrl, { CallSid: callSid }, signed('/twiml'));
+    const retried = await postIncomingCall(ts.server.httpUrl, { CallSid: callSid }, signed('/twiml'));
+    expect(readRelayTwiml(retried).parameters.callToken).not.toBe(readRelayTwiml(first).parameters.callToken);
+    // The retry's TwiML is the one Twilio acts on; the first one's token was replaced.
+    const stale = await SimulatedCall.connect(twilioCallOptions(first, { callSid }, { connectVia: via(), authToken: TOKEN }));
+    calls.push(stale);
+    expect(await stale.closed).toMatchObject({ code: 1008 });
+    const call = await SimulatedCall.connect(twilioCallOptions(retried, { callSid }, { connectVia: via(), authToken: TOKEN }));
     calls.push(call);
+    call.prompt('Hi');
+    expect((await call.nextReply(10_000)).text).toBe('You said: Hi');
+    const replay = await postTwilioForm(`${ts.server.httpUrl}/twiml`, { CallSid: callSid }, signed('/twiml'));
+    expect(replay.status).toBe(409);
+  });
+
+  it('/action after a dropped socket (64105, in-progress) answers fresh ConversationRelay TwiML', async () => {
+    const { call } = await place();
     await call.drop();
     const linkState = () => ts.server.manager.get(call.callSid)?.actor.getSnapshot().value;
     await expect.poll(() => JSON.stringify(linkState()).includes('"disconnected"'), { timeout: 10_000, message: 'the session to notice the drop' }).toBe(true);
@@ -170,9 +230,12 @@ describe('with TWILIO_AUTH_TOKEN and PUBLIC_HOST', () => {
 
     // Twilio opens the new socket: new sessionId, same callSid; the session continues.
     // Twilio hands the TwiML's <Parameter>s (the single-use resume token) over in setup.customParameters.
-    const resumed = await SimulatedCall.connect(
-      twilioReconnectOptions(res.body, call, { url: ts.server.relayUrl, headers: { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, relay.attributes.url!) } }),
-    );
+    // Only on the relay path of its own token, which Twilio signs.
+    const plain = await SimulatedCall.connect(twilioReconnectOptions(res.body, call, { url: ts.server.relayUrl, authToken: TOKEN, signedUrl: WSS_URL }));
+    calls.push(plain);
+    expect(await plain.closed).toMatchObject({ code: 1008 });
+    expect(relay.attributes.url).toBe(`${WSS_URL}/${relayTicket(readRelayTwiml(res.body).parameters.resumeToken!)}`);
+    const resumed = await SimulatedCall.connect(twilioReconnectOptions(res.body, call, { connectVia: via(), authToken: TOKEN }));
     calls.push(resumed);
     await expect.poll(() => JSON.stringify(linkState()).includes('"connected"'), { timeout: 10_000, message: 'the session to resume' }).toBe(true);
     expect(ts.server.manager.get(call.callSid)?.actor.getSnapshot().context.sessionKeyHash).toBe(hashSecret(resumed.sessionId));

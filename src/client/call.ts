@@ -2,9 +2,9 @@
 // and prints the transcript. RELAY_URL (ws://127.0.0.1:8080/relay) and BASE_URL (http://127.0.0.1:8080).
 // With TWILIO_AUTH_TOKEN set, the webhook and the socket upgrade are signed.
 import { randomBytes } from 'node:crypto';
-import { SimulatedCall, UpgradeRejectedError } from './twilio-sim.js';
+import { SimulatedCall, twilioCallOptions, UpgradeRejectedError } from './twilio-sim.js';
 import type { TextMessage } from '../protocol/messages.js';
-import { postAction, postIncomingCall, signWebSocketUrl } from './twilio-webhooks.js';
+import { postAction, postIncomingCall } from './twilio-webhooks.js';
 import { readRelayTwiml, type RelayTwiml } from './twiml-reader.js';
 
 const RELAY_URL = process.env.RELAY_URL ?? 'ws://127.0.0.1:8080/relay';
@@ -44,10 +44,11 @@ async function main(): Promise<number> {
   const callSid = `CA${randomBytes(16).toString('hex')}`;
   const accountSid = `AC${randomBytes(16).toString('hex')}`;
   let info: RelayTwiml = { parameters: {} };
+  let twiml = '';
 
   // 1. The incoming-call webhook, as Twilio would post it (best effort: the socket is what matters).
   try {
-    const twiml = await postIncomingCall(BASE_URL, { CallSid: callSid, AccountSid: accountSid }, AUTH_TOKEN ? { authToken: AUTH_TOKEN } : {});
+    twiml = await postIncomingCall(BASE_URL, { CallSid: callSid, AccountSid: accountSid }, AUTH_TOKEN ? { authToken: AUTH_TOKEN } : {});
     info = readRelayTwiml(twiml);
     log(`TwiML ok${info.relayUrl ? ` (relay url ${info.relayUrl})` : ''}`);
   } catch (err) {
@@ -58,12 +59,14 @@ async function main(): Promise<number> {
     }
   }
 
-  // 2. The socket. Twilio signs the wss:// URL exactly as written in TwiML.
-  const headers: Record<string, string> = {};
-  if (AUTH_TOKEN) headers['X-Twilio-Signature'] = signWebSocketUrl(AUTH_TOKEN, info.relayUrl ?? RELAY_URL);
+  // 2. The socket at the TwiML's path (on RELAY_URL's host), with its parameters (a callToken when the
+  // server checks signatures). Twilio signs the wss:// URL exactly as written in TwiML.
+  const socket = info.relayUrl
+    ? twilioCallOptions(twiml, { callSid, accountSid }, { connectVia: RELAY_URL, authToken: AUTH_TOKEN })
+    : { url: RELAY_URL, callSid, accountSid, authToken: AUTH_TOKEN };
   let call: SimulatedCall;
   try {
-    call = await SimulatedCall.connect({ url: RELAY_URL, callSid, accountSid, headers, customParameters: info.parameters });
+    call = await SimulatedCall.connect(socket);
   } catch (err) {
     if (isConnRefused(err)) {
       console.error(`Cannot connect to ${RELAY_URL}: connection refused. Is the server running (npm start)?`);

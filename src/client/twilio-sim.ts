@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
 import { outboundMessage, type OutboundMessage, type TextMessage } from '../protocol/messages.js';
 import { readRelayTwiml } from './twiml-reader.js';
+import { signWebSocketUrl } from './twilio-webhooks.js';
 
 export interface SimulatedCallOptions {
   url: string;
@@ -17,6 +18,10 @@ export interface SimulatedCallOptions {
   customParameters?: Record<string, string>;
   /** Extra upgrade headers, e.g. `X-Twilio-Signature`. */
   headers?: Record<string, string>;
+  /** Sign the upgrade as Twilio does (`X-Twilio-Signature` over `signedUrl`) with this auth token. */
+  authToken?: string;
+  /** The wss URL Twilio signs: as written in TwiML, which may name a public host `url` reaches locally. Default: `url`. */
+  signedUrl?: string;
   /** Resume an existing session (non-Twilio clients): sends `reconnection: true` in setup. */
   reconnection?: boolean;
   /** Defaults to 'RINGING', or 'IN-PROGRESS' for a reconnection. */
@@ -85,6 +90,31 @@ const sid = (prefix: string) => prefix + randomBytes(16).toString('hex');
 /** The simulated Twilio account every call belongs to unless told otherwise. */
 export const TEST_ACCOUNT_SID = 'AC00000000000000000000000000007e57';
 
+export interface TwimlSocketOptions extends Partial<SimulatedCallOptions> {
+  /**
+   * Where the server really listens (e.g. `ws://127.0.0.1:8080`) when the TwiML names its public host:
+   * the socket goes there, to the TwiML URL's path, and is signed over the URL as written.
+   */
+  connectVia?: string;
+}
+
+/**
+ * What Twilio does with `<Connect><ConversationRelay>` TwiML: opens the socket it names (signed over
+ * that URL when `authToken` is given) for the call, with a new sessionId, handing every `<Parameter>`
+ * over in customParameters.
+ */
+export function twilioCallOptions(
+  twiml: string,
+  call: Pick<SimulatedCallOptions, 'callSid' | 'accountSid' | 'from' | 'to'>,
+  extra: TwimlSocketOptions = {},
+): SimulatedCallOptions {
+  const { relayUrl, parameters } = readRelayTwiml(twiml);
+  if (!relayUrl) throw new Error(`TwiML without <ConversationRelay url>: ${twiml}`);
+  const { connectVia, ...rest } = extra;
+  const url = connectVia ? new URL(new URL(relayUrl).pathname, connectVia).toString() : relayUrl;
+  return { ...call, url, signedUrl: relayUrl, customParameters: parameters, ...rest };
+}
+
 /**
  * What Twilio does with reconnect TwiML: opens the socket it names for the same call (callSid,
  * account, numbers) with a new sessionId, handing every `<Parameter>` over in customParameters.
@@ -92,12 +122,10 @@ export const TEST_ACCOUNT_SID = 'AC00000000000000000000000000007e57';
 export function twilioReconnectOptions(
   twiml: string,
   dropped: { setup: Pick<SetupFrame, 'callSid' | 'accountSid' | 'from' | 'to'> },
-  extra: Partial<SimulatedCallOptions> = {},
+  extra: TwimlSocketOptions = {},
 ): SimulatedCallOptions {
-  const { relayUrl, parameters } = readRelayTwiml(twiml);
-  if (!relayUrl) throw new Error(`TwiML without <ConversationRelay url>: ${twiml}`);
   const { callSid, accountSid, from, to } = dropped.setup;
-  return { url: relayUrl, callSid, accountSid, from, to, callStatus: 'in-progress', customParameters: parameters, ...extra };
+  return twilioCallOptions(twiml, { callSid, accountSid, from, to }, { callStatus: 'in-progress', ...extra });
 }
 
 interface Waiter {
@@ -174,7 +202,9 @@ export class SimulatedCall {
       ...(opts.reconnection ? { reconnection: true as const } : {}),
     };
 
-    const ws = new WebSocket(opts.url, { headers: opts.headers, perMessageDeflate: false });
+    const headers = { ...(opts.headers ?? {}) };
+    if (opts.authToken !== undefined) headers['X-Twilio-Signature'] = signWebSocketUrl(opts.authToken, opts.signedUrl ?? opts.url);
+    const ws = new WebSocket(opts.url, { headers, perMessageDeflate: false });
     // Attach frame handlers before the socket opens: the server may speak right after setup.
     const call = new SimulatedCall(ws, setup);
 

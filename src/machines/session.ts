@@ -56,11 +56,12 @@ export interface SessionContext {
   callSid: string;
   /**
    * Resume proofs, only ever as hashes (the edge hashes what the caller sends): the current
-   * sessionId, the client's resumeKey, and the single-use token of the last reconnect TwiML.
+   * sessionId, the client's resumeKey, and the single-use tokens of the reconnect TwiML answered
+   * since the drop (a callback posted again adds one; any of them, once).
    */
   sessionKeyHash: string;
   resumeKeyHash: string | null;
-  resumeTokenHash: string | null;
+  resumeTokenHashes: string[];
   accountSid: string;
   from: string;
   to: string;
@@ -110,6 +111,8 @@ export type SessionEvent =
 export type SessionEmitted = { type: 'outbound'; message: OutboundMessage };
 
 const MAX_TOOL_ROUNDS = 4;
+/** Reconnect tokens a session in grace accepts at once: the answer to a callback and its retries. */
+const MAX_RESUME_TOKENS = 6;
 
 /** Placeholder; the server provides the real LLM actor (OpenAI or offline) with machine.provide(). */
 const llmReplyPlaceholder = fromCallback<{ type: string }, ReplyInput>(() => {
@@ -366,12 +369,17 @@ export const sessionMachine = setup({
     recordResume: assign({
       resumes: ({ context }) => context.resumes + 1,
       sessionKeyHash: ({ context, event }) => (event.type === 'RESUME' ? event.sessionKeyHash : context.sessionKeyHash),
-      // Single use: the token that let this socket in (if any) is spent.
-      resumeTokenHash: null,
+      // Single use: the token that let this socket in (if any) is spent, and so are its siblings.
+      resumeTokenHashes: [],
       graceDeadline: null,
     }),
-    /** The reconnect TwiML carries a new token: it replaces any earlier one (an action posted again). */
-    storeResumeToken: assign((_, params: { hash: string | undefined }) => ({ resumeTokenHash: params.hash ?? null })),
+    /**
+     * The reconnect TwiML carries a new token. Earlier ones stay valid (a callback posted again must not
+     * spoil the TwiML Twilio already acts on), up to a few: Twilio retries a callback at most 5 times.
+     */
+    storeResumeToken: assign(({ context }, params: { hash: string | undefined }) => ({
+      resumeTokenHashes: params.hash ? [...(context.resumeTokenHashes ?? []), params.hash].slice(-MAX_RESUME_TOKENS) : (context.resumeTokenHashes ?? []),
+    })),
     /** Tell the caller we are back, then complete whatever was cut off by the drop. */
     greetOnResume: enqueueActions(({ context, enqueue }) => {
       const streaming = context.reply !== null;
@@ -395,7 +403,7 @@ export const sessionMachine = setup({
     callSid: input.callSid,
     sessionKeyHash: input.sessionKeyHash,
     resumeKeyHash: input.resumeKeyHash,
-    resumeTokenHash: null,
+    resumeTokenHashes: [],
     accountSid: input.accountSid,
     from: input.from,
     to: input.to,

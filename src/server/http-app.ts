@@ -14,6 +14,7 @@ import { redactSession } from './redact.js';
 import { serviceUnavailableLine } from '../machines/phrases.js';
 import { isServiceUnavailableHandoff } from './service-unavailable.js';
 import type { StoreStatus } from './store-health.js';
+import { hashSecret, newResumeToken, relayTicket } from './resume-proof.js';
 
 export interface HttpAppDeps {
   config: Config;
@@ -121,11 +122,14 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
     if (deps.refusesNewWork()) return draining(c);
     const parsed = await twilioForm(c);
     if (parsed instanceof Response) return parsed;
+    const log = logger.child({ callSid: parsed.form.CallSid });
     if (!storeStatus().ready) {
-      logger.child({ callSid: parsed.form.CallSid }).warn('incoming call turned away: the store cannot be written');
+      log.warn('incoming call turned away: the store cannot be written');
       return apology(c);
     }
-    logger.child({ callSid: parsed.form.CallSid }).info('incoming call');
+    const admission = signaturesRequired(config) ? await admitCall(parsed.form.CallSid, log) : {};
+    if (admission instanceof Response) return admission;
+    log.info('incoming call');
     return xml(
       c,
       conversationRelayTwiml({
@@ -133,8 +137,36 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
         language: config.language,
         welcomeGreeting: config.welcomeGreeting,
         actionOverrides: config.actionUrlOverrides,
+        ...admission,
       }),
     );
+
+    /**
+     * With signatures on, a new call's socket must bring a single-use callToken issued here (kept, as
+     * a hash, in the store so any instance can redeem it), on the relay path bound to that token.
+     */
+    async function admitCall(callSid: string | undefined, log: Logger): Promise<Response | { parameters: Record<string, string>; ticket: string }> {
+      if (!callSid) return c.text('CallSid is required', 400);
+      const callToken = newResumeToken();
+      const now = manager.clock.now();
+      let issued: boolean;
+      try {
+        issued = await deps.store.issueCallToken(callSid, {
+          hash: hashSecret(callToken),
+          expiresAt: now + config.callTokenTtlMs,
+          keepUntil: now + Math.max(config.retentionMs, config.callTokenTtlMs),
+        });
+      } catch (err) {
+        log.error({ err: errorMessage(err) }, 'incoming call turned away: its call token could not be stored');
+        return apology(c);
+      }
+      if (!issued) {
+        // Twilio asks for a call's TwiML once; this call already connected, so this is a replay.
+        log.warn('incoming-call webhook for a call that already connected: refused');
+        return c.text('this call already connected', 409);
+      }
+      return { parameters: { callToken }, ticket: relayTicket(callToken) };
+    }
   });
 
   app.post('/action', async (c) => {
@@ -149,6 +181,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
       callStatus: form.CallStatus ?? '',
       sessionStatus: form.SessionStatus ?? '',
       errorCode: form.ErrorCode ?? '',
+      sessionId: form.SessionId,
     });
     const log = logger.child({ callSid: form.CallSid });
     if (isServiceUnavailableHandoff(form.HandoffData)) {
@@ -166,8 +199,9 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
       return apology(c);
     }
     // Twilio may post this callback again (connection overrides); a session already in grace answers
-    // reconnect TwiML again, with a new token that replaces the earlier one.
-    // The new socket's setup must bring this token back (Twilio puts every <Parameter> in customParameters).
+    // reconnect TwiML again, with one more token (the earlier ones stay valid).
+    // The new socket's setup must bring this token back (Twilio puts every <Parameter> in customParameters),
+    // on the relay path of its ticket, which only Twilio can sign.
     if (outcome.kind === 'reconnect') {
       return xml(
         c,
@@ -176,6 +210,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
           language: config.language,
           actionOverrides: config.actionUrlOverrides,
           parameters: { resumeToken: outcome.resumeToken },
+          ticket: relayTicket(outcome.resumeToken),
         }),
       );
     }

@@ -61,6 +61,11 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       registers,
     }),
     malformedFrames: new Counter({ name: 'relay_malformed_frames_total', help: 'Inbound frames rejected', labelNames: ['reason'], registers }),
+    callsRefused: new Counter({
+      name: 'relay_calls_refused_total',
+      help: 'New calls refused at setup for want of a valid call token (signatures on)',
+      registers,
+    }),
     staleWrites: new Counter({ name: 'relay_stale_lease_writes_total', help: 'Writes rejected because another instance owns the session', registers }),
     limitsExceeded,
     /** Counts one hit of an abuse limit (typed, so the label set stays fixed). */

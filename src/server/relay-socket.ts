@@ -59,7 +59,11 @@ export interface CorkableTransport {
   uncork(): void;
 }
 
-export function handleRelaySocket(ws: WebSocket, deps: RelaySocketDeps, transport?: CorkableTransport): void {
+/**
+ * `ticket`: the path segment the socket was opened at (`/relay/<ticket>`), which binds it to the
+ * TwiML that issued its token; the session manager checks it against the token its setup brings.
+ */
+export function handleRelaySocket(ws: WebSocket, deps: RelaySocketDeps, transport?: CorkableTransport, ticket?: string): void {
   let log = deps.logger;
   let session: Session | null = null;
   let connecting = false;
@@ -201,7 +205,7 @@ export function handleRelaySocket(ws: WebSocket, deps: RelaySocketDeps, transpor
     connecting = true;
     // Bounded: every store call fails after STORE_TIMEOUT_MS, and at once while the store is known down.
     deps.manager
-      .connect(message, socket)
+      .connect(message, socket, ticket)
       .then((result) => {
         connecting = false;
         if (!result.ok) {

@@ -19,6 +19,7 @@ import { SessionManager } from './session-manager.js';
 import { encryptSnapshots } from './snapshot-encryption.js';
 import { isValidTwilioSignature } from './signature.js';
 import { relayUrl } from './twiml.js';
+import { RELAY_TICKET_PATTERN } from './resume-proof.js';
 import { startInspector, type Inspector } from './inspector.js';
 import { StoreHealth } from './store-health.js';
 import { startSweeper, sweepIntervalMs } from './store-sweeper.js';
@@ -133,6 +134,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     timeouts: { graceMs: cfg.graceMs, retentionMs: cfg.retentionMs, dtmfIdleMs: cfg.dtmfIdleMs, maxResumes: cfg.maxResumes },
     historyLimits: { maxTurns: cfg.historyMaxTurns, maxBytes: cfg.historyMaxBytes },
     maxSessions: cfg.maxSessions,
+    // Signed upgrades make tickets meaningful: then a socket must be bound to its token, and a new call admitted.
+    signedUpgrades: signaturesRequired(cfg),
     language: cfg.language,
     instanceId,
     logger,
@@ -162,8 +165,10 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   });
 
   server.on('upgrade', (req, socket, head) => {
-    const path = new URL(req.url ?? '/', 'http://x').pathname;
-    if (path !== '/relay') {
+    // `/relay`, or `/relay/<ticket>` as written in the TwiML that issued the socket's token.
+    const path = /^\/relay(?:\/([^/]+))?$/.exec(new URL(req.url ?? '/', 'http://x').pathname);
+    const ticket = path?.[1];
+    if (!path || (ticket !== undefined && !RELAY_TICKET_PATTERN.test(ticket))) {
       socket.end('HTTP/1.1 404 Not Found\r\n\r\n');
       return;
     }
@@ -182,7 +187,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       // Validated against the wss:// URL exactly as written in TwiML, with no params; rejected before upgrade.
       const origin = publicOrigin(cfg, req.headers.host, req.headers['x-forwarded-proto'] as string | undefined);
       const signature = req.headers['x-twilio-signature'];
-      if (!isValidTwilioSignature(cfg.twilioAuthToken, typeof signature === 'string' ? signature : undefined, relayUrl(origin))) {
+      if (!isValidTwilioSignature(cfg.twilioAuthToken, typeof signature === 'string' ? signature : undefined, relayUrl({ ...origin, ticket }))) {
         logger.warn('socket upgrade with an invalid Twilio signature rejected');
         socket.end('HTTP/1.1 403 Forbidden\r\n\r\n');
         return;
@@ -195,7 +200,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       limits: cfg,
       storeReady: () => storeHealth.current.ready,
     };
-    wss.handleUpgrade(req, socket, head, (ws) => handleRelaySocket(ws, relayDeps, socket));
+    wss.handleUpgrade(req, socket, head, (ws) => handleRelaySocket(ws, relayDeps, socket, ticket));
   });
 
   let listenerClosed: Promise<void> | undefined;

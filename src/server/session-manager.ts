@@ -12,7 +12,7 @@ import { CoalescingWriter, StaleLeaseError, type Lease, type SaveInput, type Ses
 import pLimit from 'p-limit';
 import { KeyedMutex } from './keyed-mutex.js';
 import { onlyReplyTextChanged } from './write-worthy.js';
-import { hashSecret, matchesHash, newResumeToken, withoutSecrets } from './resume-proof.js';
+import { hashSecret, matchesHash, newResumeToken, ticketMatches, withoutSecrets } from './resume-proof.js';
 
 /** What the session needs of a socket: the socket edge validates and serialises. */
 export interface SessionSocket {
@@ -46,6 +46,12 @@ export interface SessionManagerOptions {
   inspect?: (event: InspectionEvent) => void;
   /** Stamps the events this edge sends and times grace checks; the system clock by default. */
   clock?: Clock;
+  /**
+   * Socket upgrades carry Twilio's signature (TWILIO_AUTH_TOKEN set): a socket's path ticket is then
+   * proof that Twilio opened it for the TwiML that issued its token, so a Twilio-path resume must come
+   * on the ticket of its resumeToken, and a new call must redeem the callToken of its ticket.
+   */
+  signedUpgrades?: boolean;
 }
 
 export type ConnectResult =
@@ -107,8 +113,11 @@ export class SessionManager {
     return [...this.sessions.values()];
   }
 
-  /** A setup frame arrived: resume the call's session if this caller may, else start fresh. */
-  connect(setup: SetupMessage, socket: SessionSocket): Promise<ConnectResult> {
+  /**
+   * A setup frame arrived: resume the call's session if this caller may, else start fresh.
+   * `ticket`: the relay path segment the socket was opened at (see resume-proof.ts).
+   */
+  connect(setup: SetupMessage, socket: SessionSocket, ticket?: string): Promise<ConnectResult> {
     return this.locks.run(setup.callSid, async () => {
       const log = this.opts.logger.child({ callSid: setup.callSid });
       const via = setup.reconnection ? 'reconnection' : 'twilio';
@@ -118,7 +127,7 @@ export class SessionManager {
       if (attempt) this.opts.metrics.resumeAttempts.inc({ via });
       if (found) {
         // Checked before taking anything over, so a refused caller leaves the owner and the stored session untouched.
-        const refusal = resumeRefusal(setup, found.snapshot, found.session !== undefined);
+        const refusal = resumeRefusal(setup, found.snapshot, found.session !== undefined, this.opts.signedUpgrades ? { ticket } : undefined);
         if (refusal) return this.refuseResume(found.snapshot, refusal, via, log);
         const result = found.session
           ? this.resume(found.session, socket, event, log)
@@ -140,11 +149,23 @@ export class SessionManager {
         log.warn({ sessions: this.sessions.size }, 'session limit reached: new call refused');
         return { ok: false, code: 1013, reason: 'server busy' };
       }
+      if (this.opts.signedUpgrades && !(await this.admitted(setup, ticket))) {
+        this.opts.metrics.callsRefused.inc();
+        log.warn({ via }, 'new call without a valid call token for its socket: refused');
+        return { ok: false, code: 1008, reason: 'call not admitted' };
+      }
       const session = await this.createFresh(setup, log);
       this.attach(session, socket);
       log.info({ epoch: session.lease.epoch }, 'session started');
       return { ok: true, session, resumed: false };
     });
+  }
+
+  /** A new call must bring the callToken its /twiml issued, on that token's ticket; the store spends it once. */
+  private async admitted(setup: SetupMessage, ticket: string | undefined): Promise<boolean> {
+    const token = setup.customParameters.callToken;
+    if (!token || !ticketMatches(ticket, token)) return false;
+    return this.opts.store.redeemCallToken(setup.callSid, hashSecret(token), this.clock.now());
   }
 
   /** Attaches the socket and resumes; a session that cannot take the resume (limit reached) is left untouched. */
@@ -178,12 +199,18 @@ export class SessionManager {
   }
 
   /** The `<Connect action>` callback: decides whether Twilio should reconnect the call. */
-  handleAction(params: { callSid: string; callStatus: string; sessionStatus: string; errorCode: string }): Promise<ActionOutcome> {
+  handleAction(params: { callSid: string; callStatus: string; sessionStatus: string; errorCode: string; sessionId?: string }): Promise<ActionOutcome> {
     return this.locks.run(params.callSid, async () => {
       const log = this.opts.logger.child({ callSid: params.callSid });
       const resumable = params.errorCode === '64105' && params.callStatus === 'in-progress';
       // Twilio's signed callback may move the session here: take it over from whoever held it.
       const found = await this.locate(params.callSid, log);
+      if (found && params.sessionId && !matchesHash(params.sessionId, sessionKeyHashOf(found.snapshot))) {
+        // Twilio posts a callback once per socket, when it closes, naming it: this one names an earlier
+        // socket of the call (a replay), so it may neither move the call here nor end it.
+        log.warn({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for an earlier socket of this call: ignored');
+        return { kind: 'ack' };
+      }
       const session = found && (found.session ?? (await this.takeOver(params.callSid, log)));
       if (!session) {
         log.info({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for an unknown or finished session');
@@ -596,25 +623,41 @@ function graceDeadlineOf(record: SessionRecord): number | null {
  * one); Twilio's path brings a new sessionId, so it must bring the single-use token of the
  * reconnect TwiML we answered the action callback with (Twilio hands it over in customParameters).
  */
-export function resumeRefusal(setup: SetupMessage, snapshot: SessionSnapshot, local: boolean): string | undefined {
+export function resumeRefusal(setup: SetupMessage, snapshot: SessionSnapshot, local: boolean, signed?: { ticket: string | undefined }): string | undefined {
   const context = snapshot.context as SessionSnapshot['context'] & { sessionId?: string };
   const link = lifecycleOf(snapshot.value);
   // Snapshots stored before accountSid was kept have none: their numbers still have to match.
   const sameCall =
     (context.accountSid === undefined || setup.accountSid === context.accountSid) && setup.from === context.from && setup.to === context.to;
-  if (!sameCall || !provesResume(setup, context)) return 'not allowed to resume this session';
+  if (!sameCall || !provesResume(setup, context, signed)) return 'not allowed to resume this session';
   // Taking over a live socket (newest connection wins) is not a resume; everything else is capped.
   const takesOverLiveSocket = local && link === 'connected';
   if (!takesOverLiveSocket && !hasResumesLeft(snapshot.context)) return 'resume limit reached';
   return undefined;
 }
 
-function provesResume(setup: SetupMessage, context: SessionSnapshot['context'] & { sessionId?: string }): boolean {
-  if (!setup.reconnection) return matchesHash(setup.customParameters.resumeToken, context.resumeTokenHash);
-  // Snapshots stored before the hash was kept name the sessionId itself.
-  const sessionKeyHash = context.sessionKeyHash ?? (context.sessionId ? hashSecret(context.sessionId) : null);
-  if (!matchesHash(setup.sessionId, sessionKeyHash)) return false;
+/** Fields of snapshots stored by earlier versions, read for compatibility. */
+type StoredContext = SessionSnapshot['context'] & { sessionId?: string; resumeTokenHash?: string | null };
+
+/**
+ * `signed` (signed upgrades only): a Twilio-path resume must come on the socket path (ticket) of the
+ * token it brings, which only Twilio can have signed.
+ */
+function provesResume(setup: SetupMessage, context: StoredContext, signed: { ticket: string | undefined } | undefined): boolean {
+  if (!setup.reconnection) {
+    const token = setup.customParameters.resumeToken;
+    if (signed && !ticketMatches(signed.ticket, token)) return false;
+    const hashes = context.resumeTokenHashes ?? (context.resumeTokenHash ? [context.resumeTokenHash] : []);
+    return hashes.some((hash) => matchesHash(token, hash));
+  }
+  if (!matchesHash(setup.sessionId, sessionKeyHashOf({ context }))) return false;
   return !context.resumeKeyHash || matchesHash(setup.customParameters.resumeKey, context.resumeKeyHash);
+}
+
+/** The hash of the session's current sessionId (snapshots stored before the hash was kept name the id itself). */
+function sessionKeyHashOf(snapshot: { context: StoredContext }): string | null {
+  const { context } = snapshot;
+  return context.sessionKeyHash ?? (context.sessionId ? hashSecret(context.sessionId) : null);
 }
 
 /**

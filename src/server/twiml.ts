@@ -8,12 +8,15 @@ export interface TwimlOptions {
   language: string;
   welcomeGreeting?: string;
   parameters?: Record<string, string>;
+  /** Relay URL path segment binding the socket to this TwiML's token (see resume-proof.ts). */
+  ticket?: string;
   /** Twilio connection overrides for the action callback (fragment without `#`); '' or absent for none. */
   actionOverrides?: string;
 }
 
-export function relayUrl(opts: Pick<TwimlOptions, 'publicHost' | 'secure'>): string {
-  return `${opts.secure ? 'wss' : 'ws'}://${opts.publicHost}/relay`;
+/** `wss://host/relay`, or `wss://host/relay/<ticket>`: a path, since the wss URL must carry no query string. */
+export function relayUrl(opts: Pick<TwimlOptions, 'publicHost' | 'secure' | 'ticket'>): string {
+  return `${opts.secure ? 'wss' : 'ws'}://${opts.publicHost}/relay${opts.ticket ? `/${opts.ticket}` : ''}`;
 }
 
 /** The <Connect action> URL as written in TwiML: with the connection overrides as its fragment. */
