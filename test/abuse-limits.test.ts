@@ -151,9 +151,9 @@ function gatedStore(): { store: SnapshotStore; hold(): () => void } {
   const inner = new MemoryStore();
   let gate: Promise<void> | undefined;
   const store = delegatingStore(inner, {
-    acquire: async (callSid, owner) => {
+    acquire: async (callSid, owner, opts) => {
       await gate;
-      return inner.acquire(callSid, owner);
+      return inner.acquire(callSid, owner, opts);
     },
   });
   return {

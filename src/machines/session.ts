@@ -86,6 +86,8 @@ export interface SessionContext {
   graceDeadline: number | null;
   handoffData: string | null;
   createdAt: number;
+  /** When the latest resume happened (epoch ms): a second connection moments later is a duplicate, not a reconnect. */
+  resumedAt: number | null;
   endedReason: string | null;
 }
 
@@ -366,13 +368,14 @@ export const sessionMachine = setup({
       lastCloseCode: ({ event }) => (event.type === 'SOCKET.CLOSED' ? event.code : null),
       graceDeadline: ({ context }, params: { at: number }) => params.at + context.timeouts.graceMs,
     }),
-    recordResume: assign({
-      resumes: ({ context }) => context.resumes + 1,
-      sessionKeyHash: ({ context, event }) => (event.type === 'RESUME' ? event.sessionKeyHash : context.sessionKeyHash),
+    recordResume: assign(({ context }, params: { sessionKeyHash: string; at: number }) => ({
+      resumes: context.resumes + 1,
+      sessionKeyHash: params.sessionKeyHash,
       // Single use: the token that let this socket in (if any) is spent, and so are its siblings.
       resumeTokenHashes: [],
+      resumedAt: params.at,
       graceDeadline: null,
-    }),
+    })),
     /**
      * The reconnect TwiML carries a new token. Earlier ones stay valid (a callback posted again must not
      * spoil the TwiML Twilio already acts on), up to a few: Twilio retries a callback at most 5 times.
@@ -423,6 +426,7 @@ export const sessionMachine = setup({
     graceDeadline: null,
     handoffData: null,
     createdAt: input.now,
+    resumedAt: null,
     endedReason: null,
   }),
   initial: 'live',
@@ -440,7 +444,7 @@ export const sessionMachine = setup({
                   { target: 'disconnected', actions: { type: 'recordDisconnect', params: ({ event }) => ({ at: event.at }) } },
                 ],
                 // Newest authenticated connection wins: a second socket for a live call takes over.
-                RESUME: { target: 'connected', reenter: true, actions: ['recordResume', 'greetOnResume'] },
+                RESUME: { target: 'connected', reenter: true, actions: [{ type: 'recordResume', params: ({ event }) => ({ sessionKeyHash: event.sessionKeyHash, at: event.at }) }, 'greetOnResume'] },
                 // The action callback can overtake our noticing the close.
                 ACTION: [
                   {
@@ -460,7 +464,7 @@ export const sessionMachine = setup({
                   { guard: 'actionResumable', target: 'grace', actions: { type: 'storeResumeToken', params: ({ event }) => ({ hash: event.resumeTokenHash }) } },
                   { target: '#session.ended', actions: 'markEnded' },
                 ],
-                RESUME: { guard: 'canResume', target: 'connected', actions: ['recordResume', 'greetOnResume'] },
+                RESUME: { guard: 'canResume', target: 'connected', actions: [{ type: 'recordResume', params: ({ event }) => ({ sessionKeyHash: event.sessionKeyHash, at: event.at }) }, 'greetOnResume'] },
                 'GRACE.EXPIRED': '#session.expired',
               },
             },
@@ -468,7 +472,7 @@ export const sessionMachine = setup({
             grace: {
               invoke: { src: 'deadlineTimer', input: ({ context }) => ({ at: context.graceDeadline ?? 0, event: 'GRACE.EXPIRED' }) },
               on: {
-                RESUME: { guard: 'canResume', target: 'connected', actions: ['recordResume', 'greetOnResume'] },
+                RESUME: { guard: 'canResume', target: 'connected', actions: [{ type: 'recordResume', params: ({ event }) => ({ sessionKeyHash: event.sessionKeyHash, at: event.at }) }, 'greetOnResume'] },
                 ACTION: [
                   { guard: 'actionResumable', target: 'grace', actions: { type: 'storeResumeToken', params: ({ event }) => ({ hash: event.resumeTokenHash }) } },
                   { target: '#session.ended', actions: 'markEnded' },

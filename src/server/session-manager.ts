@@ -13,6 +13,7 @@ import pLimit from 'p-limit';
 import { KeyedMutex } from './keyed-mutex.js';
 import { onlyReplyTextChanged } from './write-worthy.js';
 import { hashSecret, matchesHash, newResumeToken, ticketMatches, withoutSecrets } from './resume-proof.js';
+import { HeldSocket } from './held-socket.js';
 
 /** What the session needs of a socket: the socket edge validates and serialises. */
 export interface SessionSocket {
@@ -28,6 +29,14 @@ export interface Session {
   socket: SessionSocket | null;
   /** The socket of a call being handed on (deploys): its late frames still reach the session. */
   handingOff: SessionSocket | null;
+  /**
+   * The next write first takes the lease over from our own epoch, conditionally (a local resume): it
+   * fails if another instance took the session meanwhile. Done in the writer, so no write of the old
+   * epoch can land after it.
+   */
+  claimPending: boolean;
+  /** The latest write failed for a reason other than fencing (store fault); cleared by the next success. */
+  writeFailed: boolean;
   log: Logger;
 }
 
@@ -81,8 +90,17 @@ const ORPHAN_EXPIRY_SLACK_MS = 250;
 type SessionSnapshot = SnapshotFrom<SessionMachine>;
 type ResumeEvent = Extract<SessionEvent, { type: 'RESUME' }>;
 
-/** A call's session as found: our own live actor, or a resumable record someone else (maybe dead) wrote. */
-type Located = { session: Session; snapshot: SessionSnapshot } | { session?: undefined; snapshot: SessionSnapshot };
+/**
+ * A call's session as found: our own live actor, or a resumable record someone else (maybe dead)
+ * wrote, with the session's fencing epoch as it was when the record was read.
+ */
+type Located = { session: Session; snapshot: SessionSnapshot } | { session?: undefined; snapshot: SessionSnapshot; epoch: number };
+
+/**
+ * A second connection this soon after a resume, with the same proof, is a duplicate of the one that
+ * resumed (a client racing itself over two instances), not a reconnect: it is refused (1013, try again).
+ */
+export const RESUME_SETTLE_MS = 2000;
 
 export class SessionManager {
   private readonly sessions = new Map<string, Session>();
@@ -97,7 +115,9 @@ export class SessionManager {
     // Stores that announce lease changes let a stale owner stop at once instead of at its next write.
     opts.store.onLeaseChange?.((callSid, epoch) => {
       const local = this.sessions.get(callSid);
-      if (local && local.lease.epoch < epoch) this.release(local, 'another instance took the session over');
+      // While our own claim is in flight its announcement may arrive before its reply; a racer's claim
+      // makes ours fail (or our next write), which releases the session then.
+      if (local && !local.claimPending && local.lease.epoch < epoch) this.release(local, 'another instance took the session over');
     });
   }
 
@@ -127,17 +147,22 @@ export class SessionManager {
       if (attempt) this.opts.metrics.resumeAttempts.inc({ via });
       if (found) {
         // Checked before taking anything over, so a refused caller leaves the owner and the stored session untouched.
-        const refusal = resumeRefusal(setup, found.snapshot, found.session !== undefined, this.opts.signedUpgrades ? { ticket } : undefined);
-        if (refusal) return this.refuseResume(found.snapshot, refusal, via, log);
-        const result = found.session
-          ? this.resume(found.session, socket, event, log)
-          : // Restored and resumed in one restore slot: the next restore's store round trip then does not
-            // wait behind this one's greeting.
-            await this.restoreLimit(async () => {
-              const restored = await this.restoreNow(setup.callSid, log);
-              return restored && this.resume(restored, socket, event, log);
-            });
-        if (result) return result;
+        const refusal = resumeRefusal(setup, found.snapshot, {
+          local: found.session !== undefined,
+          signed: this.opts.signedUpgrades ? { ticket } : undefined,
+          now: this.clock.now(),
+        });
+        if (refusal) return this.refuseResume(found.snapshot, refusal.reason, via, log, refusal.code);
+        if (found.session) return this.resume(found.session, socket, event, true, log);
+        let restored: Session | undefined;
+        try {
+          // Only if nobody took the session since it was read: of two racing resumes, one restores it.
+          restored = await this.takeOver(setup.callSid, log, found.epoch);
+        } catch (err) {
+          if (!(err instanceof StaleLeaseError)) throw err;
+          return this.lostRace(via, log);
+        }
+        if (restored) return this.resume(restored, socket, event, false, log);
       }
       if (attempt) this.opts.metrics.resumes.inc({ outcome: 'failed' });
       if (setup.reconnection) {
@@ -168,21 +193,55 @@ export class SessionManager {
     return this.opts.store.redeemCallToken(setup.callSid, hashSecret(token), this.clock.now());
   }
 
-  /** Attaches the socket and resumes; a session that cannot take the resume (limit reached) is left untouched. */
-  private resume(session: Session, socket: SessionSocket, event: ResumeEvent, log: Logger): ConnectResult {
+  /**
+   * Resumes on `socket`, once the resume is stored: the session speaks into a HeldSocket until its
+   * write lands (a local session first takes its lease over again, conditionally), so a racer fenced
+   * meanwhile never says a word and never writes. A session that cannot take the resume is untouched.
+   */
+  private async resume(session: Session, socket: SessionSocket, event: ResumeEvent, local: boolean, log: Logger): Promise<ConnectResult> {
     const snapshot = session.actor.getSnapshot();
     if (!snapshot.can(event)) return this.refuseResume(snapshot, 'resume limit reached', event.via, log);
-    this.attach(session, socket);
+    const previous = session.socket;
+    const held = new HeldSocket();
+    session.socket = held;
+    session.claimPending = local;
     session.actor.send(event);
+    await session.writer.flush();
+    if (this.sessions.get(session.callSid) !== session || session.socket !== held) {
+      // Another instance took the session while we claimed it (released, our copy stopped).
+      previous?.close(4001, 'session moved');
+      return this.lostRace(event.via, log);
+    }
+    if (session.claimPending || session.writeFailed) {
+      // Not stored, so not ours to say: the socket is gone as far as the session knows.
+      session.claimPending = false;
+      session.socket = null;
+      previous?.close(1011, 'store unavailable');
+      session.actor.send({ type: 'SOCKET.CLOSED', code: 1011, at: this.clock.now() });
+      this.opts.metrics.resumes.inc({ outcome: 'failed' });
+      log.error('resume could not be stored: refused');
+      return { ok: false, code: 1011, reason: 'store unavailable' };
+    }
+    session.socket = socket;
+    // Newest authenticated connection wins; the old socket's close is then ignored.
+    if (previous && previous !== socket) previous.close(4000, 'superseded by a newer connection');
+    held.releaseTo(socket);
     this.opts.metrics.resumes.inc({ outcome: 'succeeded' });
     log.info({ via: event.via, link: lifecycleOf(snapshot.value), epoch: session.lease.epoch }, 'session resumed');
     return { ok: true, session, resumed: true };
   }
 
-  private refuseResume(snapshot: SessionSnapshot, reason: string, via: ResumeEvent['via'], log: Logger): ConnectResult {
+  /** A racing resume took the session first: this one says nothing and writes nothing. */
+  private lostRace(via: ResumeEvent['via'], log: Logger): ConnectResult {
     this.opts.metrics.resumes.inc({ outcome: 'failed' });
-    log.warn({ via, link: lifecycleOf(snapshot.value), resumes: snapshot.context.resumes }, 'resume refused; existing session left untouched');
-    return { ok: false, code: 1008, reason };
+    log.warn({ via }, 'resume lost a race: another connection resumed the session first');
+    return { ok: false, code: 4001, reason: 'resumed on another connection' };
+  }
+
+  private refuseResume(snapshot: SessionSnapshot, reason: string, via: ResumeEvent['via'], log: Logger, code = 1008): ConnectResult {
+    this.opts.metrics.resumes.inc({ outcome: 'failed' });
+    log.warn({ via, link: lifecycleOf(snapshot.value), resumes: snapshot.context.resumes, reason }, 'resume refused; existing session left untouched');
+    return { ok: false, code, reason };
   }
 
   /** Delivers an inbound event if `socket` is still the session's current socket. */
@@ -419,7 +478,11 @@ export class SessionManager {
       this.release(local, 'another instance took the session over');
     }
     // Through the same limit as restores, so a storm of look-ups cannot queue ahead of them in the store.
-    const record = await this.restoreLimit(() => this.opts.store.load(callSid));
+    // The epoch is read first: a takeover after that read makes a conditional restore fail.
+    const { record, epoch } = await this.restoreLimit(async () => {
+      const seen = await this.opts.store.currentEpoch(callSid);
+      return { epoch: seen, record: await this.opts.store.load(callSid) };
+    });
     if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
     const snapshot = this.peek(record, log);
     if (!snapshot) return undefined;
@@ -427,7 +490,7 @@ export class SessionManager {
       await this.takeOver(callSid, log); // restores and expires it, so the store says so
       return undefined;
     }
-    return { snapshot };
+    return { snapshot, epoch };
   }
 
   /** The stored session as an unstarted actor's snapshot: typed and checkable, with no side effects. */
@@ -453,16 +516,19 @@ export class SessionManager {
     }
   }
 
-  /** Takes a stored session over: the lease first, fencing the old owner, then its final record. */
-  private takeOver(callSid: string, log: Logger): Promise<Session | undefined> {
+  /**
+   * Takes a stored session over: the lease first, fencing the old owner, then its final record.
+   * With `ifEpoch`, only if the session's epoch is still that one (else StaleLeaseError).
+   */
+  private takeOver(callSid: string, log: Logger, ifEpoch?: number): Promise<Session | undefined> {
     // Bounded: in a reconnect storm each restore then completes in a few round trips instead of
     // all of them crawling forward together behind each other's store I/O.
-    return this.restoreLimit(() => this.restoreNow(callSid, log));
+    return this.restoreLimit(() => this.restoreNow(callSid, log, ifEpoch));
   }
 
-  private async restoreNow(callSid: string, log: Logger): Promise<Session | undefined> {
+  private async restoreNow(callSid: string, log: Logger, ifEpoch?: number): Promise<Session | undefined> {
     const started = performance.now();
-    const { lease, record } = await this.acquireAndLoad(callSid);
+    const { lease, record } = await this.acquireAndLoad(callSid, ifEpoch);
     if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
     const actor = this.actorFrom(withRestartedReply(record.snapshot), true, log);
     if (!actor) return undefined;
@@ -488,10 +554,11 @@ export class SessionManager {
   }
 
   /** The lease first, fencing the old owner, then its final record: in one round trip where the store can. */
-  private async acquireAndLoad(callSid: string): Promise<{ lease: Lease; record: SessionRecord | undefined }> {
+  private async acquireAndLoad(callSid: string, ifEpoch?: number): Promise<{ lease: Lease; record: SessionRecord | undefined }> {
     const { store, instanceId } = this.opts;
-    if (store.acquireAndLoad) return store.acquireAndLoad(callSid, instanceId);
-    const lease = await store.acquire(callSid, instanceId);
+    const opts = ifEpoch === undefined ? {} : { ifEpoch };
+    if (store.acquireAndLoad) return store.acquireAndLoad(callSid, instanceId, opts);
+    const lease = await store.acquire(callSid, instanceId, opts);
     return { lease, record: await store.load(callSid) };
   }
 
@@ -523,10 +590,10 @@ export class SessionManager {
     const previous = this.sessions.get(callSid);
     if (previous) this.release(previous, 'replaced by a fresh session');
     const writer = new CoalescingWriter<Actor<SessionMachine>>(
-      (a) => this.persist(lease, a),
+      (a) => this.persist(session, a),
       (err) => this.onWriteError(session, err),
     );
-    const session: Session = { callSid, actor, lease, writer, socket: null, handingOff: null, log };
+    const session: Session = { callSid, actor, lease, writer, socket: null, handingOff: null, claimPending: false, writeFailed: false, log };
     this.sessions.set(callSid, session);
     actor.on('outbound', ({ message }) => session.socket?.send(message));
     let seen = actor.getSnapshot();
@@ -551,6 +618,7 @@ export class SessionManager {
     return session;
   }
 
+  /** A new session's socket. */
   private attach(session: Session, socket: SessionSocket): void {
     const old = session.socket;
     session.socket = socket;
@@ -558,17 +626,23 @@ export class SessionManager {
     if (old && old !== socket) old.close(4000, 'superseded by a newer connection');
   }
 
-  private async persist(lease: Lease, actor: Actor<SessionMachine>): Promise<void> {
+  private async persist(session: Session, actor: Actor<SessionMachine>): Promise<void> {
     const snapshot = actor.getSnapshot();
     // A stopped actor's snapshot has no children and ignores every event once restored: never store one.
     if (snapshot.status !== 'active' && snapshot.status !== 'done') return;
+    if (session.claimPending) {
+      // StaleLeaseError when another instance took the session since our epoch: fenced like any stale write.
+      session.lease = await this.opts.store.acquire(session.callSid, this.opts.instanceId, { ifEpoch: session.lease.epoch });
+      session.claimPending = false;
+    }
     const now = Date.now();
     const input: SaveInput = {
       snapshot: actor.getPersistedSnapshot(),
       state: lifecycleOf(snapshot.value),
       retainUntil: Math.max(now + this.opts.timeouts.retentionMs, snapshot.context.graceDeadline ?? 0),
     };
-    await this.opts.store.save(lease, input);
+    await this.opts.store.save(session.lease, input);
+    session.writeFailed = false;
   }
 
   private onWriteError(session: Session, err: unknown): void {
@@ -577,6 +651,7 @@ export class SessionManager {
       this.release(session, 'stale lease: another instance owns the session');
       return;
     }
+    session.writeFailed = true;
     session.log.error({ err }, 'snapshot write failed');
   }
 
@@ -617,22 +692,30 @@ function graceDeadlineOf(record: SessionRecord): number | null {
 }
 
 /**
- * Why `setup` may not resume this session, or undefined when it may. The call's identity (account,
- * numbers) must match, and the caller must prove it is the same call: our own clients
- * (`reconnection: true`) repeat the session's current sessionId (and their resumeKey if they set
- * one); Twilio's path brings a new sessionId, so it must bring the single-use token of the
- * reconnect TwiML we answered the action callback with (Twilio hands it over in customParameters).
+ * Why `setup` may not resume this session (with the close code to refuse it with), or undefined when
+ * it may. The call's identity (account, numbers) must match, and the caller must prove it is the same
+ * call: our own clients (`reconnection: true`) repeat the session's current sessionId (and their
+ * resumeKey if they set one); Twilio's path brings a new sessionId, so it must bring the single-use
+ * token of the reconnect TwiML we answered the action callback with (Twilio hands it over in
+ * customParameters), on that token's relay path when upgrades are signed.
  */
-export function resumeRefusal(setup: SetupMessage, snapshot: SessionSnapshot, local: boolean, signed?: { ticket: string | undefined }): string | undefined {
-  const context = snapshot.context as SessionSnapshot['context'] & { sessionId?: string };
+export function resumeRefusal(
+  setup: SetupMessage,
+  snapshot: SessionSnapshot,
+  opts: { local: boolean; signed?: { ticket: string | undefined }; now: number },
+): { reason: string; code: number } | undefined {
+  const context = snapshot.context as StoredContext;
   const link = lifecycleOf(snapshot.value);
   // Snapshots stored before accountSid was kept have none: their numbers still have to match.
   const sameCall =
     (context.accountSid === undefined || setup.accountSid === context.accountSid) && setup.from === context.from && setup.to === context.to;
-  if (!sameCall || !provesResume(setup, context, signed)) return 'not allowed to resume this session';
+  if (!sameCall || !provesResume(setup, context, opts.signed)) return { reason: 'not allowed to resume this session', code: 1008 };
+  if (link === 'connected' && context.resumedAt != null && opts.now - context.resumedAt < RESUME_SETTLE_MS) {
+    return { reason: 'resumed moments ago on another connection', code: 1013 };
+  }
   // Taking over a live socket (newest connection wins) is not a resume; everything else is capped.
-  const takesOverLiveSocket = local && link === 'connected';
-  if (!takesOverLiveSocket && !hasResumesLeft(snapshot.context)) return 'resume limit reached';
+  const takesOverLiveSocket = opts.local && link === 'connected';
+  if (!takesOverLiveSocket && !hasResumesLeft(snapshot.context)) return { reason: 'resume limit reached', code: 1008 };
   return undefined;
 }
 

@@ -6,7 +6,7 @@ import type { SnapshotStore } from './types.js';
 export function delegatingStore(inner: SnapshotStore, overrides: Partial<SnapshotStore> = {}): SnapshotStore {
   const store: SnapshotStore = {
     kind: inner.kind,
-    acquire: (callSid, owner) => inner.acquire(callSid, owner),
+    acquire: (callSid, owner, opts) => inner.acquire(callSid, owner, opts),
     save: (lease, input) => inner.save(lease, input),
     load: (callSid) => inner.load(callSid),
     currentEpoch: (callSid) => inner.currentEpoch(callSid),

@@ -54,7 +54,7 @@ export function withEncryption(store: SnapshotStore, keyring: Keyring, opts: Enc
 
   const encrypted: SnapshotStore = {
     kind: store.kind,
-    acquire: (callSid, owner) => store.acquire(callSid, owner),
+    acquire: (callSid, owner, opts) => store.acquire(callSid, owner, opts),
     save: (lease: Lease, input: SaveInput) =>
       store.save(lease, { ...input, snapshot: sealSnapshot(keyring, lease.callSid, input.snapshot) }),
     // The callSid asked for is the associated data, so a sealed snapshot copied under another call fails.
@@ -70,8 +70,8 @@ export function withEncryption(store: SnapshotStore, keyring: Keyring, opts: Enc
   };
   if (store.acquireAndLoad) {
     const acquireAndLoad = store.acquireAndLoad.bind(store);
-    encrypted.acquireAndLoad = async (callSid, owner) => {
-      const { lease, record } = await acquireAndLoad(callSid, owner);
+    encrypted.acquireAndLoad = async (callSid, owner, opts) => {
+      const { lease, record } = await acquireAndLoad(callSid, owner, opts);
       return { lease, record: open(record, callSid) };
     };
   }

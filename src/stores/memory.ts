@@ -2,6 +2,7 @@
 import {
   DEFAULT_MIN_LEASE_MS,
   StaleLeaseError,
+  type AcquireOptions,
   type CallTokenGrant,
   type Lease,
   type RetentionOptions,
@@ -30,8 +31,10 @@ export class MemoryStore implements SnapshotStore {
     this.minLeaseMs = opts.minLeaseMs ?? DEFAULT_MIN_LEASE_MS;
   }
 
-  async acquire(callSid: string, owner: string): Promise<Lease> {
-    const epoch = this.epochEntry(callSid).epoch + 1;
+  async acquire(callSid: string, owner: string, opts: AcquireOptions = {}): Promise<Lease> {
+    const current = this.epochEntry(callSid).epoch;
+    if (opts.ifEpoch !== undefined && current !== opts.ifEpoch) throw new StaleLeaseError(callSid, opts.ifEpoch, current);
+    const epoch = current + 1;
     this.raiseEpoch(callSid, epoch, 0);
     return { callSid, owner, epoch };
   }

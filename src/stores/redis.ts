@@ -6,6 +6,7 @@ import { closeClient, connectRedis, onConnectionError, parseRedisUrl, scanKeys, 
 import {
   DEFAULT_MIN_LEASE_MS,
   StaleLeaseError,
+  type AcquireOptions,
   type CallTokenGrant,
   type Lease,
   type RetentionOptions,
@@ -27,8 +28,13 @@ class LuaScript {
 // Newest wins: bump the epoch, make sure an orphaned lease (never saved) still expires, and announce
 // the new owner so the previous one can stop right away. A channel is no key: in a cluster a PUBLISH
 // reaches subscribers on every node.
-// KEYS: epoch[, record]. ARGV: minTtlMs, leaseChannel, callSid.
+// With ARGV[4] (an epoch, or '' for none): only if the epoch is still that one, else an error naming it.
+// KEYS: epoch[, record]. ARGV: minTtlMs, leaseChannel, callSid, ifEpoch.
 const TAKE_LEASE = `
+if ARGV[4] ~= '' then
+  local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if current ~= tonumber(ARGV[4]) then return redis.error_reply('STALE ' .. current) end
+end
 local epoch = redis.call('INCR', KEYS[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 redis.call('PUBLISH', ARGV[2], epoch .. ' ' .. ARGV[3])
@@ -118,14 +124,14 @@ export class RedisStore implements SnapshotStore {
     onConnectionError(this.redis, this.onError);
   }
 
-  async acquire(callSid: string, owner: string): Promise<Lease> {
-    const epoch = await this.run(ACQUIRE, [this.epochKey(callSid)], [this.minLeaseMs, this.leaseChannel(), callSid]);
+  async acquire(callSid: string, owner: string, opts: AcquireOptions = {}): Promise<Lease> {
+    const epoch = await this.takeLease(ACQUIRE, callSid, [this.epochKey(callSid)], opts);
     if (typeof epoch !== 'number') throw new Error(`unexpected acquire reply for ${callSid}: ${String(epoch)}`);
     return { callSid, owner, epoch };
   }
 
-  async acquireAndLoad(callSid: string, owner: string): Promise<{ lease: Lease; record: SessionRecord | undefined }> {
-    const reply = await this.run(ACQUIRE_AND_LOAD, [this.epochKey(callSid), this.recordKey(callSid)], [this.minLeaseMs, this.leaseChannel(), callSid]);
+  async acquireAndLoad(callSid: string, owner: string, opts: AcquireOptions = {}): Promise<{ lease: Lease; record: SessionRecord | undefined }> {
+    const reply = await this.takeLease(ACQUIRE_AND_LOAD, callSid, [this.epochKey(callSid), this.recordKey(callSid)], opts);
     // Lua's false (no record) arrives as null.
     if (!Array.isArray(reply) || typeof reply[0] !== 'number') throw new Error(`unexpected acquire reply for ${callSid}`);
     const raw: unknown = reply[1];
@@ -243,6 +249,18 @@ export class RedisStore implements SnapshotStore {
 
   private leaseChannel(): string {
     return `${this.prefix}leases`;
+  }
+
+  /** Runs a lease script; a conditional one that finds another epoch fails with StaleLeaseError. */
+  private async takeLease(script: LuaScript, callSid: string, keys: string[], opts: AcquireOptions): Promise<unknown> {
+    const ifEpoch = opts.ifEpoch ?? '';
+    try {
+      return await this.run(script, keys, [this.minLeaseMs, this.leaseChannel(), callSid, ifEpoch]);
+    } catch (err) {
+      const stale = err instanceof Error ? /^STALE (\d+)/.exec(err.message) : null;
+      if (stale && opts.ifEpoch !== undefined) throw new StaleLeaseError(callSid, opts.ifEpoch, Number(stale[1]));
+      throw err;
+    }
   }
 
   /** EVALSHA with a one-off EVAL fallback when the server has not cached the script yet. */

@@ -5,6 +5,7 @@ import Database from 'better-sqlite3';
 import {
   DEFAULT_MIN_LEASE_MS,
   StaleLeaseError,
+  type AcquireOptions,
   type CallTokenGrant,
   type Lease,
   type RetentionOptions,
@@ -141,7 +142,13 @@ export class SqliteStore implements SnapshotStore {
     // In its own transaction: a RETURNING statement read with get() commits when it is reset, where
     // better-sqlite3 does not report a failed commit (a read-only or full disk), and the epoch would
     // be handed out without being stored. An explicit COMMIT throws.
-    this.acquireTx = db.transaction((params: LeaseParams) => this.stmt.acquire.get(params)).immediate;
+    this.acquireTx = db.transaction((params: LeaseParams, ifEpoch: number | undefined) => {
+      if (ifEpoch !== undefined) {
+        const current = this.stmt.epoch.get(params.callSid)?.epoch ?? 0;
+        if (current !== ifEpoch) throw new StaleLeaseError(params.callSid, ifEpoch, current);
+      }
+      return this.stmt.acquire.get(params);
+    }).immediate;
     this.saveTx = db.transaction((lease: Lease, row: RecordRow) => {
       const current = this.assertCurrent(lease);
       this.stmt.upsert.run(row);
@@ -156,8 +163,8 @@ export class SqliteStore implements SnapshotStore {
     }).immediate;
   }
 
-  async acquire(callSid: string, owner: string): Promise<Lease> {
-    const row = this.acquireTx({ callSid, owner, epoch: 1, retainUntil: Date.now() + this.minLeaseMs });
+  async acquire(callSid: string, owner: string, opts: AcquireOptions = {}): Promise<Lease> {
+    const row = this.acquireTx({ callSid, owner, epoch: 1, retainUntil: Date.now() + this.minLeaseMs }, opts.ifEpoch);
     if (!row) throw new Error(`acquire returned no epoch for ${callSid}`);
     return { callSid, owner, epoch: row.epoch };
   }

@@ -78,7 +78,7 @@ export function withTimeouts(store: SnapshotStore, opts: TimeoutOptions): Snapsh
 
   const timed: SnapshotStore = {
     kind: store.kind,
-    acquire: (callSid, owner) => bounded('acquire', () => store.acquire(callSid, owner)),
+    acquire: (callSid, owner, opts) => bounded('acquire', () => store.acquire(callSid, owner, opts)),
     save: (lease, input) => bounded('save', () => store.save(lease, input)),
     load: (callSid) => bounded('load', () => store.load(callSid)),
     currentEpoch: (callSid) => bounded('current_epoch', () => store.currentEpoch(callSid)),
@@ -91,7 +91,7 @@ export function withTimeouts(store: SnapshotStore, opts: TimeoutOptions): Snapsh
   };
   if (store.acquireAndLoad) {
     const acquireAndLoad = store.acquireAndLoad.bind(store);
-    timed.acquireAndLoad = (callSid, owner) => bounded('acquire_and_load', () => acquireAndLoad(callSid, owner));
+    timed.acquireAndLoad = (callSid, owner, opts) => bounded('acquire_and_load', () => acquireAndLoad(callSid, owner, opts));
   }
   if (store.probe) {
     const probe = store.probe.bind(store);

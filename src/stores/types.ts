@@ -60,15 +60,23 @@ export interface CallTokenGrant {
   keepUntil: number;
 }
 
+/** A conditional acquire: only if the epoch is still the one seen, else StaleLeaseError and nothing changes. */
+export interface AcquireOptions {
+  ifEpoch?: number;
+}
+
 export interface SnapshotStore {
   readonly kind: 'memory' | 'sqlite' | 'redis';
-  /** Takes ownership of a session (newest wins): bumps and returns the fencing epoch. */
-  acquire(callSid: string, owner: string): Promise<Lease>;
+  /**
+   * Takes ownership of a session (newest wins): bumps and returns the fencing epoch. With `ifEpoch`,
+   * only if nobody acquired the session since that epoch was seen (two racing resumes: one wins).
+   */
+  acquire(callSid: string, owner: string, opts?: AcquireOptions): Promise<Lease>;
   /**
    * acquire() then load() as one atomic step, where a store can do it in one round trip (Redis);
    * the record is read after the epoch moved, so no older owner's write can land after it.
    */
-  acquireAndLoad?(callSid: string, owner: string): Promise<{ lease: Lease; record: SessionRecord | undefined }>;
+  acquireAndLoad?(callSid: string, owner: string, opts?: AcquireOptions): Promise<{ lease: Lease; record: SessionRecord | undefined }>;
   /** Atomically checks the lease epoch against the current one and writes; throws StaleLeaseError. */
   save(lease: Lease, input: SaveInput): Promise<void>;
   /** Returns the record unless missing or past retainUntil. */

@@ -189,7 +189,8 @@ export class CallDriver {
     if (!this.twiml) throw new Error('RESUME_TWILIO needs the TwiML of an ACTION');
     // The TwiML names the public host; after a restart the instance behind it listens on a new port.
     const url = new URL(relayUrlOf(this.twiml));
-    expect(url.pathname).toBe('/relay');
+    // The relay path of the TwiML's own token (what Twilio signs): /relay/<ticket>.
+    expect(url.pathname).toMatch(/^\/relay\/[\w-]{43}$/);
     url.host = new URL(this.ts.server.relayUrl).host;
     const dropped = this.currentCall();
     this.call = await SimulatedCall.connect(twilioReconnectOptions(this.twiml, dropped, { url: url.toString() }));

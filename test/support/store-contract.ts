@@ -61,6 +61,27 @@ export function storeContract({ kind, open }: ContractOptions): void {
     expect((await s.acquire(newSid(), 'a')).epoch).toBe(1);
   });
 
+  it('acquires conditionally (ifEpoch): of two racers that saw the same epoch one wins, the other changes nothing', async () => {
+    const s = store();
+    const sid = newSid();
+    const seen = (await s.acquire(sid, 'a')).epoch;
+    const winner = await s.acquire(sid, 'b', { ifEpoch: seen });
+    expect(winner.epoch).toBe(seen + 1);
+    const loser = await s.acquire(sid, 'c', { ifEpoch: seen }).catch((err: unknown) => err);
+    expect(loser).toBeInstanceOf(StaleLeaseError);
+    expect(loser).toMatchObject({ epoch: seen, currentEpoch: seen + 1 });
+    expect(await s.currentEpoch(sid)).toBe(seen + 1);
+    // Never acquired: the epoch seen is 0.
+    expect((await s.acquire(newSid(), 'a', { ifEpoch: 0 })).epoch).toBe(1);
+    if (s.acquireAndLoad) {
+      await s.save(winner, { snapshot, state: 'grace', retainUntil: Date.now() + MINUTE });
+      await expect(s.acquireAndLoad(sid, 'c', { ifEpoch: seen })).rejects.toBeInstanceOf(StaleLeaseError);
+      const taken = await s.acquireAndLoad(sid, 'c', { ifEpoch: seen + 1 });
+      expect(taken.lease.epoch).toBe(seen + 2);
+      expect(taken.record).toMatchObject({ state: 'grace', epoch: seen + 1 });
+    }
+  });
+
   it('round-trips a nested JSON snapshot', async () => {
     const s = store();
     const sid = newSid();
