@@ -270,6 +270,20 @@ describe('the action callback needs the socket to be gone', () => {
 });
 
 describe('a callback names the socket it is about', () => {
+  it("a refused resume socket's callback asks Twilio to reconnect again, and the next socket resumes", async () => {
+    const call = track(await SimulatedCall.connect({ url: ts.server.relayUrl }));
+    expect(await say(call, 'hello')).toBe('You said: hello');
+    await call.drop();
+    const first = await postDroppedAction(ts.server.httpUrl, call);
+    // Twilio's socket arrives with a token that is not (or no longer) valid: refused, then Twilio posts its callback.
+    const refused = track(await SimulatedCall.connect(twilioReconnectOptions(first.body, call, { customParameters: { resumeToken: 'not-the-token' } })));
+    expect((await refused.closed).code).toBe(1008);
+    const again = await postDroppedAction(ts.server.httpUrl, refused);
+    expect(again.body).toContain('<ConversationRelay');
+    const back = track(await SimulatedCall.connect(twilioReconnectOptions(again.body, call)));
+    expect((await back.nextReply()).text).toBe(expectedResumeLine('en-US'));
+  });
+
   it('a replayed callback of an earlier socket neither moves nor ends the call, on the instance holding it or on another one', async () => {
     const sqlitePath = tempSqlitePath();
     const llm = await startFakeOpenAI();

@@ -62,6 +62,11 @@ export interface SessionContext {
   sessionKeyHash: string;
   resumeKeyHash: string | null;
   resumeTokenHashes: string[];
+  /**
+   * The sessionIds (hashed) of the sockets resumes replaced: an action callback naming one is a
+   * replay. Bounded by the resume cap.
+   */
+  earlierSessionKeyHashes: string[];
   accountSid: string;
   from: string;
   to: string;
@@ -371,6 +376,11 @@ export const sessionMachine = setup({
     recordResume: assign(({ context }, params: { sessionKeyHash: string; at: number }) => ({
       resumes: context.resumes + 1,
       sessionKeyHash: params.sessionKeyHash,
+      // Our own clients resume with the same sessionId: that socket is not an earlier one.
+      earlierSessionKeyHashes:
+        params.sessionKeyHash === context.sessionKeyHash
+          ? (context.earlierSessionKeyHashes ?? [])
+          : [...(context.earlierSessionKeyHashes ?? []), context.sessionKeyHash].slice(-(context.timeouts.maxResumes + 1)),
       // Single use: the token that let this socket in (if any) is spent, and so are its siblings.
       resumeTokenHashes: [],
       resumedAt: params.at,
@@ -407,6 +417,7 @@ export const sessionMachine = setup({
     sessionKeyHash: input.sessionKeyHash,
     resumeKeyHash: input.resumeKeyHash,
     resumeTokenHashes: [],
+    earlierSessionKeyHashes: [],
     accountSid: input.accountSid,
     from: input.from,
     to: input.to,

@@ -13,7 +13,7 @@ export const REDACTED = '[redacted]';
 /** Keys whose value is keypad input wherever they appear. */
 const KEYPAD_KEYS: ReadonlySet<string> = new Set(['digit', 'digits', 'buffer']);
 /** Resume proofs (and their hashes), wherever they appear: a custom parameter, a context, a RESUME or ACTION event. */
-const SECRET_KEYS: ReadonlySet<string> = new Set(['resumeToken', 'resumeKey', 'callToken', 'sessionKeyHash', 'resumeKeyHash', 'resumeTokenHash']);
+const SECRET_KEYS: ReadonlySet<string> = new Set(['resumeToken', 'resumeKey', 'callToken', 'sessionKeyHash', 'resumeKeyHash', 'resumeTokenHash', 'resumeTokenHashes', 'earlierSessionKeyHashes']);
 /** The call's numbers: only the last four characters stay. */
 const NUMBER_KEYS: ReadonlySet<string> = new Set(['from', 'to']);
 /** Free text said by the caller or the agent: turns, prompts, LLM deltas, interrupts, replies in flight. */

@@ -264,9 +264,9 @@ export class SessionManager {
       const resumable = params.errorCode === '64105' && params.callStatus === 'in-progress';
       // Twilio's signed callback may move the session here: take it over from whoever held it.
       const found = await this.locate(params.callSid, log);
-      if (found && params.sessionId && !matchesHash(params.sessionId, sessionKeyHashOf(found.snapshot))) {
-        // Twilio posts a callback once per socket, when it closes, naming it: this one names an earlier
-        // socket of the call (a replay), so it may neither move the call here nor end it.
+      if (found && params.sessionId && isEarlierSocket(params.sessionId, found.snapshot)) {
+        // Twilio posts a callback once per socket, when it closes, naming it: this one names a socket
+        // the call has since moved on from (a replay), so it may neither move the call here nor end it.
         log.warn({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for an earlier socket of this call: ignored');
         return { kind: 'ack' };
       }
@@ -294,6 +294,8 @@ export class SessionManager {
         at: this.clock.now(),
         ...(resumeToken ? { resumeTokenHash: hashSecret(resumeToken) } : {}),
       });
+      // Stored before Twilio hears of the token: its new socket may reach another instance at once.
+      if (resumeToken) await session.writer.flush();
       const state = lifecycleOf(session.actor.getSnapshot().value);
       // Ended with a socket still attached: the call is over, so is its socket.
       if (session.actor.getSnapshot().status === 'done' && session.socket) {
@@ -478,11 +480,9 @@ export class SessionManager {
       this.release(local, 'another instance took the session over');
     }
     // Through the same limit as restores, so a storm of look-ups cannot queue ahead of them in the store.
-    // The epoch is read first: a takeover after that read makes a conditional restore fail.
-    const { record, epoch } = await this.restoreLimit(async () => {
-      const seen = await this.opts.store.currentEpoch(callSid);
-      return { epoch: seen, record: await this.opts.store.load(callSid) };
-    });
+    // The epoch is asked for first (in one round trip with the record: every store answers in the
+    // order asked), so a takeover after that read makes a conditional restore fail.
+    const [epoch, record] = await this.restoreLimit(() => Promise.all([this.opts.store.currentEpoch(callSid), this.opts.store.load(callSid)]));
     if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
     const snapshot = this.peek(record, log);
     if (!snapshot) return undefined;
@@ -735,6 +735,12 @@ function provesResume(setup: SetupMessage, context: StoredContext, signed: { tic
   }
   if (!matchesHash(setup.sessionId, sessionKeyHashOf({ context }))) return false;
   return !context.resumeKeyHash || matchesHash(setup.customParameters.resumeKey, context.resumeKeyHash);
+}
+
+/** Whether `sessionId` is one of the sockets the session was resumed away from. */
+function isEarlierSocket(sessionId: string, snapshot: SessionSnapshot): boolean {
+  if (matchesHash(sessionId, sessionKeyHashOf(snapshot))) return false;
+  return (snapshot.context.earlierSessionKeyHashes ?? []).some((hash) => matchesHash(sessionId, hash));
 }
 
 /** The hash of the session's current sessionId (snapshots stored before the hash was kept name the id itself). */
