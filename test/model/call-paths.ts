@@ -16,17 +16,20 @@ export const MAX_STEPS_PER_PATH = 40;
 
 const serializeState = (s: ModelSnapshot) => JSON.stringify([s.value, s.context]);
 
+/** A transition of the exact graph; states and goals are numbered (the walk is a hot loop). */
 interface Edge {
   event: CallModelEvent;
-  to: string;
-  goals: string[];
+  to: number;
+  goals: number[];
 }
 
 interface Graph {
-  initial: string;
-  states: Map<string, ModelSnapshot>;
-  /** Enabled transitions only (the adjacency map also lists events a state ignores). */
-  edges: Map<string, Edge[]>;
+  /** By number; 0 is the initial state. */
+  states: ModelSnapshot[];
+  /** Enabled transitions only, by source state (the adjacency map also lists events a state ignores). */
+  edges: Edge[][];
+  /** Goal names by number. */
+  goals: string[];
 }
 
 function testModel(store: StoreKind) {
@@ -36,38 +39,44 @@ function testModel(store: StoreKind) {
 
 function graphOf(store: StoreKind): Graph {
   const adjacency = testModel(store).getAdjacencyMap() as AdjacencyMap<ModelSnapshot, CallModelEvent>;
-  const states = new Map<string, ModelSnapshot>();
-  const edges = new Map<string, Edge[]>();
-  let initial: string | undefined;
   type Transition = AdjacencyValue<ModelSnapshot, CallModelEvent>['transitions'][never];
-  for (const [key, { state, transitions }] of Object.entries(adjacency)) {
-    initial ??= key; // the traversal starts at the initial state
-    states.set(key, state);
-    const out: Edge[] = [];
-    for (const { event, state: next } of Object.values(transitions) as Transition[]) {
-      if (!state.can(event)) continue;
-      out.push({ event, to: serializeState(next), goals: coverageGoals(state, event, next) });
-    }
-    edges.set(key, out);
-  }
-  if (!initial) throw new Error('empty model');
-  return { initial, states, edges };
+  // The traversal starts at the initial state, so it is the first entry.
+  const entries = Object.entries(adjacency);
+  const index = new Map(entries.map(([key], i) => [key, i]));
+  const goalIndex = new Map<string, number>();
+  const goals: string[] = [];
+  const goalId = (goal: string) => {
+    let id = goalIndex.get(goal);
+    if (id === undefined) goalIndex.set(goal, (id = goals.push(goal) - 1));
+    return id;
+  };
+  const edges = entries.map(([, { state, transitions }]) =>
+    (Object.values(transitions) as Transition[])
+      .filter(({ event }) => state.can(event))
+      .map(({ event, state: next }) => ({
+        event,
+        to: index.get(serializeState(next))!,
+        goals: coverageGoals(state, event, next).map(goalId),
+      })),
+  );
+  return { states: entries.map(([, { state }]) => state), edges, goals };
 }
 
-/** The shortest route from `from` whose last edge covers a goal not covered yet. */
-function routeToNearestGoal(graph: Graph, from: string, uncovered: ReadonlySet<string>): Edge[] | undefined {
-  const previous = new Map<string, { state: string; edge: Edge } | null>([[from, null]]);
+/** The shortest route from `from` whose last edge covers a goal not covered yet (breadth-first). */
+function routeToNearestGoal(graph: Graph, from: number, uncovered: Uint8Array): Edge[] | undefined {
+  const via: Array<{ state: number; edge: Edge } | null | undefined> = new Array(graph.states.length);
+  via[from] = null;
   const queue = [from];
   for (let head = 0; head < queue.length; head++) {
     const state = queue[head]!;
-    for (const edge of graph.edges.get(state) ?? []) {
-      if (edge.goals.some((g) => uncovered.has(g))) {
+    for (const edge of graph.edges[state]!) {
+      if (edge.goals.some((g) => uncovered[g])) {
         const route = [edge];
-        for (let at = previous.get(state); at; at = previous.get(at.state)) route.unshift(at.edge);
+        for (let at = via[state]; at; at = via[at.state]) route.unshift(at.edge);
         return route;
       }
-      if (!previous.has(edge.to)) {
-        previous.set(edge.to, { state, edge });
+      if (via[edge.to] === undefined) {
+        via[edge.to] = { state, edge };
         queue.push(edge.to);
       }
     }
@@ -79,9 +88,9 @@ function routeToNearestGoal(graph: Graph, from: string, uncovered: ReadonlySet<s
 function toTestPath(store: StoreKind, graph: Graph, route: Edge[]): CallPath {
   const model = testModel(store);
   const steps: Array<Step<ModelSnapshot, CallModelEvent>> = [
-    { state: graph.states.get(graph.initial)!, event: { type: 'xstate.init' } as unknown as CallModelEvent },
+    { state: graph.states[0]!, event: { type: 'xstate.init' } as unknown as CallModelEvent },
   ];
-  for (const edge of route) steps.push({ state: graph.states.get(edge.to)!, event: edge.event });
+  for (const edge of route) steps.push({ state: graph.states[edge.to]!, event: edge.event });
   const statePath: StatePath<ModelSnapshot, CallModelEvent> = { state: steps.at(-1)!.state, steps, weight: route.length };
   return {
     ...statePath,
@@ -99,22 +108,30 @@ export interface Coverage {
 /** Few long paths that together take every coverage goal the model can reach on `store`. */
 export function coveringPaths(store: StoreKind, maxSteps = MAX_STEPS_PER_PATH): Coverage {
   const graph = graphOf(store);
-  const uncovered = new Set<string>();
-  for (const out of graph.edges.values()) for (const edge of out) for (const goal of edge.goals) uncovered.add(goal);
-  const goals = uncovered.size;
+  const uncovered = new Uint8Array(graph.goals.length).fill(1);
+  let left = graph.goals.length;
   const routes: Edge[][] = [];
-  while (uncovered.size > 0) {
+  while (left > 0) {
     const route: Edge[] = [];
-    let at = graph.initial;
+    let at = 0;
     for (;;) {
       const next = routeToNearestGoal(graph, at, uncovered);
       if (!next || (route.length > 0 && route.length + next.length > maxSteps)) break;
-      for (const edge of next) for (const goal of edge.goals) uncovered.delete(goal);
+      for (const edge of next) {
+        for (const goal of edge.goals) {
+          left -= uncovered[goal]!;
+          uncovered[goal] = 0;
+        }
+      }
       route.push(...next);
       at = next.at(-1)!.to;
     }
-    if (route.length === 0) throw new Error(`coverage goals unreachable: ${[...uncovered].join(', ')}`);
+    if (route.length === 0) throw new Error(`coverage goals unreachable: ${graph.goals.filter((_, i) => uncovered[i]).join(', ')}`);
     routes.push(route);
   }
-  return { paths: routes.map((r) => toTestPath(store, graph, r)), goals, steps: routes.reduce((n, r) => n + r.length, 0) };
+  return {
+    paths: routes.map((r) => toTestPath(store, graph, r)),
+    goals: graph.goals.length,
+    steps: routes.reduce((n, r) => n + r.length, 0),
+  };
 }
