@@ -2,10 +2,12 @@
 // counter combination) is far too large to execute, and every path pays for a server, a store and
 // sockets of its own, so the paths are few and long: @xstate/graph maps every exact state and
 // transition of the model, and a greedy walk over that map strings together transitions until
-// every coverage goal (see coverageGoal: each event from each class of source state that matters
-// to the server) has been taken at least once. Each walk goes to the nearest goal not yet covered
-// (breadth-first over the exact states, so every state along it is one the events really produce)
-// and ends when it is long enough or no goal is reachable from where it stands.
+// every coverage goal (see coverageGoals: each event paired with each fact about its source state
+// that matters to the server) has been taken at least once. Each walk goes to the nearest goal not
+// yet covered (breadth-first over the exact states, so every state along it is one the events
+// really produce) and ends when it is MAX_STEPS_PER_PATH long or no goal is reachable from where it
+// stands. A walk may go on through several sessions of the call (a reconnect after the session
+// expired or ended starts a fresh one), so few paths pay for a server start.
 import { createTestModel, type AdjacencyMap, type AdjacencyValue, type StatePath, type Step, type TestPath } from '@xstate/graph';
 import { callModel, coverageGoals, type CallModelEvent, type ModelSnapshot, type StoreKind } from './call-model.js';
 
