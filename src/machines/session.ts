@@ -400,7 +400,10 @@ export const sessionMachine = setup({
       const text = (token: string, last: boolean): SessionEmitted => ({ type: 'outbound', message: { type: 'text', token, last } });
       // A new Twilio session starts in the TwiML's language: switch it back to the call's current one.
       enqueue.emit(languageMessage(context.language));
-      enqueue.emit(text(resumeLine(context.language), !streaming && !cutOff));
+      // A reply restarted from its beginning (restored by a restarted or another instance) has no cut-off
+      // text yet: its first delta follows the line, so the line ends with the space between them.
+      const line = resumeLine(context.language);
+      enqueue.emit(text(streaming && !cutOff ? `${line} ` : line, !streaming && !cutOff));
       // A reply still streaming is continued by its next deltas; a finished one closes the cycle.
       if (cutOff) enqueue.emit(text(` ${cutOff}`, !streaming));
       enqueue.assign({ undelivered: null });

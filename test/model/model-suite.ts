@@ -1,39 +1,42 @@
-// Model-based tests of the call (issue 5.1): every shortest path of the call model, plus a bounded
-// set of longer simple paths, runs against the real server over real sockets, and every state
-// along the way is checked against the live actor and the stored record. One test file per store
-// (memory/sqlite/redis.model.test.ts) calls this, so vitest runs the stores in parallel.
+// Model-based tests of the call (issue 5.1, 11): a few long paths of the call model that together
+// take every coverage goal (see call-paths.ts) run against the real server over real sockets, and
+// every state along the way is checked against the live actor and the stored record. One test file
+// per store (memory/sqlite/redis.model.test.ts) calls this, so vitest runs the stores in parallel.
 import { randomUUID } from 'node:crypto';
 import { afterAll, describe, it } from 'vitest';
 import { REDIS_URL, redisAvailable } from '../support/redis.js';
 import { clearRedisPrefix } from '../support/resume-scenario.js';
 import { CallDriver } from './call-driver.js';
 import type { StoreKind } from './call-model.js';
-import { shortestPaths, simplePaths } from './call-paths.js';
+import { coveringPaths } from './call-paths.js';
 
-/** Longer simple paths added per store on top of the shortest paths. */
-const SIMPLE_PATHS_PER_STORE = 6;
 /**
- * Grace never runs out on its own during a path: the server's clock only moves when GRACE_EXPIRE
- * moves it past the deadline. The keypad idle timer never fires either (paths do not wait for it).
+ * Time only passes on the server's TestClock: grace runs out when GRACE_EXPIRE moves it past the
+ * deadline, a keypad entry idles out when KEYPAD_IDLE moves it by dtmfIdleMs. Neither is waited for
+ * in real time, so the values only have to be apart (no keypad timeout adds up to a grace period).
  */
-const TIMING = { graceMs: 10 * 60_000, dtmfIdleMs: 60_000, storyDelayMs: 50 };
-const PATH_TIMEOUT_MS = 30_000;
+const TIMING = { graceMs: 10 * 60_000, dtmfIdleMs: 60_000, storyDelayMs: 10 };
+const PATH_TIMEOUT_MS = 60_000;
 
 export async function describeCallModel(store: StoreKind): Promise<void> {
   const available = store !== 'redis' || (await redisAvailable());
   describe(`call model against the real server, ${store} store`, () => {
-    const shortest = shortestPaths(store);
-    const simple = simplePaths(store, SIMPLE_PATHS_PER_STORE);
-    console.log(`[model] ${store}: ${shortest.length} shortest + ${simple.length} simple paths`);
+    const { paths, goals, steps } = coveringPaths(store);
+    console.log(`[model] ${store}: ${paths.length} paths, ${steps} steps, ${goals} coverage goals`);
+    if (store === 'memory') {
+      // The model has no such paths on this store (its guards mayRestart and mayMove): the SQLite and
+      // Redis model files run them. Listed as skipped so the report says what this store leaves out.
+      it.skip('SERVER_RESTART: a memory store dies with its process, nothing is left to restore');
+      it.skip('ACTION_ELSEWHERE / RESUME_ELSEWHERE: a memory store cannot be shared, so no second instance can take the call over');
+    }
     const prefix = `test:model:${randomUUID().slice(0, 8)}:${store}:`;
     afterAll(async () => {
       if (store === 'redis' && available) await clearRedisPrefix(REDIS_URL, prefix);
     });
 
-    const cases = [...shortest.map((p) => ({ kind: 'shortest', path: p })), ...simple.map((p) => ({ kind: 'simple', path: p }))];
-    cases.forEach(({ kind, path }, i) => {
+    paths.forEach((path, i) => {
       it.skipIf(!available)(
-        `${kind} #${i}: ${path.description}`,
+        `path #${i} (${path.steps.length - 1} steps): ${path.description}`,
         async () => {
           const driver = await CallDriver.start({ store, redisPrefix: `${prefix}${i}:`, ...TIMING });
           try {

@@ -14,6 +14,10 @@ export interface SessionView {
   /** Digits typed so far in the active keypad entry (the DTMF child's buffer), null without one. */
   dtmf: number | null;
   resumes: number;
+  /** A reply is being generated (the conversation is responding). */
+  replying: boolean;
+  /** The hash of the resume token the last reconnect TwiML handed out, until a resume spends it. */
+  resumeTokenHash: string | null;
   /** Broken history invariants (duplicated or unanswered turns); empty when sound. */
   historyProblems: string[];
 }
@@ -32,8 +36,11 @@ interface Turn {
 /**
  * Every caller utterance in these tests is unique and answered once: a user turn repeated (a
  * resume replaying history) or left without an answer, or two identical turns in a row, is a bug.
+ * Only the last turn may be a user turn still waiting for its answer, and only while the reply to
+ * it is in flight or after the session ended with it (expired or ended mid-reply): the caller
+ * decides, see `unanswered`.
  */
-export function historyProblems(history: readonly Turn[]): string[] {
+export function historyProblems(history: readonly Turn[], opts: { lastMayBeUnanswered?: boolean } = {}): string[] {
   const problems: string[] = [];
   const seen = new Set<string>();
   history.forEach((turn, i) => {
@@ -41,7 +48,8 @@ export function historyProblems(history: readonly Turn[]): string[] {
     if (turn.role === 'user') {
       if (seen.has(text)) problems.push(`user turn repeated at ${i}: ${text}`);
       seen.add(text);
-      if (history[i + 1]?.role !== 'assistant') problems.push(`user turn at ${i} not followed by an answer`);
+      const last = i === history.length - 1;
+      if (history[i + 1]?.role !== 'assistant' && !(last && opts.lastMayBeUnanswered)) problems.push(`user turn at ${i} not followed by an answer`);
     }
     const previous = history[i - 1];
     if (previous && previous.role === turn.role && previous.content === turn.content && turn.role !== 'tool') {
@@ -57,7 +65,7 @@ function liveDtmfBuffer(snapshot: SnapshotFrom<SessionMachine>): string | undefi
   return typeof buffer === 'string' ? buffer : undefined;
 }
 
-function viewOfRecord(record: SessionRecord): SessionView {
+function viewOfRecord(record: SessionRecord, lastMayBeUnanswered: boolean): SessionView {
   const { context } = persisted(record);
   const history = (context?.history ?? []) as Turn[];
   const buffer = storedDtmfBuffer(record);
@@ -67,11 +75,17 @@ function viewOfRecord(record: SessionRecord): SessionView {
     language: context?.language ?? '?',
     dtmf: buffer === undefined ? null : buffer.length,
     resumes: context?.resumes ?? -1,
-    historyProblems: historyProblems(history),
+    replying: context?.reply != null,
+    resumeTokenHash: context?.resumeTokenHash ?? null,
+    historyProblems: historyProblems(history, { lastMayBeUnanswered }),
   };
 }
 
-export async function observe(server: RunningServer, callSid: string): Promise<Observation> {
+/**
+ * The call's session on `server`: its live actor (if this instance holds one) and its stored record.
+ * `lastMayBeUnanswered`: the caller's last turn may still wait for its answer (see historyProblems).
+ */
+export async function observe(server: RunningServer, callSid: string, lastMayBeUnanswered = false): Promise<Observation> {
   const session = server.manager.get(callSid);
   let live: Observation['live'];
   if (session) {
@@ -83,10 +97,12 @@ export async function observe(server: RunningServer, callSid: string): Promise<O
       language: snapshot.context.language,
       dtmf: buffer === undefined ? null : buffer.length,
       resumes: snapshot.context.resumes,
-      historyProblems: historyProblems(snapshot.context.history),
+      replying: snapshot.context.reply !== null,
+      resumeTokenHash: snapshot.context.resumeTokenHash,
+      historyProblems: historyProblems(snapshot.context.history, { lastMayBeUnanswered }),
       socketAttached: session.socket !== null,
     };
   }
   const record = await server.store.load(callSid);
-  return { live, stored: record && viewOfRecord(record) };
+  return { live, stored: record && viewOfRecord(record, lastMayBeUnanswered) };
 }

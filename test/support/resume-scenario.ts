@@ -154,7 +154,15 @@ interface PersistedChild {
 
 interface PersistedSession {
   value?: unknown;
-  context?: { language?: string; history?: unknown[]; resumes?: number; sessionId?: string; graceDeadline?: number | null };
+  context?: {
+    language?: string;
+    history?: unknown[];
+    resumes?: number;
+    sessionId?: string;
+    graceDeadline?: number | null;
+    reply?: unknown;
+    resumeTokenHash?: string | null;
+  };
   children?: Record<string, PersistedChild>;
 }
 
