@@ -16,7 +16,7 @@ export interface SessionView {
   resumes: number;
   /** A reply is being generated (the conversation is responding). */
   replying: boolean;
-  /** The hash of the resume token the last reconnect TwiML handed out, until a resume spends it. */
+  /** The hash of the resume token the latest reconnect TwiML handed out, until a resume spends it. */
   resumeTokenHash: string | null;
   /** Broken history invariants (duplicated or unanswered turns); empty when sound. */
   historyProblems: string[];
@@ -76,7 +76,7 @@ function viewOfRecord(record: SessionRecord, lastMayBeUnanswered: boolean): Sess
     dtmf: buffer === undefined ? null : buffer.length,
     resumes: context?.resumes ?? -1,
     replying: context?.reply != null,
-    resumeTokenHash: context?.resumeTokenHash ?? null,
+    resumeTokenHash: context?.resumeTokenHashes?.at(-1) ?? null,
     historyProblems: historyProblems(history, { lastMayBeUnanswered }),
   };
 }
@@ -98,7 +98,7 @@ export async function observe(server: RunningServer, callSid: string, lastMayBeU
       dtmf: buffer === undefined ? null : buffer.length,
       resumes: snapshot.context.resumes,
       replying: snapshot.context.reply !== null,
-      resumeTokenHash: snapshot.context.resumeTokenHash,
+      resumeTokenHash: snapshot.context.resumeTokenHashes.at(-1) ?? null,
       historyProblems: historyProblems(snapshot.context.history, { lastMayBeUnanswered }),
       socketAttached: session.socket !== null,
     };

@@ -161,7 +161,7 @@ interface PersistedSession {
     sessionId?: string;
     graceDeadline?: number | null;
     reply?: unknown;
-    resumeTokenHash?: string | null;
+    resumeTokenHashes?: string[];
   };
   children?: Record<string, PersistedChild>;
 }
