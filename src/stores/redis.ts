@@ -1,7 +1,6 @@
 // Shared snapshot store on Redis: fencing and writes are atomic Lua scripts, retention is key TTLs.
 // Works on one server, behind Sentinel and on Redis Cluster (see redis-connection.ts): every script
 // gets all its keys in KEYS, and the keys of one call share a hash tag, so each script touches one slot.
-import { createHash } from 'node:crypto';
 import { closeClient, connectRedis, onConnectionError, parseRedisUrl, scanKeys, type RedisClient } from './redis-connection.js';
 import {
   DEFAULT_MIN_LEASE_MS,
@@ -18,11 +17,12 @@ import {
 /** How long the readiness probe's key outlives the last probe, so it goes soon after the last instance. */
 const PROBE_TTL_MS = 60_000;
 
-class LuaScript {
-  readonly sha: string;
-  constructor(readonly source: string) {
-    this.sha = createHash('sha1').update(source).digest('hex');
-  }
+/** A Lua script run as an ioredis custom command (defineCommand: EVALSHA, loading the script when the server lacks it). */
+interface LuaScript {
+  /** The command's name on the client. */
+  name: string;
+  numberOfKeys: number;
+  lua: string;
 }
 
 // Newest wins: bump the epoch, make sure an orphaned lease (never saved) still expires, and announce
@@ -39,14 +39,17 @@ local epoch = redis.call('INCR', KEYS[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 redis.call('PUBLISH', ARGV[2], epoch .. ' ' .. ARGV[3])
 `;
-const ACQUIRE = new LuaScript(`${TAKE_LEASE}return epoch`);
+const ACQUIRE: LuaScript = { name: 'relayAcquire', numberOfKeys: 1, lua: `${TAKE_LEASE}return epoch` };
 // ACQUIRE, then the record in the same atomic step (one round trip for a restore).
-const ACQUIRE_AND_LOAD = new LuaScript(`${TAKE_LEASE}return { epoch, redis.call('GET', KEYS[2]) }`);
+const ACQUIRE_AND_LOAD: LuaScript = { name: 'relayAcquireAndLoad', numberOfKeys: 2, lua: `${TAKE_LEASE}return { epoch, redis.call('GET', KEYS[2]) }` };
 
 // Returns the current epoch (a number) when the lease is stale, 'OK' once written.
 // The epoch key is raised to the lease epoch (it may have expired) and only ever gets a later expiry.
 // KEYS: record, epoch. ARGV: leaseEpoch, recordJson, retainUntil, epochKeepUntil, now.
-const SAVE = new LuaScript(`
+const SAVE: LuaScript = {
+  name: 'relaySave',
+  numberOfKeys: 2,
+  lua: `
 local lease = tonumber(ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[2]) or '0')
 if lease < current then return current end
@@ -57,34 +60,49 @@ local ttl = redis.call('PTTL', KEYS[2])
 if ttl >= 0 and tonumber(ARGV[5]) + ttl >= tonumber(ARGV[4]) then return redis.status_reply('OK') end
 redis.call('PEXPIREAT', KEYS[2], ARGV[4])
 return redis.status_reply('OK')
-`);
+`,
+};
 
 // The epoch key is kept so an older owner cannot resurrect the session.
 // KEYS: record, epoch. ARGV: leaseEpoch.
-const DELETE = new LuaScript(`
+const DELETE: LuaScript = {
+  name: 'relayDelete',
+  numberOfKeys: 2,
+  lua: `
 local current = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[1]) < current then return current end
 redis.call('DEL', KEYS[1])
 return redis.status_reply('OK')
-`);
+`,
+};
 
 // A new call's admission token: one hash per call, re-issued only while unredeemed.
 // KEYS: callToken. ARGV: hash, expiresAt, keepUntil.
-const ISSUE_CALL_TOKEN = new LuaScript(`
+const ISSUE_CALL_TOKEN: LuaScript = {
+  name: 'relayIssueCallToken',
+  numberOfKeys: 1,
+  lua: `
 if redis.call('HGET', KEYS[1], 'used') == '1' then return 0 end
 redis.call('HSET', KEYS[1], 'h', ARGV[1], 'exp', ARGV[2])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return 1
-`);
+`,
+};
 // Single use, atomically: marks the entry used (it stays until its expiry, so no new token is issued).
 // KEYS: callToken. ARGV: hash, now.
-const REDEEM_CALL_TOKEN = new LuaScript(`
+const REDEEM_CALL_TOKEN: LuaScript = {
+  name: 'relayRedeemCallToken',
+  numberOfKeys: 1,
+  lua: `
 local v = redis.call('HMGET', KEYS[1], 'h', 'exp', 'used')
 if v[3] == '1' or v[1] ~= ARGV[1] or tonumber(v[2] or '0') <= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 'used', '1')
 redis.call('HDEL', KEYS[1], 'h')
 return 1
-`);
+`,
+};
+
+const SCRIPTS = [ACQUIRE, ACQUIRE_AND_LOAD, SAVE, DELETE, ISSUE_CALL_TOKEN, REDEEM_CALL_TOKEN];
 
 export interface RedisStoreOptions extends RetentionOptions {
   /** Key prefix; default 'relay:'. No braces on a cluster: they would change the hash tag that keeps a call on one slot. */
@@ -122,6 +140,7 @@ export class RedisStore implements SnapshotStore {
     this.minLeaseMs = opts.minLeaseMs ?? DEFAULT_MIN_LEASE_MS;
     this.onError = opts.onError ?? (() => {});
     onConnectionError(this.redis, this.onError);
+    for (const { name, numberOfKeys, lua } of SCRIPTS) this.redis.defineCommand(name, { numberOfKeys, lua });
   }
 
   async acquire(callSid: string, owner: string, opts: AcquireOptions = {}): Promise<Lease> {
@@ -263,15 +282,12 @@ export class RedisStore implements SnapshotStore {
     }
   }
 
-  /** EVALSHA with a one-off EVAL fallback when the server has not cached the script yet. */
-  private async run(script: LuaScript, keys: string[], args: (string | number)[]): Promise<unknown> {
-    try {
-      return await this.redis.evalsha(script.sha, keys.length, ...keys, ...args);
-    } catch (err) {
-      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
-      return this.redis.eval(script.source, keys.length, ...keys, ...args);
-    }
+  /** Runs one of the scripts defined on the client in the constructor. */
+  private run(script: LuaScript, keys: string[], args: (string | number)[]): Promise<unknown> {
+    const command = (this.redis as unknown as Record<string, (...argv: (string | number)[]) => Promise<unknown>>)[script.name]!;
+    return command.call(this.redis, ...keys, ...args);
   }
+
 }
 
 function parseLive(raw: string | null, now: number): SessionRecord | undefined {
