@@ -58,6 +58,11 @@ describe('parseInbound', () => {
       reconnection: true,
     });
     expect(rejection(JSON.stringify({ type: 'setup', sessionId: '', callSid: 'CA1' })).reason).toBe('invalid');
+    // Braces would move a call's Redis keys to different cluster slots; spaces have no place in an id.
+    for (const callSid of ['}x', 'CA{1}', 'CA 1', 'x'.repeat(129)]) {
+      expect(rejection(JSON.stringify({ type: 'setup', sessionId: 'VX1', callSid })).reason).toBe('invalid');
+    }
+    expect(accepted({ type: 'setup', sessionId: 'VX1', callSid: 'v2:T3Vd-c_x' })).toMatchObject({ callSid: 'v2:T3Vd-c_x' });
     expect(rejection(JSON.stringify({ type: 'setup', sessionId: 'VX1' })).reason).toBe('invalid');
     expect(rejection(JSON.stringify({ type: 'setup', sessionId: 'VX1', callSid: 'CA1', customParameters: { n: 1 } })).reason).toBe('invalid');
   });

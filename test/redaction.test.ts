@@ -165,6 +165,11 @@ describe('logger', () => {
     log.info({ event: { type: 'DIGIT', digit: '9' }, snapshot: { context: { from: '+15559876543', history: [{ role: 'tool', toolCallId: 'c', content: JSON.stringify(phoneResult) }] } } }, 'debugging');
     log.debug({ digits: '1234', said: { role: 'user', content: 'card 4111 1111 1111 1111' } }, 'more');
     log.error({ err: new Error('store down') }, 'write failed');
+    // ioredis puts the failed command on its errors: the arguments are a whole stored snapshot.
+    const replyError = Object.assign(new Error('OOM command not allowed'), {
+      command: { name: 'evalsha', args: ['relay:{CAabc}:rec', '{"history":[{"content":"card 4111 1111 1111 1111"}]}'] },
+    });
+    log.error({ err: replyError }, 'redis write failed');
     const out = lines.join('');
     expect(out).not.toMatch(/"digit":"9"|1234|4111|9876543|5550001234/);
     const entries = lines.map((l) => JSON.parse(l) as { callSid: string; msg: string; err?: { message: string; stack: string } });
@@ -172,7 +177,9 @@ describe('logger', () => {
       ['CAabc', 'debugging'],
       ['CAabc', 'more'],
       ['CAabc', 'write failed'],
+      ['CAabc', 'redis write failed'],
     ]);
+    expect(entries[3]!.err).toMatchObject({ message: 'OOM command not allowed' });
     expect(entries[2]!.err).toMatchObject({ message: 'store down', stack: expect.stringContaining('Error: store down') });
     expect(out).toContain('********6543');
   });

@@ -284,6 +284,19 @@ describe('a callback names the socket it is about', () => {
     expect((await back.nextReply()).text).toBe(expectedResumeLine('en-US'));
   });
 
+  it('a drop gets at most six reconnect tokens: replays of its callback cannot crowd out the first', async () => {
+    const call = track(await SimulatedCall.connect({ url: ts.server.relayUrl }));
+    expect(await say(call, 'hello')).toBe('You said: hello');
+    await call.drop();
+    const answers = [];
+    for (let i = 0; i < 8; i++) answers.push((await postDroppedAction(ts.server.httpUrl, call)).body);
+    expect(answers.slice(0, 6).every((body) => body.includes('<ConversationRelay'))).toBe(true);
+    expect(answers.slice(6).some((body) => body.includes('<ConversationRelay'))).toBe(false);
+    expect(snapshotOf(call.callSid)!.context.resumeTokenHashes).toHaveLength(6);
+    const back = track(await SimulatedCall.connect(twilioReconnectOptions(answers[0]!, call)));
+    expect((await back.nextReply()).text).toBe(expectedResumeLine('en-US'));
+  });
+
   it('a replayed callback of an earlier socket neither moves nor ends the call, on the instance holding it or on another one', async () => {
     const sqlitePath = tempSqlitePath();
     const llm = await startFakeOpenAI();
@@ -299,10 +312,12 @@ describe('a callback names the socket it is about', () => {
       await a.server.manager.flush();
       const epoch = await a.server.store.currentEpoch(call.callSid);
 
-      // Captured earlier: the callbacks Twilio posts when the first socket closes, posted again now.
+      // Captured earlier: the callbacks Twilio posts when the first socket closes, posted again now;
+      // and one for a socket the call never talked on (a refused one), while it talks on another.
       const replays = [
         { CallSid: call.callSid, CallStatus: 'in-progress', SessionId: call.sessionId, SessionStatus: 'failed', ErrorCode: '64105' },
         { CallSid: call.callSid, CallStatus: 'completed', SessionId: call.sessionId, SessionStatus: 'completed' },
+        { CallSid: call.callSid, CallStatus: 'in-progress', SessionId: 'VX0000000000000000000000000refused', SessionStatus: 'failed', ErrorCode: '64105' },
       ];
       for (const server of [b, a]) {
         for (const params of replays) {

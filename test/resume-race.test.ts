@@ -135,7 +135,7 @@ describe.each(cases)('$kind: two instances racing for one call', ({ kind, availa
 });
 
 describe('a resume that cannot be stored', () => {
-  it('says nothing on the new socket, closes it (1011) and leaves the session waiting for the next try', async () => {
+  it('answers the callback 503 (Twilio retries), says nothing on a new socket, closes it (1011) and leaves the session waiting', async () => {
     const inner = new MemoryStore();
     let failing = false;
     // The store's disk fails for a while (the write is refused); everything else works.
@@ -155,6 +155,9 @@ describe('a resume that cannot be stored', () => {
       await ts.server.manager.flush();
 
       failing = true;
+      // Twilio would be told to reconnect with a token no instance could check: it is asked to retry instead.
+      const action = await postDroppedAction(ts.server.httpUrl, call);
+      expect(action.status).toBe(503);
       const refused = await SimulatedCall.connect({ url: ts.server.relayUrl, callSid: call.callSid, sessionId: call.sessionId, reconnection: true });
       expect(await refused.closed).toMatchObject({ code: 1011 });
       expect(refused.messages).toEqual([]);

@@ -1,5 +1,7 @@
 // TwiML for incoming calls and resumes, and the X-Twilio-Signature checks on webhooks and on the
 // WebSocket upgrade, against the real server over loopback.
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../src/server/logger.js';
@@ -11,6 +13,7 @@ import { readRelayTwiml } from '../src/client/twiml-reader.js';
 import { postAction, postIncomingCall, postTwilioForm, signTwilioRequest, signWebSocketUrl, WebhookHttpError } from '../src/client/twilio-webhooks.js';
 import { startTestServer, type TestServer } from './support/harness.js';
 import { connectCall, scrapeCounter } from './support/conditions.js';
+import { expectedResumeLine } from './support/resume-scenario.js';
 import { child, parseXml, type XmlElement } from './support/xml.js';
 import { DEFAULT_ACTION_URL_OVERRIDES } from '../src/server/connection-overrides.js';
 import { hashSecret, relayTicket } from '../src/server/resume-proof.js';
@@ -122,26 +125,49 @@ describe('with TWILIO_AUTH_TOKEN and PUBLIC_HOST', () => {
     expect(stripped.status).toBe(403);
   });
 
-  it('a WebSocket upgrade without a valid signature is refused with HTTP 403 before the upgrade', async () => {
+  it('a WebSocket upgrade without a valid signature is refused with HTTP 403 before the upgrade; a socket off a ticket path gets 404', async () => {
+    const ticketPath = `/relay/${relayTicket('some-token')}`;
+    const wssUrl = `${WSS_URL.replace('/relay', '')}${ticketPath}`;
     const attempts: Array<Record<string, string>> = [
       {},
-      { 'X-Twilio-Signature': signWebSocketUrl('some-other-token', WSS_URL) },
+      { 'X-Twilio-Signature': signWebSocketUrl('some-other-token', wssUrl) },
       // https:// instead of the wss:// URL written in TwiML.
-      { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, `https://${HOST}/relay`) },
-      { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, ts.server.relayUrl) },
+      { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, `https://${HOST}${ticketPath}`) },
+      { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, `${ts.server.relayUrl}/${relayTicket('some-token')}`) },
+      // Signed for another ticket's path.
+      { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, `${WSS_URL}/${relayTicket('another-token')}`) },
     ];
-    for (const headers of attempts) {
-      const err = await SimulatedCall.connect({ url: ts.server.relayUrl, headers }).then(
+    const rejection = (url: string, headers: Record<string, string>) =>
+      SimulatedCall.connect({ url, headers }).then(
         (call) => {
           calls.push(call);
           return new Error('upgrade unexpectedly accepted');
         },
         (e: unknown) => e,
       );
+    for (const headers of attempts) {
+      const err = await rejection(`${ts.server.relayUrl}/${relayTicket('some-token')}`, headers);
       expect(err).toBeInstanceOf(UpgradeRejectedError);
       expect((err as UpgradeRejectedError).statusCode).toBe(403);
     }
+    // With signatures on, every socket comes at the path its TwiML named: the bare path (whose signature
+    // was the same for every socket, for ever) and malformed paths are not there.
+    for (const path of ['/relay', '/relay/short', `/relay/${relayTicket('x')}/more`]) {
+      const err = await rejection(`${ts.server.httpUrl.replace('http', 'ws')}${path}`, { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, `wss://${HOST}${path}`) });
+      expect((err as UpgradeRejectedError).statusCode).toBe(404);
+    }
     expect(ts.server.manager.size).toBe(0);
+  });
+
+  it('a request target that is not a path (absolute-form, malformed) is refused and the server stays up', async () => {
+    for (const target of ['http://[', 'http://a:b/relay', '//relay']) {
+      const socket = connect(ts.server.port, '127.0.0.1');
+      socket.write(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
+      const [answer] = (await once(socket, 'data')) as [Buffer];
+      expect(answer.toString()).toMatch(/^HTTP\/1\.1 40\d/);
+      socket.destroy();
+    }
+    expect((await fetch(`${ts.server.httpUrl}/healthz`)).status).toBe(200);
   });
 
   const place = (call: Partial<SimulatedCallOptions> = {}) =>
@@ -163,15 +189,16 @@ describe('with TWILIO_AUTH_TOKEN and PUBLIC_HOST', () => {
     const requestsBefore = ts.llm.requests.length;
     const { call: genuine, twiml } = await place();
     const { parameters, relayUrl } = readRelayTwiml(twiml);
+    const spent = twilioCallOptions(twiml, { callSid: genuine.callSid }, { connectVia: via(), authToken: TOKEN });
     const attempts: SimulatedCallOptions[] = [
-      // The plain relay URL's signature (what every socket carried before tickets), no token or a made-up one.
-      { url: ts.server.relayUrl, authToken: TOKEN, signedUrl: WSS_URL },
-      { url: ts.server.relayUrl, authToken: TOKEN, signedUrl: WSS_URL, customParameters: { callToken: 'made-up' } },
-      // The genuine call's upgrade and token replayed, for its own callSid (spent) and for another one.
-      twilioCallOptions(twiml, { callSid: genuine.callSid }, { connectVia: via(), authToken: TOKEN }),
-      twilioCallOptions(twiml, { callSid: 'CA00000000000000000000000000000fake' }, { connectVia: via(), authToken: TOKEN }),
-      // A real token on the plain URL: the token alone is not enough without the socket Twilio signed for it.
-      { url: ts.server.relayUrl, authToken: TOKEN, signedUrl: WSS_URL, callSid: 'CA00000000000000000000000000000fak2', customParameters: parameters },
+      // The genuine call's upgrade and token replayed, for its own callSid (spent) and for another one,
+      // without its token or with a made-up one.
+      spent,
+      { ...spent, callSid: 'CA00000000000000000000000000000fake' },
+      { ...spent, callSid: 'CA00000000000000000000000000000fak2', customParameters: {} },
+      { ...spent, callSid: 'CA00000000000000000000000000000fak4', customParameters: { callToken: 'made-up' } },
+      // Its captured upgrade, as one of our own clients' resumes (the sessionId every callback names): no proof here.
+      { ...spent, sessionId: genuine.sessionId, reconnection: true, customParameters: {} },
     ];
     for (const attempt of attempts) {
       const attacker = await SimulatedCall.connect(attempt);
@@ -179,13 +206,15 @@ describe('with TWILIO_AUTH_TOKEN and PUBLIC_HOST', () => {
       expect(await attacker.closed).toMatchObject({ code: 1008 });
       expect(attacker.messages).toEqual([]);
     }
+    // The plain relay URL's signature (what every socket carried before tickets) no longer opens anything.
+    await expect(SimulatedCall.connect({ url: ts.server.relayUrl, authToken: TOKEN, signedUrl: WSS_URL, customParameters: parameters })).rejects.toMatchObject({ statusCode: 404 });
     // A token from a replayed webhook is of no use either: its relay path needs a signature only Twilio can make.
     const replayed = await postIncomingCall(ts.server.httpUrl, { CallSid: 'CA00000000000000000000000000000fak3' }, signed('/twiml'));
     const stolen = twilioCallOptions(replayed, { callSid: 'CA00000000000000000000000000000fak3' }, { connectVia: via(), headers: { 'X-Twilio-Signature': signWebSocketUrl(TOKEN, relayUrl!) } });
     await expect(SimulatedCall.connect(stolen)).rejects.toMatchObject({ statusCode: 403 });
 
-    // The replay naming the genuine call is a refused resume (its session exists); the other four are refused calls.
-    expect(await scrapeCounter(ts.server.httpUrl, 'relay_calls_refused_total')).toBe(refusedBefore + attempts.length - 1);
+    // The replays naming the genuine call are refused resumes (its session exists); the other three are refused calls.
+    expect(await scrapeCounter(ts.server.httpUrl, 'relay_calls_refused_total')).toBe(refusedBefore + 3);
     expect(ts.server.manager.get('CA00000000000000000000000000000fake')).toBeUndefined();
     expect(ts.llm.requests.length).toBe(requestsBefore);
     // The genuine call never noticed.
@@ -231,14 +260,26 @@ describe('with TWILIO_AUTH_TOKEN and PUBLIC_HOST', () => {
     // Twilio opens the new socket: new sessionId, same callSid; the session continues.
     // Twilio hands the TwiML's <Parameter>s (the single-use resume token) over in setup.customParameters.
     // Only on the relay path of its own token, which Twilio signs.
-    const plain = await SimulatedCall.connect(twilioReconnectOptions(res.body, call, { url: ts.server.relayUrl, authToken: TOKEN, signedUrl: WSS_URL }));
-    calls.push(plain);
-    expect(await plain.closed).toMatchObject({ code: 1008 });
+    await expect(SimulatedCall.connect(twilioReconnectOptions(res.body, call, { url: ts.server.relayUrl, authToken: TOKEN, signedUrl: WSS_URL }))).rejects.toMatchObject({ statusCode: 404 });
     expect(relay.attributes.url).toBe(`${WSS_URL}/${relayTicket(readRelayTwiml(res.body).parameters.resumeToken!)}`);
     const resumed = await SimulatedCall.connect(twilioReconnectOptions(res.body, call, { connectVia: via(), authToken: TOKEN }));
     calls.push(resumed);
     await expect.poll(() => JSON.stringify(linkState()).includes('"connected"'), { timeout: 10_000, message: 'the session to resume' }).toBe(true);
     expect(ts.server.manager.get(call.callSid)?.actor.getSnapshot().context.sessionKeyHash).toBe(hashSecret(resumed.sessionId));
+  });
+
+  it("a signed callback naming the call's own socket while our side still holds it (half-open TCP) moves the call on at once", async () => {
+    const { call } = await place();
+    call.prompt('Hello');
+    expect((await call.nextReply(10_000)).text).toBe('You said: Hello');
+    // Twilio has closed the socket (it posts the callback after), but no close reached us.
+    const params = { CallSid: call.callSid, CallStatus: 'in-progress', ErrorCode: '64105', SessionId: call.sessionId, SessionStatus: 'failed' };
+    const res = await postAction(ts.server.httpUrl, params, signed('/action'));
+    expect(res.body).toContain('<ConversationRelay');
+    expect((await call.closed).code).toBe(1001);
+    const resumed = await SimulatedCall.connect(twilioReconnectOptions(res.body, call, { connectVia: via(), authToken: TOKEN }));
+    calls.push(resumed);
+    expect((await resumed.nextReply(10_000)).text).toBe(expectedResumeLine('en-US'));
   });
 
   it('/action after a handoff dials the agent line when HANDOFF_NUMBER is set, else hangs up', async () => {

@@ -119,7 +119,7 @@ export type SessionEmitted = { type: 'outbound'; message: OutboundMessage };
 
 const MAX_TOOL_ROUNDS = 4;
 /** Reconnect tokens a session in grace accepts at once: the answer to a callback and its retries. */
-const MAX_RESUME_TOKENS = 6;
+export const MAX_RESUME_TOKENS = 6;
 
 /** Placeholder; the server provides the real LLM actor (OpenAI or offline) with machine.provide(). */
 const llmReplyPlaceholder = fromCallback<{ type: string }, ReplyInput>(() => {
@@ -391,7 +391,8 @@ export const sessionMachine = setup({
      * spoil the TwiML Twilio already acts on), up to a few: Twilio retries a callback at most 5 times.
      */
     storeResumeToken: assign(({ context }, params: { hash: string | undefined }) => ({
-      resumeTokenHashes: params.hash ? [...(context.resumeTokenHashes ?? []), params.hash].slice(-MAX_RESUME_TOKENS) : (context.resumeTokenHashes ?? []),
+      // The first ones are kept: later ones (replays) must not crowd out the token Twilio acts on.
+      resumeTokenHashes: params.hash ? [...(context.resumeTokenHashes ?? []), params.hash].slice(0, MAX_RESUME_TOKENS) : (context.resumeTokenHashes ?? []),
     })),
     /** Tell the caller we are back, then complete whatever was cut off by the drop. */
     greetOnResume: enqueueActions(({ context, enqueue }) => {

@@ -7,10 +7,17 @@ export const MAX_INBOUND_FRAME_BYTES = 64 * 1024;
 
 const stringRecord = z.record(z.string(), z.string());
 
+/** What a call id may look like, on the socket and in webhooks (see setupMessage.callSid). */
+export const CALL_SID_PATTERN = /^[^\s{}]{1,128}$/;
+
 export const setupMessage = z.object({
   type: z.literal('setup'),
   sessionId: z.string().min(1),
-  callSid: z.string().min(1),
+  /**
+   * Twilio's `CA…`, Telnyx's `v2:…`: printable, no spaces, and no braces, which would change the Redis
+   * hash tag that keeps a call's keys on one cluster slot.
+   */
+  callSid: z.string().regex(CALL_SID_PATTERN, 'callSid must be 1-128 printable characters without spaces or braces'),
   accountSid: z.string().default(''),
   parentCallSid: z.string().default(''),
   from: z.string().default(''),

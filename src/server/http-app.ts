@@ -15,6 +15,7 @@ import { serviceUnavailableLine } from '../machines/phrases.js';
 import { isServiceUnavailableHandoff } from './service-unavailable.js';
 import type { StoreStatus } from './store-health.js';
 import { hashSecret, newResumeToken, relayTicket } from './resume-proof.js';
+import { CALL_SID_PATTERN } from '../protocol/messages.js';
 
 export interface HttpAppDeps {
   config: Config;
@@ -146,7 +147,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
      * a hash, in the store so any instance can redeem it), on the relay path bound to that token.
      */
     async function admitCall(callSid: string | undefined, log: Logger): Promise<Response | { parameters: Record<string, string>; ticket: string }> {
-      if (!callSid) return c.text('CallSid is required', 400);
+      if (!callSid || !CALL_SID_PATTERN.test(callSid)) return c.text('a valid CallSid is required', 400);
       const callToken = newResumeToken();
       const now = manager.clock.now();
       let issued: boolean;
@@ -173,7 +174,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
     const parsed = await twilioForm(c, config.actionUrlOverrides);
     if (parsed instanceof Response) return parsed;
     const { form, origin } = parsed;
-    if (!form.CallSid) return c.text('CallSid is required', 400);
+    if (!form.CallSid || !CALL_SID_PATTERN.test(form.CallSid)) return c.text('a valid CallSid is required', 400);
     // Calls still held here are answered to the very end; any other belongs to a live instance.
     if (deps.refusesNewWork() && !manager.get(form.CallSid)) return draining(c);
     const action = manager.handleAction({
@@ -215,6 +216,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
       );
     }
     if (outcome.kind === 'hangup') return xml(c, hangupTwiml('Sorry, we could not reconnect your call. Goodbye.'));
+    if (outcome.kind === 'retry') return c.text('the session could not be stored: retry', 503, { 'Retry-After': '1' });
     // We sent `end` for a handoff: connect the caller to the configured human agent line.
     if (form.SessionStatus === 'ended' && form.HandoffData && config.handoffNumber) {
       log.info('handing the call off to the agent line');

@@ -14,6 +14,18 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
     level,
     base: undefined,
     formatters: { log: (object: Record<string, unknown>) => redact(object) },
+    serializers: { err: serializeError },
   };
   return destination ? pino(options, destination) : pino(options);
+}
+
+/**
+ * pino's error serializer without what clients attach to their errors: ioredis puts the failed
+ * command and its arguments (a whole stored snapshot) on `command`, which would bypass redaction.
+ */
+function serializeError(err: unknown): unknown {
+  const serialized = pino.stdSerializers.err(err as Error) as unknown as Record<string, unknown> | undefined;
+  if (!serialized || typeof serialized !== 'object') return serialized;
+  const { command: _command, args: _args, ...rest } = serialized;
+  return rest;
 }

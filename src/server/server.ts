@@ -92,6 +92,24 @@ async function checkStoreAtStartUp(health: StoreHealth, store: SnapshotStore, cf
   logger.error({ store: store.kind, err: status.error }, 'store unavailable at start-up: starting not ready');
 }
 
+/**
+ * `/relay`, or `/relay/<ticket>` as written in the TwiML that issued the socket's token; undefined for
+ * anything else, including request targets that are not a path at all (`GET http://[ ...`).
+ */
+function relayPath(target: string | undefined): { ticket?: string } | undefined {
+  let pathname: string;
+  try {
+    pathname = new URL(target ?? '/', 'http://x').pathname;
+  } catch {
+    return undefined;
+  }
+  const match = /^\/relay(?:\/([^/]+))?$/.exec(pathname);
+  if (!match) return undefined;
+  const ticket = match[1];
+  if (ticket === undefined) return {};
+  return RELAY_TICKET_PATTERN.test(ticket) ? { ticket } : undefined;
+}
+
 export async function startServer(config: Config, opts: StartOptions = {}): Promise<RunningServer> {
   const instanceId = config.instanceId ?? `${process.pid}-${randomUUID().slice(0, 8)}`;
   const cfg = { ...config, instanceId };
@@ -165,13 +183,13 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   });
 
   server.on('upgrade', (req, socket, head) => {
-    // `/relay`, or `/relay/<ticket>` as written in the TwiML that issued the socket's token.
-    const path = /^\/relay(?:\/([^/]+))?$/.exec(new URL(req.url ?? '/', 'http://x').pathname);
-    const ticket = path?.[1];
-    if (!path || (ticket !== undefined && !RELAY_TICKET_PATTERN.test(ticket))) {
+    const path = relayPath(req.url);
+    // With signatures on, every socket is opened at the path its TwiML named, bound to that TwiML's token.
+    if (!path || (path.ticket === undefined && signaturesRequired(cfg))) {
       socket.end('HTTP/1.1 404 Not Found\r\n\r\n');
       return;
     }
+    const { ticket } = path;
     if (refusesNewWork()) {
       socket.end('HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n\r\n');
       return;

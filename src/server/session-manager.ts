@@ -7,7 +7,7 @@ import { closeCodeLabel, type Metrics } from './metrics.js';
 import type { OutboundMessage, SetupMessage } from '../protocol/messages.js';
 import type { HistoryLimits } from '../machines/history-bound.js';
 import { systemClock, type Clock } from '../clock.js';
-import { hasResumesLeft, lifecycleOf, type SessionEvent, type SessionInput, type SessionMachine, type SessionTimeouts } from '../machines/session.js';
+import { hasResumesLeft, lifecycleOf, MAX_RESUME_TOKENS, type SessionEvent, type SessionInput, type SessionMachine, type SessionTimeouts } from '../machines/session.js';
 import { CoalescingWriter, StaleLeaseError, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from '../stores/index.js';
 import pLimit from 'p-limit';
 import { KeyedMutex } from './keyed-mutex.js';
@@ -68,7 +68,8 @@ export type ConnectResult =
   | { ok: false; code: number; reason: string };
 
 /** `reconnect` carries the single-use token the reconnect TwiML hands Twilio (as a ConversationRelay Parameter). */
-export type ActionOutcome = { kind: 'reconnect'; resumeToken: string } | { kind: 'hangup' } | { kind: 'ack' };
+/** `retry`: the answer cannot be given now (its token could not be stored); Twilio retries a 503. */
+export type ActionOutcome = { kind: 'reconnect'; resumeToken: string } | { kind: 'hangup' } | { kind: 'ack' } | { kind: 'retry' };
 
 /**
  * Restores in flight at once. One: a restore is a single store round trip plus a short actor start,
@@ -174,7 +175,7 @@ export class SessionManager {
         log.warn({ sessions: this.sessions.size }, 'session limit reached: new call refused');
         return { ok: false, code: 1013, reason: 'server busy' };
       }
-      if (this.opts.signedUpgrades && !(await this.admitted(setup, ticket))) {
+      if (this.opts.signedUpgrades && !(await this.admitted(setup, ticket, event.at))) {
         this.opts.metrics.callsRefused.inc();
         log.warn({ via }, 'new call without a valid call token for its socket: refused');
         return { ok: false, code: 1008, reason: 'call not admitted' };
@@ -187,10 +188,11 @@ export class SessionManager {
   }
 
   /** A new call must bring the callToken its /twiml issued, on that token's ticket; the store spends it once. */
-  private async admitted(setup: SetupMessage, ticket: string | undefined): Promise<boolean> {
+  private async admitted(setup: SetupMessage, ticket: string | undefined, at: number): Promise<boolean> {
     const token = setup.customParameters.callToken;
     if (!token || !ticketMatches(ticket, token)) return false;
-    return this.opts.store.redeemCallToken(setup.callSid, hashSecret(token), this.clock.now());
+    // As of the setup's arrival: time spent queued behind restores does not count against the token.
+    return this.opts.store.redeemCallToken(setup.callSid, hashSecret(token), at);
   }
 
   /**
@@ -264,10 +266,17 @@ export class SessionManager {
       const resumable = params.errorCode === '64105' && params.callStatus === 'in-progress';
       // Twilio's signed callback may move the session here: take it over from whoever held it.
       const found = await this.locate(params.callSid, log);
-      if (found && params.sessionId && isEarlierSocket(params.sessionId, found.snapshot)) {
-        // Twilio posts a callback once per socket, when it closes, naming it: this one names a socket
-        // the call has since moved on from (a replay), so it may neither move the call here nor end it.
-        log.warn({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for an earlier socket of this call: ignored');
+      // Twilio posts a callback once per socket, once it has closed it, naming it (SessionId).
+      const named = found && params.sessionId !== undefined ? socketNamed(params.sessionId, found.snapshot) : undefined;
+      if (found && (named === 'earlier' || (named === 'other' && lifecycleOf(found.snapshot.value) === 'connected'))) {
+        // About a socket the call has moved on from (a replay), or one it never talked on while it talks
+        // on another: it may neither move the call here nor end it.
+        log.warn({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for another socket of this call: ignored');
+        return { kind: 'ack' };
+      }
+      if (resumable && found && (found.snapshot.context.resumeTokenHashes?.length ?? 0) >= MAX_RESUME_TOKENS) {
+        // Twilio answers a drop at most 1 + 5 times; more are replays, which must not crowd out its tokens.
+        log.warn('action callback past the reconnect tokens a drop may have: ignored');
         return { kind: 'ack' };
       }
       const session = found && (found.session ?? (await this.takeOver(params.callSid, log)));
@@ -275,7 +284,14 @@ export class SessionManager {
         log.info({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for an unknown or finished session');
         return { kind: resumable ? 'hangup' : 'ack' };
       }
-      if (session.socket && !(await this.socketGone(session, log))) {
+      if (session.socket && named === 'current' && this.opts.signedUpgrades) {
+        // A signed callback naming the call's own socket: Twilio has closed it, whatever our side of a
+        // half-open connection still believes. It is gone now.
+        const dead = session.socket;
+        session.socket = null;
+        dead.close(1001, 'closed by Twilio');
+        session.actor.send({ type: 'SOCKET.CLOSED', code: 1006, at: this.clock.now() });
+      } else if (session.socket && !(await this.socketGone(session, log))) {
         // The call is still talking on its socket: a replayed callback may neither move nor end it.
         // Only a call that already said its last words (`end` sent) is let go with its socket.
         const finished = session.actor.getSnapshot().matches({ live: { conversation: 'finished' } });
@@ -294,9 +310,15 @@ export class SessionManager {
         at: this.clock.now(),
         ...(resumeToken ? { resumeTokenHash: hashSecret(resumeToken) } : {}),
       });
-      // Stored before Twilio hears of the token: its new socket may reach another instance at once.
-      if (resumeToken) await session.writer.flush();
       const state = lifecycleOf(session.actor.getSnapshot().value);
+      // Stored before Twilio hears of the token: its new socket may reach another instance at once.
+      if (resumeToken && state === 'grace') {
+        await session.writer.flush();
+        if (session.writeFailed || this.sessions.get(params.callSid) !== session) {
+          log.warn('reconnect token could not be stored: asking Twilio to retry the callback');
+          return { kind: 'retry' };
+        }
+      }
       // Ended with a socket still attached: the call is over, so is its socket.
       if (session.actor.getSnapshot().status === 'done' && session.socket) {
         session.socket.close(1000, 'call ended');
@@ -727,6 +749,9 @@ type StoredContext = SessionSnapshot['context'] & { sessionId?: string; resumeTo
  * token it brings, which only Twilio can have signed.
  */
 function provesResume(setup: SetupMessage, context: StoredContext, signed: { ticket: string | undefined } | undefined): boolean {
+  // With signed upgrades every socket is Twilio's, and Twilio never sends `reconnection`: its sessionId
+  // (which every action callback names) is no proof there.
+  if (signed && setup.reconnection) return false;
   if (!setup.reconnection) {
     const token = setup.customParameters.resumeToken;
     if (signed && !ticketMatches(signed.ticket, token)) return false;
@@ -737,10 +762,11 @@ function provesResume(setup: SetupMessage, context: StoredContext, signed: { tic
   return !context.resumeKeyHash || matchesHash(setup.customParameters.resumeKey, context.resumeKeyHash);
 }
 
-/** Whether `sessionId` is one of the sockets the session was resumed away from. */
-function isEarlierSocket(sessionId: string, snapshot: SessionSnapshot): boolean {
-  if (matchesHash(sessionId, sessionKeyHashOf(snapshot))) return false;
-  return (snapshot.context.earlierSessionKeyHashes ?? []).some((hash) => matchesHash(sessionId, hash));
+/** Which of the call's sockets `sessionId` names: its current one, one a resume replaced, or another (e.g. a refused one). */
+function socketNamed(sessionId: string, snapshot: SessionSnapshot): 'current' | 'earlier' | 'other' {
+  if (matchesHash(sessionId, sessionKeyHashOf(snapshot))) return 'current';
+  const earlier = (snapshot.context.earlierSessionKeyHashes ?? []).some((hash) => matchesHash(sessionId, hash));
+  return earlier ? 'earlier' : 'other';
 }
 
 /** The hash of the session's current sessionId (snapshots stored before the hash was kept name the id itself). */
