@@ -83,6 +83,11 @@ export const configSchema = z.object({
     if (!(err instanceof KeyringError)) throw err;
     ctx.addIssue({ code: 'custom', message: err.message, path: [config.snapshotKeys === undefined ? 'snapshotKey' : 'snapshotKeys'] });
   }
+  if (config.store === 'memory' && config.workers > 1) {
+    // Each worker would have its own memory: calls could not move between workers, and with signatures
+    // on a call token issued by one worker could not be redeemed by another.
+    ctx.addIssue({ code: 'custom', path: ['workers'], message: 'WORKERS > 1 needs a shared store (STORE=sqlite or redis): the memory store is per process' });
+  }
   // Checked only when used, so a stray REDIS_URL does not stop a SQLite deployment.
   if (config.store !== 'redis') return;
   try {

@@ -281,5 +281,8 @@ describe('metric labels', () => {
   it('the config rejects a limit that is not a positive integer', () => {
     expect(() => loadConfig({ MAX_SESSIONS: '0' })).toThrow(/maxSessions/);
     expect(() => loadConfig({ MAX_SEND_BUFFER_BYTES: 'lots' })).toThrow(/maxSendBufferBytes/);
+    // Workers share calls (and call tokens) only through a shared store.
+    expect(() => loadConfig({ STORE: 'memory', WORKERS: '2' })).toThrow(/WORKERS > 1 needs a shared store[\s\S]*workers/);
+    expect(loadConfig({ STORE: 'sqlite', WORKERS: '2' }).workers).toBe(2);
   });
 });
