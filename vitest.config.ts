@@ -9,5 +9,8 @@ export default defineConfig({
     expect: { poll: { timeout: 10_000 } },
     // Server-process tests spawn children and share the local Redis; keep files in separate forks.
     pool: 'forks',
+    // Vitest ran one file at a time here by default; most files wait on sockets, timers and child
+    // processes rather than on the CPU, so three at a time fit a 2-core machine.
+    maxWorkers: 3,
   },
 });
