@@ -9,8 +9,8 @@ import { SimulatedCall } from '../src/client/twilio-sim.js';
 import { postAction } from '../src/client/twilio-webhooks.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../src/llm/fake-openai-server.js';
 import type { Config } from '../src/config.js';
-import { startTestServer, type TestServer } from './support/harness.js';
-import { MemoryStore, type Lease, type SaveInput, type SnapshotStore } from '../src/stores/index.js';
+import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
+import { MemoryStore, RedisStore, SqliteStore, delegatingStore, type Lease, type SaveInput, type SnapshotStore } from '../src/stores/index.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';
 import { readMetric } from './support/server-process.js';
 import { TestClock } from './support/test-clock.js';
@@ -114,53 +114,74 @@ describe.each(stores)('grace expiry with the $store store', ({ store, available 
 });
 
 describe('retention expiry', () => {
-  it('drops the record from the SQLite file at the first sweep after retention', async () => {
-    const { ts } = await server({ store: 'sqlite', graceMs: 100, retentionMs: 400 });
-    try {
-      const call = track(await SimulatedCall.connect({ url: ts.server.relayUrl }));
-      expect(await say(call, 'bye')).toBe('You said: bye');
-      await call.close();
-      const action = await postAction(ts.server.httpUrl, { CallSid: call.callSid, CallStatus: 'completed', SessionStatus: 'completed' });
-      expect(action.status).toBe(200);
-      await waitForRecord(ts.server.store, call.callSid, (r) => r?.state === 'ended');
+  /**
+   * The store the server writes through, noting when a call's final (ended) record is written and
+   * how long it is to be kept: the test then moves on from that event, not from a guess at timing.
+   */
+  function recordingEnd(inner: SnapshotStore) {
+    const ended = new Map<string, (retainUntil: number) => void>();
+    const store = delegatingStore(inner, {
+      save: async (lease, input) => {
+        await inner.save(lease, input);
+        if (input.state === 'ended') ended.get(lease.callSid)?.(input.retainUntil);
+      },
+    });
+    const endOf = (callSid: string) => new Promise<number>((resolve) => ended.set(callSid, resolve));
+    return { store, endOf };
+  }
 
-      // A separate connection to the same file sees the row until a sweep after retention removes it.
-      const db = new Database(ts.config.sqlitePath, { readonly: true });
-      const rows = () => (db.prepare('SELECT COUNT(*) AS n FROM records WHERE call_sid = ?').get(call.callSid) as { n: number }).n;
-      try {
-        expect(await ts.server.store.sweep()).toBe(0);
-        expect(rows()).toBe(1);
-        await waitForRecord(ts.server.store, call.callSid, (r) => r === undefined, 5000);
-        expect(rows()).toBe(1); // past retention, not yet swept
-        expect(await ts.server.store.sweep()).toBeGreaterThanOrEqual(1);
-        expect(rows()).toBe(0);
-      } finally {
-        db.close();
-      }
+  /** A call that says something and hangs up; resolves with when its ended record's retention ends. */
+  async function hungUpCall(ts: TestServer, endOf: (callSid: string) => Promise<number>): Promise<{ callSid: string; retainUntil: number }> {
+    const call = track(await SimulatedCall.connect({ url: ts.server.relayUrl }));
+    const ended = endOf(call.callSid);
+    expect(await say(call, 'bye')).toBe('You said: bye');
+    await call.close();
+    const action = await postAction(ts.server.httpUrl, { CallSid: call.callSid, CallStatus: 'completed', SessionStatus: 'completed' });
+    expect(action.status).toBe(200);
+    return { callSid: call.callSid, retainUntil: await ended };
+  }
+
+  it('drops the record from the SQLite file at the first sweep after retention', async () => {
+    const sqlitePath = tempSqlitePath();
+    const { store, endOf } = recordingEnd(new SqliteStore(sqlitePath));
+    // The server's own sweeps are an hour apart: this test sweeps, at the times it names.
+    const ts = await startTestServer({ sharedLlm: llm, store, config: { store: 'sqlite', sqlitePath, graceMs: 100, retentionMs: 400, storeSweepMs: 3_600_000 } });
+    // A separate connection to the same file sees the row until a sweep after retention removes it.
+    const db = new Database(sqlitePath, { readonly: true });
+    const rows = (callSid: string) => (db.prepare('SELECT COUNT(*) AS n FROM records WHERE call_sid = ?').get(callSid) as { n: number }).n;
+    try {
+      const { callSid, retainUntil } = await hungUpCall(ts, endOf);
+      // Time is the sweep's input: kept up to the end of its retention, gone at it.
+      expect(rows(callSid)).toBe(1);
+      expect(await ts.server.store.sweep(retainUntil - 1)).toBe(0);
+      expect(rows(callSid)).toBe(1);
+      await waitForRecord(ts.server.store, callSid, (r) => r === undefined, 5000);
+      expect(rows(callSid)).toBe(1); // past retention: not loaded, not yet swept
+      expect(await ts.server.store.sweep(retainUntil)).toBeGreaterThanOrEqual(1);
+      expect(rows(callSid)).toBe(0);
     } finally {
+      db.close();
       await ts.close();
     }
   });
 
   it.skipIf(!redisUp)('lets Redis expire the record by TTL', async () => {
-    const retentionMs = 400;
-    const { ts, prefix } = await server({ store: 'redis', graceMs: 100, retentionMs });
+    const prefix = `test:expiry:${randomUUID()}:`;
+    prefixes.push(prefix);
+    const { store, endOf } = recordingEnd(new RedisStore(REDIS_URL, { prefix }));
+    const ts = await startTestServer({ sharedLlm: llm, store, config: { store: 'redis', graceMs: 100, retentionMs: 400 } });
     const redis = new Redis(REDIS_URL);
     try {
-      const call = track(await SimulatedCall.connect({ url: ts.server.relayUrl }));
-      expect(await say(call, 'bye')).toBe('You said: bye');
-      await call.close();
-      await postAction(ts.server.httpUrl, { CallSid: call.callSid, CallStatus: 'completed', SessionStatus: 'completed' });
-      await waitForRecord(ts.server.store, call.callSid, (r) => r?.state === 'ended');
-
-      const key = `${prefix}{${call.callSid}}:rec`;
-      const ttl = await redis.pttl(key);
-      expect(ttl).toBeGreaterThan(0);
-      expect(ttl).toBeLessThanOrEqual(retentionMs);
+      const { callSid, retainUntil } = await hungUpCall(ts, endOf);
+      const key = `${prefix}{${callSid}}:rec`;
+      // The key expires exactly when the record's retention ends (or already has, on a slow machine).
+      const expiresAt = await redis.call('PEXPIRETIME', key);
+      if (expiresAt === -2) expect(Date.now()).toBeGreaterThanOrEqual(retainUntil);
+      else expect(expiresAt).toBe(retainUntil);
       await expect.poll(() => redis.exists(key), { message: 'Redis to expire the record' }).toBe(0);
-      expect(await ts.server.store.load(call.callSid)).toBeUndefined();
+      expect(await ts.server.store.load(callSid)).toBeUndefined();
       // The fencing epoch outlives the record so a late writer cannot resurrect it.
-      expect(await redis.exists(`${prefix}{${call.callSid}}:epoch`)).toBe(1);
+      expect(await redis.exists(`${prefix}{${callSid}}:epoch`)).toBe(1);
     } finally {
       await redis.quit();
       await ts.close();
