@@ -70,7 +70,8 @@ function server(sqlitePath: string): ServerProcess {
     // Nothing may expire or re-prompt on its own while the test waits on a slow machine.
     graceMs: 120_000,
     dtmfIdleMs: 120_000,
-    env: { DRAIN_TIMEOUT_MS: '60000' },
+    // Talkers talk until the reload is over, which takes longer on a busy machine: keep every turn.
+    env: { DRAIN_TIMEOUT_MS: '60000', HISTORY_MAX_TURNS: '100000', HISTORY_MAX_BYTES: '10000000' },
   });
 }
 

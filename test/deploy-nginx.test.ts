@@ -154,7 +154,11 @@ describe.skipIf(!redisUp || !hasNginx)('a rolling restart behind nginx', () => {
       expect(final, report.callSid).toBeDefined();
       const lines = transcriptOf(final!.messages);
       const userTurns = lines.filter((l) => l.startsWith('user:')).map((l) => l.slice('user:'.length));
-      expect(userTurns).toEqual(report.said);
+      if (JSON.stringify(userTurns) !== JSON.stringify(report.said)) {
+        // Everything known about this call, to find out how a turn came to be said twice or lost.
+        const logs = instances.flatMap((s) => s.logs.filter((l) => l.callSid === report.callSid).map((l) => `${s.opts.instanceId} ${JSON.stringify(l)}`));
+        expect.fail(`user turns ${JSON.stringify(userTurns)}\nreport ${JSON.stringify(report)}\n${logs.join('\n')}`);
+      }
       const echoed = report.said.filter((s) => s !== 'my phone number');
       for (const said of echoed.slice(0, -1)) expect(lines.filter((l) => l === `assistant:You said: ${said}`), said).toHaveLength(1);
       if (report.keyed) {
