@@ -147,7 +147,7 @@ describe.each(backends)('kill -9 with the $store store', ({ store: kind, availab
 
 describe('grace deadlines across a restart', () => {
   it('expires sessions left in grace at their original deadline, not graceMs after the restart', async () => {
-    // Long enough for the restart and the action callback below to come before the deadline.
+    // Usually long enough for the restart and the action callback below to come before the deadline.
     const graceMs = 10_000;
     const sqlitePath = tempSqlitePath();
     const server = new ServerProcess({ store: 'sqlite', openaiBaseUrl: fx.llm.baseURL, sqlitePath, graceMs });
@@ -174,8 +174,15 @@ describe('grace deadlines across a restart', () => {
     await server.kill('SIGKILL');
     await server.start();
 
-    // Twilio retries the action callback for the second call: the new process restores it, timer included.
-    expect((await postDroppedAction(server.httpUrl, dropped[1]!)).body).toContain('<ConversationRelay');
+    // Twilio retries the action callback for the second call: the new process restores it, timer
+    // included. On a machine slow enough that the restart outlasted the grace period, the call is
+    // over by then instead, and the answer must say so: either way it expires at its deadline.
+    const retried = await postDroppedAction(server.httpUrl, dropped[1]!);
+    const restoredInTime = retried.body.includes('<ConversationRelay');
+    if (!restoredInTime) {
+      expect(retried.body).toContain('<Hangup/>');
+      expect(Date.now()).toBeGreaterThanOrEqual(deadlines[1]!);
+    }
 
     // The first is expired by the new process watching the deadline it found in the store; the second
     // by its own restored timer. Each at (never before) its original deadline, which it still holds.
@@ -189,7 +196,8 @@ describe('grace deadlines across a restart', () => {
       const record = await waitForRecord(store, call.callSid, (r) => r?.state === 'expired');
       expect(persisted(record).context?.graceDeadline).toBe(deadlines[i]);
     }
-    expect(server.logs.some(ranOut(dropped[1]!.callSid))).toBe(false);
+    // Restored in time, it ran out on its own restored timer, not as an orphan.
+    if (restoredInTime) expect(server.logs.some(ranOut(dropped[1]!.callSid))).toBe(false);
 
     // A reconnect after expiry starts a fresh session.
     const late = track(await SimulatedCall.connect({ url: server.relayUrl, callSid: dropped[0]!.callSid, sessionId: dropped[0]!.sessionId, reconnection: true }));
