@@ -196,9 +196,25 @@ describe('an interrupt keeps only what the caller heard', () => {
     expect(s.since(before)).toEqual([]);
   });
 
+  it('cuts only the last reply: the earlier turns stay as they were', () => {
+    const s = start();
+    s.say('Hi');
+    s.run().done('Hello, how can I help?');
+    s.say('Where are you?');
+    s.run().done('We are at 12 Main Street, next to the station.');
+    s.interrupt('We are at 12');
+    expect(history(s)).toEqual([
+      { role: 'user', content: 'Hi' },
+      { role: 'assistant', content: 'Hello, how can I help?' },
+      { role: 'user', content: 'Where are you?' },
+      { role: 'assistant', content: 'We are at 12', interrupted: true },
+    ]);
+  });
+
   it('in idle with no assistant turn last, an interrupt changes nothing', () => {
     const s = start();
-    s.interrupt('stray');
+    s.interrupt('stray'); // before anything was said: no history at all, and no error
+    expect(s.actor.getSnapshot().status).toBe('active');
     expect(history(s)).toEqual([]);
     expect(s.outbound).toEqual([]);
   });
@@ -389,6 +405,19 @@ describe('prompts', () => {
   });
 });
 
+describe('without an LLM actor', () => {
+  it('the machine fails loudly at the first reply instead of waiting forever', () => {
+    const actor = createActor(sessionMachine, { input: sessionInput() });
+    const errors: unknown[] = [];
+    actor.subscribe({ error: (err) => errors.push(err) });
+    actor.start();
+    actor.send({ type: 'PROMPT', text: 'Hello?', lang: 'en-US', last: true });
+    expect(actor.getSnapshot().status).toBe('error');
+    expect(errors).toHaveLength(1);
+    expect((errors[0] as Error).message).toBe('llmReply actor not provided');
+  });
+});
+
 describe('an LLM error', () => {
   it('before any text: the caller hears the apology alone, which is kept as the reply', () => {
     const s = start();
@@ -499,6 +528,17 @@ describe('tool calls', () => {
     expect(history(s).at(-1)).toEqual({ role: 'assistant', content: 'Hello!' });
   });
 
+  it('after four tool rounds a plain answer is spoken as usual: only a fifth round of tools is refused', () => {
+    const s = start();
+    s.say('go');
+    for (let round = 1; round <= 4; round++) s.run().done('', [toolCall('mystery_tool')]);
+    s.run().delta('Done.');
+    s.run().done('Done.');
+    expect(conversation(s)).toBe('idle');
+    expect(s.outbound).toEqual([text('Done.', false), CLOSE_CYCLE]);
+    expect(history(s).at(-1)).toEqual({ role: 'assistant', content: 'Done.' });
+  });
+
   it('the fourth round is still allowed to be a real tool', () => {
     const s = start();
     s.say('go');
@@ -573,6 +613,26 @@ describe('link region edges', () => {
     expect(s.clock.pending).toBe(0);
   });
 
+  it('a callback after the close moves the call to grace with its token; the grace deadline counts from the close', () => {
+    const s = start({ graceMs: 4000 });
+    const closedAt = s.clock.now();
+    s.closeSocket();
+    s.clock.advance(300);
+    s.action(true, { resumeTokenHash: 'token-hash' });
+    expect(link(s)).toBe('grace');
+    expect(ctx(s)).toMatchObject({ resumeTokenHash: 'token-hash', disconnects: 1, graceDeadline: closedAt + 4000 });
+  });
+
+  it('in grace, a callback that is not resumable ends the call', () => {
+    const s = start();
+    s.closeSocket();
+    s.action(true);
+    expect(link(s)).toBe('grace');
+    s.action(false, { sessionStatus: 'completed', errorCode: '' });
+    expect(s.actor.getSnapshot().value).toBe('ended');
+    expect(ctx(s).endedReason).toBe('action:completed');
+  });
+
   it('a callback without a token in disconnected keeps none', () => {
     const s = start();
     s.closeSocket(1011);
@@ -602,7 +662,7 @@ describe('link region edges', () => {
     expect(ctx(failed).endedReason).toBe('action:64102');
   });
 
-  it('in grace, a resumable callback with no resumes left ends the call, and so does a resume past the cap', () => {
+  it('once the last resume is used a resumable callback ends the call; with none allowed a resume is refused', () => {
     const s = start({ maxResumes: 1 });
     s.closeSocket();
     s.action(true);
@@ -653,6 +713,7 @@ describe('link region edges', () => {
     expect(lifecycleOf({ other: 'x' })).toBe('unknown');
     expect(lifecycleOf(null)).toBe('unknown');
     expect(lifecycleOf(undefined)).toBe('unknown');
+    expect(lifecycleOf(42)).toBe('unknown');
   });
 });
 
@@ -722,6 +783,42 @@ describe('keypad entries through the session', () => {
     expect(s.outbound.at(-1)).toEqual(languageMessage('es-US'));
   });
 
+  it('the reply asking for the entry is closed before the keypad prompt, and other tool calls are answered as skipped', () => {
+    const s = start();
+    s.say('I want to give you my number, and switch to Spanish');
+    const collectCall = toolCall('collect_digits', { kind: 'phoneNumber' });
+    const other = toolCall('switch_language', { language: 'es-US' });
+    s.run().delta('Sure.');
+    s.run().done('Sure.', [collectCall, other]);
+    expect(s.outbound).toEqual([text('Sure.', false), CLOSE_CYCLE, text('Please enter your 10-digit phone number, starting with the area code.', true)]);
+    expect(ctx(s).language).toBe('en-US');
+    expect(history(s).slice(-2)).toEqual([
+      { role: 'assistant', content: 'Sure.', toolCalls: [collectCall, other] },
+      { role: 'tool', toolCallId: other.id, content: 'skipped: one action at a time' },
+    ]);
+    s.press('5550001234');
+    expect(toolResults(s.run().input.turns).map((t) => t.toolCallId)).toEqual([other.id, collectCall.id]);
+  });
+
+  it('speaking cancels the entry with a tool result the model can pair with its call; a partial or blank prompt does not', () => {
+    const s = start();
+    s.say('keypad');
+    const call = collect(s, { kind: 'phoneNumber' });
+    s.press('555');
+    s.say('never', false);
+    s.say('  ');
+    expect(s.actor.getSnapshot().matches({ live: { conversation: 'collecting' } })).toBe(true);
+    expect(s.runs).toHaveLength(1);
+    s.say('never mind');
+    expect(conversation(s)).toBe('responding');
+    expect(s.actor.getSnapshot().children.dtmf).toBeUndefined();
+    expect(ctx(s).dtmf).toBeNull();
+    expect(s.run().input.turns.slice(-2)).toEqual([
+      { role: 'tool', toolCallId: call.id, content: JSON.stringify({ status: 'failed', kind: 'phoneNumber', reason: 'cancelled' }) },
+      { role: 'user', content: 'never mind' },
+    ]);
+  });
+
   it('keys outside an entry go nowhere', () => {
     const s = start();
     s.press('123#');
@@ -740,13 +837,17 @@ describe('keypad entries through the session', () => {
     expect(child.value).toBe('paused');
   });
 
-  it('a prompt said while away is kept for after the resume line; the one spoken live is not', () => {
+  it('a keypad prompt said while away is kept and spoken after the resume line, once', () => {
     const s = start({ dtmfIdleMs: 100 });
     s.say('keypad');
     s.closeSocket();
     collect(s, { kind: 'phoneNumber' });
-    expect(ctx(s).undelivered).toMatch(/^Please enter your 10-digit phone number/);
+    const prompt = 'Please enter your 10-digit phone number, starting with the area code.';
+    expect(ctx(s).undelivered).toBe(prompt);
+    expect(s.outbound.some((m) => m.type === 'text' && m.token.includes(prompt))).toBe(false);
+    const before = s.outbound.length;
     s.resume();
+    expect(s.since(before)).toEqual([languageMessage('en-US'), text(resumeLine('en-US'), false), text(` ${prompt}`, true)]);
     expect(ctx(s).undelivered).toBeNull();
   });
 });
