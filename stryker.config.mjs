@@ -8,6 +8,9 @@ export default {
   coverageAnalysis: 'perTest',
   // The dev machine has 2 cores and other work runs beside it.
   concurrency: 2,
+  // A static mutant (one in code that runs at load) reruns every test file; on a busy machine that can
+  // pass the default 5 s allowance, which would count a harmless mutant as detected (timed out).
+  timeoutMS: 15_000,
   reporters: ['clear-text', 'progress', 'html', 'json'],
   htmlReporter: { fileName: 'reports/mutation/mutation.html' },
   jsonReporter: { fileName: 'reports/mutation/mutation.json' },
