@@ -396,3 +396,113 @@ describe('dtmfSrcFor', () => {
     }
   });
 });
+
+describe('prompts in both languages', () => {
+  /** The re-prompt after `keys`: the reason's own sentence, then the prompt again. */
+  function repromptAfter(actor: Actor<Harness>, keys: string): string {
+    const before = texts(actor).length;
+    press(actor, keys);
+    expect(texts(actor)).toHaveLength(before + 1);
+    return texts(actor).at(-1)!;
+  }
+  const whyOf = (reprompt: string, prompt: string): string => {
+    expect(reprompt.endsWith(` ${prompt}`), `"${reprompt}" ends with the prompt`).toBe(true);
+    return reprompt.slice(0, -prompt.length - 1);
+  };
+
+  it('date of birth: every rejection has its own sentence, in English and in Spanish', () => {
+    vi.setSystemTime(new Date(2024, 5, 15, 12));
+    const whys: Record<string, string[]> = {};
+    for (const language of ['en-US', 'es-US']) {
+      const actor = start({ kind: 'dateOfBirth', idleMs: LONG_IDLE, maxAttempts: 10, language });
+      const prompt = texts(actor)[0]!;
+      whys[language] = [
+        repromptAfter(actor, '0101#'), // wrong length
+        repromptAfter(actor, '13011990'), // not a date
+        repromptAfter(actor, '12311899'), // before 1900
+        repromptAfter(actor, '06152024'), // today: not in the past
+      ].map((r) => whyOf(r, prompt));
+      for (const why of whys[language]!) expect(why.trim().length).toBeGreaterThan(0);
+      expect(new Set(whys[language]).size).toBe(4);
+      press(actor, '06142024');
+      expect(resultOf(actor)).toEqual({ status: 'ok', kind: 'dateOfBirth', value: '2024-06-14' });
+    }
+    expect(whys['en-US']).toEqual(['That was not eight digits.', "That isn't a valid date.", 'That date is too far in the past.', 'That date is not in the past.']);
+    expect(whys['es-US']).toEqual(['Eso no fueron ocho dígitos.', 'Esa no es una fecha válida.', 'Esa fecha es demasiado antigua.', 'Esa fecha no está en el pasado.']);
+    const spanish = start({ kind: 'dateOfBirth', idleMs: LONG_IDLE, language: 'es-US' });
+    expect(texts(spanish)).toEqual([
+      'Por favor, marque su fecha de nacimiento con ocho dígitos: dos para el mes, dos para el día y cuatro para el año.',
+    ]);
+  });
+
+  it('digits in Spanish: the default label and the minimum are filled in', () => {
+    const actor = start({ kind: 'digits', idleMs: LONG_IDLE, language: 'es-US', minLength: 5 });
+    expect(texts(actor)).toEqual(['Por favor, marque su número y luego oprima la tecla de numeral.']);
+    press(actor, '12#');
+    expect(texts(actor)[1]).toBe(
+      'Eso fue muy corto. Su número tiene por lo menos 5 dígitos. Por favor, marque su número y luego oprima la tecla de numeral.',
+    );
+  });
+
+  it('an idle timeout says the generic no-input sentence in the entry language before the prompt', () => {
+    for (const [language, why] of [
+      ['en-US', "Sorry, I didn't get any input."],
+      ['es-US', 'Lo siento, no recibí ninguna respuesta.'],
+      // The language tag is matched without regard to case.
+      ['ES-mx', 'Lo siento, no recibí ninguna respuesta.'],
+    ] as const) {
+      const actor = start({ kind: 'phoneNumber', idleMs: 50, language });
+      vi.advanceTimersByTime(50);
+      expect(whyOf(texts(actor)[1]!, texts(actor)[0]!), language).toBe(why);
+      actor.stop();
+    }
+  });
+
+  it('the language menu has its own bilingual no-input sentence', () => {
+    const actor = start({ kind: 'language', idleMs: 50, language: 'es-US' });
+    vi.advanceTimersByTime(50);
+    expect(texts(actor)[1]).toBe(
+      "Sorry, I didn't get a choice. Lo siento, no recibí ninguna opción. For English, press 1. Para español, oprima 2.",
+    );
+    actor.stop();
+  });
+});
+
+describe('attempt budget', () => {
+  it('is a whole number of at least one', () => {
+    const none = start({ kind: 'phoneNumber', idleMs: LONG_IDLE, maxAttempts: 0 });
+    press(none, '#');
+    expect(resultOf(none)).toEqual({ status: 'failed', kind: 'phoneNumber', reason: 'too-many-attempts' });
+    expect(texts(none)).toHaveLength(1);
+
+    const fractional = start({ kind: 'phoneNumber', idleMs: LONG_IDLE, maxAttempts: 2.9 });
+    press(fractional, '#');
+    expect(resultOf(fractional)).toBeNull();
+    press(fractional, '#');
+    expect(resultOf(fractional)).toEqual({ status: 'failed', kind: 'phoneNumber', reason: 'too-many-attempts' });
+  });
+
+  it('a timeout after invalid entries fails as timeout; an invalid entry after timeouts as too-many-attempts', () => {
+    const timedOut = start({ kind: 'digits', idleMs: 50, maxAttempts: 2, minLength: 4 });
+    press(timedOut, '1#');
+    vi.advanceTimersByTime(50);
+    expect(resultOf(timedOut)).toEqual({ status: 'failed', kind: 'digits', reason: 'timeout' });
+
+    const invalid = start({ kind: 'digits', idleMs: 50, maxAttempts: 2, minLength: 4 });
+    vi.advanceTimersByTime(50);
+    press(invalid, '1#');
+    expect(resultOf(invalid)).toEqual({ status: 'failed', kind: 'digits', reason: 'too-many-attempts' });
+  });
+});
+
+describe('pause', () => {
+  it('a cancel while paused ends the entry as cancelled, and keys are not taken while paused', () => {
+    const actor = start({ kind: 'phoneNumber', idleMs: 50 });
+    press(actor, '55');
+    actor.send({ type: 'PAUSE' });
+    press(actor, '5');
+    expect(dtmfContext(actor).buffer).toBe('55');
+    actor.send({ type: 'CANCEL' });
+    expect(resultOf(actor)).toEqual({ status: 'failed', kind: 'phoneNumber', reason: 'cancelled' });
+  });
+});

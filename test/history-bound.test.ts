@@ -81,6 +81,21 @@ describe('boundHistory', () => {
     expect(boundHistory(huge, { maxTurns: 1, maxBytes: 10 }).history).toBe(huge);
   });
 
+  it('stops dropping as soon as both limits hold: a history exactly at the byte limit is kept', () => {
+    const history = [user('aaaa'), assistant('bbbb'), user('cccc'), assistant('dddd')]; // 4 bytes each
+    // Over the turn limit by one; after dropping the oldest turn, 12 bytes are left: exactly the limit.
+    expect(boundHistory(history, { maxTurns: 3, maxBytes: 12 })).toEqual({ history: history.slice(1), dropped: 1 });
+    // Over the byte limit by one byte: one turn more goes.
+    expect(boundHistory(history, { maxTurns: 3, maxBytes: 11 })).toEqual({ history: history.slice(2), dropped: 2 });
+    // Exactly at both limits: nothing to drop.
+    expect(boundHistory(history, { maxTurns: 4, maxBytes: 16 }).history).toBe(history);
+  });
+
+  it('a history of tool results alone (no call left to group them with) is kept whole', () => {
+    const history = [result('a', 'x'.repeat(50)), result('b', 'y'.repeat(50))];
+    expect(boundHistory(history, { maxTurns: 1, maxBytes: 10 })).toEqual({ history, dropped: 0 });
+  });
+
   it('keeps tool calls with their results on random machine-shaped histories (seeded)', () => {
     const random = mulberry32(20250611);
     const int = (lo: number, hi: number) => lo + Math.floor(random() * (hi - lo + 1));

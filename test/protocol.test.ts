@@ -1,15 +1,10 @@
-// The wire protocol: inbound parsing (never throws, typed rejections), outbound validation, and the
-// `npm run call` client end to end against a real server in offline mode.
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+// The wire protocol: inbound parsing (never throws, typed rejections) and outbound validation. Pure and
+// fast (no server): these tests also drive `npm run test:mutation` (the client end to end is in
+// call-client.test.ts).
 import { describe, expect, it } from 'vitest';
-import { offlineAnswer } from '../src/llm/offline-reply.js';
 import { MAX_INBOUND_FRAME_BYTES, type OutboundMessage } from '../src/protocol/messages.js';
 import { InvalidOutboundMessageError, parseInbound, serializeOutbound } from '../src/protocol/parse.js';
 import { toSessionEvent } from '../src/server/relay-socket.js';
-import { startTestServer } from './support/harness.js';
-
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 function accepted(frame: unknown) {
   const result = parseInbound(typeof frame === 'string' ? frame : JSON.stringify(frame));
@@ -127,6 +122,7 @@ describe('parseInbound', () => {
     expect(parseInbound(frame(MAX_INBOUND_FRAME_BYTES - overhead)).ok).toBe(true);
     const over = rejection(frame(MAX_INBOUND_FRAME_BYTES - overhead + 1));
     expect(over.reason).toBe('oversize');
+    expect(over.detail).toBe(`${MAX_INBOUND_FRAME_BYTES + 1} bytes > ${MAX_INBOUND_FRAME_BYTES}`);
     expect(rejection(frame(100 * 1024)).reason).toBe('oversize');
     // Size counts bytes, not characters.
     expect(rejection(JSON.stringify({ type: 'prompt', voicePrompt: 'é'.repeat(40 * 1024) })).reason).toBe('oversize');
@@ -174,6 +170,9 @@ describe('serializeOutbound', () => {
     const invalid: unknown[] = [
       { type: 'sendDigits', digits: 'abc' },
       { type: 'sendDigits', digits: '' },
+      // Every character must be a digit, w, # or *: not only the first or the last one.
+      { type: 'sendDigits', digits: '12; rm' },
+      { type: 'sendDigits', digits: 'x12' },
       { type: 'language' },
       { type: 'language', ttsLanguage: '' },
       { type: 'text', last: true },
@@ -189,39 +188,20 @@ describe('serializeOutbound', () => {
       expect(() => serializeOutbound(m as OutboundMessage), JSON.stringify(m)).toThrow(InvalidOutboundMessageError);
     }
   });
-});
 
-describe('npm run call', () => {
-  it('plays a scripted call against an offline-mode server and prints the transcript', async () => {
-    const ts = await startTestServer({ config: { openaiApiKey: undefined, openaiBaseUrl: undefined } });
-    try {
-      expect(ts.server.llmMode).toBe('offline');
-      const env: NodeJS.ProcessEnv = { ...process.env, RELAY_URL: ts.server.relayUrl, BASE_URL: ts.server.httpUrl };
-      delete env.TWILIO_AUTH_TOKEN;
-      const child = spawn('npx', ['tsx', 'src/client/call.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
-      child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
-      const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-      expect(code, `stdout:\n${stdout}\nstderr:\n${stderr}`).toBe(0);
-
-      const lines = stdout.trim().split('\n');
-      const first = 'Hi, what can you do?';
-      expect(lines[0]).toBe(`caller: ${first}`);
-      expect(lines[1]).toBe(`agent: ${offlineAnswer([{ role: 'user', content: first }], 'en-US').text}`);
-      expect(lines.filter((l) => l.startsWith('caller: '))).toHaveLength(3);
-      // The keypad step: the agent asked for the number, got 10 digits, and thanked the caller.
-      expect(lines).toContain('agent: Please enter your 10-digit phone number, starting with the area code.');
-      expect(stderr).toContain('typed a 10-digit phone number on the keypad');
-      expect(lines).toContain('agent: Thanks, got it.');
-      expect(lines.filter((l) => l.startsWith('agent: ')).length).toBeGreaterThanOrEqual(1);
-      expect(stderr).toContain('0 invalid frame(s)');
-
-      // The client hung up and posted the action callback: the session is over on the server.
-      await expect.poll(() => ts.server.manager.size, { timeout: 10_000 }).toBe(0);
-    } finally {
-      await ts.close();
-    }
-  }, 60_000);
+  it('says why, under its own error name (what a log line shows)', () => {
+    const thrown = (m: unknown): Error => {
+      try {
+        serializeOutbound(m as OutboundMessage);
+      } catch (err) {
+        return err as Error;
+      }
+      throw new Error(`${JSON.stringify(m)} was accepted`);
+    };
+    const digits = thrown({ type: 'sendDigits', digits: '12a' });
+    expect(digits).toBeInstanceOf(InvalidOutboundMessageError);
+    expect(digits.name).toBe('InvalidOutboundMessageError');
+    expect(digits.message).toContain('digits may only contain 0-9, w, # and *');
+    expect(thrown({ type: 'language' }).message).toContain('language needs ttsLanguage or transcriptionLanguage');
+  });
 });
