@@ -599,17 +599,17 @@ describe('link region edges', () => {
     const at = s.clock.now();
     s.action(true, { resumeTokenHash: 'token-hash-1' });
     expect(link(s)).toBe('grace');
-    expect(ctx(s)).toMatchObject({ disconnects: 1, lastCloseCode: null, graceDeadline: at + 5000, resumeTokenHash: 'token-hash-1' });
+    expect(ctx(s)).toMatchObject({ disconnects: 1, lastCloseCode: null, graceDeadline: at + 5000, resumeTokenHashes: ['token-hash-1'] });
 
-    // Posted again (Twilio retried it): the new token replaces the old, the deadline stays.
+    // Posted again (Twilio retried it): the new token joins the old (both stay valid), the deadline stays.
     s.clock.advance(1000);
     s.action(true, { resumeTokenHash: 'token-hash-2' });
-    expect(ctx(s)).toMatchObject({ disconnects: 1, graceDeadline: at + 5000, resumeTokenHash: 'token-hash-2', resumes: 0 });
+    expect(ctx(s)).toMatchObject({ disconnects: 1, graceDeadline: at + 5000, resumeTokenHashes: ['token-hash-1', 'token-hash-2'], resumes: 0 });
 
     // A resume spends the token and stops the grace timer.
     s.resume();
     expect(link(s)).toBe('connected');
-    expect(ctx(s)).toMatchObject({ resumes: 1, resumeTokenHash: null, graceDeadline: null });
+    expect(ctx(s)).toMatchObject({ resumes: 1, resumeTokenHashes: [], graceDeadline: null });
     expect(s.clock.pending).toBe(0);
   });
 
@@ -620,7 +620,7 @@ describe('link region edges', () => {
     s.clock.advance(300);
     s.action(true, { resumeTokenHash: 'token-hash' });
     expect(link(s)).toBe('grace');
-    expect(ctx(s)).toMatchObject({ resumeTokenHash: 'token-hash', disconnects: 1, graceDeadline: closedAt + 4000 });
+    expect(ctx(s)).toMatchObject({ resumeTokenHashes: ['token-hash'], disconnects: 1, graceDeadline: closedAt + 4000 });
   });
 
   it('in grace, a callback that is not resumable ends the call', () => {
@@ -639,7 +639,7 @@ describe('link region edges', () => {
     expect(ctx(s).lastCloseCode).toBe(1011);
     s.action(true);
     expect(link(s)).toBe('grace');
-    expect(ctx(s).resumeTokenHash).toBeNull();
+    expect(ctx(s).resumeTokenHashes).toEqual([]);
   });
 
   it('a second socket for a live call takes over: counted as a resume, greeted, with its own session key', () => {
@@ -687,7 +687,7 @@ describe('link region edges', () => {
     s.resume();
     s.action(true, { resumeTokenHash: 'unused' });
     expect(s.actor.getSnapshot().value).toBe('ended');
-    expect(ctx(s).resumeTokenHash).toBeNull();
+    expect(ctx(s).resumeTokenHashes).toEqual([]);
   });
 
   it('grace runs on the provided clock: expires exactly at the deadline and leaves no timer behind', () => {
