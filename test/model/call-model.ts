@@ -181,21 +181,8 @@ export const callModel = setup({
   },
 }).createMachine({
   id: 'call',
-  context: ({ input }) => ({
-    store: input.store,
-    lifecycle: null,
-    history: 0,
-    language: 'en-US',
-    dtmf: null,
-    keypadTimeouts: 0,
-    replying: false,
-    resumes: 0,
-    forgedTried: false,
-    instance: 'A',
-    drops: 0,
-    restarts: 0,
-    moves: 0,
-  }),
+  // Before the first call: a fresh session's bounds, no link yet, on the first instance.
+  context: ({ input }) => ({ ...fresh, store: input.store, lifecycle: null, instance: 'A' }),
   initial: 'idle',
   states: {
     idle: {
