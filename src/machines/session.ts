@@ -241,9 +241,10 @@ export const sessionMachine = setup({
         : { role: 'assistant', content: event.text };
       return { ...withTurns(context, turn), reply: null };
     }),
+    /** Replies finished while away are spoken one after another after the resume, a space apart. */
     markUndelivered: assign({
       undelivered: ({ context, event }) =>
-        event.type === 'LLM.DONE' && event.text ? (context.undelivered ?? '') + event.text : context.undelivered,
+        event.type === 'LLM.DONE' && event.text ? [context.undelivered, event.text].filter(Boolean).join(' ') : context.undelivered,
     }),
     /** Only what the caller actually heard becomes the assistant turn. */
     recordInterruptedReply: assign(({ context, event }) => ({
