@@ -108,6 +108,7 @@ export class SessionManager {
   private readonly locks = new KeyedMutex();
   private readonly restoreLimit = pLimit(RESTORE_CONCURRENCY);
   private readonly orphanTimers = new Set<unknown>();
+  private readonly connecting = new Set<Promise<ConnectResult>>();
   readonly clock: Clock;
 
   constructor(private readonly opts: SessionManagerOptions) {
@@ -139,6 +140,14 @@ export class SessionManager {
    * `ticket`: the relay path segment the socket was opened at (see resume-proof.ts).
    */
   connect(setup: SetupMessage, socket: SessionSocket, ticket?: string): Promise<ConnectResult> {
+    const connecting = this.connectNow(setup, socket, ticket);
+    // A drain waits for setups in flight: a session being restored has no socket yet, but will.
+    this.connecting.add(connecting);
+    void connecting.finally(() => this.connecting.delete(connecting)).catch(() => undefined);
+    return connecting;
+  }
+
+  private connectNow(setup: SetupMessage, socket: SessionSocket, ticket?: string): Promise<ConnectResult> {
     return this.locks.run(setup.callSid, async () => {
       const log = this.opts.logger.child({ callSid: setup.callSid });
       const via = setup.reconnection ? 'reconnection' : 'twilio';
@@ -403,8 +412,12 @@ export class SessionManager {
       }, timeoutMs);
     });
     try {
-      // A socket upgraded just before the drain began may still bring its setup: go on until none is attached.
-      for (let live = this.attached(); live.length > 0; live = this.attached()) {
+      // A socket upgraded just before the drain began may still bring its setup, and a setup in flight
+      // (a restore, a resume being stored) attaches its socket when it is done: go on until neither is left.
+      for (;;) {
+        if (this.connecting.size > 0) await Promise.race([Promise.allSettled([...this.connecting]), deadline]);
+        const live = this.attached();
+        if (live.length === 0 && (this.connecting.size === 0 || timeUp)) break;
         await Promise.all(live.map((s) => this.handOff(s, () => timeUp, deadline)));
       }
     } finally {
