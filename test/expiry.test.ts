@@ -10,7 +10,7 @@ import { postAction } from '../src/client/twilio-webhooks.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../src/llm/fake-openai-server.js';
 import type { Config } from '../src/config.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
-import { MemoryStore, RedisStore, SqliteStore, delegatingStore, type Lease, type SaveInput, type SnapshotStore } from '../src/stores/index.js';
+import { MemoryStore, RedisStore, SqliteStore, delegatingStore, type SnapshotStore } from '../src/stores/index.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';
 import { readMetric } from './support/server-process.js';
 import { TestClock } from './support/test-clock.js';
@@ -193,8 +193,8 @@ describe('a reconnect right after expiry', () => {
   it('starts a fresh session even while the expired snapshot is still being written', async () => {
     // A real store whose writes take a while, so the expired session's final write is still in flight.
     const inner = new MemoryStore();
-    const slow: SnapshotStore = Object.assign(Object.create(inner) as SnapshotStore, {
-      save: async (lease: Lease, input: SaveInput) => {
+    const slow = delegatingStore(inner, {
+      save: async (lease, input) => {
         await new Promise((r) => setTimeout(r, 300));
         return inner.save(lease, input);
       },

@@ -233,9 +233,8 @@ export class SessionManager {
       log.error('resume could not be stored: refused');
       return { ok: false, code: 1011, reason: 'store unavailable' };
     }
-    session.socket = socket;
-    // Newest authenticated connection wins; the old socket's close is then ignored.
-    if (previous && previous !== socket) previous.close(4000, 'superseded by a newer connection');
+    session.socket = previous;
+    this.attach(session, socket);
     held.releaseTo(socket);
     this.opts.metrics.resumes.inc({ outcome: 'succeeded' });
     log.info({ via: event.via, link: lifecycleOf(snapshot.value), epoch: session.lease.epoch }, 'session resumed');
@@ -653,7 +652,6 @@ export class SessionManager {
     return session;
   }
 
-  /** A new session's socket. */
   private attach(session: Session, socket: SessionSocket): void {
     const old = session.socket;
     session.socket = socket;

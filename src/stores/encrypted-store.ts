@@ -2,7 +2,8 @@
 // with AES-256-GCM before the store sees it; state, epochs and times stay plain for leases and listings.
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import type { Keyring } from './keyring.js';
-import type { Lease, SaveInput, SessionRecord, SnapshotStore } from './types.js';
+import { delegatingStore } from './delegating-store.js';
+import type { AcquireOptions, Lease, SaveInput, SessionRecord, SnapshotStore } from './types.js';
 
 const ALG = 'aes-256-gcm';
 const NONCE_BYTES = 12;
@@ -52,31 +53,21 @@ export function withEncryption(store: SnapshotStore, keyring: Keyring, opts: Enc
     }
   };
 
-  const encrypted: SnapshotStore = {
-    kind: store.kind,
-    acquire: (callSid, owner, opts) => store.acquire(callSid, owner, opts),
+  // Everything else (leases, epochs, call tokens: only hashes of random tokens) passes through unsealed.
+  const acquireAndLoad = store.acquireAndLoad?.bind(store);
+  return delegatingStore(store, {
     save: (lease: Lease, input: SaveInput) =>
       store.save(lease, { ...input, snapshot: sealSnapshot(keyring, lease.callSid, input.snapshot) }),
     // The callSid asked for is the associated data, so a sealed snapshot copied under another call fails.
     load: async (callSid) => open(await store.load(callSid), callSid),
-    currentEpoch: (callSid) => store.currentEpoch(callSid),
-    delete: (lease) => store.delete(lease),
     list: async () => (await store.list()).flatMap((record) => open(record) ?? []),
-    sweep: (now) => store.sweep(now),
-    // Only hashes of random tokens: nothing personal to seal.
-    issueCallToken: (callSid, grant) => store.issueCallToken(callSid, grant),
-    redeemCallToken: (callSid, hash, now) => store.redeemCallToken(callSid, hash, now),
-    close: () => store.close(),
-  };
-  if (store.acquireAndLoad) {
-    const acquireAndLoad = store.acquireAndLoad.bind(store);
-    encrypted.acquireAndLoad = async (callSid, owner, opts) => {
-      const { lease, record } = await acquireAndLoad(callSid, owner, opts);
-      return { lease, record: open(record, callSid) };
-    };
-  }
-  if (store.onLeaseChange) encrypted.onLeaseChange = store.onLeaseChange.bind(store);
-  return encrypted;
+    ...(acquireAndLoad && {
+      acquireAndLoad: async (callSid: string, owner: string, opts?: AcquireOptions) => {
+        const { lease, record } = await acquireAndLoad(callSid, owner, opts);
+        return { lease, record: open(record, callSid) };
+      },
+    }),
+  });
 }
 
 /** Encrypts the snapshot's JSON under the current key, with a fresh nonce and the callSid as associated data. */
