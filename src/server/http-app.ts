@@ -14,7 +14,7 @@ import { redactSession } from './redact.js';
 import { serviceUnavailableLine } from '../machines/phrases.js';
 import { isServiceUnavailableHandoff } from './service-unavailable.js';
 import type { StoreStatus } from './store-health.js';
-import { hashSecret, newResumeToken, relayTicket } from './resume-proof.js';
+import { hashSecret, newProofToken, relayTicket } from './resume-proof.js';
 import { CALL_SID_PATTERN } from '../protocol/messages.js';
 
 export interface HttpAppDeps {
@@ -148,7 +148,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
      */
     async function admitCall(callSid: string | undefined, log: Logger): Promise<Response | { parameters: Record<string, string>; ticket: string }> {
       if (!callSid || !CALL_SID_PATTERN.test(callSid)) return c.text('a valid CallSid is required', 400);
-      const callToken = newResumeToken();
+      const callToken = newProofToken();
       const now = manager.clock.now();
       let issued: boolean;
       try {

@@ -10,7 +10,7 @@ export function hashSecret(secret: string): string {
 }
 
 /** A fresh single-use token for a TwiML `<Parameter>` (256 bits, URL-safe): resumeToken or callToken. */
-export function newResumeToken(): string {
+export function newProofToken(): string {
   return randomBytes(32).toString('base64url');
 }
 

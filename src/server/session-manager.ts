@@ -12,7 +12,7 @@ import { CoalescingWriter, StaleLeaseError, type Lease, type SaveInput, type Ses
 import pLimit from 'p-limit';
 import { KeyedMutex } from './keyed-mutex.js';
 import { onlyReplyTextChanged } from './write-worthy.js';
-import { hashSecret, matchesHash, newResumeToken, ticketMatches, withoutSecrets } from './resume-proof.js';
+import { hashSecret, matchesHash, newProofToken, ticketMatches, withoutSecrets } from './resume-proof.js';
 import { HeldSocket } from './held-socket.js';
 
 /** What the session needs of a socket: the socket edge validates and serialises. */
@@ -309,7 +309,7 @@ export class SessionManager {
         }
       }
       // Only the hash goes into the session; the token itself leaves once, in this answer's TwiML.
-      const resumeToken = resumable ? newResumeToken() : undefined;
+      const resumeToken = resumable ? newProofToken() : undefined;
       session.actor.send({
         type: 'ACTION',
         resumable,
