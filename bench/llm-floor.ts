@@ -3,8 +3,12 @@
 // timed in this process. It is a floor under the server's CPU per reply that the baseline never pays.
 import OpenAI from 'openai';
 import { toChatMessages } from '../src/llm/prompts.js';
-import { toolDefinitions } from '../src/llm/tools.js';
+import { resolveAgent } from '../src/agent/agent.js';
 import { PROMPT } from './load.js';
+
+/** The default agent's system prompt and tools, as the server sends them. */
+const agent = resolveAgent();
+const instructions = agent.instructions({ callSid: 'bench', language: 'en-US', from: '', to: '', customParameters: {} });
 
 export interface LlmFloor {
   requests: number;
@@ -15,9 +19,9 @@ export interface LlmFloor {
 
 export async function measureLlmFloor(baseURL: string, requests: number, concurrency: number): Promise<LlmFloor> {
   const client = new OpenAI({ apiKey: 'bench-key', baseURL, maxRetries: 0 });
-  const messages = toChatMessages([{ role: 'user', content: PROMPT }], 'en-US');
+  const messages = toChatMessages([{ role: 'user', content: PROMPT }], instructions);
   const one = async () => {
-    const stream = await client.chat.completions.create({ model: 'gpt-4o-mini', messages, tools: toolDefinitions, stream: true });
+    const stream = await client.chat.completions.create({ model: 'gpt-4o-mini', messages, tools: agent.toolSchemas, stream: true });
     for await (const chunk of stream) void chunk.choices[0]?.delta?.content;
   };
   const batches = Math.max(1, Math.ceil(requests / concurrency));

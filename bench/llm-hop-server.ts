@@ -5,9 +5,13 @@
 // server / this baseline is what the relay adds on top of the LLM hop it cannot avoid.
 import OpenAI from 'openai';
 import { toChatMessages } from '../src/llm/prompts.js';
-import { toolDefinitions } from '../src/llm/tools.js';
+import { resolveAgent } from '../src/agent/agent.js';
 import type { ChatTurn } from '../src/llm/types.js';
 import { finalPromptOf, listenWs, type EchoServer } from './echo-server.js';
+
+/** The default agent's system prompt and tools, as the server sends them. */
+const agent = resolveAgent();
+const instructions = agent.instructions({ callSid: 'bench', language: 'en-US', from: '', to: '', customParameters: {} });
 
 export function startLlmHopServer(llmBaseUrl: string): Promise<EchoServer> {
   const client = new OpenAI({ apiKey: 'bench-key', baseURL: llmBaseUrl, maxRetries: 0 });
@@ -22,8 +26,8 @@ export function startLlmHopServer(llmBaseUrl: string): Promise<EchoServer> {
         try {
           const stream = await client.chat.completions.create({
             model: 'gpt-4o-mini',
-            messages: toChatMessages(history, 'en-US'),
-            tools: toolDefinitions,
+            messages: toChatMessages(history, instructions),
+            tools: agent.toolSchemas,
             stream: true,
           });
           for await (const chunk of stream) {

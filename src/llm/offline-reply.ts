@@ -1,9 +1,10 @@
 // Offline mode: without OPENAI_API_KEY or OPENAI_BASE_URL the server still answers calls,
 // with canned replies and keyword-triggered tools, so a newcomer can watch the whole flow.
 import { randomUUID } from 'node:crypto';
-import { fromCallback } from 'xstate';
 import { systemClock, type Clock } from '../clock.js';
-import type { CollectDigitsArgs } from './tools.js';
+import { parseToolCall, type AnyTool } from '../agent/tool.js';
+import { fromReplyStream } from '../machines/reply.js';
+import type { KeypadRequest } from '../machines/tool-call.js';
 import type { ChatTurn, ReplyEvent, ReplyInput, ToolCall } from './types.js';
 
 interface Canned {
@@ -22,7 +23,7 @@ function lastUserOrTool(turns: ChatTurn[]): ChatTurn | undefined {
 }
 
 /** Keywords that start a keypad entry, so every DTMF input type can be tried without an LLM. */
-function keypadRequest(said: string, spanish: boolean): CollectDigitsArgs | undefined {
+function keypadRequest(said: string, spanish: boolean): KeypadRequest | undefined {
   if (/\bmenu\b|menú/.test(said)) return { kind: 'language' };
   if (/phone number|número de teléfono|numero de telefono/.test(said)) return { kind: 'phoneNumber' };
   if (/birth|nacimiento/.test(said)) return { kind: 'dateOfBirth' };
@@ -67,25 +68,26 @@ export function offlineAnswer(turns: ChatTurn[], language: string): Canned {
   return { text: `${prefix}${last?.role === 'user' ? last.content : ''}`, toolCalls: [] };
 }
 
-export function createOfflineReplyActor(opts: { wordDelayMs?: number; clock?: Clock } = {}) {
+export function createOfflineReplyActor(opts: { tools: ReadonlyMap<string, AnyTool>; wordDelayMs?: number; clock?: Clock }) {
   const delay = opts.wordDelayMs ?? 20;
   const clock = opts.clock ?? systemClock;
-  return fromCallback<{ type: string }, ReplyInput>(({ input, sendBack }) => {
-    const runId = randomUUID();
-    const answer = offlineAnswer(input.turns, input.language);
+  return fromReplyStream(({ input, sendBack }) => {
+    const answer = offlineAnswer(input.turns, input.call.language);
     const words = answer.text.split(/(?<= )/).filter((w) => w.length > 0);
+    const [first] = answer.toolCalls;
+    const toolCall = first ? parseToolCall(first, opts.tools) : undefined;
     let i = 0;
-    let timer: NodeJS.Timeout;
+    let timer: unknown;
     const step = () => {
       const word = words[i++];
       if (word === undefined) {
-        sendBack({ type: 'LLM.DONE', runId, text: answer.text, toolCalls: answer.toolCalls, at: clock.now() } satisfies ReplyEvent);
+        sendBack({ type: 'LLM.DONE', text: answer.text, toolCalls: answer.toolCalls, toolCall, at: clock.now() } satisfies ReplyEvent);
         return;
       }
-      sendBack({ type: 'LLM.DELTA', runId, text: word } satisfies ReplyEvent);
-      timer = setTimeout(step, delay);
+      sendBack({ type: 'LLM.DELTA', text: word } satisfies ReplyEvent);
+      timer = clock.setTimeout(step, delay);
     };
-    timer = setTimeout(step, delay);
-    return () => clearTimeout(timer);
+    timer = clock.setTimeout(step, delay);
+    return () => clock.clearTimeout(timer);
   });
 }

@@ -1,15 +1,17 @@
 // The LLM edge: one streamed chat completion per invocation, as an XState callback actor.
 import { randomUUID } from 'node:crypto';
 import OpenAI from 'openai';
-import { fromCallback } from 'xstate';
+import type { ResolvedAgent } from '../agent/agent.js';
+import { parseToolCall } from '../agent/tool.js';
 import { systemClock, type Clock } from '../clock.js';
+import { fromReplyStream } from '../machines/reply.js';
 import { toChatMessages } from './prompts.js';
-import { toolDefinitions } from './tools.js';
-import type { ReplyEvent, ReplyInput, ToolCall } from './types.js';
+import type { ReplyEvent, ToolCall } from './types.js';
 
 export interface OpenAIReplyOptions {
   client: OpenAI;
-  model: string;
+  /** Instructions, tools and model settings. */
+  agent: Pick<ResolvedAgent, 'instructions' | 'model' | 'tools' | 'toolSchemas'>;
   /** Called once per run with ms from request to first streamed token. */
   onFirstToken?: (ms: number) => void;
   onError?: (err: unknown) => void;
@@ -22,7 +24,8 @@ export interface OpenAIReplyOptions {
  * by index and delivered with LLM.DONE. Stopping the actor aborts the HTTP stream.
  */
 export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
-  return fromCallback<{ type: string }, ReplyInput>(({ input, sendBack }) => {
+  const { agent } = opts;
+  return fromReplyStream(({ input, sendBack }) => {
     const abort = new AbortController();
     let settled = false;
     const runId = randomUUID();
@@ -37,9 +40,11 @@ export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
       try {
         const stream = await opts.client.chat.completions.create(
           {
-            model: opts.model,
-            messages: toChatMessages(input.turns, input.language),
-            tools: toolDefinitions,
+            model: agent.model.name,
+            messages: toChatMessages(input.turns, agent.instructions(input.call)),
+            ...(agent.toolSchemas.length ? { tools: agent.toolSchemas } : {}),
+            ...(agent.model.temperature === undefined ? {} : { temperature: agent.model.temperature }),
+            ...(agent.model.maxTokens === undefined ? {} : { max_completion_tokens: agent.model.maxTokens }),
             stream: true,
           },
           { signal: abort.signal },
@@ -53,7 +58,7 @@ export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
               opts.onFirstToken?.(performance.now() - started);
             }
             text += delta.content;
-            send({ type: 'LLM.DELTA', runId, text: delta.content });
+            send({ type: 'LLM.DELTA', text: delta.content });
           }
           for (const piece of delta.tool_calls ?? []) {
             const call = calls.get(piece.index) ?? { id: '', name: '', arguments: '' };
@@ -67,12 +72,14 @@ export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
           .sort(([a], [b]) => a - b)
           .map(([index, call]) => ({ ...call, id: call.id || `call_${runId}_${index}` }));
         settled = true;
-        send({ type: 'LLM.DONE', runId, text, toolCalls, at: (opts.clock ?? systemClock).now() });
+        // Parsed once, here: the session gets a typed call (or the reason it is invalid).
+        const toolCall = toolCalls[0] ? parseToolCall(toolCalls[0], agent.tools) : undefined;
+        send({ type: 'LLM.DONE', text, toolCalls, toolCall, at: (opts.clock ?? systemClock).now() });
       } catch (err) {
         if (abort.signal.aborted) return;
         settled = true;
         opts.onError?.(err);
-        send({ type: 'LLM.ERROR', runId, message: err instanceof Error ? err.message : String(err) });
+        send({ type: 'LLM.ERROR', message: err instanceof Error ? err.message : String(err) });
       }
     })();
     // Only a stream still running needs aborting; aborting a finished one still costs a DOMException.

@@ -1,4 +1,5 @@
 import OpenAI from 'openai';
+import type { ResolvedAgent } from '../agent/agent.js';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../server/logger.js';
@@ -7,19 +8,19 @@ import { createOpenAIReplyActor } from './openai-reply.js';
 import { createOfflineReplyActor } from './offline-reply.js';
 
 /** The real OpenAI(-compatible) endpoint when configured, otherwise the clearly logged offline mode. */
-export function selectReplyActor(config: Config, logger: Logger, metrics: Metrics, clock?: Clock) {
+export function selectReplyActor(config: Config, agent: ResolvedAgent, logger: Logger, metrics: Metrics, clock?: Clock) {
   if (!config.openaiApiKey && !config.openaiBaseUrl) {
     logger.warn('OFFLINE MODE: neither OPENAI_API_KEY nor OPENAI_BASE_URL is set; calls get canned replies');
-    return { mode: 'offline' as const, actor: createOfflineReplyActor({ clock }) };
+    return { mode: 'offline' as const, actor: createOfflineReplyActor({ tools: agent.tools, clock }) };
   }
   // The SDK retries connection errors, 429 and 5xx with backoff (maxRetries).
   const client = new OpenAI({ apiKey: config.openaiApiKey ?? 'unused', baseURL: config.openaiBaseUrl, maxRetries: 2, timeout: config.openaiTimeoutMs });
-  logger.info({ model: config.openaiModel, baseURL: client.baseURL }, 'LLM: OpenAI-compatible endpoint');
+  logger.info({ model: agent.model.name, baseURL: client.baseURL }, 'LLM: OpenAI-compatible endpoint');
   return {
     mode: 'openai' as const,
     actor: createOpenAIReplyActor({
       client,
-      model: config.openaiModel,
+      agent,
       onFirstToken: (ms) => metrics.firstTokenSeconds.observe(ms / 1000),
       onError: (err) => logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'LLM request failed'),
       clock,

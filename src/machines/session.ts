@@ -1,17 +1,18 @@
 // The call session: one actor per callSid. Two parallel regions while the call is live:
 // `link` tracks the WebSocket (the socket is an edge, not the session) and `conversation`
-// runs the LLM and keypad input. Side effects leave the machine only as emitted `outbound`
-// messages (the socket edge sends them) and invoked actors (LLM, timers, DTMF children).
-import { assign, emit, enqueueActions, fromCallback, sendTo, setup, stateIn } from 'xstate';
+// runs the LLM, the agent's tools and keypad input. Side effects leave the machine only as emitted
+// `outbound` messages (the socket edge sends them) and invoked actors (llm, tool, dtmf, timers),
+// which the server provides; the machine reads no clock.
+import { assign, emit, enqueueActions, fromCallback, fromPromise, raise, sendTo, setup, stateIn } from 'xstate';
 import type { OutboundMessage } from '../protocol/messages.js';
 import type { DtmfDigit } from '../protocol/messages.js';
-import type { ChatTurn, ReplyInput, ToolCall } from '../llm/types.js';
-import { parseToolCall, type CollectDigitsArgs } from '../llm/tools.js';
 import type { Clock } from '../clock.js';
 import { createDeadlineTimer, deadlineTimer } from './deadline-timer.js';
-import { dtmfMachines, type DtmfInput, type DtmfKind, type DtmfResult, type DtmfSrc } from './dtmf/index.js';
+import { createKeypadMachine, keypadMachine, type DtmfInput, type DtmfResult, type KeypadSpecs } from './dtmf/index.js';
 import { resumeLine, llmFailureLine } from './phrases.js';
 import { boundHistory, DEFAULT_HISTORY_LIMITS, type HistoryLimits } from './history-bound.js';
+import type { ChatTurn, ReplyEvent, ReplyInput, ToolCall } from './reply.js';
+import type { KeypadRequest, ParsedToolCall, ToolEffect, ToolInput, ToolOutcome } from './tool-call.js';
 
 export interface SessionTimeouts {
   graceMs: number;
@@ -37,19 +38,15 @@ export interface SessionInput {
   historyLimits?: HistoryLimits;
 }
 
+/** The reply being generated: what has streamed so far. */
 interface ReplyInFlight {
-  runId: string | null;
   text: string;
 }
 
-interface DtmfRequest {
+interface DtmfRequest extends KeypadRequest {
   toolCallId: string;
-  /** When the model asked for the entry (epoch ms): its first idle period counts from here. */
+  /** When the entry was asked for (epoch ms): its first idle period counts from here. */
   requestedAt: number;
-  kind: DtmfKind;
-  label?: string;
-  minLength?: number;
-  maxLength?: number;
 }
 
 export interface SessionContext {
@@ -81,6 +78,8 @@ export interface SessionContext {
   reply: ReplyInFlight | null;
   /** A reply that finished while no socket was attached; spoken after resume. */
   undelivered: string | null;
+  /** The tool call being run (the `tool` actor's input is built from it). */
+  toolCall: ParsedToolCall | null;
   dtmf: DtmfRequest | null;
   /** Tool rounds since the caller last spoke; bounds model tool loops. */
   toolRounds: number;
@@ -110,10 +109,16 @@ export type SessionEvent =
   /** `sessionKeyHash`: the hash of the new socket's sessionId, the proof for its own later resumes. */
   | { type: 'RESUME'; sessionKeyHash: string; via: 'twilio' | 'reconnection'; at: number }
   | { type: 'GRACE.EXPIRED' }
-  | { type: 'LLM.DELTA'; runId: string; text: string }
-  | { type: 'LLM.DONE'; runId: string; text: string; toolCalls: ToolCall[]; at: number }
-  | { type: 'LLM.ERROR'; runId: string; message: string }
-  | { type: 'DTMF.SAY'; text: string };
+  | ReplyEvent
+  | { type: 'DTMF.SAY'; text: string }
+  | ToolEffectEvent;
+
+/** Raised by the machine itself once a tool has answered: what happens next, one event per effect. */
+type ToolEffectEvent =
+  | { type: 'TOOL.ANSWERED' }
+  | { type: 'TOOL.SWITCH_LANGUAGE'; language: string }
+  | { type: 'TOOL.COLLECT_DIGITS'; request: KeypadRequest; at: number }
+  | { type: 'TOOL.HANDOFF'; reason: string };
 
 export type SessionEmitted = { type: 'outbound'; message: OutboundMessage };
 
@@ -121,16 +126,11 @@ const MAX_TOOL_ROUNDS = 4;
 /** Reconnect tokens a session in grace accepts at once: the answer to a callback and its retries. */
 export const MAX_RESUME_TOKENS = 6;
 
-/** Placeholder; the server provides the real LLM actor (OpenAI or offline) with machine.provide(). */
+/** Placeholders; the server provides the real LLM and tool actors (from the agent) with machine.provide(). */
 const llmReplyPlaceholder = fromCallback<{ type: string }, ReplyInput>(() => {
   throw new Error('llmReply actor not provided');
 });
-
-function firstToolCall(event: SessionEvent) {
-  if (event.type !== 'LLM.DONE') return undefined;
-  const call = event.toolCalls[0];
-  return call ? parseToolCall(call) : undefined;
-}
+const toolPlaceholder = fromPromise<ToolOutcome, ToolInput>(() => Promise.reject(new Error('tool actor not provided')));
 
 /** The history with `turns` appended, trimmed oldest first to the call's limits. */
 function withTurns(context: SessionContext, ...turns: ChatTurn[]): Pick<SessionContext, 'history' | 'historyDropped'> {
@@ -138,6 +138,8 @@ function withTurns(context: SessionContext, ...turns: ChatTurn[]): Pick<SessionC
   const { history, dropped } = boundHistory([...context.history, ...turns], context.historyLimits ?? DEFAULT_HISTORY_LIMITS);
   return { history, historyDropped: (context.historyDropped ?? 0) + dropped };
 }
+
+const toolResult = (toolCallId: string, content: string): ChatTurn => ({ role: 'tool', toolCallId, content });
 
 /** Whether the call may still be resumed: shared by the machine's guards and the session manager. */
 export function hasResumesLeft(context: Pick<SessionContext, 'resumes' | 'timeouts'>): boolean {
@@ -147,6 +149,10 @@ export function hasResumesLeft(context: Pick<SessionContext, 'resumes' | 'timeou
 /** Speech and recognition both follow the call's language. */
 function languageMessage(language: string): SessionEmitted {
   return { type: 'outbound', message: { type: 'language', ttsLanguage: language, transcriptionLanguage: language } };
+}
+
+function textMessage(token: string, last: boolean): SessionEmitted {
+  return { type: 'outbound', message: { type: 'text', token, last } };
 }
 
 function dtmfInputFor(context: SessionContext): DtmfInput {
@@ -164,24 +170,29 @@ function dtmfInputFor(context: SessionContext): DtmfInput {
   };
 }
 
-/**
- * One keypad entry: invoke the kind's child machine (by string src, so it is restored from a
- * snapshot) and hand its result to the model; the language menu also tells Twilio the language.
- */
-function collectWith(src: DtmfSrc, opts: { announceLanguage?: boolean } = {}) {
-  const record = { type: 'recordDtmfResult', params: ({ event }: { event: { output: DtmfResult } }) => ({ result: event.output }) } as const;
-  return {
-    invoke: {
-      id: 'dtmf',
-      src,
-      input: ({ context }: { context: SessionContext }) => dtmfInputFor(context),
-      onDone: {
-        target: '#session.live.conversation.responding',
-        actions: opts.announceLanguage ? [record, 'emitLanguage' as const] : [record],
-      },
-    },
-  } as const;
+function toolInputFor(context: SessionContext): ToolInput {
+  // Set in the same transition that enters `tool`, which is the only place this is invoked.
+  if (!context.toolCall) throw new Error('tool started without a call');
+  return { call: context.toolCall, callSid: context.callSid, language: context.language };
 }
+
+/** A tool's effect as the event the `tool` state takes its next step on. */
+function effectEvent(outcome: ToolOutcome): ToolEffectEvent {
+  const effect: ToolEffect | undefined = outcome.effect;
+  switch (effect?.type) {
+    case 'switchLanguage':
+      return { type: 'TOOL.SWITCH_LANGUAGE', language: effect.language };
+    case 'collectDigits':
+      return { type: 'TOOL.COLLECT_DIGITS', request: effect.request, at: outcome.at };
+    case 'handoff':
+      return { type: 'TOOL.HANDOFF', reason: effect.reason };
+    default:
+      return { type: 'TOOL.ANSWERED' };
+  }
+}
+
+type Done = Extract<SessionEvent, { type: 'LLM.DONE' }>;
+const doneParams = ({ event }: { event: Done }) => ({ text: event.text, toolCalls: event.toolCalls });
 
 export const sessionMachine = setup({
   types: {
@@ -189,77 +200,58 @@ export const sessionMachine = setup({
     events: {} as SessionEvent,
     input: {} as SessionInput,
     emitted: {} as SessionEmitted,
+    children: {} as { llm: 'llmReply'; tool: 'tool'; dtmf: 'keypad'; graceTimer: 'deadlineTimer' },
   },
   actors: {
     llmReply: llmReplyPlaceholder,
+    tool: toolPlaceholder,
+    keypad: keypadMachine,
     deadlineTimer,
-    ...dtmfMachines,
   },
   guards: {
-    isFinalPrompt: ({ event }) => event.type === 'PROMPT' && event.last && event.text.trim().length > 0,
-    isCurrentRun: ({ context, event }) =>
-      'runId' in event && (context.reply?.runId === null || context.reply?.runId === event.runId),
-    isNewRun: ({ context, event }) => 'runId' in event && context.reply !== null && context.reply.runId !== event.runId,
+    isFinalPrompt: (_, params: { text: string; last: boolean }) => params.last && params.text.trim().length > 0,
     linkConnected: stateIn('#session.live.link.connected'),
     conversationFinished: stateIn('#session.live.conversation.finished'),
     canResume: ({ context }) => hasResumesLeft(context),
-    actionResumable: ({ context, event }) => event.type === 'ACTION' && event.resumable && hasResumesLeft(context),
-    tooManyToolRounds: ({ context, event }) =>
-      event.type === 'LLM.DONE' && event.toolCalls.length > 0 && context.toolRounds >= MAX_TOOL_ROUNDS,
-    wantsLanguageSwitch: ({ event }) => firstToolCall(event)?.name === 'switch_language',
-    wantsDigits: ({ event }) => firstToolCall(event)?.name === 'collect_digits',
-    wantsHandoff: ({ event }) => firstToolCall(event)?.name === 'human_agent_handoff',
-    hasToolCalls: ({ event }) => event.type === 'LLM.DONE' && event.toolCalls.length > 0,
-    dtmfKindLanguage: ({ context }) => context.dtmf?.kind === 'language',
-    dtmfKindPhone: ({ context }) => context.dtmf?.kind === 'phoneNumber',
-    dtmfKindDateOfBirth: ({ context }) => context.dtmf?.kind === 'dateOfBirth',
+    actionResumable: ({ context }, params: { resumable: boolean }) => params.resumable && hasResumesLeft(context),
+    callsTool: (_, params: { toolCall: ParsedToolCall | undefined }) => params.toolCall !== undefined,
+    tooManyToolRounds: ({ context }, params: { toolCall: ParsedToolCall | undefined }) =>
+      params.toolCall !== undefined && context.toolRounds >= MAX_TOOL_ROUNDS,
+    choseLanguage: (_, params: { result: DtmfResult }) => params.result.status === 'ok' && params.result.kind === 'language',
     lastTurnIsAssistant: ({ context }) => context.history.at(-1)?.role === 'assistant',
   },
   actions: {
-    recordUserTurn: assign(({ context, event }) => ({
-      ...(event.type === 'PROMPT' ? withTurns(context, { role: 'user', content: event.text }) : {}),
+    recordUserTurn: assign(({ context }, params: { text: string }) => ({
+      ...withTurns(context, { role: 'user', content: params.text }),
       toolRounds: 0,
     })),
-    startReply: assign({ reply: { runId: null, text: '' } }),
-    /** A restarted LLM run (new runId, e.g. after a server restart) regenerates from scratch. */
-    restartReplyText: assign({
-      reply: ({ event }) => ('runId' in event ? { runId: event.runId, text: '' } : null),
-    }),
-    appendDelta: assign({
-      reply: ({ context, event }) =>
-        event.type === 'LLM.DELTA' ? { runId: event.runId, text: (context.reply?.text ?? '') + event.text } : context.reply,
-    }),
-    emitDelta: emit(({ event }) => ({
-      type: 'outbound' as const,
-      message: { type: 'text' as const, token: event.type === 'LLM.DELTA' ? event.text : '', last: false },
-    })),
-    closeTalkCycle: emit({ type: 'outbound', message: { type: 'text', token: '', last: true } }),
-    finishReply: assign(({ context, event }) => {
-      if (event.type !== 'LLM.DONE') return { reply: null };
-      const turn: ChatTurn = event.toolCalls.length
-        ? { role: 'assistant', content: event.text, toolCalls: event.toolCalls }
-        : { role: 'assistant', content: event.text };
+    startReply: assign({ reply: { text: '' } }),
+    appendDelta: assign({ reply: ({ context }, params: { text: string }) => ({ text: (context.reply?.text ?? '') + params.text }) }),
+    emitDelta: emit((_, params: { text: string }) => textMessage(params.text, false)),
+    closeTalkCycle: emit(textMessage('', true)),
+    finishReply: assign(({ context }, params: { text: string; toolCalls: ToolCall[] }) => {
+      const turn: ChatTurn = params.toolCalls.length
+        ? { role: 'assistant', content: params.text, toolCalls: params.toolCalls }
+        : { role: 'assistant', content: params.text };
       return { ...withTurns(context, turn), reply: null };
     }),
     /** Replies finished while away are spoken one after another after the resume, a space apart. */
     markUndelivered: assign({
-      undelivered: ({ context, event }) =>
-        event.type === 'LLM.DONE' && event.text ? [context.undelivered, event.text].filter(Boolean).join(' ') : context.undelivered,
+      undelivered: ({ context }, params: { text: string }) =>
+        params.text ? [context.undelivered, params.text].filter(Boolean).join(' ') : context.undelivered,
     }),
     /** Only what the caller actually heard becomes the assistant turn. */
-    recordInterruptedReply: assign(({ context, event }) => ({
+    recordInterruptedReply: assign(({ context }, params: { utterance: string }) => ({
       // Interrupted before anything was heard: there is no assistant turn to keep.
-      ...(event.type === 'INTERRUPT' && event.utterance.trim()
-        ? withTurns(context, { role: 'assistant', content: event.utterance, interrupted: true })
-        : {}),
+      ...(params.utterance.trim() ? withTurns(context, { role: 'assistant', content: params.utterance, interrupted: true }) : {}),
       reply: null,
     })),
     /** The reply had finished generating but was still being spoken: truncate it to what was heard. */
     truncateLastReply: assign({
-      history: ({ context, event }) => {
+      history: ({ context }, params: { utterance: string }) => {
         const last = context.history.at(-1);
-        if (event.type !== 'INTERRUPT' || last?.role !== 'assistant' || last.toolCalls) return context.history;
-        return [...context.history.slice(0, -1), { role: 'assistant' as const, content: event.utterance, interrupted: true }];
+        if (last?.role !== 'assistant' || last.toolCalls) return context.history;
+        return [...context.history.slice(0, -1), { role: 'assistant' as const, content: params.utterance, interrupted: true }];
       },
       undelivered: null,
     }),
@@ -272,73 +264,49 @@ export const sessionMachine = setup({
       }),
       reply: null,
     })),
-    sayLlmFailure: emit(({ context }) => ({
-      type: 'outbound' as const,
-      message: { type: 'text' as const, token: `${context.reply?.text ? ' ' : ''}${llmFailureLine(context.language)}`, last: false },
+    sayLlmFailure: emit(({ context }) => textMessage(`${context.reply?.text ? ' ' : ''}${llmFailureLine(context.language)}`, false)),
+    /** The model gets one tool at a time: the first call runs, any others are answered as skipped. */
+    startToolCall: assign(({ context }, params: { toolCall: ParsedToolCall; toolCalls: ToolCall[] }) => ({
+      ...withTurns(
+        context,
+        ...params.toolCalls.filter((c) => c.id !== params.toolCall.id).map((c) => toolResult(c.id, 'skipped: one action at a time')),
+      ),
+      toolCall: params.toolCall,
+      toolRounds: context.toolRounds + 1,
     })),
-    answerToolCalls: assign(({ context, event }) => {
-      // Every tool call needs a result before the next model turn; the first one is executed,
-      // any others are answered as skipped.
-      const toolRounds = context.toolRounds + 1;
-      if (event.type !== 'LLM.DONE') return { toolRounds };
-      const [first, ...rest] = event.toolCalls;
-      const results: ChatTurn[] = rest.map((c) => ({
-        role: 'tool',
-        toolCallId: c.id,
-        content: 'skipped: one action at a time',
-      }));
-      const parsed = first ? parseToolCall(first) : undefined;
-      if (parsed?.name === 'switch_language') {
-        results.unshift({ role: 'tool', toolCallId: parsed.call.id, content: `language switched to ${parsed.args.language}` });
-      } else if (parsed?.name === 'human_agent_handoff') {
-        results.unshift({ role: 'tool', toolCallId: parsed.call.id, content: 'handing off to a human agent' });
-      } else if (parsed?.name === 'invalid') {
-        results.unshift({ role: 'tool', toolCallId: parsed.call.id, content: `error: ${parsed.error}` });
-      }
-      return { ...withTurns(context, ...results), toolRounds };
-    }),
-    refuseToolLoop: assign(({ context, event }) =>
-      event.type === 'LLM.DONE'
-        ? withTurns(
-            context,
-            ...event.toolCalls.map((c) => ({
-              role: 'tool' as const,
-              toolCallId: c.id,
-              content: 'refused: too many tool calls in a row, answer the caller now',
-            })),
-          )
-        : {},
+    refuseToolLoop: assign(({ context }, params: { toolCalls: ToolCall[] }) =>
+      withTurns(context, ...params.toolCalls.map((c) => toolResult(c.id, 'refused: too many tool calls in a row, answer the caller now'))),
     ),
-    applyLanguage: assign({
-      language: ({ context, event }) => {
-        const call = firstToolCall(event);
-        return call?.name === 'switch_language' ? call.args.language : context.language;
-      },
-    }),
+    recordToolResult: assign(({ context }, params: { content: string | undefined }) => ({
+      ...(context.toolCall && params.content !== undefined ? withTurns(context, toolResult(context.toolCall.id, params.content)) : {}),
+      toolCall: null,
+    })),
+    /** The tool was cut short (the caller spoke or interrupted): the model learns it did not finish. */
+    recordToolCancelled: assign(({ context }) => ({
+      ...(context.toolCall ? withTurns(context, toolResult(context.toolCall.id, 'cancelled: the caller interrupted before it finished')) : {}),
+      toolCall: null,
+    })),
+    raiseToolEffect: raise((_, params: { outcome: ToolOutcome }) => effectEvent(params.outcome)),
+    applyLanguage: assign({ language: (_, params: { language: string }) => params.language }),
     emitLanguage: emit(({ context }) => languageMessage(context.language)),
     rememberDtmfRequest: assign({
-      dtmf: ({ event }) => {
-        const call = firstToolCall(event);
-        if (event.type !== 'LLM.DONE' || call?.name !== 'collect_digits') return null;
-        const args: CollectDigitsArgs = call.args;
-        return { toolCallId: call.call.id, requestedAt: event.at, ...args };
-      },
+      dtmf: ({ context }, params: { request: KeypadRequest; at: number; toolCallId: string }) => ({
+        ...params.request,
+        toolCallId: params.toolCallId,
+        requestedAt: params.at,
+      }),
+      toolCall: null,
     }),
     // Relayed to the child collector; digits themselves are never logged.
-    forwardDigit: sendTo('dtmf', ({ event }) => event),
+    forwardDigit: sendTo('dtmf', (_, params: { digit: DtmfDigit; at: number }) => ({ type: 'DIGIT' as const, ...params })),
     // Nobody can type without a socket: the entry's idle timer stops until the caller is back.
     pauseDtmf: sendTo('dtmf', { type: 'PAUSE' }),
     continueDtmf: sendTo('dtmf', (_, params: { at: number }) => ({ type: 'CONTINUE' as const, at: params.at })),
     /** A keypad prompt said while no socket is attached is spoken after the resume line instead. */
-    keepDtmfSayForResume: assign({
-      undelivered: ({ context, event }) => (event.type === 'DTMF.SAY' ? event.text : context.undelivered),
-    }),
-    relayDtmfSay: emit(({ event }) => ({
-      type: 'outbound' as const,
-      message: { type: 'text' as const, token: event.type === 'DTMF.SAY' ? event.text : '', last: true },
-    })),
+    keepDtmfSayForResume: assign({ undelivered: (_, params: { text: string }) => params.text }),
+    relayDtmfSay: emit((_, params: { text: string }) => textMessage(params.text, true)),
     recordDtmfResult: assign(({ context }, params: { result: DtmfResult }) => ({
-      ...(context.dtmf ? withTurns(context, { role: 'tool', toolCallId: context.dtmf.toolCallId, content: JSON.stringify(params.result) }) : {}),
+      ...(context.dtmf ? withTurns(context, toolResult(context.dtmf.toolCallId, JSON.stringify(params.result))) : {}),
       language: params.result.status === 'ok' && params.result.kind === 'language' ? params.result.value : context.language,
       dtmf: null,
       // Keypad input is the caller taking part, like speaking: the tool-loop bound starts over.
@@ -346,11 +314,7 @@ export const sessionMachine = setup({
     })),
     recordDtmfCancelled: assign(({ context }) => ({
       ...(context.dtmf
-        ? withTurns(context, {
-            role: 'tool',
-            toolCallId: context.dtmf.toolCallId,
-            content: JSON.stringify({ status: 'failed', kind: context.dtmf.kind, reason: 'cancelled' }),
-          })
+        ? withTurns(context, toolResult(context.dtmf.toolCallId, JSON.stringify({ status: 'failed', kind: context.dtmf.kind, reason: 'cancelled' })))
         : {}),
       dtmf: null,
     })),
@@ -359,20 +323,14 @@ export const sessionMachine = setup({
       message: { type: 'end' as const, ...(context.handoffData ? { handoffData: context.handoffData } : {}) },
     })),
     prepareHandoff: assign({
-      handoffData: ({ context, event }) => {
-        const call = firstToolCall(event);
-        return JSON.stringify({
-          reason: call?.name === 'human_agent_handoff' ? call.args.reason : 'handoff',
-          callSid: context.callSid,
-          language: context.language,
-        });
-      },
+      handoffData: ({ context }, params: { reason: string }) =>
+        JSON.stringify({ reason: params.reason, callSid: context.callSid, language: context.language }),
     }),
     /** The grace period counts from when the link was lost (`at` of the close or the action callback). */
     recordDisconnect: assign({
       disconnects: ({ context }) => context.disconnects + 1,
-      lastCloseCode: ({ event }) => (event.type === 'SOCKET.CLOSED' ? event.code : null),
-      graceDeadline: ({ context }, params: { at: number }) => params.at + context.timeouts.graceMs,
+      lastCloseCode: (_, params: { at: number; code: number | null }) => params.code,
+      graceDeadline: ({ context }, params: { at: number; code: number | null }) => params.at + context.timeouts.graceMs,
     }),
     recordResume: assign(({ context }, params: { sessionKeyHash: string; at: number }) => ({
       resumes: context.resumes + 1,
@@ -399,21 +357,17 @@ export const sessionMachine = setup({
     greetOnResume: enqueueActions(({ context, enqueue }) => {
       const streaming = context.reply !== null;
       const cutOff = context.reply?.text || context.undelivered;
-      const text = (token: string, last: boolean): SessionEmitted => ({ type: 'outbound', message: { type: 'text', token, last } });
       // A new Twilio session starts in the TwiML's language: switch it back to the call's current one.
       enqueue.emit(languageMessage(context.language));
       // A reply restarted from its beginning (restored by a restarted or another instance) has no cut-off
       // text yet: its first delta follows the line, so the line ends with the space between them.
       const line = resumeLine(context.language);
-      enqueue.emit(text(streaming && !cutOff ? `${line} ` : line, !streaming && !cutOff));
+      enqueue.emit(textMessage(streaming && !cutOff ? `${line} ` : line, !streaming && !cutOff));
       // A reply still streaming is continued by its next deltas; a finished one closes the cycle.
-      if (cutOff) enqueue.emit(text(` ${cutOff}`, !streaming));
+      if (cutOff) enqueue.emit(textMessage(` ${cutOff}`, !streaming));
       enqueue.assign({ undelivered: null });
     }),
-    markEnded: assign({
-      endedReason: ({ event }) =>
-        event.type === 'ACTION' ? `action:${event.sessionStatus || event.errorCode}` : event.type.toLowerCase(),
-    }),
+    markEnded: assign({ endedReason: (_, params: { reason: string }) => params.reason }),
   },
 }).createMachine({
   id: 'session',
@@ -434,6 +388,7 @@ export const sessionMachine = setup({
     historyDropped: 0,
     reply: null,
     undelivered: null,
+    toolCall: null,
     dtmf: null,
     toolRounds: 0,
     resumes: 0,
@@ -456,42 +411,65 @@ export const sessionMachine = setup({
             connected: {
               on: {
                 'SOCKET.CLOSED': [
-                  { guard: 'conversationFinished', target: '#session.ended', actions: 'markEnded' },
-                  { target: 'disconnected', actions: { type: 'recordDisconnect', params: ({ event }) => ({ at: event.at }) } },
+                  { guard: 'conversationFinished', target: '#session.ended', actions: { type: 'markEnded', params: { reason: 'socket.closed' } } },
+                  { target: 'disconnected', actions: { type: 'recordDisconnect', params: ({ event }) => ({ at: event.at, code: event.code }) } },
                 ],
                 // Newest authenticated connection wins: a second socket for a live call takes over.
-                RESUME: { target: 'connected', reenter: true, actions: [{ type: 'recordResume', params: ({ event }) => ({ sessionKeyHash: event.sessionKeyHash, at: event.at }) }, 'greetOnResume'] },
+                RESUME: {
+                  target: 'connected',
+                  reenter: true,
+                  actions: [{ type: 'recordResume', params: ({ event }) => ({ sessionKeyHash: event.sessionKeyHash, at: event.at }) }, 'greetOnResume'],
+                },
                 // The action callback can overtake our noticing the close.
                 ACTION: [
                   {
-                    guard: 'actionResumable',
+                    guard: { type: 'actionResumable', params: ({ event }) => ({ resumable: event.resumable }) },
                     target: 'grace',
-                    actions: [{ type: 'recordDisconnect', params: ({ event }) => ({ at: event.at }) }, { type: 'storeResumeToken', params: ({ event }) => ({ hash: event.resumeTokenHash }) }],
+                    actions: [
+                      { type: 'recordDisconnect', params: ({ event }) => ({ at: event.at, code: null }) },
+                      { type: 'storeResumeToken', params: ({ event }) => ({ hash: event.resumeTokenHash }) },
+                    ],
                   },
-                  { target: '#session.ended', actions: 'markEnded' },
+                  { target: '#session.ended', actions: { type: 'markEnded', params: ({ event }) => ({ reason: `action:${event.sessionStatus || event.errorCode}` }) } },
                 ],
               },
             },
             // Socket gone; Twilio normally posts the action callback next.
             disconnected: {
-              invoke: { src: 'deadlineTimer', input: ({ context }) => ({ at: context.graceDeadline ?? 0, event: 'GRACE.EXPIRED' }) },
+              invoke: { id: 'graceTimer', src: 'deadlineTimer', input: ({ context }) => ({ at: context.graceDeadline ?? 0, event: 'GRACE.EXPIRED' }) },
               on: {
                 ACTION: [
-                  { guard: 'actionResumable', target: 'grace', actions: { type: 'storeResumeToken', params: ({ event }) => ({ hash: event.resumeTokenHash }) } },
-                  { target: '#session.ended', actions: 'markEnded' },
+                  {
+                    guard: { type: 'actionResumable', params: ({ event }) => ({ resumable: event.resumable }) },
+                    target: 'grace',
+                    actions: { type: 'storeResumeToken', params: ({ event }) => ({ hash: event.resumeTokenHash }) },
+                  },
+                  { target: '#session.ended', actions: { type: 'markEnded', params: ({ event }) => ({ reason: `action:${event.sessionStatus || event.errorCode}` }) } },
                 ],
-                RESUME: { guard: 'canResume', target: 'connected', actions: [{ type: 'recordResume', params: ({ event }) => ({ sessionKeyHash: event.sessionKeyHash, at: event.at }) }, 'greetOnResume'] },
+                RESUME: {
+                  guard: 'canResume',
+                  target: 'connected',
+                  actions: [{ type: 'recordResume', params: ({ event }) => ({ sessionKeyHash: event.sessionKeyHash, at: event.at }) }, 'greetOnResume'],
+                },
                 'GRACE.EXPIRED': '#session.expired',
               },
             },
             // Twilio was told to reconnect; waiting for the new socket.
             grace: {
-              invoke: { src: 'deadlineTimer', input: ({ context }) => ({ at: context.graceDeadline ?? 0, event: 'GRACE.EXPIRED' }) },
+              invoke: { id: 'graceTimer', src: 'deadlineTimer', input: ({ context }) => ({ at: context.graceDeadline ?? 0, event: 'GRACE.EXPIRED' }) },
               on: {
-                RESUME: { guard: 'canResume', target: 'connected', actions: [{ type: 'recordResume', params: ({ event }) => ({ sessionKeyHash: event.sessionKeyHash, at: event.at }) }, 'greetOnResume'] },
+                RESUME: {
+                  guard: 'canResume',
+                  target: 'connected',
+                  actions: [{ type: 'recordResume', params: ({ event }) => ({ sessionKeyHash: event.sessionKeyHash, at: event.at }) }, 'greetOnResume'],
+                },
                 ACTION: [
-                  { guard: 'actionResumable', target: 'grace', actions: { type: 'storeResumeToken', params: ({ event }) => ({ hash: event.resumeTokenHash }) } },
-                  { target: '#session.ended', actions: 'markEnded' },
+                  {
+                    guard: { type: 'actionResumable', params: ({ event }) => ({ resumable: event.resumable }) },
+                    target: 'grace',
+                    actions: { type: 'storeResumeToken', params: ({ event }) => ({ hash: event.resumeTokenHash }) },
+                  },
+                  { target: '#session.ended', actions: { type: 'markEnded', params: ({ event }) => ({ reason: `action:${event.sessionStatus || event.errorCode}` }) } },
                 ],
                 'GRACE.EXPIRED': '#session.expired',
               },
@@ -503,82 +481,152 @@ export const sessionMachine = setup({
           states: {
             idle: {
               on: {
-                PROMPT: { guard: 'isFinalPrompt', target: 'responding', actions: 'recordUserTurn' },
-                INTERRUPT: { guard: 'lastTurnIsAssistant', actions: 'truncateLastReply' },
+                PROMPT: {
+                  guard: { type: 'isFinalPrompt', params: ({ event }) => event },
+                  target: 'responding',
+                  actions: { type: 'recordUserTurn', params: ({ event }) => ({ text: event.text }) },
+                },
+                INTERRUPT: {
+                  guard: 'lastTurnIsAssistant',
+                  actions: { type: 'truncateLastReply', params: ({ event }) => ({ utterance: event.utterance }) },
+                },
               },
             },
             responding: {
               entry: 'startReply',
               invoke: {
+                id: 'llm',
                 src: 'llmReply',
-                input: ({ context }) => ({ turns: context.history, language: context.language }),
+                input: ({ context }) => ({
+                  turns: context.history,
+                  call: { callSid: context.callSid, language: context.language, from: context.from, to: context.to, customParameters: context.customParameters },
+                }),
               },
               on: {
-                'LLM.DELTA': [
-                  { guard: 'isNewRun', actions: ['restartReplyText', 'appendDelta', 'emitDelta'] },
-                  { guard: 'isCurrentRun', actions: ['appendDelta', 'emitDelta'] },
-                ],
+                'LLM.DELTA': {
+                  actions: [
+                    { type: 'appendDelta', params: ({ event }) => ({ text: event.text }) },
+                    { type: 'emitDelta', params: ({ event }) => ({ text: event.text }) },
+                  ],
+                },
+                // The reply's run died with its process (restored from a snapshot): it starts over.
+                'LLM.RESTART': { target: 'responding', reenter: true },
                 'LLM.DONE': [
                   // A model stuck calling tools gets refusals and the caller gets the floor back.
-                  { guard: 'tooManyToolRounds', target: 'idle', actions: ['finishReply', 'refuseToolLoop', 'sayLlmFailure', 'closeTalkCycle'] },
                   {
-                    guard: 'wantsHandoff',
-                    target: 'finished',
-                    actions: ['finishReply', 'answerToolCalls', 'closeTalkCycle', 'prepareHandoff', 'emitEnd'],
+                    guard: { type: 'tooManyToolRounds', params: ({ event }) => ({ toolCall: event.toolCall }) },
+                    target: 'idle',
+                    actions: [
+                      { type: 'finishReply', params: doneParams },
+                      { type: 'refuseToolLoop', params: ({ event }) => ({ toolCalls: event.toolCalls }) },
+                      'sayLlmFailure',
+                      'closeTalkCycle',
+                    ],
                   },
                   {
-                    guard: 'wantsLanguageSwitch',
-                    target: 'responding',
-                    reenter: true,
-                    actions: ['finishReply', 'answerToolCalls', 'closeTalkCycle', 'applyLanguage', 'emitLanguage'],
+                    guard: { type: 'callsTool', params: ({ event }) => ({ toolCall: event.toolCall }) },
+                    target: 'tool',
+                    actions: [
+                      { type: 'finishReply', params: doneParams },
+                      'closeTalkCycle',
+                      { type: 'startToolCall', params: ({ event }) => ({ toolCall: event.toolCall!, toolCalls: event.toolCalls }) },
+                    ],
                   },
+                  { guard: 'linkConnected', target: 'idle', actions: [{ type: 'finishReply', params: doneParams }, 'closeTalkCycle'] },
                   {
-                    guard: 'wantsDigits',
-                    target: 'collecting',
-                    actions: ['finishReply', 'answerToolCalls', 'closeTalkCycle', 'rememberDtmfRequest'],
+                    target: 'idle',
+                    actions: [{ type: 'markUndelivered', params: ({ event }) => ({ text: event.text }) }, { type: 'finishReply', params: doneParams }],
                   },
-                  // Unknown or invalid tool: the model is told why and answers again.
-                  { guard: 'hasToolCalls', target: 'responding', reenter: true, actions: ['finishReply', 'answerToolCalls'] },
-                  { guard: 'linkConnected', target: 'idle', actions: ['finishReply', 'closeTalkCycle'] },
-                  { target: 'idle', actions: ['markUndelivered', 'finishReply'] },
                 ],
                 'LLM.ERROR': { target: 'idle', actions: ['sayLlmFailure', 'recordLlmFailure', 'closeTalkCycle'] },
-                INTERRUPT: { target: 'idle', actions: ['recordInterruptedReply', 'closeTalkCycle'] },
+                INTERRUPT: {
+                  target: 'idle',
+                  actions: [{ type: 'recordInterruptedReply', params: ({ event }) => ({ utterance: event.utterance }) }, 'closeTalkCycle'],
+                },
                 // A new utterance cancels the stream in flight (exiting stops the invoked actor).
                 PROMPT: {
-                  guard: 'isFinalPrompt',
+                  guard: { type: 'isFinalPrompt', params: ({ event }) => event },
                   target: 'responding',
                   reenter: true,
-                  actions: ['dropReply', 'closeTalkCycle', 'recordUserTurn'],
+                  actions: ['dropReply', 'closeTalkCycle', { type: 'recordUserTurn', params: ({ event }) => ({ text: event.text }) }],
+                },
+              },
+            },
+            // One of the agent's tools runs (built-in ones too); leaving the state aborts it.
+            tool: {
+              invoke: {
+                id: 'tool',
+                src: 'tool',
+                input: ({ context }) => toolInputFor(context),
+                onDone: {
+                  actions: [
+                    { type: 'recordToolResult', params: ({ event }) => ({ content: event.output.content }) },
+                    { type: 'raiseToolEffect', params: ({ event }) => ({ outcome: event.output }) },
+                  ],
+                },
+                // The edge turns a tool's failure into its result; this is the edge itself failing.
+                onError: {
+                  target: 'responding',
+                  actions: { type: 'recordToolResult', params: ({ event }) => ({ content: `error: ${String(event.error)}` }) },
+                },
+              },
+              on: {
+                'TOOL.ANSWERED': 'responding',
+                'TOOL.SWITCH_LANGUAGE': {
+                  target: 'responding',
+                  actions: [{ type: 'applyLanguage', params: ({ event }) => ({ language: event.language }) }, 'emitLanguage'],
+                },
+                'TOOL.COLLECT_DIGITS': {
+                  target: 'collecting',
+                  actions: {
+                    type: 'rememberDtmfRequest',
+                    params: ({ context, event }) => ({ request: event.request, at: event.at, toolCallId: context.toolCall?.id ?? '' }),
+                  },
+                },
+                'TOOL.HANDOFF': {
+                  target: 'finished',
+                  actions: [{ type: 'prepareHandoff', params: ({ event }) => ({ reason: event.reason }) }, 'emitEnd'],
+                },
+                INTERRUPT: { target: 'idle', actions: 'recordToolCancelled' },
+                PROMPT: {
+                  guard: { type: 'isFinalPrompt', params: ({ event }) => event },
+                  target: 'responding',
+                  actions: ['recordToolCancelled', { type: 'recordUserTurn', params: ({ event }) => ({ text: event.text }) }],
                 },
               },
             },
             collecting: {
-              initial: 'route',
+              invoke: {
+                id: 'dtmf',
+                src: 'keypad',
+                input: ({ context }) => dtmfInputFor(context),
+                onDone: [
+                  {
+                    // The language menu also tells Twilio the language.
+                    guard: { type: 'choseLanguage', params: ({ event }) => ({ result: event.output }) },
+                    target: 'responding',
+                    actions: [{ type: 'recordDtmfResult', params: ({ event }) => ({ result: event.output }) }, 'emitLanguage'],
+                  },
+                  { target: 'responding', actions: { type: 'recordDtmfResult', params: ({ event }) => ({ result: event.output }) } },
+                ],
+              },
               on: {
-                DIGIT: { actions: 'forwardDigit' },
+                DIGIT: { actions: { type: 'forwardDigit', params: ({ event }) => ({ digit: event.digit, at: event.at }) } },
                 // Said while the caller is away (an entry the model started during a drop): kept for after the
                 // resume line, and the entry waits without using up idle attempts.
-                'DTMF.SAY': [{ guard: 'linkConnected', actions: 'relayDtmfSay' }, { actions: ['keepDtmfSayForResume', 'pauseDtmf'] }],
+                'DTMF.SAY': [
+                  { guard: 'linkConnected', actions: { type: 'relayDtmfSay', params: ({ event }) => ({ text: event.text }) } },
+                  { actions: [{ type: 'keepDtmfSayForResume', params: ({ event }) => ({ text: event.text }) }, 'pauseDtmf'] },
+                ],
                 // Alongside the link region's own transitions; the guard mirrors link's so can(RESUME) is unchanged.
                 'SOCKET.CLOSED': { actions: 'pauseDtmf' },
                 RESUME: { guard: 'canResume', actions: { type: 'continueDtmf', params: ({ event }) => ({ at: event.at }) } },
                 // Speaking instead of typing cancels the keypad entry and is answered normally.
-                PROMPT: { guard: 'isFinalPrompt', target: 'responding', actions: ['recordDtmfCancelled', 'recordUserTurn'] },
-              },
-              states: {
-                route: {
-                  always: [
-                    { guard: 'dtmfKindLanguage', target: 'language' },
-                    { guard: 'dtmfKindPhone', target: 'phoneNumber' },
-                    { guard: 'dtmfKindDateOfBirth', target: 'dateOfBirth' },
-                    { target: 'digits' },
-                  ],
+                PROMPT: {
+                  guard: { type: 'isFinalPrompt', params: ({ event }) => event },
+                  target: 'responding',
+                  actions: ['recordDtmfCancelled', { type: 'recordUserTurn', params: ({ event }) => ({ text: event.text }) }],
                 },
-                language: collectWith('languageMenu', { announceLanguage: true }),
-                phoneNumber: collectWith('phoneNumber'),
-                dateOfBirth: collectWith('dateOfBirth'),
-                digits: collectWith('digits'),
               },
             },
             // `end` was sent after the final words; the socket closing now ends the session.
@@ -606,16 +654,13 @@ export function lifecycleOf(value: unknown): string {
 
 /**
  * Actor implementations that put every timer of a session (grace, and each keypad entry's idle
- * timer) on `clock`; provide them with `sessionMachine.provide({ actors: { ...timersOn(clock) } })`.
+ * timer) on `clock`, with the agent's keypad entries (`keypad`, the built-in kinds by default);
+ * provide them with `sessionMachine.provide({ actors: { ...timersOn(clock) } })`.
  */
-export function timersOn(clock: Clock) {
+export function timersOn(clock: Clock, keypad?: KeypadSpecs) {
   const timer = createDeadlineTimer(clock);
-  const actors = { actors: { deadlineTimer: timer } };
   return {
     deadlineTimer: timer,
-    languageMenu: dtmfMachines.languageMenu.provide(actors),
-    phoneNumber: dtmfMachines.phoneNumber.provide(actors),
-    dateOfBirth: dtmfMachines.dateOfBirth.provide(actors),
-    digits: dtmfMachines.digits.provide(actors),
+    keypad: createKeypadMachine(keypad).provide({ actors: { deadlineTimer: timer } }),
   };
 }

@@ -1,4 +1,5 @@
 // HTTP routes (Hono): TwiML for incoming calls, the <Connect action> callback, health, metrics, admin views.
+import type { ResolvedAgent } from '../agent/agent.js';
 import { Hono, type Context } from 'hono';
 import { bearerAuth } from 'hono/bearer-auth';
 import { HTTPException } from 'hono/http-exception';
@@ -19,6 +20,8 @@ import { CALL_SID_PATTERN } from '../protocol/messages.js';
 
 export interface HttpAppDeps {
   config: Config;
+  /** Languages and greeting of the TwiML. */
+  agent: Pick<ResolvedAgent, 'language' | 'languages' | 'welcomeGreeting'>;
   manager: SessionManager;
   store: SnapshotStore;
   logger: Logger;
@@ -85,7 +88,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
   const app = new Hono();
   const storeStatus = deps.storeStatus ?? ((): StoreStatus => ({ ready: true }));
   /** Spoken by Twilio, then the call ends: nothing can be started or resumed without the store. */
-  const apology = (c: Context) => xml(c, hangupTwiml(serviceUnavailableLine(config.language)));
+  const apology = (c: Context) => xml(c, hangupTwiml(serviceUnavailableLine(deps.agent.language)));
 
   /**
    * Reads the form body once and checks X-Twilio-Signature when signatures are required.
@@ -135,8 +138,9 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
       c,
       conversationRelayTwiml({
         ...parsed.origin,
-        language: config.language,
-        welcomeGreeting: config.welcomeGreeting,
+        language: deps.agent.language,
+        languages: deps.agent.languages,
+        welcomeGreeting: deps.agent.welcomeGreeting(deps.agent.language),
         actionOverrides: config.actionUrlOverrides,
         ...admission,
       }),
@@ -208,7 +212,8 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
         c,
         conversationRelayTwiml({
           ...origin,
-          language: config.language,
+          language: deps.agent.language,
+          languages: deps.agent.languages,
           actionOverrides: config.actionUrlOverrides,
           parameters: { resumeToken: outcome.resumeToken },
           ticket: relayTicket(outcome.resumeToken),

@@ -6,8 +6,6 @@
 // `value` (a collector's result or output, the done event, the collect_digits tool result in the
 // history), card-like digit runs in what the caller or the agent said, and all but the last four
 // characters of the caller's and called numbers.
-import { collectDigitsArgs } from '../llm/tools.js';
-
 export const REDACTED = '[redacted]';
 
 /** Keys whose value is keypad input wherever they appear. */
@@ -26,7 +24,6 @@ const TRANSCRIPT_KEYS: ReadonlySet<string> = new Set([
   'voicePrompt',
   'utteranceUntilInterrupt',
 ]);
-const KEYPAD_KINDS: ReadonlySet<string> = new Set(collectDigitsArgs.shape.kind.options);
 const KEYPAD_TOOL = 'collect_digits';
 
 /** Six or more digits, possibly split by spaces or dashes: card, account and phone numbers said aloud. */
@@ -110,7 +107,7 @@ function keypadToolCallIds(items: unknown[]): Set<string> {
 
 /** A DTMF collector's result (its context `result`, its output, the done event's `output`). */
 function isKeypadResult(object: JsonObject): boolean {
-  return (object.status === 'ok' || object.status === 'failed') && typeof object.kind === 'string' && KEYPAD_KINDS.has(object.kind) && 'value' in object;
+  return (object.status === 'ok' || object.status === 'failed') && typeof object.kind === 'string' && 'value' in object;
 }
 
 function isPlainObject(value: unknown): value is JsonObject {

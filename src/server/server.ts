@@ -7,6 +7,8 @@ import { serve } from '@hono/node-server';
 import { WebSocketServer } from 'ws';
 import { systemClock, type Clock } from '../clock.js';
 import type { Config } from '../config.js';
+import { resolveAgent, type AgentDefinition } from '../agent/agent.js';
+import { createToolActor } from '../agent/tool-runner.js';
 import { sessionMachine, timersOn } from '../machines/session.js';
 import { selectReplyActor } from '../llm/select.js';
 import { createStore, withTimeouts } from '../stores/index.js';
@@ -46,6 +48,8 @@ export interface StartOptions {
   stopListeningOnDrain?: boolean;
   /** Time for every session: event stamps, grace and keypad timers (tests move it forward). */
   clock?: Clock;
+  /** The agent: instructions, tools, languages, keypad entries (the built-in demo agent when omitted). */
+  agent?: AgentDefinition;
 }
 
 /** How long a peer gets to answer our close frame before its socket is cut. */
@@ -144,17 +148,18 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   health.start();
   const sweeper = startSweeper(timed, sweepIntervalMs(cfg.retentionMs, cfg.storeSweepMs), logger);
   const clock = opts.clock ?? systemClock;
-  const llm = selectReplyActor(cfg, logger, metrics, clock);
+  const agent = resolveAgent(opts.agent, { language: cfg.language, welcomeGreeting: cfg.welcomeGreeting, model: cfg.openaiModel });
+  const llm = selectReplyActor(cfg, agent, logger, metrics, clock);
   const inspector: Inspector | undefined = cfg.inspect === '1' ? startInspector(cfg.inspectPort) : undefined;
   const manager = new SessionManager({
     store,
-    machine: sessionMachine.provide({ actors: { llmReply: llm.actor, ...timersOn(clock) } }),
+    machine: sessionMachine.provide({ actors: { llmReply: llm.actor, tool: createToolActor(agent.tools, clock), ...timersOn(clock, agent.keypad) } }),
     timeouts: { graceMs: cfg.graceMs, retentionMs: cfg.retentionMs, dtmfIdleMs: cfg.dtmfIdleMs, maxResumes: cfg.maxResumes },
     historyLimits: { maxTurns: cfg.historyMaxTurns, maxBytes: cfg.historyMaxBytes },
     maxSessions: cfg.maxSessions,
     // Signed upgrades make tickets meaningful: then a socket must be bound to its token, and a new call admitted.
     signedUpgrades: signaturesRequired(cfg),
-    language: cfg.language,
+    language: agent.language,
     instanceId,
     logger,
     metrics,
@@ -168,6 +173,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   const storeHealth = health;
   const app = createHttpApp({
     config: cfg,
+    agent,
     manager,
     store,
     logger,

@@ -1,4 +1,5 @@
 import twilio from 'twilio';
+import type { AgentLanguage } from '../agent/agent.js';
 import { withOverrides } from './connection-overrides.js';
 
 export interface TwimlOptions {
@@ -6,6 +7,8 @@ export interface TwimlOptions {
   /** Whether the host is reached over TLS (wss/https); plain ws/http for local runs. */
   secure: boolean;
   language: string;
+  /** Every language the agent speaks, with its voice and recognition (`<Language>` elements). */
+  languages: AgentLanguage[];
   welcomeGreeting?: string;
   parameters?: Record<string, string>;
   /** Relay URL path segment binding the socket to this TwiML's token (see resume-proof.ts). */
@@ -35,8 +38,9 @@ export function conversationRelayTwiml(opts: TwimlOptions): string {
     interruptible: 'any',
     ...(opts.welcomeGreeting ? { welcomeGreeting: opts.welcomeGreeting } : {}),
   });
-  relay.language({ code: 'en-US', ttsProvider: 'Google', voice: 'en-US-Journey-O', transcriptionProvider: 'Deepgram' });
-  relay.language({ code: 'es-US', ttsProvider: 'Google', voice: 'es-US-Journey-F', transcriptionProvider: 'Deepgram' });
+  for (const { code, ttsProvider, voice, transcriptionProvider, speechModel } of opts.languages) {
+    relay.language({ code, ttsProvider, voice, transcriptionProvider, speechModel });
+  }
   for (const [name, value] of Object.entries(opts.parameters ?? {})) relay.parameter({ name, value });
   return response.toString();
 }

@@ -10,7 +10,8 @@ import type { DtmfDigit } from '../../protocol/messages.js';
 import { deadlineTimer, type DeadlineInput } from '../deadline-timer.js';
 import type { DtmfEvent, DtmfFailureReason, DtmfInput, DtmfResult, DtmfSayEvent } from './types.js';
 
-export type PromptLanguage = 'en' | 'es';
+/** A prompt table's key: a language code (`fr-FR`) or its primary subtag (`fr`); `en` is the fallback. */
+export type PromptLanguage = string;
 
 export type Validation<R extends string = string> = { ok: true; value: string } | { ok: false; reason: R };
 
@@ -25,7 +26,7 @@ export interface PromptSet<R extends string> {
   noInput?: string;
 }
 
-export type PromptTable<R extends string> = Record<PromptLanguage, PromptSet<R>>;
+export type PromptTable<R extends string> = { en: PromptSet<R> } & Partial<Record<PromptLanguage, PromptSet<R>>>;
 
 export interface CollectorSpec<R extends string> {
   /** Machine id (shown in the inspector). */
@@ -34,7 +35,8 @@ export interface CollectorSpec<R extends string> {
   isComplete(buffer: string, input: DtmfInput): boolean;
   /** Validates a complete entry (after auto-completion or `#`, pressed at `at`) and maps it to the result value. */
   validate(buffer: string, input: DtmfInput, at: number): Validation<R>;
-  prompts: PromptTable<R>;
+  /** Per language; a function of the input when the entry kind decides (the keypad machine). */
+  prompts: PromptTable<R> | ((input: DtmfInput) => PromptTable<R>);
   /** Values for `{name}` placeholders in the prompt table. */
   promptVars?(input: DtmfInput, language: PromptLanguage): Record<string, string | number>;
 }
@@ -63,13 +65,17 @@ const CLEAR_KEY: DtmfDigit = '*';
 const TERMINATOR_KEY: DtmfDigit = '#';
 const IGNORED_KEYS: ReadonlySet<DtmfDigit> = new Set<DtmfDigit>(['A', 'B', 'C', 'D']);
 
-const GENERIC_TEXT: Record<PromptLanguage, { noInput: string; invalid: string }> = {
+const GENERIC_TEXT: Record<string, { noInput: string; invalid: string }> = {
   en: { noInput: "Sorry, I didn't get any input.", invalid: "Sorry, that entry isn't valid." },
   es: { noInput: 'Lo siento, no recibí ninguna respuesta.', invalid: 'Lo siento, esa entrada no es válida.' },
 };
 
-export function promptLanguageOf(input: DtmfInput): PromptLanguage {
-  return input.language?.toLowerCase().startsWith('es') ? 'es' : 'en';
+/** The key of `table` for the entry's language: the exact code, else its primary subtag, else English. */
+export function promptLanguageOf(input: DtmfInput, table: Record<string, unknown> = GENERIC_TEXT): PromptLanguage {
+  const code = input.language ?? 'en';
+  const primary = code.toLowerCase().split('-')[0] ?? 'en';
+  if (code in table) return code;
+  return primary in table ? primary : 'en';
 }
 
 function fillPlaceholders(template: string, vars: Record<string, string | number>): string {
@@ -104,12 +110,14 @@ function collectorOutput({ context }: { context: CollectorContext }): DtmfResult
 
 export function createCollectorMachine<R extends string>(spec: CollectorSpec<R>) {
   function say(context: CollectorContext, rejection: Rejection | null): DtmfSayEvent {
-    const language = promptLanguageOf(context.input);
-    const set = spec.prompts[language];
+    const table = typeof spec.prompts === 'function' ? spec.prompts(context.input) : spec.prompts;
+    const language = promptLanguageOf(context.input, table);
+    const set = table[language] ?? table.en;
+    const generic = GENERIC_TEXT[promptLanguageOf(context.input)] ?? GENERIC_TEXT.en!;
     const invalid: Partial<Record<string, string>> = set.invalid;
     let why = '';
-    if (rejection?.kind === 'timeout') why = `${set.noInput ?? GENERIC_TEXT[language].noInput} `;
-    else if (rejection?.kind === 'invalid') why = `${invalid[rejection.reason] ?? GENERIC_TEXT[language].invalid} `;
+    if (rejection?.kind === 'timeout') why = `${set.noInput ?? generic.noInput} `;
+    else if (rejection?.kind === 'invalid') why = `${invalid[rejection.reason] ?? generic.invalid} `;
     const vars = spec.promptVars?.(context.input, language) ?? {};
     return { type: 'DTMF.SAY', text: fillPlaceholders(why + set.prompt, vars) };
   }

@@ -1,5 +1,5 @@
 // Date of birth: 8 digits MMDDYYYY; a real calendar date, not before 1900 and before today.
-import { createCollectorMachine, type PromptTable, type Validation } from './collector.js';
+import { createCollectorMachine, type CollectorSpec, type PromptTable, type Validation } from './collector.js';
 import type { DtmfInput } from './types.js';
 
 export const DATE_OF_BIRTH_LENGTH = 8;
@@ -68,9 +68,11 @@ function validateDateOfBirth(buffer: string, _input: DtmfInput, at: number): Val
   return parsed.ok ? { ok: true, value: parsed.iso } : parsed;
 }
 
-export const dateOfBirthMachine = createCollectorMachine<DateOfBirthReason>({
+export const dateOfBirthSpec: CollectorSpec<DateOfBirthReason> = {
   id: 'dateOfBirth',
   isComplete: (buffer) => buffer.length >= DATE_OF_BIRTH_LENGTH,
   validate: validateDateOfBirth,
   prompts: PROMPTS,
-});
+};
+
+export const dateOfBirthMachine = createCollectorMachine(dateOfBirthSpec);

@@ -1,5 +1,5 @@
 // Generic digit entry (account number, PIN, ...): minLength..maxLength digits, ends with # or at maxLength.
-import { createCollectorMachine, type PromptLanguage, type PromptTable, type Validation } from './collector.js';
+import { createCollectorMachine, type CollectorSpec, type PromptTable, type Validation } from './collector.js';
 import type { DtmfInput } from './types.js';
 
 export const DEFAULT_MIN_DIGITS = 4;
@@ -18,7 +18,7 @@ const PROMPTS: PromptTable<DigitsReason> = {
   },
 };
 
-const DEFAULT_LABEL: Record<PromptLanguage, string> = { en: 'number', es: 'número' };
+const DEFAULT_LABEL: Record<string, string> = { en: 'number', es: 'número' };
 
 /** Resolved length bounds: integers, 1 <= min <= max. */
 export function digitBounds(input: DtmfInput): { min: number; max: number } {
@@ -33,10 +33,12 @@ function validateDigits(buffer: string, input: DtmfInput): Validation<DigitsReas
   return fits ? { ok: true, value: buffer } : { ok: false, reason: 'too-short' };
 }
 
-export const digitsMachine = createCollectorMachine<DigitsReason>({
+export const digitsSpec: CollectorSpec<DigitsReason> = {
   id: 'digits',
   isComplete: (buffer, input) => buffer.length >= digitBounds(input).max,
   validate: validateDigits,
   prompts: PROMPTS,
-  promptVars: (input, language) => ({ label: input.label ?? DEFAULT_LABEL[language], ...digitBounds(input) }),
-});
+  promptVars: (input, language) => ({ label: input.label ?? DEFAULT_LABEL[language] ?? DEFAULT_LABEL.en!, ...digitBounds(input) }),
+};
+
+export const digitsMachine = createCollectorMachine(digitsSpec);

@@ -1,10 +1,9 @@
-// DTMF input child machines. The session machine registers `dtmfMachines` as actors and
-// invokes one of them by string src (`dtmfSrcFor(kind)`) with id 'dtmf'.
+// DTMF input: one collector state machine shared by every keypad entry kind. The session machine
+// invokes `keypad` with id 'dtmf'; the per-kind machines are the same specs run on their own.
 import { dateOfBirthMachine } from './date-of-birth.js';
 import { digitsMachine } from './digits.js';
 import { languageMenuMachine } from './language-menu.js';
 import { phoneNumberMachine } from './phone-number.js';
-import type { DtmfKind } from './types.js';
 
 export const dtmfMachines = {
   languageMenu: languageMenuMachine,
@@ -13,20 +12,10 @@ export const dtmfMachines = {
   digits: digitsMachine,
 };
 
-export type DtmfSrc = keyof typeof dtmfMachines;
-
-const SRC_BY_KIND: Record<DtmfKind, DtmfSrc> = {
-  language: 'languageMenu',
-  phoneNumber: 'phoneNumber',
-  dateOfBirth: 'dateOfBirth',
-  digits: 'digits',
-};
-
-export function dtmfSrcFor(kind: DtmfKind): DtmfSrc {
-  return SRC_BY_KIND[kind];
-}
-
 export { languageMenuMachine, phoneNumberMachine, dateOfBirthMachine, digitsMachine };
+export { BUILT_IN_KEYPAD_SPECS, createKeypadMachine, keypadMachine, type KeypadSpecs } from './keypad.js';
+export { languageMenuSpec, DEFAULT_LANGUAGE_MENU, type LanguageMenuOption } from './language-menu.js';
+export { createCollectorMachine, type CollectorSpec, type PromptSet, type PromptTable, type Validation } from './collector.js';
 export { parseDateOfBirth } from './date-of-birth.js';
 export type { DateOfBirthReason } from './date-of-birth.js';
 export type * from './types.js';

@@ -1,5 +1,5 @@
 // Phone number: exactly 10 digits (US/NANP without the leading 1); completes at the 10th digit.
-import { createCollectorMachine, type PromptTable, type Validation } from './collector.js';
+import { createCollectorMachine, type CollectorSpec, type PromptTable, type Validation } from './collector.js';
 
 export const PHONE_NUMBER_LENGTH = 10;
 
@@ -20,9 +20,11 @@ function validatePhoneNumber(buffer: string): Validation<PhoneNumberReason> {
   return buffer.length === PHONE_NUMBER_LENGTH ? { ok: true, value: buffer } : { ok: false, reason: 'wrong-length' };
 }
 
-export const phoneNumberMachine = createCollectorMachine<PhoneNumberReason>({
+export const phoneNumberSpec: CollectorSpec<PhoneNumberReason> = {
   id: 'phoneNumber',
   isComplete: (buffer) => buffer.length >= PHONE_NUMBER_LENGTH,
   validate: validatePhoneNumber,
   prompts: PROMPTS,
-});
+};
+
+export const phoneNumberMachine = createCollectorMachine(phoneNumberSpec);

@@ -1,7 +1,9 @@
 // Shared contract of the DTMF input child machines (invoked by the session machine with id 'dtmf').
 import type { DtmfDigit } from '../../protocol/messages.js';
 
-export type DtmfKind = 'language' | 'phoneNumber' | 'dateOfBirth' | 'digits';
+/** The built-in entry kinds; an agent adds its own (any other name). */
+export type BuiltInDtmfKind = 'language' | 'phoneNumber' | 'dateOfBirth' | 'digits';
+export type DtmfKind = BuiltInDtmfKind | (string & {});
 
 /** Input of every DTMF machine. Must stay JSON-serialisable: it is persisted in the snapshot. */
 export interface DtmfInput {
@@ -18,7 +20,7 @@ export interface DtmfInput {
   maxLength?: number;
   /** What is being entered, used in prompts: 'account number', 'PIN', ... */
   label?: string;
-  /** Prompt language, e.g. 'en-US' or 'es-US'. An 'es' prefix selects Spanish, anything else English. */
+  /** Prompt language, e.g. 'en-US': the prompt table's entry for the code, else for its primary subtag, else English. */
   language?: string;
 }
 
@@ -51,8 +53,5 @@ export interface DtmfSayEvent {
   type: 'DTMF.SAY';
   text: string;
 }
-
-/** Every event a DTMF machine sends to its parent. */
-export type DtmfParentEvent = DtmfSayEvent;
 
 export type { DtmfDigit };

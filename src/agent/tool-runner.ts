@@ -1,0 +1,66 @@
+// The session's `tool` actor: runs one parsed tool call of the agent as an invoked promise. Leaving
+// the session's `tool` state (interrupt, hang-up, shutdown) aborts it; a timeout or a throw becomes
+// the result the model sees, never a failure of the session.
+import { fromPromise, type PromiseActorLogic, type PromiseSnapshot } from 'xstate';
+import { systemClock, type Clock } from '../clock.js';
+import type { ToolInput, ToolOutcome } from '../machines/tool-call.js';
+import { DEFAULT_TOOL_TIMEOUT_MS, type AnyTool, type Tool } from './tool.js';
+
+/** Restored input: `repeated` is set when the run was in flight in a snapshot its process left behind. */
+type RunInput = ToolInput & { repeated?: boolean };
+
+class ToolTimeout extends Error {}
+
+export const OUTCOME_UNKNOWN =
+  'outcome unknown: the server restarted while this tool ran and it is not safe to run again; check its effect before calling it again';
+
+export function createToolActor(tools: ReadonlyMap<string, AnyTool>, clock: Clock = systemClock): PromiseActorLogic<ToolOutcome, ToolInput> {
+  const logic = fromPromise<ToolOutcome, RunInput>(async ({ input, signal }) => {
+    const content = await contentOf(input, tools, signal, clock);
+    return { ...content, at: clock.now() };
+  });
+  return {
+    ...logic,
+    // A restored run repeats one that may have done its work already: the tool's rule decides.
+    restoreSnapshot: (persisted, scope) => {
+      const snapshot = persisted as PromiseSnapshot<ToolOutcome, RunInput>;
+      return logic.restoreSnapshot!({ ...snapshot, input: { ...snapshot.input, repeated: true } } as unknown as typeof persisted, scope);
+    },
+  } as PromiseActorLogic<ToolOutcome, ToolInput>;
+}
+
+async function contentOf(input: RunInput, tools: ReadonlyMap<string, AnyTool>, signal: AbortSignal, clock: Clock): Promise<Omit<ToolOutcome, 'at'>> {
+  const { call } = input;
+  if ('error' in call) return { content: `error: ${call.error}` };
+  const tool = tools.get(call.name);
+  // The agent no longer has it (changed between a save and its restore).
+  if (!tool) return { content: `error: unknown tool ${call.name}` };
+  if ('outcome' in tool) return tool.outcome(call.args, { language: input.language });
+  if (input.repeated && tool.safeToRepeat === false) return { content: OUTCOME_UNKNOWN };
+  return { content: await run(tool, input, signal, clock) };
+}
+
+async function run(tool: Tool, input: RunInput, signal: AbortSignal, clock: Clock): Promise<string> {
+  const timeoutMs = tool.timeoutMs ?? DEFAULT_TOOL_TIMEOUT_MS;
+  const controller = new AbortController();
+  const abort = () => controller.abort(signal.reason);
+  signal.addEventListener('abort', abort, { once: true });
+  let timer: unknown;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = clock.setTimeout(() => {
+      controller.abort(new ToolTimeout());
+      reject(new ToolTimeout());
+    }, timeoutMs);
+  });
+  try {
+    const ctx = { callSid: input.callSid, language: input.language, signal: controller.signal, idempotencyKey: input.call.id, repeated: input.repeated === true };
+    const value: unknown = await Promise.race([Promise.resolve().then(() => tool.run((input.call as { args: unknown }).args, ctx)), timedOut]);
+    return typeof value === 'string' ? value : (JSON.stringify(value) ?? 'done');
+  } catch (err) {
+    if (err instanceof ToolTimeout) return `error: ${tool.name} timed out after ${timeoutMs} ms`;
+    return `error: ${err instanceof Error ? err.message : String(err)}`;
+  } finally {
+    clock.clearTimeout(timer);
+    signal.removeEventListener('abort', abort);
+  }
+}

@@ -1,0 +1,66 @@
+// The contract between the session machine and its LLM edge (the `llmReply` actor): the history it
+// sends, the events a reply streams back, and the persistence rule every reply actor follows.
+import { fromCallback, type CallbackActorLogic, type CallbackLogicFunction, type CallbackSnapshot, type EventObject } from 'xstate';
+import type { ParsedToolCall } from './tool-call.js';
+
+export interface ToolCall {
+  id: string;
+  name: string;
+  /** Raw JSON text as produced by the model; kept verbatim in the history the model is sent. */
+  arguments: string;
+}
+
+export type ChatTurn =
+  | { role: 'user'; content: string }
+  | { role: 'assistant'; content: string; toolCalls?: ToolCall[]; interrupted?: boolean }
+  | { role: 'tool'; toolCallId: string; content: string };
+
+/** Who is calling, for the agent's instructions. */
+export interface CallInfo {
+  callSid: string;
+  language: string;
+  from: string;
+  to: string;
+  customParameters: Record<string, string>;
+}
+
+export interface ReplyInput {
+  turns: ChatTurn[];
+  call: CallInfo;
+}
+
+/**
+ * LLM.DONE carries the raw tool calls (kept in the history) and the first one parsed against the
+ * agent's tools, and when the reply finished (epoch ms). LLM.RESTART: a restored reply asks to be run again.
+ */
+export type ReplyEvent =
+  | { type: 'LLM.DELTA'; text: string }
+  | { type: 'LLM.DONE'; text: string; toolCalls: ToolCall[]; toolCall?: ParsedToolCall; at: number }
+  | { type: 'LLM.ERROR'; message: string }
+  | { type: 'LLM.RESTART' };
+
+/**
+ * A reply actor from a streaming callback. Its input (the whole history) is not persisted: the
+ * session's context holds the history already. A reply restored from a snapshot (its process died
+ * mid-stream) therefore has no input, runs nothing, and asks the session to start the reply over,
+ * which re-invokes it with the current history and an empty reply text: the one place that rule lives.
+ */
+export function fromReplyStream(
+  stream: CallbackLogicFunction<EventObject, ReplyEvent, ReplyInput>,
+): CallbackActorLogic<EventObject, ReplyInput> {
+  const logic = fromCallback<EventObject, ReplyInput>((params) => {
+    // Typed as present for the session's invoke; absent (undefined) only in a restored snapshot.
+    if (!(params.input as ReplyInput | undefined)) {
+      params.sendBack({ type: 'LLM.RESTART' } satisfies ReplyEvent);
+      return;
+    }
+    return stream(params as Parameters<typeof stream>[0]);
+  });
+  const withoutInput = (snapshot: CallbackSnapshot<ReplyInput>) => ({ ...snapshot, input: undefined as unknown as ReplyInput });
+  return {
+    ...logic,
+    getPersistedSnapshot: withoutInput,
+    // Snapshots stored before this rule carry their input: they restart the same way.
+    restoreSnapshot: (persisted) => withoutInput(persisted as CallbackSnapshot<ReplyInput>),
+  };
+}
