@@ -3,9 +3,9 @@
 // `reconnection: true`). The fake LLM answers by keywords, so every request it records can be
 // compared with the history the session should have.
 import { vi } from 'vitest';
-import { SimulatedCall, twilioReconnectOptions, type Reply } from '../../src/client/twilio-sim.js';
-import { postAction } from '../../src/client/twilio-webhooks.js';
-import { contentToText, splitIntoChunks, type ChatMessageIn, type FakeOpenAI, type ScriptFn } from '../../src/llm/fake-openai-server.js';
+import { SimulatedCall, twilioReconnectOptions, type Reply } from '../../src/testing/twilio-sim.js';
+import { postAction } from '../../src/testing/twilio-webhooks.js';
+import { contentToText, splitIntoChunks, type ChatMessageIn, type FakeOpenAI, type ScriptFn } from '../../src/testing/fake-openai-server.js';
 import { resumeLine } from '../../src/machines/phrases.js';
 import type { OutboundMessage } from '../../src/protocol/messages.js';
 import { closeClient, connectRedis, scanKeys } from '../../src/stores/redis-connection.js';
