@@ -40,6 +40,17 @@ async function streamed(client: OpenAI, body: Omit<OpenAI.Chat.ChatCompletionCre
   return { deltas, text: deltas.join(''), finish };
 }
 
+const lookupOrder: OpenAI.Chat.ChatCompletionTool = {
+  type: 'function',
+  function: { name: 'lookup_order', parameters: { type: 'object', properties: {} } },
+};
+
+/** The assistant message the SDK's stream helper assembles from the streamed deltas. */
+async function assembled(client: OpenAI, messages: OpenAI.Chat.ChatCompletionMessageParam[], tools?: OpenAI.Chat.ChatCompletionTool[]) {
+  const final = await client.chat.completions.stream({ model: 'gpt-test', messages, ...(tools ? { tools } : {}) }).finalChatCompletion();
+  return final.choices[0]!;
+}
+
 const failure = (p: Promise<unknown>) =>
   p.then(
     () => {
@@ -61,14 +72,7 @@ describe('scripted turns through the real openai SDK', () => {
     const { client } = await fake({
       script: [{ toolCall: { id: 'call_order42', name: 'lookup_order', arguments: { id: '42', include: ['items', 'status'] } } }],
     });
-    const final = await client.chat.completions
-      .stream({
-        model: 'gpt-test',
-        messages: [user('where is order 42?')],
-        tools: [{ type: 'function', function: { name: 'lookup_order', parameters: { type: 'object', properties: {} } } }],
-      })
-      .finalChatCompletion();
-    const choice = final.choices[0]!;
+    const choice = await assembled(client, [user('where is order 42?')], [lookupOrder]);
     expect(choice.finish_reason).toBe('tool_calls');
     expect(choice.message.content).toBeNull();
     const [call, ...more] = choice.message.tool_calls ?? [];
@@ -82,10 +86,7 @@ describe('scripted turns through the real openai SDK', () => {
     const { client } = await fake({
       script: [{ reply: 'One moment.', toolCalls: [{ name: 'a', arguments: { n: 1 } }, { name: 'b', arguments: '{"n":2}' }] }],
     });
-    const final = await client.chat.completions
-      .stream({ model: 'gpt-test', messages: [user('x')] })
-      .finalChatCompletion();
-    const message = final.choices[0]!.message;
+    const { message } = await assembled(client, [user('x')]);
     expect(message.content).toBe('One moment.');
     const calls = (message.tool_calls ?? []).map((c) => (c.type === 'function' ? { id: c.id, ...c.function } : c));
     expect(calls).toEqual([
@@ -106,14 +107,7 @@ describe('scripted turns through the real openai SDK', () => {
     expect((await streamed(client, { messages: [user('one'), { role: 'assistant', content: 'first' }, user('two')] })).text).toBe(
       'You said two',
     );
-    const third = await client.chat.completions
-      .stream({
-        model: 'gpt-test',
-        messages: [user('three')],
-        tools: [{ type: 'function', function: { name: 'lookup_order', parameters: { type: 'object', properties: {} } } }],
-      })
-      .finalChatCompletion();
-    const call = third.choices[0]!.message.tool_calls?.[0];
+    const call = (await assembled(client, [user('three')], [lookupOrder])).message.tool_calls?.[0];
     expect(call?.type === 'function' && call.function).toEqual({ name: 'lookup_order', arguments: '{}' });
     expect(llm.requests.map(lastUserText)).toEqual(['one', 'two', 'three']);
   });
