@@ -5,7 +5,7 @@
 import { loadConfig } from '../src/config.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
 import { createLogger } from '../src/server/logger.js';
-import { startFakeOpenAI, type FakeOpenAI } from '../src/llm/fake-openai-server.js';
+import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-server.js';
 import { MemoryStore, delegatingStore, type SnapshotStore } from '../src/stores/index.js';
 import { startEchoServer, type EchoServer } from './echo-server.js';
 import { startLlmHopServer } from './llm-hop-server.js';

@@ -2,8 +2,8 @@
 // (its drain hands each call on), and each call comes back the way Twilio brings it back: the socket
 // closes, the <Connect action> callback goes to instance B, and the returned TwiML opens a new socket.
 // The speech gap of a moved call is the time from the last frame it heard on A to the first token on B.
-import { postAction } from '../src/client/twilio-webhooks.js';
-import { readRelayTwiml } from '../src/client/twiml-reader.js';
+import { postAction } from '../src/testing/twilio-webhooks.js';
+import { readRelayTwiml } from '../src/testing/twiml-reader.js';
 import { spawnChild } from './child-process.js';
 import type { ServerChildOptions } from './child-protocol.js';
 import { LeanCall, sid } from './lean-client.js';

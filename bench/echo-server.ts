@@ -2,7 +2,7 @@
 // server sends for the fake LLM's echo reply (one `text` per word-sized chunk, then `last: true`).
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { AddressInfo } from 'node:net';
-import { splitIntoChunks } from '../src/llm/fake-openai-server.js';
+import { splitIntoChunks } from '../src/testing/fake-openai-server.js';
 
 /** What the fake LLM's echoScript answers; frame-check.ts verifies both sides match. */
 export const echoReplyText = (prompt: string) => `You said: ${prompt}`;

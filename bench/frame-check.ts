@@ -1,7 +1,7 @@
 // Checks once per run, with the full validating SimulatedCall, that the baseline answers a prompt
 // with exactly the frames the real server sends (so the comparison is like for like) and that
 // every server frame is a valid ConversationRelay message.
-import { SimulatedCall } from '../src/client/twilio-sim.js';
+import { SimulatedCall } from '../src/testing/twilio-sim.js';
 import { PROMPT } from './load.js';
 
 export interface FrameCheck {

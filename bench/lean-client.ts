@@ -4,7 +4,7 @@
 // bench/frame-check.ts validates the frames of both with the full SimulatedCall once per run.
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
-import type { SetupFrame } from '../src/client/twilio-sim.js';
+import type { SetupFrame } from '../src/testing/twilio-sim.js';
 
 export const sid = (prefix: string) => prefix + randomBytes(16).toString('hex');
 

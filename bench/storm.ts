@@ -6,8 +6,8 @@
 // repeats the restart case with reconnects in sequence: the restore time without queueing.
 import os from 'node:os';
 import { rmSync } from 'node:fs';
-import { postAction } from '../src/client/twilio-webhooks.js';
-import { readRelayTwiml } from '../src/client/twiml-reader.js';
+import { postAction } from '../src/testing/twilio-webhooks.js';
+import { readRelayTwiml } from '../src/testing/twiml-reader.js';
 import { resumeLine } from '../src/machines/phrases.js';
 import { closeClient, connectRedis, scanKeys } from '../src/stores/redis-connection.js';
 import { redisReachable } from '../src/stores/redis-reachable.js';

@@ -2,10 +2,10 @@
 // stops reading, frames flooded before the session is ready, the session cap, the admin token and
 // bounded metric labels. Each limit has a clear outcome for the offending call only, and a metric.
 import { afterEach, describe, expect, it } from 'vitest';
-import { SimulatedCall, UpgradeRejectedError } from '../src/client/twilio-sim.js';
-import { postAction } from '../src/client/twilio-webhooks.js';
+import { SimulatedCall, UpgradeRejectedError } from '../src/testing/twilio-sim.js';
+import { postAction } from '../src/testing/twilio-webhooks.js';
 import { loadConfig } from '../src/config.js';
-import { contentToText, echoScript, type ScriptFn } from '../src/llm/fake-openai-server.js';
+import { contentToText, echoScript, type ScriptFn } from '../src/testing/fake-openai-server.js';
 import { lifecycleOf } from '../src/machines/session.js';
 import { closeCodeLabel } from '../src/server/metrics.js';
 import { cutToBytes } from '../src/server/prompt-limit.js';

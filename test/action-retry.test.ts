@@ -3,15 +3,15 @@
 // answers a repeated 64105 the same way, so a retried callback (also on a restarted process) resumes
 // the call once. Real server in-process, real sockets; waits poll the session's state.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { SimulatedCall, twilioReconnectOptions, type SimulatedCallOptions } from '../src/client/twilio-sim.js';
-import { placeTwilioCall } from '../src/client/twilio-call.js';
-import { readRelayTwiml, type RelayTwiml } from '../src/client/twiml-reader.js';
-import { postAction, postIncomingCall, type ActionParams } from '../src/client/twilio-webhooks.js';
+import { SimulatedCall, twilioReconnectOptions, type SimulatedCallOptions } from '../src/testing/twilio-sim.js';
+import { placeTwilioCall } from '../src/testing/twilio-call.js';
+import { readRelayTwiml, type RelayTwiml } from '../src/testing/twiml-reader.js';
+import { postAction, postIncomingCall, type ActionParams } from '../src/testing/twilio-webhooks.js';
 import { loadConfig } from '../src/config.js';
 import { DEFAULT_ACTION_URL_OVERRIDES } from '../src/server/connection-overrides.js';
 import { lifecycleOf } from '../src/machines/session.js';
 import { hashSecret, relayTicket } from '../src/server/resume-proof.js';
-import { startFakeOpenAI } from '../src/llm/fake-openai-server.js';
+import { startFakeOpenAI } from '../src/testing/fake-openai-server.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
 import { connectCall, waitUntil } from './support/conditions.js';
 

@@ -6,8 +6,8 @@ import { mkdirSync, mkdtempSync, symlinkSync, unlinkSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { ChatMessageIn } from '../src/llm/fake-openai-server.js';
-import { contentToText } from '../src/llm/fake-openai-server.js';
+import type { ChatMessageIn } from '../src/testing/fake-openai-server.js';
+import { contentToText } from '../src/testing/fake-openai-server.js';
 import { SqliteStore } from '../src/stores/index.js';
 import { tempSqlitePath } from './support/harness.js';
 import { useProcessFixture } from './support/process-fixture.js';

@@ -3,9 +3,9 @@
 // is speaking, stores it and only then closes the socket, so the call continues on another instance.
 // And whatever moment a process stops in (drained or killed), a restored session answers again.
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
-import { SimulatedCall, twilioReconnectOptions, UpgradeRejectedError } from '../src/client/twilio-sim.js';
-import { postAction, postIncomingCall, WebhookHttpError } from '../src/client/twilio-webhooks.js';
-import { contentToText, splitIntoChunks, type ScriptFn } from '../src/llm/fake-openai-server.js';
+import { SimulatedCall, twilioReconnectOptions, UpgradeRejectedError } from '../src/testing/twilio-sim.js';
+import { postAction, postIncomingCall, WebhookHttpError } from '../src/testing/twilio-webhooks.js';
+import { contentToText, splitIntoChunks, type ScriptFn } from '../src/testing/fake-openai-server.js';
 import { SqliteStore } from '../src/stores/index.js';
 import { tempSqlitePath } from './support/harness.js';
 import { useProcessFixture } from './support/process-fixture.js';

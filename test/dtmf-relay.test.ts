@@ -7,10 +7,10 @@
 import { Writable } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SimulatedCall } from '../src/client/twilio-sim.js';
-import { postAction } from '../src/client/twilio-webhooks.js';
+import { SimulatedCall } from '../src/testing/twilio-sim.js';
+import { postAction } from '../src/testing/twilio-webhooks.js';
 import { loadConfig, type Config } from '../src/config.js';
-import { contentToText, startFakeOpenAI, type ChatMessageIn, type ChatRequestRecord, type FakeOpenAI, type ScriptFn } from '../src/llm/fake-openai-server.js';
+import { contentToText, startFakeOpenAI, type ChatMessageIn, type ChatRequestRecord, type FakeOpenAI, type ScriptFn } from '../src/testing/fake-openai-server.js';
 import { resumeLine } from '../src/machines/phrases.js';
 import { createLogger } from '../src/server/logger.js';
 import { startServer, type RunningServer } from '../src/server/server.js';

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
-import { startFakeOpenAI, type FakeOpenAI, echoScript } from '../src/llm/fake-openai-server.js';
+import { startFakeOpenAI, type FakeOpenAI, echoScript } from '../src/testing/fake-openai-server.js';
 
 describe('fake OpenAI server with the real openai SDK', () => {
   let fake: FakeOpenAI;

@@ -1,7 +1,7 @@
 // Two server processes sharing one store: a call moves from A to B, A's copy is fenced off and
 // stopped, and the newest authenticated connection wins.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SimulatedCall } from '../src/client/twilio-sim.js';
+import { SimulatedCall } from '../src/testing/twilio-sim.js';
 import { RedisStore, SqliteStore, type SnapshotStore } from '../src/stores/index.js';
 import { tempSqlitePath } from './support/harness.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';

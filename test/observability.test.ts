@@ -2,7 +2,7 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
-import { SimulatedCall } from '../src/client/twilio-sim.js';
+import { SimulatedCall } from '../src/testing/twilio-sim.js';
 import { startTestServer, type TestServer } from './support/harness.js';
 
 const ADMIN = 'admin-secret';

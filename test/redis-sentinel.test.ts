@@ -3,8 +3,8 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SimulatedCall } from '../src/client/twilio-sim.js';
-import { startFakeOpenAI } from '../src/llm/fake-openai-server.js';
+import { SimulatedCall } from '../src/testing/twilio-sim.js';
+import { startFakeOpenAI } from '../src/testing/fake-openai-server.js';
 import { RedisStore } from '../src/stores/index.js';
 import { startTestServer } from './support/harness.js';
 import { redisBinariesAvailable, startRedisSentinel, type RedisDeployment } from './support/redis-deployments.js';

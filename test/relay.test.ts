@@ -1,9 +1,9 @@
 // End-to-end: real server, real WebSockets (SimulatedCall), the real openai SDK against the fake
 // OpenAI server. Every test gets its own server and fake LLM so scripts and request logs never mix.
 import { afterEach, describe, expect, it } from 'vitest';
-import { SimulatedCall } from '../src/client/twilio-sim.js';
+import { SimulatedCall } from '../src/testing/twilio-sim.js';
 import { hashSecret } from '../src/server/resume-proof.js';
-import { contentToText, type ChatMessageIn, type Reply, type ScriptFn } from '../src/llm/fake-openai-server.js';
+import { contentToText, type ChatMessageIn, type ScriptReply, type ScriptFn } from '../src/testing/fake-openai-server.js';
 import { offlineAnswer } from '../src/llm/offline-reply.js';
 import { llmFailureLine } from '../src/machines/phrases.js';
 import type { OutboundMessage, TextMessage } from '../src/protocol/messages.js';
@@ -17,7 +17,7 @@ const isText = (m: OutboundMessage): m is TextMessage => m.type === 'text';
 const lastOf = (messages: ChatMessageIn[]) => messages.at(-1);
 
 /** Answers by the last message: the user's exact words, or a tool result. */
-function byLastMessage(replies: Record<string, Reply>, onTool?: (content: string) => Reply): ScriptFn {
+function byLastMessage(replies: Record<string, ScriptReply>, onTool?: (content: string) => ScriptReply): ScriptFn {
   return ({ messages }) => {
     const last = lastOf(messages);
     if (last?.role === 'tool' && onTool) return onTool(contentToText(last.content));

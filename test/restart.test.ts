@@ -3,7 +3,7 @@
 // processes run on real time, so the tests wait for events (log lines, stored records, frames) and
 // compare times the server itself wrote, never the test's own clock against a margin.
 import { describe, expect, it } from 'vitest';
-import { SimulatedCall } from '../src/client/twilio-sim.js';
+import { SimulatedCall } from '../src/testing/twilio-sim.js';
 import { RedisStore, SqliteStore, type SnapshotStore } from '../src/stores/index.js';
 import { tempSqlitePath } from './support/harness.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';

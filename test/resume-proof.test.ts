@@ -6,16 +6,16 @@
 import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { SimulatedCall, twilioReconnectOptions, type SimulatedCallOptions } from '../src/client/twilio-sim.js';
-import { readRelayTwiml } from '../src/client/twiml-reader.js';
-import { postAction } from '../src/client/twilio-webhooks.js';
-import { contentToText, type ScriptFn } from '../src/llm/fake-openai-server.js';
+import { SimulatedCall, twilioReconnectOptions, type SimulatedCallOptions } from '../src/testing/twilio-sim.js';
+import { readRelayTwiml } from '../src/testing/twiml-reader.js';
+import { postAction } from '../src/testing/twilio-webhooks.js';
+import { contentToText, type ScriptFn } from '../src/testing/fake-openai-server.js';
 import { lifecycleOf } from '../src/machines/session.js';
 import { createLogger } from '../src/server/logger.js';
 import { hashSecret } from '../src/server/resume-proof.js';
 import { ACTION_CLOSE_WINDOW_MS } from '../src/server/session-manager.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
-import { startFakeOpenAI } from '../src/llm/fake-openai-server.js';
+import { startFakeOpenAI } from '../src/testing/fake-openai-server.js';
 import { waitUntil } from './support/conditions.js';
 import { TestClock } from './support/test-clock.js';
 import {

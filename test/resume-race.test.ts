@@ -6,8 +6,8 @@
 // that holds the session and another one, and between two that do not.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SimulatedCall, twilioReconnectOptions, type SimulatedCallOptions } from '../src/client/twilio-sim.js';
-import { startFakeOpenAI, type FakeOpenAI } from '../src/llm/fake-openai-server.js';
+import { SimulatedCall, twilioReconnectOptions, type SimulatedCallOptions } from '../src/testing/twilio-sim.js';
+import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-server.js';
 import { lifecycleOf } from '../src/machines/session.js';
 import type { ChatTurn } from '../src/llm/types.js';
 import { delegatingStore, MemoryStore, RedisStore, SqliteStore, type SnapshotStore } from '../src/stores/index.js';

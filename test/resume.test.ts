@@ -4,12 +4,12 @@
 // stands still: no grace or keypad deadline can pass while a slow machine is still resuming.
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { SimulatedCall, twilioReconnectOptions, UpgradeRejectedError } from '../src/client/twilio-sim.js';
-import { signWebSocketUrl } from '../src/client/twilio-webhooks.js';
+import { SimulatedCall, twilioReconnectOptions, UpgradeRejectedError } from '../src/testing/twilio-sim.js';
+import { signWebSocketUrl } from '../src/testing/twilio-webhooks.js';
 import { loadConfig, type Config } from '../src/config.js';
-import { startFakeOpenAI, type FakeOpenAI } from '../src/llm/fake-openai-server.js';
+import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-server.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
-import { placeTwilioCall } from '../src/client/twilio-call.js';
+import { placeTwilioCall } from '../src/testing/twilio-call.js';
 import { SqliteStore, delegatingStore, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from '../src/stores/index.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { SimulatedCall, TEST_ACCOUNT_SID, UpgradeRejectedError } from '../src/client/twilio-sim.js';
-import { signWebSocketUrl } from '../src/client/twilio-webhooks.js';
+import { SimulatedCall, TEST_ACCOUNT_SID, UpgradeRejectedError } from '../src/testing/twilio-sim.js';
+import { signWebSocketUrl } from '../src/testing/twilio-webhooks.js';
 
 interface PeerConn {
   frames: Array<Record<string, unknown>>;

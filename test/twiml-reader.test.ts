@@ -1,6 +1,6 @@
 // The simulated client's TwiML reader, on TwiML our server builds and on broken input.
 import { describe, expect, it } from 'vitest';
-import { parseXml, readRelayTwiml } from '../src/client/twiml-reader.js';
+import { parseXml, readRelayTwiml } from '../src/testing/twiml-reader.js';
 import { conversationRelayTwiml, hangupTwiml } from '../src/server/twiml.js';
 
 describe('readRelayTwiml', () => {

@@ -2,10 +2,10 @@
 // and prints the transcript. RELAY_URL (ws://127.0.0.1:8080/relay) and BASE_URL (http://127.0.0.1:8080).
 // With TWILIO_AUTH_TOKEN set, the webhook and the socket upgrade are signed.
 import { randomBytes } from 'node:crypto';
-import { SimulatedCall, twilioCallOptions, UpgradeRejectedError } from './twilio-sim.js';
+import { SimulatedCall, twilioCallOptions, UpgradeRejectedError } from '../testing/twilio-sim.js';
 import type { TextMessage } from '../protocol/messages.js';
-import { postAction, postIncomingCall } from './twilio-webhooks.js';
-import { readRelayTwiml, type RelayTwiml } from './twiml-reader.js';
+import { postAction, postIncomingCall } from '../testing/twilio-webhooks.js';
+import { readRelayTwiml, type RelayTwiml } from '../testing/twiml-reader.js';
 
 const RELAY_URL = process.env.RELAY_URL ?? 'ws://127.0.0.1:8080/relay';
 const BASE_URL = process.env.BASE_URL ?? 'http://127.0.0.1:8080';

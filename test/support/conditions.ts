@@ -1,7 +1,7 @@
 // Small probes for the relay end-to-end suites: wait for a call's session, and read Prometheus
 // counters the way a scraper would.
 import { afterEach, expect, vi } from 'vitest';
-import { SimulatedCall } from '../../src/client/twilio-sim.js';
+import { SimulatedCall } from '../../src/testing/twilio-sim.js';
 import { startTestServer, type TestServer, type TestServerOptions } from './harness.js';
 
 /** Resolves once `condition` holds (vitest's own waitFor polls it); fails with `what` after `timeoutMs`. */

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
-import { startFakeOpenAI, type FakeOpenAI, type FakeOpenAIOptions } from '../../src/llm/fake-openai-server.js';
+import { startFakeOpenAI, type FakeOpenAI, type FakeOpenAIOptions } from '../../src/testing/fake-openai-server.js';
 import { createLogger, type Logger } from '../../src/server/logger.js';
 import { REDIS_URL } from './redis.js';
 import type { SnapshotStore } from '../../src/stores/types.js';

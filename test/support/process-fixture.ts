@@ -2,8 +2,8 @@
 // everything they open is closed and their Redis keys are removed afterwards.
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll } from 'vitest';
-import type { SimulatedCall } from '../../src/client/twilio-sim.js';
-import { startFakeOpenAI, type FakeOpenAI } from '../../src/llm/fake-openai-server.js';
+import type { SimulatedCall } from '../../src/testing/twilio-sim.js';
+import { startFakeOpenAI, type FakeOpenAI } from '../../src/testing/fake-openai-server.js';
 import type { SnapshotStore } from '../../src/stores/index.js';
 import { REDIS_URL } from './redis.js';
 import { clearRedisPrefix, scenarioScript } from './resume-scenario.js';

@@ -3,9 +3,9 @@
 // `reconnection: true`). The fake LLM answers by keywords, so every request it records can be
 // compared with the history the session should have.
 import { vi } from 'vitest';
-import { SimulatedCall, twilioReconnectOptions, type Reply } from '../../src/client/twilio-sim.js';
-import { postAction } from '../../src/client/twilio-webhooks.js';
-import { contentToText, splitIntoChunks, type ChatMessageIn, type FakeOpenAI, type ScriptFn } from '../../src/llm/fake-openai-server.js';
+import { SimulatedCall, twilioReconnectOptions, type AgentReply } from '../../src/testing/twilio-sim.js';
+import { postAction } from '../../src/testing/twilio-webhooks.js';
+import { contentToText, splitIntoChunks, type ChatMessageIn, type FakeOpenAI, type ScriptFn } from '../../src/testing/fake-openai-server.js';
 import { resumeLine } from '../../src/machines/phrases.js';
 import type { OutboundMessage } from '../../src/protocol/messages.js';
 import { closeClient, connectRedis, scanKeys } from '../../src/stores/redis-connection.js';
@@ -56,7 +56,7 @@ export function scenarioScript(opts: ScriptOptions = {}): ScriptFn {
 const isText = (m: OutboundMessage): m is Extract<OutboundMessage, { type: 'text' }> => m.type === 'text';
 
 /** The next reply that says something: skips empty talk-cycle closes (e.g. after a tool call). */
-export async function nextSpokenReply(call: SimulatedCall, timeoutMs = 10_000): Promise<Reply> {
+export async function nextSpokenReply(call: SimulatedCall, timeoutMs = 10_000): Promise<AgentReply> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const reply = await call.nextReply(Math.max(1, deadline - Date.now()));

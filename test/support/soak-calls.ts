@@ -1,9 +1,9 @@
 // Calls for the retention soak: ones that hang up, drop (and expire after their grace), or drop and
 // are resumed through Twilio's action path before hanging up. No test-framework imports (and none of
 // the helpers that use vi): the memory soak runs them in a child process started with --expose-gc.
-import { SimulatedCall, twilioReconnectOptions } from '../../src/client/twilio-sim.js';
-import { readRelayTwiml } from '../../src/client/twiml-reader.js';
-import { postAction } from '../../src/client/twilio-webhooks.js';
+import { SimulatedCall, twilioReconnectOptions } from '../../src/testing/twilio-sim.js';
+import { readRelayTwiml } from '../../src/testing/twiml-reader.js';
+import { postAction } from '../../src/testing/twilio-webhooks.js';
 import type { RunningServer } from '../../src/server/server.js';
 
 export type SoakKind = 'hang-up' | 'drop' | 'drop-and-resume';

@@ -10,9 +10,9 @@
 // themselves). Key presses have no acknowledgement in the protocol, so keys sent just as a socket is
 // handed on may be lost; tests press keys while no reload is under way, or wait for the stored entry.
 import { randomBytes } from 'node:crypto';
-import { SimulatedCall, twilioReconnectOptions } from '../../src/client/twilio-sim.js';
-import { postAction, postIncomingCall } from '../../src/client/twilio-webhooks.js';
-import { readRelayTwiml } from '../../src/client/twiml-reader.js';
+import { SimulatedCall, twilioReconnectOptions } from '../../src/testing/twilio-sim.js';
+import { postAction, postIncomingCall } from '../../src/testing/twilio-webhooks.js';
+import { readRelayTwiml } from '../../src/testing/twiml-reader.js';
 import { resumeLine } from '../../src/machines/phrases.js';
 
 export interface CallReport {

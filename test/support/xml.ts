@@ -1,2 +1,2 @@
 // TwiML checks in tests use the same reader as the simulated client.
-export { child, parseXml, type XmlElement } from '../../src/client/twiml-reader.js';
+export { child, parseXml, type XmlElement } from '../../src/testing/twiml-reader.js';

@@ -62,7 +62,8 @@ export interface WaitOptions {
   fromStart?: boolean;
 }
 
-export interface Reply {
+/** One agent reply as the caller heard it: its `text` frames up to the closing `last: true`, and their tokens joined. */
+export interface AgentReply {
   text: string;
   tokens: TextMessage[];
 }
@@ -364,7 +365,7 @@ export class SimulatedCall {
    * The text tokens from the read cursor up to and including the next `last: true` text frame,
    * concatenated. Non-text frames in between are passed over (use `fromStart` waits to find them).
    */
-  async nextReply(timeoutMs?: number): Promise<Reply> {
+  async nextReply(timeoutMs?: number): Promise<AgentReply> {
     const start = this.cursor;
     const end = await this.waitForIndex((m) => m.type === 'text' && m.last, timeoutMs, 'nextReply');
     const tokens = this.messages.slice(start, end + 1).filter((m): m is TextMessage => m.type === 'text');

@@ -1,6 +1,10 @@
 // A local stand-in for the OpenAI Chat Completions API, built on node:http only.
 // It speaks the real wire format (SSE chunks, tool-call deltas split by index, error bodies),
 // so the real `openai` SDK can be pointed at it through `baseURL`.
+//
+// What it answers is a script: either a list of turns, each answering one chat-completions request in
+// order (`script: [{ reply: 'Hi' }, { toolCall: { name: 'lookup', arguments: { id: 42 } } }]`), or one
+// function answering every request with a low-level `ScriptReply` (exact chunks, holds, headers).
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
@@ -22,7 +26,8 @@ export interface ScriptRequest {
   body: Record<string, unknown>;
 }
 
-export interface Reply {
+/** A low-level answer: what a `ScriptFn` returns (a scripted turn is turned into one of these). */
+export interface ScriptReply {
   /** Assistant text; split into word-sized chunks unless `chunks` is given. */
   text?: string;
   /** Exact content deltas to stream (takes precedence over `text`). */
@@ -42,11 +47,49 @@ export interface Reply {
   status?: number;
   /** Error message for `status`. */
   errorMessage?: string;
+  /** Error `code` for `status` (default: OpenAI's for 401 and 429, else null). */
+  errorCode?: string;
   /** Extra response headers (e.g. `retry-after-ms` for retry tests). */
   headers?: Record<string, string>;
 }
 
-export type ScriptFn = (req: ScriptRequest) => Reply | Promise<Reply>;
+export type ScriptFn = (req: ScriptRequest) => ScriptReply | Promise<ScriptReply>;
+
+/** One tool call the model makes. */
+export interface ToolCallTurn {
+  name: string;
+  /** An object (sent as its JSON) or the raw JSON string, which may be invalid on purpose. Default `{}`. */
+  arguments?: Record<string, unknown> | string;
+  /** The tool call's id; a random `call_…` id by default. */
+  id?: string;
+}
+
+/**
+ * One scripted answer to one chat-completions request: text (`reply`), tool calls (`toolCall`,
+ * `toolCalls`; with a `reply` too, the text streams first, as OpenAI sends it), or an `error`.
+ */
+export interface ScriptedTurn {
+  /** Assistant text, streamed word by word; or a function of the request that returns it. */
+  reply?: string | ((req: ScriptRequest) => string | Promise<string>);
+  toolCall?: ToolCallTurn;
+  toolCalls?: ToolCallTurn[];
+  /**
+   * Answer with this HTTP status (400 or more) and an OpenAI-style error body instead. The SDK retries
+   * 408, 409, 429 and 5xx by itself, and each retry is a new request that takes the next turn; a
+   * `headers` entry `'x-should-retry': 'false'` stops that.
+   */
+  error?: number | { status: number; message?: string; headers?: Record<string, string> };
+  /** Delay before every chunk after the first (default: the server's `chunkDelayMs`). */
+  delayMs?: number;
+  /** Delay before the first chunk. */
+  firstChunkDelayMs?: number;
+}
+
+/** A turn of a script: a fixed answer, or a function of the request that returns one. */
+export type Turn = ScriptedTurn | ((req: ScriptRequest) => ScriptedTurn | Promise<ScriptedTurn>);
+
+/** Turns answering one request each, in order; or one function answering every request. */
+export type Script = readonly Turn[] | ScriptFn;
 
 export interface ChatRequestRecord {
   /** Parsed request body exactly as the client sent it. */
@@ -71,8 +114,10 @@ export interface ChatRequestRecord {
 export interface FakeOpenAI {
   baseURL: string;
   port: number;
+  /** Every chat-completions request received, in order (bodies as sent: messages, tools, model). */
   requests: ChatRequestRecord[];
-  setScript(fn: ScriptFn): void;
+  /** Replaces the script; a list of turns starts again at its first turn. */
+  setScript(script: Script): void;
   /** Resolves once every request being handled now has been answered or given up (its client gone). */
   idle(): Promise<void>;
   close(): Promise<void>;
@@ -80,15 +125,25 @@ export interface FakeOpenAI {
 
 export interface FakeOpenAIOptions {
   port?: number;
-  script?: ScriptFn;
+  /** Default: `echoScript` ("You said: …" to every request). */
+  script?: Script;
+  /**
+   * Answers every request after a list of turns ran out. Without it such a request gets HTTP 500
+   * (`code: 'script_exhausted'`, a message naming the request) marked not to be retried, so the
+   * client fails at once with an `APIError` instead of retrying into more of the same.
+   */
+  fallback?: Turn;
+  /** Delay between streamed chunks (default 0). */
   chunkDelayMs?: number;
 }
 
 /** "You said: <last user message>", streamed word by word. */
-export const echoScript: ScriptFn = ({ messages }) => {
-  const lastUser = [...messages].reverse().find((m) => m.role === 'user');
-  return { text: `You said: ${contentToText(lastUser?.content)}` };
-};
+export const echoScript: ScriptFn = (req) => ({ text: `You said: ${lastUserText(req)}` });
+
+/** The text of the last user message of a request (a `ScriptRequest` or a recorded one); '' if none. */
+export function lastUserText(req: { messages: readonly ChatMessageIn[] }): string {
+  return contentToText(req.messages.filter((m) => m.role === 'user').at(-1)?.content);
+}
 
 /** Flattens a chat message content (string or array of parts) to plain text. */
 export function contentToText(content: unknown): string {
@@ -117,8 +172,63 @@ function splitArguments(args: string): string[] {
 const randomId = (prefix: string, bytes = 12) => prefix + randomBytes(bytes).toString('base64url');
 const roughTokens = (s: string) => Math.max(1, Math.ceil(s.length / 4));
 
+/** Checks a turn's shape, so that a malformed turn fails where it was written. */
+function checkTurn(turn: ScriptedTurn, where: string): void {
+  if (!turn || typeof turn !== 'object') throw new Error(`${where}: expected a turn object, got ${String(turn)}`);
+  const answers = turn.reply !== undefined || turn.toolCall !== undefined || (turn.toolCalls?.length ?? 0) > 0;
+  if (turn.error === undefined) {
+    if (!answers) throw new Error(`${where}: a turn needs reply, toolCall, toolCalls or error`);
+    return;
+  }
+  const status = typeof turn.error === 'number' ? turn.error : turn.error.status;
+  if (!Number.isInteger(status) || status < 400 || status > 599) throw new Error(`${where}: error status must be 400-599, got ${status}`);
+  if (answers) throw new Error(`${where}: an error turn cannot also reply or call tools`);
+}
+
+async function answerTurn(turn: Turn, req: ScriptRequest, where: string): Promise<ScriptReply> {
+  const t = typeof turn === 'function' ? await turn(req) : turn;
+  checkTurn(t, where);
+  const timing: Pick<ScriptReply, 'delayMs' | 'firstChunkDelayMs'> = {
+    ...(t.delayMs !== undefined ? { delayMs: t.delayMs } : {}),
+    ...(t.firstChunkDelayMs !== undefined ? { firstChunkDelayMs: t.firstChunkDelayMs } : {}),
+  };
+  if (t.error !== undefined) {
+    const e = typeof t.error === 'number' ? { status: t.error } : t.error;
+    return { status: e.status, errorMessage: e.message, headers: e.headers, ...timing };
+  }
+  const text = typeof t.reply === 'function' ? await t.reply(req) : t.reply;
+  const toolCalls = [...(t.toolCall ? [t.toolCall] : []), ...(t.toolCalls ?? [])].map(({ name, arguments: args, id }) => ({
+    name,
+    arguments: typeof args === 'string' ? args : JSON.stringify(args ?? {}),
+    ...(id !== undefined ? { id } : {}),
+  }));
+  return { text, toolCalls, ...timing };
+}
+
+/** A list of turns as one ScriptFn: turn n answers the n-th request, then the fallback or a 500. */
+function toScriptFn(script: Script, fallback: Turn | undefined): ScriptFn {
+  if (typeof script === 'function') return script;
+  const turns = [...script];
+  turns.forEach((t, i) => typeof t !== 'function' && checkTurn(t, `script turn ${i + 1}`));
+  if (fallback !== undefined && typeof fallback !== 'function') checkTurn(fallback, 'fallback turn');
+  let next = 0;
+  return (req) => {
+    const n = ++next;
+    const turn = turns[n - 1];
+    if (turn !== undefined) return answerTurn(turn, req, `script turn ${n}`);
+    if (fallback !== undefined) return answerTurn(fallback, req, 'fallback turn');
+    return {
+      status: 500,
+      errorCode: 'script_exhausted',
+      errorMessage: `fake OpenAI: the script ran out: request ${n} has no turn (${turns.length} scripted); script more turns or pass a fallback`,
+      // The SDK would retry a 500 twice, into the same answer.
+      headers: { 'x-should-retry': 'false' },
+    };
+  };
+}
+
 export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<FakeOpenAI> {
-  let script: ScriptFn = opts.script ?? echoScript;
+  let script: ScriptFn = toScriptFn(opts.script ?? echoScript, opts.fallback);
   const defaultDelay = opts.chunkDelayMs ?? 0;
   const requests: ChatRequestRecord[] = [];
 
@@ -126,6 +236,8 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
   const server = http.createServer((req, res) => {
     const handled = handle(req, res).catch((err: unknown) => {
       if (!res.headersSent) {
+        // A script that throws (or a malformed turn) is a bug in the test: retrying cannot help.
+        res.setHeader('x-should-retry', 'false');
         sendError(res, 500, `fake-openai internal error: ${(err as Error).message}`);
       } else {
         res.destroy();
@@ -200,7 +312,7 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
       record.status = reply.status;
       if (reply.firstChunkDelayMs) await sleep(reply.firstChunkDelayMs);
       if (gone) return;
-      sendErrorForStatus(res, reply.status, reply.errorMessage);
+      sendErrorForStatus(res, reply.status, reply.errorMessage, reply.errorCode);
       record.completed = true;
       record.endedAt = Date.now();
       return;
@@ -331,8 +443,8 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     baseURL: `http://127.0.0.1:${port}/v1`,
     port,
     requests,
-    setScript(fn: ScriptFn) {
-      script = fn;
+    setScript(next: Script) {
+      script = toScriptFn(next, opts.fallback);
     },
     async idle() {
       await Promise.all([...handling]);
@@ -369,14 +481,14 @@ function sendError(
   res.end(json);
 }
 
-function sendErrorForStatus(res: http.ServerResponse, status: number, message?: string): void {
+function sendErrorForStatus(res: http.ServerResponse, status: number, message?: string, code?: string): void {
   if (status === 429) {
-    sendError(res, 429, message ?? 'Rate limit reached for requests. Please try again later.', 'requests', 'rate_limit_exceeded');
+    sendError(res, 429, message ?? 'Rate limit reached for requests. Please try again later.', 'requests', code ?? 'rate_limit_exceeded');
   } else if (status === 401) {
-    sendError(res, 401, message ?? 'Incorrect API key provided.', 'invalid_request_error', 'invalid_api_key');
+    sendError(res, 401, message ?? 'Incorrect API key provided.', 'invalid_request_error', code ?? 'invalid_api_key');
   } else if (status >= 500) {
-    sendError(res, status, message ?? 'The server had an error while processing your request. Sorry about that!', 'server_error');
+    sendError(res, status, message ?? 'The server had an error while processing your request. Sorry about that!', 'server_error', code);
   } else {
-    sendError(res, status, message ?? `Request failed with status ${status}.`);
+    sendError(res, status, message ?? `Request failed with status ${status}.`, 'invalid_request_error', code);
   }
 }
