@@ -13,6 +13,8 @@ import { resumeLine } from '../src/machines/phrases.js';
 import type { DtmfDigit } from '../src/machines/dtmf/types.js';
 import type { OutboundMessage } from '../src/protocol/messages.js';
 import { sessionInput } from './support/session-input.js';
+import { agentActors, llmDone } from './support/session-actors.js';
+import { fromReplyStream } from '../src/machines/reply.js';
 
 interface Answer {
   text: string;
@@ -40,17 +42,16 @@ const LLM_MS = 1;
 
 /** A provided llmReply: records every input and answers asynchronously, stamping LLM.DONE like the real edge. */
 function scriptedMachine(seen: ReplyInput[], script: (input: ReplyInput) => Answer = answerFor) {
-  const llmReply = fromCallback<{ type: string }, ReplyInput>(({ input, sendBack }) => {
+  const llmReply = fromReplyStream(({ input, sendBack }) => {
     seen.push(input);
-    const runId = randomUUID();
     const answer = script(input);
     const timer = setTimeout(() => {
-      if (answer.text) sendBack({ type: 'LLM.DELTA', runId, text: answer.text } satisfies ReplyEvent);
-      sendBack({ type: 'LLM.DONE', runId, text: answer.text, toolCalls: answer.toolCalls ?? [], at: Date.now() } satisfies ReplyEvent);
+      if (answer.text) sendBack({ type: 'LLM.DELTA', text: answer.text } satisfies ReplyEvent);
+      sendBack(llmDone(answer.text, answer.toolCalls ?? [], Date.now()));
     }, LLM_MS);
     return () => clearTimeout(timer);
   });
-  return sessionMachine.provide({ actors: { llmReply } });
+  return sessionMachine.provide({ actors: { llmReply, ...agentActors() } });
 }
 
 type Machine = ReturnType<typeof scriptedMachine>;

@@ -16,11 +16,12 @@ import { llmFailureLine, resumeLine } from '../src/machines/phrases.js';
 import type { DtmfDigit } from '../src/machines/dtmf/types.js';
 import type { OutboundMessage } from '../src/protocol/messages.js';
 import { sessionInput } from './support/session-input.js';
+import { agentActors, llmDone } from './support/session-actors.js';
+import { fromReplyStream } from '../src/machines/reply.js';
 import { TestClock } from './support/test-clock.js';
 
 /** One invocation of the LLM actor: what it was asked, and handles to answer as the real edge would. */
 interface Run {
-  runId: string;
   input: ReplyInput;
   stopped: boolean;
   delta(text: string): void;
@@ -29,22 +30,20 @@ interface Run {
 }
 
 function controlledMachine(runs: Run[], clock: TestClock) {
-  const llmReply = fromCallback<{ type: string }, ReplyInput>(({ input, sendBack }) => {
+  const llmReply = fromReplyStream(({ input, sendBack }) => {
     const run: Run = {
-      runId: randomUUID(),
       input,
       stopped: false,
-      delta: (text) => sendBack({ type: 'LLM.DELTA', runId: run.runId, text } satisfies ReplyEvent),
-      done: (text, toolCalls = []) =>
-        sendBack({ type: 'LLM.DONE', runId: run.runId, text, toolCalls, at: clock.now() } satisfies ReplyEvent),
-      error: (message = 'stream reset') => sendBack({ type: 'LLM.ERROR', runId: run.runId, message } satisfies ReplyEvent),
+      delta: (text) => sendBack({ type: 'LLM.DELTA', text } satisfies ReplyEvent),
+      done: (text, toolCalls = []) => sendBack(llmDone(text, toolCalls, clock.now())),
+      error: (message = 'stream reset') => sendBack({ type: 'LLM.ERROR', message } satisfies ReplyEvent),
     };
     runs.push(run);
     return () => {
       run.stopped = true;
     };
   });
-  return sessionMachine.provide({ actors: { llmReply, ...timersOn(clock) } });
+  return sessionMachine.provide({ actors: { llmReply, ...agentActors(clock) } });
 }
 
 type Machine = ReturnType<typeof controlledMachine>;
