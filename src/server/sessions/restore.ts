@@ -22,7 +22,7 @@ const RESTORE_CONCURRENCY = 1;
  * A call's session as found: our own live actor, or a resumable record someone else (maybe dead)
  * wrote, with the session's fencing epoch as it was when the record was read.
  */
-export type Located = { session: Session; snapshot: SessionSnapshot } | { session?: undefined; snapshot: SessionSnapshot; epoch: number };
+type Located = { session: Session; snapshot: SessionSnapshot } | { session?: undefined; snapshot: SessionSnapshot; epoch: number };
 
 export interface SessionRestorerOptions {
   store: SnapshotStore;
