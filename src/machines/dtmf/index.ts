@@ -1,10 +1,9 @@
 // DTMF input child machines. The session machine registers `dtmfMachines` as actors and
-// invokes one of them by string src (`dtmfSrcFor(kind)`) with id 'dtmf'.
+// invokes one of them by string src with id 'dtmf'.
 import { dateOfBirthMachine } from './date-of-birth.js';
 import { digitsMachine } from './digits.js';
 import { languageMenuMachine } from './language-menu.js';
 import { phoneNumberMachine } from './phone-number.js';
-import type { DtmfKind } from './types.js';
 
 export const dtmfMachines = {
   languageMenu: languageMenuMachine,
@@ -15,18 +14,5 @@ export const dtmfMachines = {
 
 export type DtmfSrc = keyof typeof dtmfMachines;
 
-const SRC_BY_KIND: Record<DtmfKind, DtmfSrc> = {
-  language: 'languageMenu',
-  phoneNumber: 'phoneNumber',
-  dateOfBirth: 'dateOfBirth',
-  digits: 'digits',
-};
-
-export function dtmfSrcFor(kind: DtmfKind): DtmfSrc {
-  return SRC_BY_KIND[kind];
-}
-
-export { languageMenuMachine, phoneNumberMachine, dateOfBirthMachine, digitsMachine };
 export { parseDateOfBirth } from './date-of-birth.js';
-export type { DateOfBirthReason } from './date-of-birth.js';
 export type * from './types.js';

@@ -52,7 +52,4 @@ export interface DtmfSayEvent {
   text: string;
 }
 
-/** Every event a DTMF machine sends to its parent. */
-export type DtmfParentEvent = DtmfSayEvent;
-
 export type { DtmfDigit };
