@@ -2,9 +2,9 @@
 // deadline is checked to the millisecond and nothing waits on the real clock.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { assign, createActor, sendTo, setup, type Actor, type Snapshot } from 'xstate';
-import { dtmfMachines, dtmfSrcFor, parseDateOfBirth, type DtmfSrc } from '../src/machines/dtmf/index.js';
+import { dtmfMachines, parseDateOfBirth, type DtmfSrc } from '../src/machines/dtmf/index.js';
 import type { CollectorContext } from '../src/machines/dtmf/collector.js';
-import type { DtmfDigit, DtmfEvent, DtmfInput, DtmfResult, DtmfSayEvent } from '../src/machines/dtmf/types.js';
+import type { BuiltInDtmfKind, DtmfDigit, DtmfEvent, DtmfInput, DtmfKind, DtmfResult, DtmfSayEvent } from '../src/machines/dtmf/types.js';
 
 interface HarnessContext {
   dtmfInput: DtmfInput;
@@ -54,6 +54,14 @@ function harnessFor(src: DtmfSrc) {
 
 type Harness = ReturnType<typeof harnessFor>;
 
+/** The machine of each kind of entry, as the session machine's keypad states invoke them. */
+const SRC_OF: Record<BuiltInDtmfKind, DtmfSrc> = {
+  language: 'languageMenu',
+  phoneNumber: 'phoneNumber',
+  dateOfBirth: 'dateOfBirth',
+  digits: 'digits',
+};
+
 beforeEach(() => {
   vi.useFakeTimers();
 });
@@ -63,7 +71,7 @@ afterEach(() => {
 
 /** Starts an entry now (fake time), as the session does when the model asks for one. */
 function start(input: Omit<DtmfInput, 'startedAt'>): Actor<Harness> {
-  return createActor(harnessFor(dtmfSrcFor(input.kind)), { input: { ...input, startedAt: Date.now() } }).start();
+  return createActor(harnessFor(SRC_OF[input.kind as BuiltInDtmfKind]), { input: { ...input, startedAt: Date.now() } }).start();
 }
 
 /** Key presses stamped with the current (fake) time, as the socket edge stamps them. */
@@ -88,7 +96,7 @@ function dtmfContext(actor: Actor<Harness>): CollectorContext {
 function restore(persisted: Snapshot<unknown>): Actor<Harness> {
   const snapshot = JSON.parse(JSON.stringify(persisted)) as Snapshot<unknown> & { context: HarnessContext };
   const input = snapshot.context.dtmfInput; // required by the types, unused on restore
-  return createActor(harnessFor(dtmfSrcFor(input.kind)), { snapshot, input }).start();
+  return createActor(harnessFor(SRC_OF[input.kind as BuiltInDtmfKind]), { snapshot, input }).start();
 }
 
 const LONG_IDLE = 60_000;
@@ -385,15 +393,6 @@ describe('persistence', () => {
     // The re-prompt's idle period counts from when the timer fired.
     expect(dtmfContext(restored).deadline).toBe(restoredAt + idleMs);
     restored.stop();
-  });
-});
-
-describe('dtmfSrcFor', () => {
-  it('maps every kind to a registered machine', () => {
-    expect(dtmfSrcFor('language')).toBe('languageMenu');
-    for (const kind of ['language', 'phoneNumber', 'dateOfBirth', 'digits'] as const) {
-      expect(dtmfMachines[dtmfSrcFor(kind)]).toBeDefined();
-    }
   });
 });
 

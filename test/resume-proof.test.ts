@@ -13,7 +13,7 @@ import { contentToText, type ScriptFn } from '../src/testing/fake-openai-server.
 import { lifecycleOf } from '../src/machines/session.js';
 import { createLogger } from '../src/server/logger.js';
 import { hashSecret } from '../src/server/resume-proof.js';
-import { ACTION_CLOSE_WINDOW_MS } from '../src/server/session-manager.js';
+import { ACTION_CLOSE_WINDOW_MS } from '../src/server/sessions/resume-rules.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
 import { startFakeOpenAI } from '../src/testing/fake-openai-server.js';
 import { waitUntil } from './support/conditions.js';

@@ -320,7 +320,7 @@ describe('DTMF collection in the session machine', () => {
     const calls = s.seen.length;
     press(s.actor, '2');
     expect(await toolResult(s.seen, calls)).toEqual({ status: 'ok', kind: 'language', value: 'es-US' });
-    expect(s.seen.at(-1)!.language).toBe('es-US');
+    expect(s.seen.at(-1)!.call.language).toBe('es-US');
     expect(s.actor.getSnapshot().context.language).toBe('es-US');
     expect(s.outbound).toContainEqual({ type: 'language', ttsLanguage: 'es-US', transcriptionLanguage: 'es-US' });
   });
@@ -427,12 +427,11 @@ describe('DTMF collection in the session machine', () => {
 describe('an LLM failure in the middle of a reply', () => {
   it('keeps what the caller heard plus the apology, and closes the talk cycle', async () => {
     const seen: ReplyInput[] = [];
-    const llmReply = fromCallback<{ type: string }, ReplyInput>(({ input, sendBack }) => {
+    const llmReply = fromReplyStream(({ input, sendBack }) => {
       seen.push(input);
-      const runId = randomUUID();
       const timer = setTimeout(() => {
-        sendBack({ type: 'LLM.DELTA', runId, text: 'Our hours are' } satisfies ReplyEvent);
-        sendBack({ type: 'LLM.ERROR', runId, message: 'stream reset' } satisfies ReplyEvent);
+        sendBack({ type: 'LLM.DELTA', text: 'Our hours are' } satisfies ReplyEvent);
+        sendBack({ type: 'LLM.ERROR', message: 'stream reset' } satisfies ReplyEvent);
       }, LLM_MS);
       return () => clearTimeout(timer);
     });

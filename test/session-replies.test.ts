@@ -343,9 +343,9 @@ describe('a reply cut off by a drop', () => {
     // The new run is asked the same question.
     expect(second.input.turns).toEqual([{ role: 'user', content: 'Read me the terms' }]);
     second.delta('The terms: ');
-    expect(ctx(restored).reply).toEqual({ runId: second.runId, text: 'The terms: ' });
+    expect(ctx(restored).reply).toEqual({ text: 'The terms: ' });
     second.delta('none.');
-    expect(ctx(restored).reply).toEqual({ runId: second.runId, text: 'The terms: none.' });
+    expect(ctx(restored).reply).toEqual({ text: 'The terms: none.' });
     second.done('The terms: none.');
     expect(history(restored).at(-1)).toEqual({ role: 'assistant', content: 'The terms: none.' });
     expect(restored.outbound).toEqual([text('The terms: ', false), text('none.', false), CLOSE_CYCLE]);
@@ -382,13 +382,13 @@ describe('prompts', () => {
       { role: 'user', content: 'What are your hours?' },
       { role: 'user', content: 'Actually, where are you?' },
     ]);
-    expect(ctx(s).reply).toEqual({ runId: null, text: '' });
+    expect(ctx(s).reply).toEqual({ text: '' });
   });
 
   it('the model is sent the history and the current language', () => {
     const s = start({}, 'es-US');
     s.say('Hola');
-    expect(s.run().input).toEqual({ turns: [{ role: 'user', content: 'Hola' }], language: 'es-US' });
+    expect(s.run().input).toMatchObject({ turns: [{ role: 'user', content: 'Hola' }], call: { language: 'es-US' } });
   });
   it('without limits in its input a session keeps the default 60 turns of history', () => {
     const s = start();
@@ -453,7 +453,7 @@ describe('tool calls', () => {
     expect(s.outbound).toEqual([text('Claro.', false), CLOSE_CYCLE, languageMessage('es-US')]);
     expect(conversation(s)).toBe('responding');
     expect(s.runs).toHaveLength(2);
-    expect(s.run().input.language).toBe('es-US');
+    expect(s.run().input.call.language).toBe('es-US');
     expect(s.run().input.turns.slice(-2)).toEqual([
       { role: 'assistant', content: 'Claro.', toolCalls: [call] },
       { role: 'tool', toolCallId: call.id, content: 'language switched to es-US' },
@@ -733,7 +733,8 @@ describe('keypad entries through the session', () => {
       const s = start();
       s.say('keypad');
       collect(s, { kind });
-      expect(s.actor.getSnapshot().matches({ live: { conversation: { collecting: kind } } }), kind).toBe(true);
+      expect(s.actor.getSnapshot().matches({ live: { conversation: 'collecting' } }), kind).toBe(true);
+      expect(ctx(s).dtmf?.kind).toBe(kind);
       const said = s.outbound.at(-1);
       expect(said).toMatchObject({ type: 'text', last: true });
       expect((said as { token: string }).token).toMatch(prompt);

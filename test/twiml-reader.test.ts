@@ -1,4 +1,5 @@
 // The simulated client's TwiML reader, on TwiML our server builds and on broken input.
+import { DEFAULT_LANGUAGES } from '../src/agent/agent.js';
 import { describe, expect, it } from 'vitest';
 import { parseXml, readRelayTwiml } from '../src/testing/twiml-reader.js';
 import { conversationRelayTwiml, hangupTwiml } from '../src/server/twiml.js';
@@ -9,6 +10,7 @@ describe('readRelayTwiml', () => {
       publicHost: 'relay.example.test',
       secure: true,
       language: 'en-US',
+      languages: DEFAULT_LANGUAGES,
       parameters: { plan: 'gold & "silver"', caller: '<vip>' },
     });
     expect(readRelayTwiml(twiml)).toEqual({
@@ -23,6 +25,7 @@ describe('readRelayTwiml', () => {
       publicHost: 'relay.example.test',
       secure: true,
       language: 'en-US',
+      languages: DEFAULT_LANGUAGES,
       actionOverrides: 'rc=5&rp=ct,rt,5xx',
     });
     expect(twiml).toContain('action="https://relay.example.test/action#rc=5&amp;rp=ct,rt,5xx"');

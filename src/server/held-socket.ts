@@ -1,7 +1,7 @@
 // Stands in for a caller's socket while a resume is being claimed: the session's first words after a
 // resume wait here until its claim is stored, so a racer that loses never says anything.
 import type { OutboundMessage } from '../protocol/messages.js';
-import type { SessionSocket } from './session-manager.js';
+import type { SessionSocket } from './sessions/live-session.js';
 
 export class HeldSocket implements SessionSocket {
   private readonly held: OutboundMessage[] = [];

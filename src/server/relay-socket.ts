@@ -5,7 +5,8 @@ import type { InboundMessage, OutboundMessage } from '../protocol/messages.js';
 import { cutToBytes } from './prompt-limit.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
-import type { Session, SessionManager, SessionSocket } from './session-manager.js';
+import type { SessionManager } from './session-manager.js';
+import type { Session, SessionSocket } from './sessions/live-session.js';
 import type { SessionEvent } from '../machines/session.js';
 import { serviceUnavailableEnd } from './service-unavailable.js';
 

@@ -1,44 +1,24 @@
-// Owns the live session actors of this instance: creates or restores them, binds sockets to
-// them, persists every state change through the store, and gives them up when another
-// instance takes a session over (fencing epochs).
-import { createActor, waitFor, type Actor, type ActorOptions, type InspectionEvent, type Snapshot, type SnapshotFrom } from 'xstate';
+// Coordinates the live calls of this instance: a setup starts or resumes a call's session, an action
+// callback decides whether Twilio reconnects it, a drain hands every call on before a restart. The
+// jobs it composes live in ./sessions: the registry of live actors, their persistence, restoring
+// stored sessions, orphaned grace deadlines and the resume rules.
+import { createActor, waitFor, type InspectionEvent } from 'xstate';
 import type { Logger } from './logger.js';
 import { closeCodeLabel, type Metrics } from './metrics.js';
-import type { OutboundMessage, SetupMessage } from '../protocol/messages.js';
+import type { SetupMessage } from '../protocol/messages.js';
 import type { HistoryLimits } from '../machines/history-bound.js';
 import { systemClock, type Clock } from '../clock.js';
-import { hasResumesLeft, lifecycleOf, MAX_RESUME_TOKENS, type SessionEvent, type SessionInput, type SessionMachine, type SessionTimeouts } from '../machines/session.js';
-import { CoalescingWriter, StaleLeaseError, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from '../stores/index.js';
-import pLimit from 'p-limit';
+import { lifecycleOf, MAX_RESUME_TOKENS, type SessionEvent, type SessionMachine, type SessionTimeouts } from '../machines/session.js';
+import { StaleLeaseError, type SnapshotStore } from '../stores/index.js';
 import { KeyedMutex } from './keyed-mutex.js';
-import { onlyReplyTextChanged } from './write-worthy.js';
-import { hashSecret, matchesHash, newProofToken, ticketMatches, withoutSecrets } from './resume-proof.js';
+import { hashSecret, newProofToken, ticketMatches, withoutSecrets } from './resume-proof.js';
 import { HeldSocket } from './held-socket.js';
-
-/** What the session needs of a socket: the socket edge validates and serialises. */
-export interface SessionSocket {
-  send(message: OutboundMessage): void;
-  close(code: number, reason: string): void;
-}
-
-export interface Session {
-  callSid: string;
-  actor: Actor<SessionMachine>;
-  lease: Lease;
-  writer: CoalescingWriter<Actor<SessionMachine>>;
-  socket: SessionSocket | null;
-  /** The socket of a call being handed on (deploys): its late frames still reach the session. */
-  handingOff: SessionSocket | null;
-  /**
-   * The next write first takes the lease over from our own epoch, conditionally (a local resume): it
-   * fails if another instance took the session meanwhile. Done in the writer, so no write of the old
-   * epoch can land after it.
-   */
-  claimPending: boolean;
-  /** The latest write failed for a reason other than fencing (store fault); cleared by the next success. */
-  writeFailed: boolean;
-  log: Logger;
-}
+import type { Session, SessionSnapshot, SessionSocket } from './sessions/live-session.js';
+import { SessionRegistry } from './sessions/registry.js';
+import { SessionPersistence } from './sessions/persistence.js';
+import { SessionRestorer } from './sessions/restore.js';
+import { OrphanedDeadlines } from './sessions/orphans.js';
+import { ACTION_CLOSE_WINDOW_MS, resumeRefusal, socketNamed } from './sessions/resume-rules.js';
 
 export interface SessionManagerOptions {
   store: SnapshotStore;
@@ -71,68 +51,45 @@ export type ConnectResult =
 /** `retry`: the answer cannot be given now (its token could not be stored); Twilio retries a 503. */
 export type ActionOutcome = { kind: 'reconnect'; resumeToken: string } | { kind: 'hangup' } | { kind: 'ack' } | { kind: 'retry' };
 
-/**
- * Restores in flight at once. One: a restore is a single store round trip plus a short actor start,
- * and anything else on the event loop lands inside that round trip, so in a reconnect storm
- * running them one after another keeps each one short (the storm as a whole takes about as long).
- */
-const RESTORE_CONCURRENCY = 1;
-
-const RESUMABLE_STATES = new Set(['connected', 'disconnected', 'grace']);
-/**
- * Twilio posts the action callback the moment it closes the socket, so our close event arrives first
- * or right after. A callback whose call still has its socket after this long is not about this
- * socket (a replay): it is answered without touching the call.
- */
-export const ACTION_CLOSE_WINDOW_MS = 2000;
-/** An orphaned session is expired this long after its deadline, leaving its owner (if alive) the first go. */
-const ORPHAN_EXPIRY_SLACK_MS = 250;
-
-type SessionSnapshot = SnapshotFrom<SessionMachine>;
 type ResumeEvent = Extract<SessionEvent, { type: 'RESUME' }>;
 
-/**
- * A call's session as found: our own live actor, or a resumable record someone else (maybe dead)
- * wrote, with the session's fencing epoch as it was when the record was read.
- */
-type Located = { session: Session; snapshot: SessionSnapshot } | { session?: undefined; snapshot: SessionSnapshot; epoch: number };
-
-/**
- * A second connection this soon after a resume, with the same proof, is a duplicate of the one that
- * resumed (a client racing itself over two instances), not a reconnect: it is refused (1013, try again).
- */
-export const RESUME_SETTLE_MS = 2000;
-
 export class SessionManager {
-  private readonly sessions = new Map<string, Session>();
+  private readonly registry: SessionRegistry;
+  private readonly restorer: SessionRestorer;
+  private readonly orphans: OrphanedDeadlines;
   private readonly locks = new KeyedMutex();
-  private readonly restoreLimit = pLimit(RESTORE_CONCURRENCY);
-  private readonly orphanTimers = new Set<unknown>();
   private readonly connecting = new Set<Promise<ConnectResult>>();
   readonly clock: Clock;
 
   constructor(private readonly opts: SessionManagerOptions) {
     this.clock = opts.clock ?? systemClock;
-    opts.metrics.setSessionSource(() => this.countByState());
+    const { store, instanceId, metrics, logger, machine, inspect } = opts;
+    const clock = this.clock;
+    // A fenced write lets go of the session: the registry is there by the time anything writes.
+    const persistence = new SessionPersistence({ store, instanceId, metrics, timeouts: opts.timeouts, release: (s, why) => this.registry.release(s, why) });
+    this.registry = new SessionRegistry(metrics, (session) => persistence.writerFor(session));
+    this.restorer = new SessionRestorer({ store, instanceId, metrics, clock, machine, inspect, registry: this.registry });
+    this.orphans = new OrphanedDeadlines({ store, clock, logger, locks: this.locks, registry: this.registry, restorer: this.restorer });
+    metrics.setSessionSource(() => this.countByState());
     // Stores that announce lease changes let a stale owner stop at once instead of at its next write.
-    opts.store.onLeaseChange?.((callSid, epoch) => {
-      const local = this.sessions.get(callSid);
+    store.onLeaseChange?.((callSid, epoch) => {
+      const local = this.registry.get(callSid);
       // While our own claim is in flight its announcement may arrive before its reply; a racer's claim
       // makes ours fail (or our next write), which releases the session then.
-      if (local && !local.claimPending && local.lease.epoch < epoch) this.release(local, 'another instance took the session over');
+      if (local && !local.claimPending && local.lease.epoch < epoch) this.registry.release(local, 'another instance took the session over');
     });
   }
 
   get size(): number {
-    return this.sessions.size;
+    return this.registry.size;
   }
 
   get(callSid: string): Session | undefined {
-    return this.sessions.get(callSid);
+    return this.registry.get(callSid);
   }
 
   all(): Session[] {
-    return [...this.sessions.values()];
+    return this.registry.all();
   }
 
   /**
@@ -152,7 +109,7 @@ export class SessionManager {
       const log = this.opts.logger.child({ callSid: setup.callSid });
       const via = setup.reconnection ? 'reconnection' : 'twilio';
       const event: ResumeEvent = { type: 'RESUME', sessionKeyHash: hashSecret(setup.sessionId), via, at: this.clock.now() };
-      const found = await this.locate(setup.callSid, log);
+      const found = await this.restorer.locate(setup.callSid, log);
       const attempt = found !== undefined || setup.reconnection === true;
       if (attempt) this.opts.metrics.resumeAttempts.inc({ via });
       if (found) {
@@ -167,7 +124,7 @@ export class SessionManager {
         let restored: Session | undefined;
         try {
           // Only if nobody took the session since it was read: of two racing resumes, one restores it.
-          restored = await this.takeOver(setup.callSid, log, found.epoch);
+          restored = await this.restorer.takeOver(setup.callSid, log, found.epoch);
         } catch (err) {
           if (!(err instanceof StaleLeaseError)) throw err;
           return this.lostRace(via, log);
@@ -179,9 +136,9 @@ export class SessionManager {
         log.warn('reconnect for an unknown or expired session: starting a fresh session');
       }
       // The upgrade is refused at the cap already; this catches sockets that were let in before it was reached.
-      if (!this.sessions.has(setup.callSid) && this.sessions.size >= (this.opts.maxSessions ?? Infinity)) {
+      if (!this.registry.has(setup.callSid) && this.registry.size >= (this.opts.maxSessions ?? Infinity)) {
         this.opts.metrics.limitHit('sessions');
-        log.warn({ sessions: this.sessions.size }, 'session limit reached: new call refused');
+        log.warn({ sessions: this.registry.size }, 'session limit reached: new call refused');
         return { ok: false, code: 1013, reason: 'server busy' };
       }
       if (this.opts.signedUpgrades && !(await this.admitted(setup, ticket, event.at))) {
@@ -218,7 +175,7 @@ export class SessionManager {
     session.claimPending = local;
     session.actor.send(event);
     await session.writer.flush();
-    if (this.sessions.get(session.callSid) !== session || session.socket !== held) {
+    if (!this.registry.holds(session) || session.socket !== held) {
       // Another instance took the session while we claimed it (released, our copy stopped).
       previous?.close(4001, 'session moved');
       return this.lostRace(event.via, log);
@@ -256,7 +213,7 @@ export class SessionManager {
 
   /** Delivers an inbound event if `socket` is still the session's current socket. */
   send(session: Session, socket: SessionSocket, event: SessionEvent): void {
-    if ((session.socket !== socket && session.handingOff !== socket) || this.sessions.get(session.callSid) !== session) return;
+    if ((session.socket !== socket && session.handingOff !== socket) || !this.registry.holds(session)) return;
     session.actor.send(event);
   }
 
@@ -264,7 +221,7 @@ export class SessionManager {
     this.opts.metrics.disconnects.inc({ code: closeCodeLabel(code) });
     if (session.socket !== socket) return; // superseded by a newer socket
     session.socket = null;
-    if (this.sessions.get(session.callSid) === session) session.actor.send({ type: 'SOCKET.CLOSED', code, at: this.clock.now() });
+    if (this.registry.holds(session)) session.actor.send({ type: 'SOCKET.CLOSED', code, at: this.clock.now() });
   }
 
   /** The `<Connect action>` callback: decides whether Twilio should reconnect the call. */
@@ -273,7 +230,7 @@ export class SessionManager {
       const log = this.opts.logger.child({ callSid: params.callSid });
       const resumable = params.errorCode === '64105' && params.callStatus === 'in-progress';
       // Twilio's signed callback may move the session here: take it over from whoever held it.
-      const found = await this.locate(params.callSid, log);
+      const found = await this.restorer.locate(params.callSid, log);
       // Twilio posts a callback once per socket, once it has closed it, naming it (SessionId).
       const named = found && params.sessionId !== undefined ? socketNamed(params.sessionId, found.snapshot) : undefined;
       if (found && (named === 'earlier' || (named === 'other' && lifecycleOf(found.snapshot.value) === 'connected'))) {
@@ -287,7 +244,7 @@ export class SessionManager {
         log.warn('action callback past the reconnect tokens a drop may have: ignored');
         return { kind: 'ack' };
       }
-      const session = found && (found.session ?? (await this.takeOver(params.callSid, log)));
+      const session = found && (found.session ?? (await this.restorer.takeOver(params.callSid, log)));
       if (!session) {
         log.info({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for an unknown or finished session');
         return { kind: resumable ? 'hangup' : 'ack' };
@@ -322,7 +279,7 @@ export class SessionManager {
       // Stored before Twilio hears of the token: its new socket may reach another instance at once.
       if (resumeToken && state === 'grace') {
         await session.writer.flush();
-        if (session.writeFailed || this.sessions.get(params.callSid) !== session) {
+        if (session.writeFailed || !this.registry.holds(session)) {
           log.warn('reconnect token could not be stored: asking Twilio to retry the callback');
           return { kind: 'retry' };
         }
@@ -345,7 +302,7 @@ export class SessionManager {
   private socketGone(session: Session, log: Logger): Promise<boolean> {
     log.info('action callback while the socket is open: waiting for it to close');
     return new Promise((resolve) => {
-      const gone = () => session.socket === null || this.sessions.get(session.callSid) !== session;
+      const gone = () => session.socket === null || !this.registry.holds(session);
       const done = () => {
         this.clock.clearTimeout(timer);
         subscription.unsubscribe();
@@ -367,32 +324,8 @@ export class SessionManager {
    * Sessions a dead owner left waiting for a reconnect still expire at their own (absolute) deadline:
    * called at start-up, it schedules a check per waiting session shortly after that deadline.
    */
-  async adoptOrphanedDeadlines(): Promise<number> {
-    let records: SessionRecord[];
-    try {
-      records = await this.opts.store.list();
-    } catch (err) {
-      // Not fatal: such sessions still expire when someone next asks for them.
-      this.opts.logger.error({ err }, 'could not list stored sessions to watch their grace deadlines');
-      return 0;
-    }
-    let scheduled = 0;
-    for (const record of records) {
-      if (record.state !== 'disconnected' && record.state !== 'grace') continue;
-      const deadline = graceDeadlineOf(record);
-      if (deadline === null) continue;
-      const timer = this.clock.setTimeout(() => {
-        this.orphanTimers.delete(timer);
-        this.expireIfOrphaned(record.callSid).catch((err: unknown) =>
-          this.opts.logger.error({ err, callSid: record.callSid }, 'could not expire an orphaned session'),
-        );
-      }, Math.max(0, deadline - this.clock.now()) + ORPHAN_EXPIRY_SLACK_MS);
-      (timer as { unref?: () => void }).unref?.();
-      this.orphanTimers.add(timer);
-      scheduled++;
-    }
-    if (scheduled > 0) this.opts.logger.info({ sessions: scheduled }, 'watching grace deadlines of sessions left by a previous owner');
-    return scheduled;
+  adoptOrphanedDeadlines(): Promise<number> {
+    return this.orphans.adopt();
   }
 
   /**
@@ -431,7 +364,7 @@ export class SessionManager {
   private handOff(session: Session, timeUp: () => boolean, deadline: Promise<void>): Promise<void> {
     const untilQuiet = () => Promise.race([waitFor(session.actor, notSpeaking).catch(() => undefined), deadline]);
     return this.locks.run(session.callSid, async () => {
-      const ours = () => this.sessions.get(session.callSid) === session;
+      const ours = () => this.registry.holds(session);
       // The reply being spoken finishes first, frames handled as usual.
       await untilQuiet();
       const socket = session.socket;
@@ -462,7 +395,7 @@ export class SessionManager {
   /** Stops our copy (its last state is stored) and closes its socket, so the call moves on. */
   private letGo(session: Session, socket: SessionSocket): void {
     session.handingOff = null;
-    this.sessions.delete(session.callSid);
+    this.registry.forget(session);
     session.actor.stop();
     session.log.info({ epoch: session.lease.epoch }, 'call handed on for a restart');
     socket.close(1001, 'server restarting');
@@ -473,8 +406,7 @@ export class SessionManager {
    * and another instance or the restarted one can resume the calls), then stops the actors.
    */
   async close(): Promise<void> {
-    for (const timer of this.orphanTimers) this.clock.clearTimeout(timer);
-    this.orphanTimers.clear();
+    this.orphans.stop();
     for (const session of this.all()) {
       const socket = session.socket;
       if (!socket) continue;
@@ -484,116 +416,10 @@ export class SessionManager {
     }
     await this.flush();
     for (const session of this.all()) {
-      this.sessions.delete(session.callSid);
+      this.registry.forget(session);
       session.actor.stop();
       session.socket?.close(1001, 'server shutting down');
     }
-  }
-
-  /**
-   * Where the call's session is: our actor while we hold the newest lease, else a resumable stored
-   * record (looked at, not yet taken over). A session whose grace deadline has passed is expired now
-   * (its owner died before its timer fired) and counts as gone.
-   */
-  private async locate(callSid: string, log: Logger): Promise<Located | undefined> {
-    let local = this.sessions.get(callSid);
-    if (local?.actor.getSnapshot().status === 'done') {
-      // Expired or ended, with its last write maybe still in flight: let it land, then it is gone.
-      await local.writer.flush();
-      if (this.sessions.get(callSid) === local) this.sessions.delete(callSid);
-      local = undefined;
-    }
-    if (local) {
-      const epoch = await this.opts.store.currentEpoch(callSid);
-      if (epoch === local.lease.epoch) {
-        const snapshot = local.actor.getSnapshot();
-        if (!graceOver(snapshot, this.clock.now())) return { session: local, snapshot };
-        local.actor.send({ type: 'GRACE.EXPIRED' }); // due this instant: do not race the timer
-        return undefined;
-      }
-      this.release(local, 'another instance took the session over');
-    }
-    // Through the same limit as restores, so a storm of look-ups cannot queue ahead of them in the store.
-    // The epoch is asked for first (in one round trip with the record: every store answers in the
-    // order asked), so a takeover after that read makes a conditional restore fail.
-    const [epoch, record] = await this.restoreLimit(() => Promise.all([this.opts.store.currentEpoch(callSid), this.opts.store.load(callSid)]));
-    if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
-    const snapshot = this.peek(record, log);
-    if (!snapshot) return undefined;
-    if (graceOver(snapshot, this.clock.now())) {
-      await this.takeOver(callSid, log); // restores and expires it, so the store says so
-      return undefined;
-    }
-    return { snapshot, epoch };
-  }
-
-  /** The stored session as an unstarted actor's snapshot: typed and checkable, with no side effects. */
-  private peek(record: SessionRecord, log: Logger): SessionSnapshot | undefined {
-    return this.actorFrom(record.snapshot, false, log)?.getSnapshot();
-  }
-
-  /** An unstarted actor from a persisted snapshot, or undefined (logged) when it cannot be restored. */
-  private actorFrom(persisted: unknown, inspected: boolean, log: Logger): Actor<SessionMachine> | undefined {
-    // Input is only read when a machine starts fresh; a restored actor takes everything from the snapshot.
-    const options = { snapshot: persisted as Snapshot<unknown>, inspect: inspected ? this.opts.inspect : undefined };
-    const status = (persisted as { status?: unknown } | null)?.status;
-    if (status !== 'active') {
-      // A stopped actor's snapshot would restore as an actor that ignores every event: a silent call.
-      log.error({ status }, 'stored snapshot is not of a running session; treating the session as unknown');
-      return undefined;
-    }
-    try {
-      return createActor(this.opts.machine, options as ActorOptions<SessionMachine> & { input: SessionInput });
-    } catch (err) {
-      log.error({ err }, 'stored snapshot could not be restored; treating the session as unknown');
-      return undefined;
-    }
-  }
-
-  /**
-   * Takes a stored session over: the lease first, fencing the old owner, then its final record.
-   * With `ifEpoch`, only if the session's epoch is still that one (else StaleLeaseError).
-   */
-  private takeOver(callSid: string, log: Logger, ifEpoch?: number): Promise<Session | undefined> {
-    // Bounded: in a reconnect storm each restore then completes in a few round trips instead of
-    // all of them crawling forward together behind each other's store I/O.
-    return this.restoreLimit(() => this.restoreNow(callSid, log, ifEpoch));
-  }
-
-  private async restoreNow(callSid: string, log: Logger, ifEpoch?: number): Promise<Session | undefined> {
-    const started = performance.now();
-    const { lease, record } = await this.acquireAndLoad(callSid, ifEpoch);
-    if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
-    const actor = this.actorFrom(withRestartedReply(record.snapshot), true, log);
-    if (!actor) return undefined;
-    const session = this.track(callSid, actor, lease, log);
-    actor.start();
-    // The previous owner died with the socket attached (or lost it to us): that socket is gone.
-    if (record.state === 'connected') actor.send({ type: 'SOCKET.CLOSED', code: 1006, at: this.clock.now() });
-    this.opts.metrics.restoreSeconds.observe((performance.now() - started) / 1000);
-    log.info({ epoch: lease.epoch, state: record.state, previousEpoch: record.epoch }, 'session restored from store');
-    if (graceOver(actor.getSnapshot(), this.clock.now())) {
-      log.info('grace ran out while no instance owned the session');
-      actor.send({ type: 'GRACE.EXPIRED' });
-      return undefined;
-    }
-    return session;
-  }
-
-  private expireIfOrphaned(callSid: string): Promise<void> {
-    return this.locks.run(callSid, async () => {
-      if (this.sessions.has(callSid)) return; // ours: its own timer runs
-      await this.locate(callSid, this.opts.logger.child({ callSid }));
-    });
-  }
-
-  /** The lease first, fencing the old owner, then its final record: in one round trip where the store can. */
-  private async acquireAndLoad(callSid: string, ifEpoch?: number): Promise<{ lease: Lease; record: SessionRecord | undefined }> {
-    const { store, instanceId } = this.opts;
-    const opts = ifEpoch === undefined ? {} : { ifEpoch };
-    if (store.acquireAndLoad) return store.acquireAndLoad(callSid, instanceId, opts);
-    const lease = await store.acquire(callSid, instanceId, opts);
-    return { lease, record: await store.load(callSid) };
   }
 
   private async createFresh(setup: SetupMessage, log: Logger): Promise<Session> {
@@ -615,40 +441,8 @@ export class SessionManager {
       },
       inspect: this.opts.inspect,
     });
-    const session = this.track(setup.callSid, actor, lease, log);
+    const session = this.registry.track(setup.callSid, actor, lease, log);
     actor.start();
-    return session;
-  }
-
-  private track(callSid: string, actor: Actor<SessionMachine>, lease: Lease, log: Logger): Session {
-    const previous = this.sessions.get(callSid);
-    if (previous) this.release(previous, 'replaced by a fresh session');
-    const writer = new CoalescingWriter<Actor<SessionMachine>>(
-      (a) => this.persist(session, a),
-      (err) => this.onWriteError(session, err),
-    );
-    const session: Session = { callSid, actor, lease, writer, socket: null, handingOff: null, claimPending: false, writeFailed: false, log };
-    this.sessions.set(callSid, session);
-    actor.on('outbound', ({ message }) => session.socket?.send(message));
-    let seen = actor.getSnapshot();
-    actor.subscribe({
-      next: (snapshot) => {
-        const dropped = (snapshot.context.historyDropped ?? 0) - (seen.context.historyDropped ?? 0);
-        if (dropped > 0) this.opts.metrics.historyTurnsDropped.inc(dropped);
-        if (!onlyReplyTextChanged(seen, snapshot)) writer.schedule(actor);
-        seen = snapshot;
-      },
-      error: (err) => log.error({ err }, 'session actor failed'),
-      complete: () => {
-        if (actor.getSnapshot().status !== 'done') return; // stopped by us, not finished
-        // expired or ended: the final snapshot is stored (kept until retention), then memory is freed.
-        writer.schedule(actor);
-        void writer.flush().finally(() => {
-          if (this.sessions.get(callSid) === session) this.sessions.delete(callSid);
-        });
-        log.info({ state: lifecycleOf(actor.getSnapshot().value), reason: actor.getSnapshot().context.endedReason }, 'session finished');
-      },
-    });
     return session;
   }
 
@@ -659,139 +453,13 @@ export class SessionManager {
     if (old && old !== socket) old.close(4000, 'superseded by a newer connection');
   }
 
-  private async persist(session: Session, actor: Actor<SessionMachine>): Promise<void> {
-    const snapshot = actor.getSnapshot();
-    // A stopped actor's snapshot has no children and ignores every event once restored: never store one.
-    if (snapshot.status !== 'active' && snapshot.status !== 'done') return;
-    if (session.claimPending) {
-      // StaleLeaseError when another instance took the session since our epoch: fenced like any stale write.
-      session.lease = await this.opts.store.acquire(session.callSid, this.opts.instanceId, { ifEpoch: session.lease.epoch });
-      session.claimPending = false;
-    }
-    const now = Date.now();
-    const input: SaveInput = {
-      snapshot: actor.getPersistedSnapshot(),
-      state: lifecycleOf(snapshot.value),
-      retainUntil: Math.max(now + this.opts.timeouts.retentionMs, snapshot.context.graceDeadline ?? 0),
-    };
-    await this.opts.store.save(session.lease, input);
-    session.writeFailed = false;
-  }
-
-  private onWriteError(session: Session, err: unknown): void {
-    if (err instanceof StaleLeaseError) {
-      this.opts.metrics.staleWrites.inc();
-      this.release(session, 'stale lease: another instance owns the session');
-      return;
-    }
-    session.writeFailed = true;
-    session.log.error({ err }, 'snapshot write failed');
-  }
-
-  /** Stops our copy of a session without writing: someone newer owns it. */
-  private release(session: Session, why: string): void {
-    session.log.warn({ epoch: session.lease.epoch }, `releasing session: ${why}`);
-    if (this.sessions.get(session.callSid) === session) this.sessions.delete(session.callSid);
-    session.actor.stop();
-    session.socket?.close(4001, 'session moved');
-    session.socket = null;
-  }
-
   /** Sessions by lifecycle state, computed when metrics are scraped rather than on every change. */
   countByState(): Map<string, number> {
-    const counts = new Map<string, number>();
-    for (const s of this.sessions.values()) {
-      const state = lifecycleOf(s.actor.getSnapshot().value);
-      counts.set(state, (counts.get(state) ?? 0) + 1);
-    }
-    return counts;
+    return this.registry.countByState();
   }
 }
 
 /** Not in the middle of a reply: a restart may hand the call on now without cutting words off. */
 function notSpeaking(snapshot: SessionSnapshot): boolean {
   return snapshot.status !== 'active' || !snapshot.matches({ live: { conversation: 'responding' } });
-}
-
-function graceOver(snapshot: SessionSnapshot, now: number): boolean {
-  const link = lifecycleOf(snapshot.value);
-  const deadline = snapshot.context.graceDeadline;
-  return (link === 'disconnected' || link === 'grace') && deadline !== null && deadline <= now;
-}
-
-function graceDeadlineOf(record: SessionRecord): number | null {
-  const context = (record.snapshot as { context?: { graceDeadline?: unknown } } | null)?.context;
-  return typeof context?.graceDeadline === 'number' ? context.graceDeadline : null;
-}
-
-/**
- * Why `setup` may not resume this session (with the close code to refuse it with), or undefined when
- * it may. The call's identity (account, numbers) must match, and the caller must prove it is the same
- * call: our own clients (`reconnection: true`) repeat the session's current sessionId (and their
- * resumeKey if they set one); Twilio's path brings a new sessionId, so it must bring the single-use
- * token of the reconnect TwiML we answered the action callback with (Twilio hands it over in
- * customParameters), on that token's relay path when upgrades are signed.
- */
-export function resumeRefusal(
-  setup: SetupMessage,
-  snapshot: SessionSnapshot,
-  opts: { local: boolean; signed?: { ticket: string | undefined }; now: number },
-): { reason: string; code: number } | undefined {
-  const context = snapshot.context as StoredContext;
-  const link = lifecycleOf(snapshot.value);
-  // Snapshots stored before accountSid was kept have none: their numbers still have to match.
-  const sameCall =
-    (context.accountSid === undefined || setup.accountSid === context.accountSid) && setup.from === context.from && setup.to === context.to;
-  if (!sameCall || !provesResume(setup, context, opts.signed)) return { reason: 'not allowed to resume this session', code: 1008 };
-  if (link === 'connected' && context.resumedAt != null && opts.now - context.resumedAt < RESUME_SETTLE_MS) {
-    return { reason: 'resumed moments ago on another connection', code: 1013 };
-  }
-  // Taking over a live socket (newest connection wins) is not a resume; everything else is capped.
-  const takesOverLiveSocket = opts.local && link === 'connected';
-  if (!takesOverLiveSocket && !hasResumesLeft(snapshot.context)) return { reason: 'resume limit reached', code: 1008 };
-  return undefined;
-}
-
-/** Fields of snapshots stored by earlier versions, read for compatibility. */
-type StoredContext = SessionSnapshot['context'] & { sessionId?: string; resumeTokenHash?: string | null };
-
-/**
- * `signed` (signed upgrades only): a Twilio-path resume must come on the socket path (ticket) of the
- * token it brings, which only Twilio can have signed.
- */
-function provesResume(setup: SetupMessage, context: StoredContext, signed: { ticket: string | undefined } | undefined): boolean {
-  // With signed upgrades every socket is Twilio's, and Twilio never sends `reconnection`: its sessionId
-  // (which every action callback names) is no proof there.
-  if (signed && setup.reconnection) return false;
-  if (!setup.reconnection) {
-    const token = setup.customParameters.resumeToken;
-    if (signed && !ticketMatches(signed.ticket, token)) return false;
-    const hashes = context.resumeTokenHashes ?? (context.resumeTokenHash ? [context.resumeTokenHash] : []);
-    return hashes.some((hash) => matchesHash(token, hash));
-  }
-  if (!matchesHash(setup.sessionId, sessionKeyHashOf({ context }))) return false;
-  return !context.resumeKeyHash || matchesHash(setup.customParameters.resumeKey, context.resumeKeyHash);
-}
-
-/** Which of the call's sockets `sessionId` names: its current one, one a resume replaced, or another (e.g. a refused one). */
-function socketNamed(sessionId: string, snapshot: SessionSnapshot): 'current' | 'earlier' | 'other' {
-  if (matchesHash(sessionId, sessionKeyHashOf(snapshot))) return 'current';
-  const earlier = (snapshot.context.earlierSessionKeyHashes ?? []).some((hash) => matchesHash(sessionId, hash));
-  return earlier ? 'earlier' : 'other';
-}
-
-/** The hash of the session's current sessionId (snapshots stored before the hash was kept name the id itself). */
-function sessionKeyHashOf(snapshot: { context: StoredContext }): string | null {
-  const { context } = snapshot;
-  return context.sessionKeyHash ?? (context.sessionId ? hashSecret(context.sessionId) : null);
-}
-
-/**
- * A restored snapshot's LLM run died with its process; its invoke restarts from scratch, so its
- * partial text must too, or the caller would hear the start of the reply twice after the resume.
- */
-function withRestartedReply(persisted: unknown): unknown {
-  const snapshot = persisted as { context?: { reply?: unknown } } | null;
-  if (!snapshot?.context?.reply) return persisted;
-  return { ...snapshot, context: { ...snapshot.context, reply: { runId: null, text: '' } } };
 }

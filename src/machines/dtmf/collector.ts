@@ -210,5 +210,3 @@ export function createCollectorMachine<R extends string>(spec: CollectorSpec<R>)
     output: collectorOutput,
   });
 }
-
-export type CollectorMachine = ReturnType<typeof createCollectorMachine>;

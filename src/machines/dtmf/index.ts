@@ -12,10 +12,10 @@ export const dtmfMachines = {
   digits: digitsMachine,
 };
 
-export { languageMenuMachine, phoneNumberMachine, dateOfBirthMachine, digitsMachine };
+export type DtmfSrc = keyof typeof dtmfMachines;
+
 export { BUILT_IN_KEYPAD_SPECS, createKeypadMachine, keypadMachine, type KeypadSpecs } from './keypad.js';
 export { languageMenuSpec, DEFAULT_LANGUAGE_MENU, type LanguageMenuOption } from './language-menu.js';
-export { createCollectorMachine, type CollectorSpec, type PromptSet, type PromptTable, type Validation } from './collector.js';
+export type { CollectorSpec, PromptSet, PromptTable, Validation } from './collector.js';
 export { parseDateOfBirth } from './date-of-birth.js';
-export type { DateOfBirthReason } from './date-of-birth.js';
 export type * from './types.js';

@@ -1,0 +1,151 @@
+// Finds a call's session (our live actor or a resumable stored record) and takes stored sessions
+// over: the lease first, fencing the old owner, then the record, restored as a running actor.
+import { createActor, type Actor, type ActorOptions, type InspectionEvent, type Snapshot } from 'xstate';
+import pLimit from 'p-limit';
+import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
+import type { Clock } from '../../clock.js';
+import type { SessionInput, SessionMachine } from '../../machines/session.js';
+import type { Lease, SessionRecord, SnapshotStore } from '../../stores/index.js';
+import type { Session, SessionSnapshot } from './live-session.js';
+import type { SessionRegistry } from './registry.js';
+import { graceOver, RESUMABLE_STATES } from './resume-rules.js';
+
+/**
+ * Restores in flight at once. One: a restore is a single store round trip plus a short actor start,
+ * and anything else on the event loop lands inside that round trip, so in a reconnect storm
+ * running them one after another keeps each one short (the storm as a whole takes about as long).
+ */
+const RESTORE_CONCURRENCY = 1;
+
+/**
+ * A call's session as found: our own live actor, or a resumable record someone else (maybe dead)
+ * wrote, with the session's fencing epoch as it was when the record was read.
+ */
+type Located = { session: Session; snapshot: SessionSnapshot } | { session?: undefined; snapshot: SessionSnapshot; epoch: number };
+
+export interface SessionRestorerOptions {
+  store: SnapshotStore;
+  machine: SessionMachine;
+  instanceId: string;
+  metrics: Metrics;
+  clock: Clock;
+  registry: SessionRegistry;
+  inspect?: (event: InspectionEvent) => void;
+}
+
+export class SessionRestorer {
+  private readonly restoreLimit = pLimit(RESTORE_CONCURRENCY);
+
+  constructor(private readonly opts: SessionRestorerOptions) {}
+
+  /**
+   * Where the call's session is: our actor while we hold the newest lease, else a resumable stored
+   * record (looked at, not yet taken over). A session whose grace deadline has passed is expired now
+   * (its owner died before its timer fired) and counts as gone.
+   */
+  async locate(callSid: string, log: Logger): Promise<Located | undefined> {
+    const { registry, store, clock } = this.opts;
+    let local = registry.get(callSid);
+    if (local?.actor.getSnapshot().status === 'done') {
+      // Expired or ended, with its last write maybe still in flight: let it land, then it is gone.
+      await local.writer.flush();
+      registry.forget(local);
+      local = undefined;
+    }
+    if (local) {
+      const epoch = await store.currentEpoch(callSid);
+      if (epoch === local.lease.epoch) {
+        const snapshot = local.actor.getSnapshot();
+        if (!graceOver(snapshot, clock.now())) return { session: local, snapshot };
+        local.actor.send({ type: 'GRACE.EXPIRED' }); // due this instant: do not race the timer
+        return undefined;
+      }
+      registry.release(local, 'another instance took the session over');
+    }
+    // Through the same limit as restores, so a storm of look-ups cannot queue ahead of them in the store.
+    // The epoch is asked for first (in one round trip with the record: every store answers in the
+    // order asked), so a takeover after that read makes a conditional restore fail.
+    const [epoch, record] = await this.restoreLimit(() => Promise.all([store.currentEpoch(callSid), store.load(callSid)]));
+    if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
+    const snapshot = this.peek(record, log);
+    if (!snapshot) return undefined;
+    if (graceOver(snapshot, clock.now())) {
+      await this.takeOver(callSid, log); // restores and expires it, so the store says so
+      return undefined;
+    }
+    return { snapshot, epoch };
+  }
+
+  /**
+   * Takes a stored session over: the lease first, fencing the old owner, then its final record.
+   * With `ifEpoch`, only if the session's epoch is still that one (else StaleLeaseError).
+   */
+  takeOver(callSid: string, log: Logger, ifEpoch?: number): Promise<Session | undefined> {
+    // Bounded: in a reconnect storm each restore then completes in a few round trips instead of
+    // all of them crawling forward together behind each other's store I/O.
+    return this.restoreLimit(() => this.restoreNow(callSid, log, ifEpoch));
+  }
+
+  private async restoreNow(callSid: string, log: Logger, ifEpoch?: number): Promise<Session | undefined> {
+    const started = performance.now();
+    const { lease, record } = await this.acquireAndLoad(callSid, ifEpoch);
+    if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
+    const actor = this.actorFrom(withRestartedReply(record.snapshot), true, log);
+    if (!actor) return undefined;
+    const session = this.opts.registry.track(callSid, actor, lease, log);
+    actor.start();
+    // The previous owner died with the socket attached (or lost it to us): that socket is gone.
+    if (record.state === 'connected') actor.send({ type: 'SOCKET.CLOSED', code: 1006, at: this.opts.clock.now() });
+    this.opts.metrics.restoreSeconds.observe((performance.now() - started) / 1000);
+    log.info({ epoch: lease.epoch, state: record.state, previousEpoch: record.epoch }, 'session restored from store');
+    if (graceOver(actor.getSnapshot(), this.opts.clock.now())) {
+      log.info('grace ran out while no instance owned the session');
+      actor.send({ type: 'GRACE.EXPIRED' });
+      return undefined;
+    }
+    return session;
+  }
+
+  /** The lease first, fencing the old owner, then its final record: in one round trip where the store can. */
+  private async acquireAndLoad(callSid: string, ifEpoch?: number): Promise<{ lease: Lease; record: SessionRecord | undefined }> {
+    const { store, instanceId } = this.opts;
+    const opts = ifEpoch === undefined ? {} : { ifEpoch };
+    if (store.acquireAndLoad) return store.acquireAndLoad(callSid, instanceId, opts);
+    const lease = await store.acquire(callSid, instanceId, opts);
+    return { lease, record: await store.load(callSid) };
+  }
+
+  /** The stored session as an unstarted actor's snapshot: typed and checkable, with no side effects. */
+  private peek(record: SessionRecord, log: Logger): SessionSnapshot | undefined {
+    return this.actorFrom(record.snapshot, false, log)?.getSnapshot();
+  }
+
+  /** An unstarted actor from a persisted snapshot, or undefined (logged) when it cannot be restored. */
+  private actorFrom(persisted: unknown, inspected: boolean, log: Logger): Actor<SessionMachine> | undefined {
+    // Input is only read when a machine starts fresh; a restored actor takes everything from the snapshot.
+    const options = { snapshot: persisted as Snapshot<unknown>, inspect: inspected ? this.opts.inspect : undefined };
+    const status = (persisted as { status?: unknown } | null)?.status;
+    if (status !== 'active') {
+      // A stopped actor's snapshot would restore as an actor that ignores every event: a silent call.
+      log.error({ status }, 'stored snapshot is not of a running session; treating the session as unknown');
+      return undefined;
+    }
+    try {
+      return createActor(this.opts.machine, options as ActorOptions<SessionMachine> & { input: SessionInput });
+    } catch (err) {
+      log.error({ err }, 'stored snapshot could not be restored; treating the session as unknown');
+      return undefined;
+    }
+  }
+}
+
+/**
+ * A restored snapshot's LLM run died with its process; its invoke restarts from scratch, so its
+ * partial text must too, or the caller would hear the start of the reply twice after the resume.
+ */
+function withRestartedReply(persisted: unknown): unknown {
+  const snapshot = persisted as { context?: { reply?: unknown } } | null;
+  if (!snapshot?.context?.reply) return persisted;
+  return { ...snapshot, context: { ...snapshot.context, reply: { runId: null, text: '' } } };
+}
