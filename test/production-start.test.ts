@@ -8,8 +8,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { placeTwilioCall } from '../src/client/twilio-call.js';
-import type { SimulatedCall } from '../src/client/twilio-sim.js';
+import { placeTwilioCall } from '../src/testing/twilio-call.js';
+import type { SimulatedCall } from '../src/testing/twilio-sim.js';
 import { ServerProcess } from './support/server-process.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
