@@ -137,6 +137,12 @@ export function connectRedis(url: string | RedisTarget, opts: ConnectOptions = {
   }
 }
 
+/** Another client of the same deployment and options (pub/sub needs a connection of its own). */
+export function duplicateClient(client: RedisClient): RedisClient {
+  // Both classes' duplicate() are generic since ioredis 6, so TypeScript cannot call it on the union.
+  return client instanceof Cluster ? client.duplicate() : client.duplicate();
+}
+
 /** The servers that hold keys: every master of a cluster, or the one server otherwise. */
 async function keyHolders(client: RedisClient): Promise<Redis[]> {
   if (!(client instanceof Cluster)) return [client];

@@ -1,7 +1,7 @@
 // Shared snapshot store on Redis: fencing and writes are atomic Lua scripts, retention is key TTLs.
 // Works on one server, behind Sentinel and on Redis Cluster (see redis-connection.ts): every script
 // gets all its keys in KEYS, and the keys of one call share a hash tag, so each script touches one slot.
-import { closeClient, connectRedis, onConnectionError, parseRedisUrl, scanKeys, type RedisClient } from './redis-connection.js';
+import { closeClient, connectRedis, duplicateClient, onConnectionError, parseRedisUrl, scanKeys, type RedisClient } from './redis-connection.js';
 import {
   DEFAULT_MIN_LEASE_MS,
   StaleLeaseError,
@@ -226,7 +226,7 @@ export class RedisStore implements SnapshotStore {
     if (this.subscriber) return;
     // duplicate() keeps the mode: a cluster client subscribes on one node and moves when it fails,
     // a sentinel client follows failovers; both resubscribe after reconnecting.
-    const subscriber = this.redis.duplicate();
+    const subscriber = duplicateClient(this.redis);
     this.subscriber = subscriber;
     onConnectionError(subscriber, this.onError);
     subscriber.on('message', (_channel: string, message: string) => {

@@ -1,5 +1,5 @@
-// Runs the real server (src/server/main.ts) as a child process, configured only through its
-// environment, so tests can kill -9 it, restart it on the same store and run several instances.
+// Runs the real server (src/server/main.ts, or a compiled build of it) as a child process, configured
+// only through its environment, so tests can kill -9 it, restart it on the same store and run several instances.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
@@ -17,8 +17,10 @@ export interface LogLine {
 
 export interface ServerProcessOptions {
   store: 'memory' | 'sqlite' | 'redis';
-  /** URL of the fake OpenAI server running in the test process. */
-  openaiBaseUrl: string;
+  /** URL of the fake OpenAI server running in the test process; without it the server runs offline (canned replies). */
+  openaiBaseUrl?: string;
+  /** node's arguments instead of `--import tsx src/server/main.ts`, e.g. flags and a compiled main.js. */
+  nodeArgs?: string[];
   sqlitePath?: string;
   redisUrl?: string;
   redisPrefix?: string;
@@ -101,8 +103,7 @@ export class ServerProcess {
       HOST: '127.0.0.1',
       LOG_LEVEL: 'info',
       STORE: o.store,
-      OPENAI_BASE_URL: o.openaiBaseUrl,
-      OPENAI_API_KEY: 'test-key',
+      ...(o.openaiBaseUrl ? { OPENAI_BASE_URL: o.openaiBaseUrl, OPENAI_API_KEY: 'test-key' } : {}),
       ...(o.sqlitePath ? { SQLITE_PATH: o.sqlitePath } : {}),
       ...(o.redisUrl ? { REDIS_URL: o.redisUrl } : {}),
       ...(o.redisPrefix ? { REDIS_PREFIX: o.redisPrefix } : {}),
@@ -114,7 +115,7 @@ export class ServerProcess {
       ...(o.workers !== undefined ? { WORKERS: String(o.workers) } : {}),
       ...o.env,
     };
-    const child = spawn(process.execPath, ['--import', 'tsx', MAIN], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, o.nodeArgs ?? ['--import', 'tsx', MAIN], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     running.add(child);
     this.child = child;
     this.exited = new Promise<ExitInfo>((resolve) => {
