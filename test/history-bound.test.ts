@@ -1,5 +1,7 @@
 // The history bound: the pure trimming function (examples and a seeded property check over
 // machine-shaped histories), then the session machine using it in its assign actions.
+import { agentActors, llmDone } from './support/session-actors.js';
+import { fromReplyStream } from '../src/machines/reply.js';
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createActor, fromCallback, waitFor, type Actor, type Snapshot } from 'xstate';
@@ -170,14 +172,13 @@ function answerFor({ turns }: ReplyInput): { text: string; toolCalls?: ToolCall[
 }
 
 function machineSeeing(seen: ReplyInput[]) {
-  const llmReply = fromCallback<{ type: string }, ReplyInput>(({ input, sendBack }) => {
+  const llmReply = fromReplyStream(({ input, sendBack }) => {
     seen.push(input);
-    const runId = randomUUID();
     const answer = answerFor(input);
-    const timer = setTimeout(() => sendBack({ type: 'LLM.DONE', runId, text: answer.text, toolCalls: answer.toolCalls ?? [], at: Date.now() } satisfies ReplyEvent), 1);
+    const timer = setTimeout(() => sendBack(llmDone(answer.text, answer.toolCalls ?? [], Date.now())), 1);
     return () => clearTimeout(timer);
   });
-  return sessionMachine.provide({ actors: { llmReply } });
+  return sessionMachine.provide({ actors: { llmReply, ...agentActors() } });
 }
 
 type Machine = ReturnType<typeof machineSeeing>;

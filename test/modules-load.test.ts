@@ -11,13 +11,18 @@ describe('modules load and build what they export', () => {
     expect(Object.keys(sessionMachine.states)).toEqual(['live', 'expired', 'ended']);
     const live = sessionMachine.states.live!;
     expect(Object.keys(live.states)).toEqual(['link', 'conversation']);
-    expect(Object.keys(live.states.conversation!.states)).toEqual(['idle', 'responding', 'collecting', 'finished']);
-    expect(Object.keys(live.states.conversation!.states.collecting!.states)).toEqual(['route', 'language', 'phoneNumber', 'dateOfBirth', 'digits']);
+    expect(Object.keys(live.states.conversation!.states)).toEqual(['idle', 'responding', 'tool', 'collecting', 'finished']);
+    // Every invoke is named, so the inspector and `children` show llm, tool, dtmf and graceTimer.
+    const invokes = (node: { invoke: { id: string }[]; states: Record<string, unknown> }): string[] => [
+      ...node.invoke.map((i) => i.id),
+      ...Object.values(node.states).flatMap((child) => invokes(child as typeof node)),
+    ];
+    expect(new Set(invokes(sessionMachine.root as never))).toEqual(new Set(['llm', 'tool', 'dtmf', 'graceTimer']));
   });
 
   it('every keypad machine, named after its src (the name the inspector draws)', async () => {
-    const { dtmfMachines } = await import('../src/machines/dtmf/index.js');
-    for (const [src, machine] of Object.entries(dtmfMachines)) {
+    const { dtmfMachines, keypadMachine } = await import('../src/machines/dtmf/index.js');
+    for (const [src, machine] of Object.entries({ ...dtmfMachines, keypad: keypadMachine })) {
       expect(machine.id).toBe(src);
       expect(Object.keys(machine.states), src).toEqual(['collecting', 'paused', 'checking', 'rejected', 'accepted', 'failed']);
     }

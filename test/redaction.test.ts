@@ -80,8 +80,8 @@ describe('card-like digit runs in what was said', () => {
     const card = '4111 1111 1111 1111';
     const frames = [
       { type: 'PROMPT', text: `it is ${card}`, lang: 'en-US', last: true },
-      { type: 'LLM.DELTA', runId: 'run-1234567', text: card },
-      { context: { reply: { runId: 'x', text: card }, undelivered: card } },
+      { type: 'LLM.DELTA', text: card },
+      { context: { reply: { text: card }, undelivered: card } },
       { type: 'INTERRUPT', utterance: card, durationMs: 1200 },
       { type: 'prompt', voicePrompt: card },
     ];

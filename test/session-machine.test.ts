@@ -349,7 +349,8 @@ describe('DTMF collection in the session machine', () => {
     // Longer than every idle re-prompt together: none may fire while nobody can type.
     vi.advanceTimersByTime(idleMs * 4);
     expect(s.outbound.length).toBe(said);
-    expect(conversation(s.actor)).toEqual({ collecting: 'phoneNumber' });
+    expect(conversation(s.actor)).toEqual('collecting');
+    expect(s.actor.getSnapshot().context.dtmf?.kind).toBe('phoneNumber');
     expect(childBuffer(s.actor)).toBe('5550');
 
     // Still paused after a restore (e.g. another instance takes the session over while it waits).

@@ -25,7 +25,8 @@ interface Run {
   input: ReplyInput;
   stopped: boolean;
   delta(text: string): void;
-  done(text: string, toolCalls?: ToolCall[]): void;
+  /** Resolves once a tool it called has answered (the tool actor settles on the microtask queue). */
+  done(text: string, toolCalls?: ToolCall[]): Promise<void>;
   error(message?: string): void;
 }
 
@@ -35,7 +36,10 @@ function controlledMachine(runs: Run[], clock: TestClock) {
       input,
       stopped: false,
       delta: (text) => sendBack({ type: 'LLM.DELTA', text } satisfies ReplyEvent),
-      done: (text, toolCalls = []) => sendBack(llmDone(text, toolCalls, clock.now())),
+      done: async (text, toolCalls = []) => {
+        sendBack(llmDone(text, toolCalls, clock.now()));
+        if (toolCalls.length) await new Promise((resolve) => setImmediate(resolve));
+      },
       error: (message = 'stream reset') => sendBack({ type: 'LLM.ERROR', message } satisfies ReplyEvent),
     };
     runs.push(run);
@@ -141,7 +145,7 @@ const toolCall = (name: string, args: unknown = {}): ToolCall => ({
 const toolResults = (turns: ChatTurn[]) => turns.filter((t): t is Extract<ChatTurn, { role: 'tool' }> => t.role === 'tool');
 
 describe('an interrupt keeps only what the caller heard', () => {
-  it('mid-stream: speech lags the stream, so the heard part (shorter than what streamed) becomes the assistant turn', () => {
+  it('mid-stream: speech lags the stream, so the heard part (shorter than what streamed) becomes the assistant turn', async () => {
     const s = start();
     s.say('When are you open?');
     const run = s.run();
@@ -166,7 +170,7 @@ describe('an interrupt keeps only what the caller heard', () => {
     expect(s.run().input.turns.map((t) => t.content)).toEqual(['When are you open?', 'We are open from nine', 'And on Sunday?']);
   });
 
-  it('before anything was heard: no assistant turn at all', () => {
+  it('before anything was heard: no assistant turn at all', async () => {
     const s = start();
     s.say('Tell me a story');
     s.run().delta('Once upon a time');
@@ -176,11 +180,11 @@ describe('an interrupt keeps only what the caller heard', () => {
     expect(conversation(s)).toBe('idle');
   });
 
-  it('after the reply finished generating but while it was still spoken: the stored turn is cut to the heard part', () => {
+  it('after the reply finished generating but while it was still spoken: the stored turn is cut to the heard part', async () => {
     const s = start();
     s.say('Where are you?');
     s.run().delta('We are at 12 Main Street, next to the station.');
-    s.run().done('We are at 12 Main Street, next to the station.');
+    await s.run().done('We are at 12 Main Street, next to the station.');
     expect(conversation(s)).toBe('idle');
     expect(history(s).at(-1)).toEqual({ role: 'assistant', content: 'We are at 12 Main Street, next to the station.' });
     const before = s.outbound.length;
@@ -195,12 +199,12 @@ describe('an interrupt keeps only what the caller heard', () => {
     expect(s.since(before)).toEqual([]);
   });
 
-  it('cuts only the last reply: the earlier turns stay as they were', () => {
+  it('cuts only the last reply: the earlier turns stay as they were', async () => {
     const s = start();
     s.say('Hi');
-    s.run().done('Hello, how can I help?');
+    await s.run().done('Hello, how can I help?');
     s.say('Where are you?');
-    s.run().done('We are at 12 Main Street, next to the station.');
+    await s.run().done('We are at 12 Main Street, next to the station.');
     s.interrupt('We are at 12');
     expect(history(s)).toEqual([
       { role: 'user', content: 'Hi' },
@@ -210,7 +214,7 @@ describe('an interrupt keeps only what the caller heard', () => {
     ]);
   });
 
-  it('in idle with no assistant turn last, an interrupt changes nothing', () => {
+  it('in idle with no assistant turn last, an interrupt changes nothing', async () => {
     const s = start();
     s.interrupt('stray'); // before anything was said: no history at all, and no error
     expect(s.actor.getSnapshot().status).toBe('active');
@@ -218,22 +222,22 @@ describe('an interrupt keeps only what the caller heard', () => {
     expect(s.outbound).toEqual([]);
   });
 
-  it('after a refused tool loop (a tool result last), an interrupt in idle changes nothing', () => {
+  it('after a refused tool loop (a tool result last), an interrupt in idle changes nothing', async () => {
     const s = start();
     s.say('do things');
-    for (let i = 0; i < 5; i++) s.run().done('', [toolCall('mystery_tool')]);
+    for (let i = 0; i < 5; i++) await s.run().done('', [toolCall('mystery_tool')]);
     expect(conversation(s)).toBe('idle');
     const kept = history(s);
     s.interrupt('Sorry');
     expect(history(s)).toBe(kept);
   });
 
-  it('a reply that finished with a tool call is not rewritten by an interrupt', () => {
+  it('a reply that finished with a tool call is not rewritten by an interrupt', async () => {
     // A stored session whose last turn is an assistant tool call (e.g. written by an older version
     // between the call and its result): truncating it would drop the call the chat API pairs with results.
     const s = start();
     s.say('hi');
-    s.run().done('Hello!');
+    await s.run().done('Hello!');
     const persisted = JSON.parse(JSON.stringify(s.actor.getPersistedSnapshot())) as Snapshot<unknown> & { context: { history: ChatTurn[] } };
     const withCall: ChatTurn = { role: 'assistant', content: 'Let me check.', toolCalls: [toolCall('switch_language', { language: 'es-US' })] };
     persisted.context.history = [...persisted.context.history, withCall];
@@ -243,13 +247,13 @@ describe('an interrupt keeps only what the caller heard', () => {
     expect(history(restored).at(-1)).toEqual(withCall);
   });
 
-  it('an interrupt that still arrives after the close cuts a reply kept for after the resume: nothing is repeated', () => {
+  it('an interrupt that still arrives after the close cuts a reply kept for after the resume: nothing is repeated', async () => {
     // Frames that arrive after the session counted its socket as gone are still taken (e.g. during a drain).
     const s = start();
     s.say('What is my balance?');
     s.run().delta('Your balance is ');
     s.closeSocket();
-    s.run().done('Your balance is forty dollars.');
+    await s.run().done('Your balance is forty dollars.');
     expect(ctx(s).undelivered).toBe('Your balance is forty dollars.');
     s.interrupt('Your balance');
     expect(ctx(s).undelivered).toBeNull();
@@ -261,14 +265,14 @@ describe('an interrupt keeps only what the caller heard', () => {
 });
 
 describe('a reply cut off by a drop', () => {
-  it('that finished while the socket was gone is kept whole and spoken after the resume line', () => {
+  it('that finished while the socket was gone is kept whole and spoken after the resume line', async () => {
     const s = start();
     s.say('What is my balance?');
     s.run().delta('Your balance ');
     s.closeSocket();
     expect(link(s)).toBe('disconnected');
     s.run().delta('is forty dollars.');
-    s.run().done('Your balance is forty dollars.');
+    await s.run().done('Your balance is forty dollars.');
     expect(conversation(s)).toBe('idle');
     expect(history(s).at(-1)).toEqual({ role: 'assistant', content: 'Your balance is forty dollars.' });
     expect(ctx(s).undelivered).toBe('Your balance is forty dollars.');
@@ -285,7 +289,7 @@ describe('a reply cut off by a drop', () => {
     expect(ctx(s).undelivered).toBeNull();
   });
 
-  it('still streaming at the resume: the part so far is repeated and the stream goes on in the same talk cycle', () => {
+  it('still streaming at the resume: the part so far is repeated and the stream goes on in the same talk cycle', async () => {
     const s = start();
     s.say('Tell me about your plans');
     s.run().delta('We have three ');
@@ -295,7 +299,7 @@ describe('a reply cut off by a drop', () => {
 
     s.resume();
     s.run().delta('basic.');
-    s.run().done('We have three plans: basic.');
+    await s.run().done('We have three plans: basic.');
 
     expect(s.since(before)).toEqual([
       languageMessage('en-US'),
@@ -307,30 +311,30 @@ describe('a reply cut off by a drop', () => {
     expect(ctx(s).undelivered).toBeNull();
   });
 
-  it('a reply that finished while away with no text leaves nothing to repeat', () => {
+  it('a reply that finished while away with no text leaves nothing to repeat', async () => {
     const s = start();
     s.say('hello');
     s.closeSocket();
-    s.run().done('');
+    await s.run().done('');
     expect(ctx(s).undelivered).toBeNull();
     const before = s.outbound.length;
     s.resume();
     expect(s.since(before)).toEqual([languageMessage('en-US'), text(resumeLine('en-US'), true)]);
   });
 
-  it('two replies finished while away are both kept, in order', () => {
+  it('two replies finished while away are both kept, in order', async () => {
     const s = start();
     s.say('first');
     s.closeSocket();
-    s.run().done('One.');
+    await s.run().done('One.');
     // A frame that still arrives after the close is taken (e.g. during a drain).
     s.say('second');
-    s.run().done('Two.');
+    await s.run().done('Two.');
     // Spoken after the resume as one answer, with a space between them (not "One.Two.").
     expect(ctx(s).undelivered).toBe('One. Two.');
   });
 
-  it('a restored session regenerates the reply in flight: the new run starts the text over', () => {
+  it('a restored session regenerates the reply in flight: the new run starts the text over', async () => {
     const s = start();
     s.say('Read me the terms');
     s.run().delta('Our terms are ');
@@ -346,14 +350,14 @@ describe('a reply cut off by a drop', () => {
     expect(ctx(restored).reply).toEqual({ text: 'The terms: ' });
     second.delta('none.');
     expect(ctx(restored).reply).toEqual({ text: 'The terms: none.' });
-    second.done('The terms: none.');
+    await second.done('The terms: none.');
     expect(history(restored).at(-1)).toEqual({ role: 'assistant', content: 'The terms: none.' });
     expect(restored.outbound).toEqual([text('The terms: ', false), text('none.', false), CLOSE_CYCLE]);
   });
 });
 
 describe('prompts', () => {
-  it('a partial or blank prompt starts nothing', () => {
+  it('a partial or blank prompt starts nothing', async () => {
     const s = start();
     s.say('I would like', false);
     s.say('   ');
@@ -362,7 +366,7 @@ describe('prompts', () => {
     expect(conversation(s)).toBe('idle');
   });
 
-  it('a new final prompt while replying drops the reply in flight and asks again with both user turns', () => {
+  it('a new final prompt while replying drops the reply in flight and asks again with both user turns', async () => {
     const s = start();
     s.say('What are your hours?');
     const first = s.run();
@@ -385,17 +389,17 @@ describe('prompts', () => {
     expect(ctx(s).reply).toEqual({ text: '' });
   });
 
-  it('the model is sent the history and the current language', () => {
+  it('the model is sent the history and the current language', async () => {
     const s = start({}, 'es-US');
     s.say('Hola');
     expect(s.run().input).toMatchObject({ turns: [{ role: 'user', content: 'Hola' }], call: { language: 'es-US' } });
   });
-  it('without limits in its input a session keeps the default 60 turns of history', () => {
+  it('without limits in its input a session keeps the default 60 turns of history', async () => {
     const s = start();
     expect(ctx(s).historyLimits).toEqual({ maxTurns: 60, maxBytes: 32 * 1024 });
     for (let i = 1; i <= 31; i++) {
       s.say(`turn ${i}`);
-      s.run().done(`reply ${i}`);
+      await s.run().done(`reply ${i}`);
     }
     expect(history(s)).toHaveLength(60);
     expect(ctx(s).historyDropped).toBe(2);
@@ -404,7 +408,7 @@ describe('prompts', () => {
 });
 
 describe('without an LLM actor', () => {
-  it('the machine fails loudly at the first reply instead of waiting forever', () => {
+  it('the machine fails loudly at the first reply instead of waiting forever', async () => {
     const actor = createActor(sessionMachine, { input: sessionInput() });
     const errors: unknown[] = [];
     actor.subscribe({ error: (err) => errors.push(err) });
@@ -417,7 +421,7 @@ describe('without an LLM actor', () => {
 });
 
 describe('an LLM error', () => {
-  it('before any text: the caller hears the apology alone, which is kept as the reply', () => {
+  it('before any text: the caller hears the apology alone, which is kept as the reply', async () => {
     const s = start();
     s.say('Hello?');
     s.run().error();
@@ -430,7 +434,7 @@ describe('an LLM error', () => {
     expect(conversation(s)).toBe('idle');
   });
 
-  it('apologises in the call language', () => {
+  it('apologises in the call language', async () => {
     const s = start({}, 'es-US');
     s.say('¿Hola?');
     s.run().delta('Buenos');
@@ -442,12 +446,12 @@ describe('an LLM error', () => {
 });
 
 describe('tool calls', () => {
-  it('switch_language: answered, the language is switched and announced, and the model answers in it', () => {
+  it('switch_language: answered, the language is switched and announced, and the model answers in it', async () => {
     const s = start();
     s.say('Can we speak Spanish?');
     const call = toolCall('switch_language', { language: 'es-US' });
     s.run().delta('Claro.');
-    s.run().done('Claro.', [call]);
+    await s.run().done('Claro.', [call]);
 
     expect(ctx(s).language).toBe('es-US');
     expect(s.outbound).toEqual([text('Claro.', false), CLOSE_CYCLE, languageMessage('es-US')]);
@@ -459,54 +463,54 @@ describe('tool calls', () => {
       { role: 'tool', toolCallId: call.id, content: 'language switched to es-US' },
     ]);
     // The spoken lines follow the new language, e.g. after a drop.
-    s.run().done('¿En qué puedo ayudarle?');
+    await s.run().done('¿En qué puedo ayudarle?');
     s.closeSocket();
     const before = s.outbound.length;
     s.resume();
     expect(s.since(before)).toEqual([languageMessage('es-US'), text(resumeLine('es-US'), true)]);
   });
 
-  it('an unknown tool or bad arguments: the model is told why and asked again, silently', () => {
+  it('an unknown tool or bad arguments: the model is told why and asked again, silently', async () => {
     const s = start();
     s.say('check the weather');
     const unknown = toolCall('weather');
-    s.run().done('', [unknown]);
+    await s.run().done('', [unknown]);
     expect(s.runs).toHaveLength(2);
     expect(s.run().input.turns.at(-1)).toEqual({ role: 'tool', toolCallId: unknown.id, content: 'error: unknown tool weather' });
     const broken = toolCall('switch_language', '{"language":');
-    s.run().done('', [broken]);
+    await s.run().done('', [broken]);
     expect(s.run().input.turns.at(-1)).toEqual({ role: 'tool', toolCallId: broken.id, content: 'error: arguments are not valid JSON' });
     expect(ctx(s).language).toBe('en-US');
     // Neither closed a talk cycle nor said anything.
     expect(s.outbound).toEqual([]);
-    s.run().done('It is sunny.');
+    await s.run().done('It is sunny.');
     expect(s.outbound).toEqual([CLOSE_CYCLE]);
   });
 
-  it('several calls at once: the first runs, every other one is answered as skipped, in order', () => {
+  it('several calls at once: the first runs, every other one is answered as skipped at once, the first when it is done', async () => {
     const s = start();
     s.say('Spanish please, and a person');
     const calls = [toolCall('switch_language', { language: 'es-US' }), toolCall('human_agent_handoff'), toolCall('weather')];
-    s.run().done('', calls);
+    await s.run().done('', calls);
     expect(ctx(s).language).toBe('es-US');
     expect(toolResults(s.run().input.turns)).toEqual([
-      { role: 'tool', toolCallId: calls[0]!.id, content: 'language switched to es-US' },
       { role: 'tool', toolCallId: calls[1]!.id, content: 'skipped: one action at a time' },
       { role: 'tool', toolCallId: calls[2]!.id, content: 'skipped: one action at a time' },
+      { role: 'tool', toolCallId: calls[0]!.id, content: 'language switched to es-US' },
     ]);
   });
 
-  it('a model stuck calling tools gets four rounds, then refusals; the caller hears the apology and gets the floor', () => {
+  it('a model stuck calling tools gets four rounds, then refusals; the caller hears the apology and gets the floor', async () => {
     const s = start();
     s.say('do something');
     for (let round = 1; round <= 4; round++) {
-      s.run().done('', [toolCall('mystery_tool')]);
+      await s.run().done('', [toolCall('mystery_tool')]);
       expect(conversation(s), `round ${round} is answered`).toBe('responding');
       expect(ctx(s).toolRounds).toBe(round);
     }
     expect(s.runs).toHaveLength(5);
     const refused = [toolCall('mystery_tool'), toolCall('switch_language', { language: 'es-US' })];
-    s.run().done('', refused);
+    await s.run().done('', refused);
 
     expect(conversation(s)).toBe('idle');
     expect(s.runs).toHaveLength(5);
@@ -520,40 +524,40 @@ describe('tool calls', () => {
     // The caller speaking starts the count over.
     s.say('hello?');
     expect(ctx(s).toolRounds).toBe(0);
-    for (let round = 1; round <= 4; round++) s.run().done('', [toolCall('mystery_tool')]);
+    for (let round = 1; round <= 4; round++) await s.run().done('', [toolCall('mystery_tool')]);
     expect(conversation(s)).toBe('responding');
-    s.run().done('Hello!');
+    await s.run().done('Hello!');
     expect(history(s).at(-1)).toEqual({ role: 'assistant', content: 'Hello!' });
   });
 
-  it('after four tool rounds a plain answer is spoken as usual: only a fifth round of tools is refused', () => {
+  it('after four tool rounds a plain answer is spoken as usual: only a fifth round of tools is refused', async () => {
     const s = start();
     s.say('go');
-    for (let round = 1; round <= 4; round++) s.run().done('', [toolCall('mystery_tool')]);
+    for (let round = 1; round <= 4; round++) await s.run().done('', [toolCall('mystery_tool')]);
     s.run().delta('Done.');
-    s.run().done('Done.');
+    await s.run().done('Done.');
     expect(conversation(s)).toBe('idle');
     expect(s.outbound).toEqual([text('Done.', false), CLOSE_CYCLE]);
     expect(history(s).at(-1)).toEqual({ role: 'assistant', content: 'Done.' });
   });
 
-  it('the fourth round is still allowed to be a real tool', () => {
+  it('the fourth round is still allowed to be a real tool', async () => {
     const s = start();
     s.say('go');
-    for (let round = 1; round <= 3; round++) s.run().done('', [toolCall('mystery_tool')]);
-    s.run().done('', [toolCall('switch_language', { language: 'es-US' })]);
+    for (let round = 1; round <= 3; round++) await s.run().done('', [toolCall('mystery_tool')]);
+    await s.run().done('', [toolCall('switch_language', { language: 'es-US' })]);
     expect(ctx(s).language).toBe('es-US');
     expect(ctx(s).toolRounds).toBe(4);
   });
 });
 
 describe('handoff', () => {
-  it('says goodbye, answers the call, sends end with the reason, call and language, and a close then ends the session', () => {
+  it('says goodbye, answers the call, sends end with the reason, call and language, and a close then ends the session', async () => {
     const s = start({}, 'es-US');
     s.say('Quiero hablar con una persona');
     const call = toolCall('human_agent_handoff', { reason: 'billing dispute' });
     s.run().delta('Le comunico.');
-    s.run().done('Le comunico.', [call]);
+    await s.run().done('Le comunico.', [call]);
 
     expect(conversation(s)).toBe('finished');
     expect(s.runs).toHaveLength(1);
@@ -573,17 +577,17 @@ describe('handoff', () => {
     expect(ctx(s).endedReason).toBe('socket.closed');
   });
 
-  it('without a reason the default one is handed on', () => {
+  it('without a reason the default one is handed on', async () => {
     const s = start();
     s.say('agent');
-    s.run().done('Connecting you.', [toolCall('human_agent_handoff')]);
+    await s.run().done('Connecting you.', [toolCall('human_agent_handoff')]);
     expect(JSON.parse(ctx(s).handoffData!)).toEqual({ reason: 'caller asked for a human', callSid: ctx(s).callSid, language: 'en-US' });
   });
 
-  it('a handoff call with bad arguments is an invalid tool, not a handoff', () => {
+  it('a handoff call with bad arguments is an invalid tool, not a handoff', async () => {
     const s = start();
     s.say('agent');
-    s.run().done('', [toolCall('human_agent_handoff', { reason: 42 })]);
+    await s.run().done('', [toolCall('human_agent_handoff', { reason: 42 })]);
     expect(conversation(s)).toBe('responding');
     expect(ctx(s).handoffData).toBeNull();
     expect(s.run().input.turns.at(-1)?.content).toMatch(/^error: /);
@@ -591,7 +595,7 @@ describe('handoff', () => {
 });
 
 describe('link region edges', () => {
-  it('an action callback that overtakes the close moves a connected call to grace, counting the drop once', () => {
+  it('an action callback that overtakes the close moves a connected call to grace, counting the drop once', async () => {
     const s = start({ graceMs: 5000 });
     s.clock.advance(250);
     const at = s.clock.now();
@@ -611,7 +615,7 @@ describe('link region edges', () => {
     expect(s.clock.pending).toBe(0);
   });
 
-  it('a callback after the close moves the call to grace with its token; the grace deadline counts from the close', () => {
+  it('a callback after the close moves the call to grace with its token; the grace deadline counts from the close', async () => {
     const s = start({ graceMs: 4000 });
     const closedAt = s.clock.now();
     s.closeSocket();
@@ -621,7 +625,7 @@ describe('link region edges', () => {
     expect(ctx(s)).toMatchObject({ resumeTokenHashes: ['token-hash'], disconnects: 1, graceDeadline: closedAt + 4000 });
   });
 
-  it('in grace, a callback that is not resumable ends the call', () => {
+  it('in grace, a callback that is not resumable ends the call', async () => {
     const s = start();
     s.closeSocket();
     s.action(true);
@@ -631,7 +635,7 @@ describe('link region edges', () => {
     expect(ctx(s).endedReason).toBe('action:completed');
   });
 
-  it('a callback without a token in disconnected keeps none', () => {
+  it('a callback without a token in disconnected keeps none', async () => {
     const s = start();
     s.closeSocket(1011);
     expect(ctx(s).lastCloseCode).toBe(1011);
@@ -640,7 +644,7 @@ describe('link region edges', () => {
     expect(ctx(s).resumeTokenHashes).toEqual([]);
   });
 
-  it('a second socket for a live call takes over: counted as a resume, greeted, with its own session key', () => {
+  it('a second socket for a live call takes over: counted as a resume, greeted, with its own session key', async () => {
     const s = start();
     s.resume('VXsecond');
     expect(link(s)).toBe('connected');
@@ -648,7 +652,7 @@ describe('link region edges', () => {
     expect(s.outbound).toEqual([languageMessage('en-US'), text(resumeLine('en-US'), true)]);
   });
 
-  it('the end reason names the callback status, or its error code when it has no status', () => {
+  it('the end reason names the callback status, or its error code when it has no status', async () => {
     const completed = start();
     completed.action(false);
     expect(completed.actor.getSnapshot().value).toBe('ended');
@@ -660,7 +664,7 @@ describe('link region edges', () => {
     expect(ctx(failed).endedReason).toBe('action:64102');
   });
 
-  it('once the last resume is used a resumable callback ends the call; with none allowed a resume is refused', () => {
+  it('once the last resume is used a resumable callback ends the call; with none allowed a resume is refused', async () => {
     const s = start({ maxResumes: 1 });
     s.closeSocket();
     s.action(true);
@@ -679,7 +683,7 @@ describe('link region edges', () => {
     expect(capped.actor.getSnapshot().value).toBe('ended');
   });
 
-  it('at the cap, a callback that overtakes the close ends the call instead of asking Twilio to reconnect', () => {
+  it('at the cap, a callback that overtakes the close ends the call instead of asking Twilio to reconnect', async () => {
     const s = start({ maxResumes: 1 });
     s.closeSocket();
     s.resume();
@@ -688,7 +692,7 @@ describe('link region edges', () => {
     expect(ctx(s).resumeTokenHashes).toEqual([]);
   });
 
-  it('grace runs on the provided clock: expires exactly at the deadline and leaves no timer behind', () => {
+  it('grace runs on the provided clock: expires exactly at the deadline and leaves no timer behind', async () => {
     const s = start({ graceMs: 2000 });
     s.closeSocket();
     s.clock.advance(500);
@@ -701,7 +705,7 @@ describe('link region edges', () => {
     expect(s.clock.pending).toBe(0);
   });
 
-  it('hasResumesLeft and lifecycleOf', () => {
+  it('hasResumesLeft and lifecycleOf', async () => {
     const timeouts = { graceMs: 1, retentionMs: 1, dtmfIdleMs: 1, maxResumes: 2 };
     expect(hasResumesLeft({ resumes: 1, timeouts })).toBe(true);
     expect(hasResumesLeft({ resumes: 2, timeouts })).toBe(false);
@@ -716,13 +720,13 @@ describe('link region edges', () => {
 });
 
 describe('keypad entries through the session', () => {
-  function collect(s: Session, args: object): ToolCall {
+  async function collect(s: Session, args: object): Promise<ToolCall> {
     const call = toolCall('collect_digits', args);
-    s.run().done('', [call]);
+    await s.run().done('', [call]);
     return call;
   }
 
-  it('routes each kind to its collector and speaks its prompt as a closed talk cycle', () => {
+  it('routes each kind to its collector and speaks its prompt as a closed talk cycle', async () => {
     const prompts: Record<'language' | 'phoneNumber' | 'dateOfBirth' | 'digits', RegExp> = {
       language: /^For English, press 1/,
       phoneNumber: /^Please enter your 10-digit phone number/,
@@ -732,7 +736,7 @@ describe('keypad entries through the session', () => {
     for (const [kind, prompt] of Object.entries(prompts) as [keyof typeof prompts, RegExp][]) {
       const s = start();
       s.say('keypad');
-      collect(s, { kind });
+      await collect(s, { kind });
       expect(s.actor.getSnapshot().matches({ live: { conversation: 'collecting' } }), kind).toBe(true);
       expect(ctx(s).dtmf?.kind).toBe(kind);
       const said = s.outbound.at(-1);
@@ -741,12 +745,12 @@ describe('keypad entries through the session', () => {
     }
   });
 
-  it('an entry starts when the model asked for it: its first idle period counts from the reply\'s own time', () => {
+  it('an entry starts when the model asked for it: its first idle period counts from the reply\'s own time', async () => {
     const s = start({ dtmfIdleMs: 1000 });
     s.say('keypad');
     s.clock.advance(300);
     const requestedAt = s.clock.now();
-    collect(s, { kind: 'digits', label: 'PIN', minLength: 4, maxLength: 4 });
+    await collect(s, { kind: 'digits', label: 'PIN', minLength: 4, maxLength: 4 });
     expect(ctx(s).dtmf).toMatchObject({ kind: 'digits', label: 'PIN', minLength: 4, maxLength: 4, requestedAt });
     const before = s.outbound.length;
     s.clock.advance(999);
@@ -755,10 +759,10 @@ describe('keypad entries through the session', () => {
     expect(s.since(before)).toEqual([text("Sorry, I didn't get any input. Please enter your PIN, then press pound.", true)]);
   });
 
-  it('the result is the tool answer, the entry is cleared, and only a language menu choice changes the language', () => {
+  it('the result is the tool answer, the entry is cleared, and only a language menu choice changes the language', async () => {
     const s = start();
     s.say('keypad');
-    const call = collect(s, { kind: 'phoneNumber' });
+    const call = await collect(s, { kind: 'phoneNumber' });
     const before = s.outbound.length;
     s.press('5550001234');
     expect(conversation(s)).toBe('responding');
@@ -772,23 +776,23 @@ describe('keypad entries through the session', () => {
     expect(s.since(before).some((m) => m.type === 'language')).toBe(false);
   });
 
-  it('a language menu that fails keeps the language and announces it unchanged', () => {
+  it('a language menu that fails keeps the language and announces it unchanged', async () => {
     const s = start({}, 'es-US');
     s.say('menu');
-    collect(s, { kind: 'language' });
+    await collect(s, { kind: 'language' });
     s.press('909'); // three wrong keys: the default attempt budget
     expect(ctx(s).language).toBe('es-US');
     expect(s.run().input.turns.at(-1)?.content).toBe(JSON.stringify({ status: 'failed', kind: 'language', reason: 'too-many-attempts' }));
     expect(s.outbound.at(-1)).toEqual(languageMessage('es-US'));
   });
 
-  it('the reply asking for the entry is closed before the keypad prompt, and other tool calls are answered as skipped', () => {
+  it('the reply asking for the entry is closed before the keypad prompt, and other tool calls are answered as skipped', async () => {
     const s = start();
     s.say('I want to give you my number, and switch to Spanish');
     const collectCall = toolCall('collect_digits', { kind: 'phoneNumber' });
     const other = toolCall('switch_language', { language: 'es-US' });
     s.run().delta('Sure.');
-    s.run().done('Sure.', [collectCall, other]);
+    await s.run().done('Sure.', [collectCall, other]);
     expect(s.outbound).toEqual([text('Sure.', false), CLOSE_CYCLE, text('Please enter your 10-digit phone number, starting with the area code.', true)]);
     expect(ctx(s).language).toBe('en-US');
     expect(history(s).slice(-2)).toEqual([
@@ -799,10 +803,10 @@ describe('keypad entries through the session', () => {
     expect(toolResults(s.run().input.turns).map((t) => t.toolCallId)).toEqual([other.id, collectCall.id]);
   });
 
-  it('speaking cancels the entry with a tool result the model can pair with its call; a partial or blank prompt does not', () => {
+  it('speaking cancels the entry with a tool result the model can pair with its call; a partial or blank prompt does not', async () => {
     const s = start();
     s.say('keypad');
-    const call = collect(s, { kind: 'phoneNumber' });
+    const call = await collect(s, { kind: 'phoneNumber' });
     s.press('555');
     s.say('never', false);
     s.say('  ');
@@ -818,17 +822,17 @@ describe('keypad entries through the session', () => {
     ]);
   });
 
-  it('keys outside an entry go nowhere', () => {
+  it('keys outside an entry go nowhere', async () => {
     const s = start();
     s.press('123#');
     expect(history(s)).toEqual([]);
     expect(s.actor.getSnapshot().children.dtmf).toBeUndefined();
   });
 
-  it('a resume past the cap does not restart a paused entry', () => {
+  it('a resume past the cap does not restart a paused entry', async () => {
     const s = start({ maxResumes: 0, dtmfIdleMs: 100 });
     s.say('keypad');
-    collect(s, { kind: 'phoneNumber' });
+    await collect(s, { kind: 'phoneNumber' });
     s.closeSocket();
     s.resume();
     expect(link(s)).toBe('disconnected');
@@ -836,11 +840,11 @@ describe('keypad entries through the session', () => {
     expect(child.value).toBe('paused');
   });
 
-  it('a keypad prompt said while away is kept and spoken after the resume line, once', () => {
+  it('a keypad prompt said while away is kept and spoken after the resume line, once', async () => {
     const s = start({ dtmfIdleMs: 100 });
     s.say('keypad');
     s.closeSocket();
-    collect(s, { kind: 'phoneNumber' });
+    await collect(s, { kind: 'phoneNumber' });
     const prompt = 'Please enter your 10-digit phone number, starting with the area code.';
     expect(ctx(s).undelivered).toBe(prompt);
     expect(s.outbound.some((m) => m.type === 'text' && m.token.includes(prompt))).toBe(false);

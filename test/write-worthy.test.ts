@@ -1,9 +1,11 @@
 // Which session changes the manager writes to the store: every change except streamed reply text
 // (a restored session regenerates a reply that was in flight). Driven through the real session
 // machine with an LLM stand-in whose deltas the test releases one at a time.
+import { agentActors, llmDone } from './support/session-actors.js';
+import { fromReplyStream } from '../src/machines/reply.js';
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createActor, fromCallback, type Actor, type SnapshotFrom } from 'xstate';
+import { createActor, waitFor, type Actor, type SnapshotFrom } from 'xstate';
 import type { ReplyEvent, ReplyInput } from '../src/llm/types.js';
 import { sessionMachine } from '../src/machines/session.js';
 import { onlyReplyTextChanged } from '../src/server/write-worthy.js';
@@ -12,21 +14,14 @@ import { sessionInput } from './support/session-input.js';
 type Controlled = { delta(text: string): void; done(text: string, toolCalls?: string): void };
 
 function controlledMachine(runs: Controlled[]) {
-  const llmReply = fromCallback<{ type: string }, ReplyInput>(({ sendBack }) => {
-    const runId = randomUUID();
+  const llmReply = fromReplyStream(({ sendBack }) => {
+    const id = `call_${randomUUID()}`;
     runs.push({
-      delta: (text) => sendBack({ type: 'LLM.DELTA', runId, text } satisfies ReplyEvent),
-      done: (text, toolCalls) =>
-        sendBack({
-          type: 'LLM.DONE',
-          runId,
-          text,
-          toolCalls: toolCalls ? [{ id: `call_${runId}`, name: 'collect_digits', arguments: toolCalls }] : [],
-          at: Date.now(),
-        } satisfies ReplyEvent),
+      delta: (text) => sendBack({ type: 'LLM.DELTA', text } satisfies ReplyEvent),
+      done: (text, toolCalls) => sendBack(llmDone(text, toolCalls ? [{ id, name: 'collect_digits', arguments: toolCalls }] : [], Date.now())),
     });
   });
-  return sessionMachine.provide({ actors: { llmReply } });
+  return sessionMachine.provide({ actors: { llmReply, ...agentActors() } });
 }
 
 type Machine = ReturnType<typeof controlledMachine>;
@@ -61,7 +56,7 @@ describe('onlyReplyTextChanged (the store-write filter)', () => {
     const { actor, runs, step } = start();
     expect(step(() => actor.send({ type: 'PROMPT', text: 'Hello', lang: 'en-US', last: true }))).toEqual([false]);
     const run = runs[0]!;
-    expect(step(() => run.delta('Hi '))).toEqual([true]); // the first delta also stamps the runId
+    expect(step(() => run.delta('Hi '))).toEqual([true]);
     expect(step(() => run.delta('there'))).toEqual([true]);
     expect(actor.getSnapshot().context.reply).toMatchObject({ text: 'Hi there' });
     expect(step(() => run.done('Hi there'))).toEqual([false]);
@@ -80,11 +75,12 @@ describe('onlyReplyTextChanged (the store-write filter)', () => {
     expect(step(() => runs[1]!.delta('Sure.'))).toEqual([true]);
   });
 
-  it('writes every keypad press (digits typed so far must survive a restart)', () => {
+  it('writes every keypad press (digits typed so far must survive a restart)', async () => {
     const { actor, runs, step } = start();
     actor.send({ type: 'PROMPT', text: 'my account number', lang: 'en-US', last: true });
     runs[0]!.done('', '{"kind":"digits","label":"account number","minLength":4,"maxLength":4}');
-    expect(actor.getSnapshot().matches({ live: { conversation: 'collecting' } })).toBe(true);
+    // The collect_digits tool actor answers on the microtask queue.
+    await waitFor(actor, (s) => s.matches({ live: { conversation: 'collecting' } }));
     const presses = step(() => actor.send({ type: 'DIGIT', digit: '1', at: Date.now() }));
     expect(presses.length).toBeGreaterThan(0);
     expect(presses.every((skip) => skip === false)).toBe(true);

@@ -117,7 +117,7 @@ export type SessionEvent =
 type ToolEffectEvent =
   | { type: 'TOOL.ANSWERED' }
   | { type: 'TOOL.SWITCH_LANGUAGE'; language: string }
-  | { type: 'TOOL.COLLECT_DIGITS'; request: KeypadRequest; at: number }
+  | { type: 'TOOL.COLLECT_DIGITS'; request: KeypadRequest; at: number; toolCallId: string }
   | { type: 'TOOL.HANDOFF'; reason: string };
 
 export type SessionEmitted = { type: 'outbound'; message: OutboundMessage };
@@ -177,13 +177,13 @@ function toolInputFor(context: SessionContext): ToolInput {
 }
 
 /** A tool's effect as the event the `tool` state takes its next step on. */
-function effectEvent(outcome: ToolOutcome): ToolEffectEvent {
+function effectEvent(outcome: ToolOutcome, toolCallId: string): ToolEffectEvent {
   const effect: ToolEffect | undefined = outcome.effect;
   switch (effect?.type) {
     case 'switchLanguage':
       return { type: 'TOOL.SWITCH_LANGUAGE', language: effect.language };
     case 'collectDigits':
-      return { type: 'TOOL.COLLECT_DIGITS', request: effect.request, at: outcome.at };
+      return { type: 'TOOL.COLLECT_DIGITS', request: effect.request, at: outcome.at, toolCallId };
     case 'handoff':
       return { type: 'TOOL.HANDOFF', reason: effect.reason };
     default:
@@ -217,7 +217,7 @@ export const sessionMachine = setup({
     callsTool: (_, params: { toolCall: ParsedToolCall | undefined }) => params.toolCall !== undefined,
     tooManyToolRounds: ({ context }, params: { toolCall: ParsedToolCall | undefined }) =>
       params.toolCall !== undefined && context.toolRounds >= MAX_TOOL_ROUNDS,
-    choseLanguage: (_, params: { result: DtmfResult }) => params.result.status === 'ok' && params.result.kind === 'language',
+    wasLanguageMenu: (_, params: { result: DtmfResult }) => params.result.kind === 'language',
     lastTurnIsAssistant: ({ context }) => context.history.at(-1)?.role === 'assistant',
   },
   actions: {
@@ -229,6 +229,10 @@ export const sessionMachine = setup({
     appendDelta: assign({ reply: ({ context }, params: { text: string }) => ({ text: (context.reply?.text ?? '') + params.text }) }),
     emitDelta: emit((_, params: { text: string }) => textMessage(params.text, false)),
     closeTalkCycle: emit(textMessage('', true)),
+    /** Before a tool runs: words the model said with the call are a talk cycle of their own. */
+    closeSpokenCycle: enqueueActions(({ enqueue }, params: { text: string }) => {
+      if (params.text) enqueue.emit(textMessage('', true));
+    }),
     finishReply: assign(({ context }, params: { text: string; toolCalls: ToolCall[] }) => {
       const turn: ChatTurn = params.toolCalls.length
         ? { role: 'assistant', content: params.text, toolCalls: params.toolCalls }
@@ -286,7 +290,7 @@ export const sessionMachine = setup({
       ...(context.toolCall ? withTurns(context, toolResult(context.toolCall.id, 'cancelled: the caller interrupted before it finished')) : {}),
       toolCall: null,
     })),
-    raiseToolEffect: raise((_, params: { outcome: ToolOutcome }) => effectEvent(params.outcome)),
+    raiseToolEffect: raise((_, params: { outcome: ToolOutcome; toolCallId: string }) => effectEvent(params.outcome, params.toolCallId)),
     applyLanguage: assign({ language: (_, params: { language: string }) => params.language }),
     emitLanguage: emit(({ context }) => languageMessage(context.language)),
     rememberDtmfRequest: assign({
@@ -295,7 +299,6 @@ export const sessionMachine = setup({
         toolCallId: params.toolCallId,
         requestedAt: params.at,
       }),
-      toolCall: null,
     }),
     // Relayed to the child collector; digits themselves are never logged.
     forwardDigit: sendTo('dtmf', (_, params: { digit: DtmfDigit; at: number }) => ({ type: 'DIGIT' as const, ...params })),
@@ -528,7 +531,7 @@ export const sessionMachine = setup({
                     target: 'tool',
                     actions: [
                       { type: 'finishReply', params: doneParams },
-                      'closeTalkCycle',
+                      { type: 'closeSpokenCycle', params: ({ event }) => ({ text: event.text }) },
                       { type: 'startToolCall', params: ({ event }) => ({ toolCall: event.toolCall!, toolCalls: event.toolCalls }) },
                     ],
                   },
@@ -560,8 +563,9 @@ export const sessionMachine = setup({
                 input: ({ context }) => toolInputFor(context),
                 onDone: {
                   actions: [
+                    // Raised before the result clears the call: the effect event carries the call's id.
+                    { type: 'raiseToolEffect', params: ({ context, event }) => ({ outcome: event.output, toolCallId: context.toolCall?.id ?? '' }) },
                     { type: 'recordToolResult', params: ({ event }) => ({ content: event.output.content }) },
-                    { type: 'raiseToolEffect', params: ({ event }) => ({ outcome: event.output }) },
                   ],
                 },
                 // The edge turns a tool's failure into its result; this is the edge itself failing.
@@ -580,7 +584,7 @@ export const sessionMachine = setup({
                   target: 'collecting',
                   actions: {
                     type: 'rememberDtmfRequest',
-                    params: ({ context, event }) => ({ request: event.request, at: event.at, toolCallId: context.toolCall?.id ?? '' }),
+                    params: ({ event }) => ({ request: event.request, at: event.at, toolCallId: event.toolCallId }),
                   },
                 },
                 'TOOL.HANDOFF': {
@@ -602,8 +606,8 @@ export const sessionMachine = setup({
                 input: ({ context }) => dtmfInputFor(context),
                 onDone: [
                   {
-                    // The language menu also tells Twilio the language.
-                    guard: { type: 'choseLanguage', params: ({ event }) => ({ result: event.output }) },
+                    // The language menu also tells Twilio the language (unchanged when no choice was made).
+                    guard: { type: 'wasLanguageMenu', params: ({ event }) => ({ result: event.output }) },
                     target: 'responding',
                     actions: [{ type: 'recordDtmfResult', params: ({ event }) => ({ result: event.output }) }, 'emitLanguage'],
                   },

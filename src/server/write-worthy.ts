@@ -1,5 +1,5 @@
 // Which snapshot changes are worth a store write. Streamed reply text is not: a restored session
-// regenerates an in-flight reply from scratch (see withRestartedReply in sessions/restore.ts), so
+// regenerates an in-flight reply from scratch (see fromReplyStream in machines/reply.ts), so
 // entering and leaving `responding` must be durable, every token in between need not be. With a
 // real LLM the tokens arrive one per event-loop turn, so writing each would be one write per token.
 import { matchesState, type SnapshotFrom } from 'xstate';

@@ -91,7 +91,8 @@ export class SessionRestorer {
     const started = performance.now();
     const { lease, record } = await this.acquireAndLoad(callSid, ifEpoch);
     if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
-    const actor = this.actorFrom(withRestartedReply(record.snapshot), true, log);
+    // A reply in flight restarts by the reply actor's own rule (fromReplyStream): nothing to patch here.
+    const actor = this.actorFrom(record.snapshot, true, log);
     if (!actor) return undefined;
     const session = this.opts.registry.track(callSid, actor, lease, log);
     actor.start();
@@ -138,14 +139,4 @@ export class SessionRestorer {
       return undefined;
     }
   }
-}
-
-/**
- * A restored snapshot's LLM run died with its process; its invoke restarts from scratch, so its
- * partial text must too, or the caller would hear the start of the reply twice after the resume.
- */
-function withRestartedReply(persisted: unknown): unknown {
-  const snapshot = persisted as { context?: { reply?: unknown } } | null;
-  if (!snapshot?.context?.reply) return persisted;
-  return { ...snapshot, context: { ...snapshot.context, reply: { runId: null, text: '' } } };
 }
