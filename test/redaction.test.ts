@@ -29,12 +29,13 @@ describe('keypad input', () => {
     expect(redact({ type: 'xstate.done.actor.dtmf', output: result })).toEqual({ type: 'xstate.done.actor.dtmf', output: redacted });
   });
 
-  it('keeps what a failed result says (it holds no input) and objects that only look alike', () => {
+  it('keeps what a failed result says (it holds no input) and objects that only look alike; any kind is a keypad result', () => {
     const failed = { status: 'failed', kind: 'phoneNumber', reason: 'timeout' };
     expect(redact({ output: failed })).toEqual({ output: failed });
     // An info frame's value, the state value: not keypad results.
     expect(redact({ name: 'agentSpeaking', value: 'on' })).toEqual({ name: 'agentSpeaking', value: 'on' });
-    expect(redact({ status: 'ok', kind: 'other', value: '123' })).toEqual({ status: 'ok', kind: 'other', value: '123' });
+    // An agent defines its own entry kinds (a PIN, a member number): every ok result's value is input.
+    expect(redact({ status: 'ok', kind: 'memberPin', value: '123' })).toEqual({ status: 'ok', kind: 'memberPin', value: '[redacted]' });
   });
 });
 
