@@ -43,24 +43,33 @@ async function contentOf(input: RunInput, tools: ReadonlyMap<string, AnyTool>, s
 async function run(tool: Tool, input: RunInput, signal: AbortSignal, clock: Clock): Promise<string> {
   const timeoutMs = tool.timeoutMs ?? DEFAULT_TOOL_TIMEOUT_MS;
   const controller = new AbortController();
-  const abort = () => controller.abort(signal.reason);
-  signal.addEventListener('abort', abort, { once: true });
   let timer: unknown;
-  const timedOut = new Promise<never>((_, reject) => {
-    timer = clock.setTimeout(() => {
-      controller.abort(new ToolTimeout());
-      reject(new ToolTimeout());
-    }, timeoutMs);
+  // Settles when the run is cut short (interrupt, hang-up, shutdown, timeout), so nothing waits on a tool that ignores its signal.
+  const cutShort = new Promise<never>((_, reject) => {
+    const stop = (reason: unknown) => {
+      clock.clearTimeout(timer);
+      controller.abort(reason);
+      reject(reason);
+    };
+    signal.addEventListener('abort', () => stop(signal.reason), { once: true });
+    timer = clock.setTimeout(() => stop(new ToolTimeout()), timeoutMs);
   });
+  cutShort.catch(() => undefined);
   try {
     const ctx = { callSid: input.callSid, language: input.language, signal: controller.signal, idempotencyKey: input.call.id, repeated: input.repeated === true };
-    const value: unknown = await Promise.race([Promise.resolve().then(() => tool.run((input.call as { args: unknown }).args, ctx)), timedOut]);
+    // Started at once (a synchronous throw is an error result like a rejection).
+    let running: Promise<unknown>;
+    try {
+      running = Promise.resolve(tool.run((input.call as { args: unknown }).args, ctx));
+    } catch (err) {
+      running = Promise.reject(err);
+    }
+    const value: unknown = await Promise.race([running, cutShort]);
     return typeof value === 'string' ? value : (JSON.stringify(value) ?? 'done');
   } catch (err) {
     if (err instanceof ToolTimeout) return `error: ${tool.name} timed out after ${timeoutMs} ms`;
     return `error: ${err instanceof Error ? err.message : String(err)}`;
   } finally {
     clock.clearTimeout(timer);
-    signal.removeEventListener('abort', abort);
   }
 }

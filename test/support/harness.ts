@@ -11,6 +11,7 @@ import { createLogger, type Logger } from '../../src/server/logger.js';
 import { REDIS_URL } from './redis.js';
 import type { SnapshotStore } from '../../src/stores/types.js';
 import type { Clock } from '../../src/clock.js';
+import type { AgentDefinition } from '../../src/agent/agent.js';
 
 export interface TestServer {
   server: RunningServer;
@@ -31,6 +32,8 @@ export interface TestServerOptions {
   clock?: Clock;
   /** Where the server logs (e.g. a logger writing to a stream the test reads); else stdout at config.logLevel. */
   logger?: Logger;
+  /** The agent the server runs (the built-in demo agent when omitted). */
+  agent?: AgentDefinition;
 }
 
 export function tempSqlitePath(): string {
@@ -58,6 +61,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     logger: opts.logger ?? createLogger(config.logLevel),
     redisPrefix: opts.redisPrefix ?? `test:${randomUUID()}:`,
     clock: opts.clock,
+    agent: opts.agent,
   });
   return {
     server,

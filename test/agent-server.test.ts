@@ -1,0 +1,107 @@
+// A custom agent on the real server: the TwiML names its languages and greeting, its tool runs with
+// the call's identity while the model waits, and a drop while the tool runs loses nothing (the
+// answer is spoken after the resume). Real sockets, real SQLite file, the real openai SDK against
+// the scripted fake LLM of the testing kit.
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { z } from 'zod';
+import { defineAgent, type AgentDefinition } from '../src/agent/agent.js';
+import { defineTool, type ToolContext } from '../src/agent/tool.js';
+import { lastUserText, placeTwilioCall, postAction, SimulatedCall, twilioReconnectOptions, type Script } from '../src/testing/index.js';
+import { startTestServer, type TestServer } from './support/harness.js';
+
+const servers: TestServer[] = [];
+afterEach(async () => {
+  for (const s of servers.splice(0)) await s.close();
+});
+
+interface Lookup {
+  args: { orderId: string };
+  ctx: ToolContext;
+  finish(status: string): void;
+}
+
+function ordersAgent(lookups: Lookup[]): AgentDefinition {
+  return defineAgent({
+    instructions: (call) => `You are the order desk of Acme. Caller: ${call.from}.`,
+    languages: [
+      { code: 'en-US', ttsProvider: 'ElevenLabs', voice: 'UgBBYS2sOqTuMpoF3BR0', transcriptionProvider: 'Deepgram', speechModel: 'nova-3-general' },
+      { code: 'fr-FR', ttsProvider: 'Google', voice: 'fr-FR-Journey-F', transcriptionProvider: 'Google', menuLine: 'Pour le français, appuyez sur {digit}.' },
+    ],
+    welcomeGreeting: { 'en-US': 'Acme orders, how can I help?', 'fr-FR': 'Acme, bonjour.' },
+    builtInTools: { handoff: false },
+    tools: [
+      defineTool({
+        name: 'lookup_order',
+        description: 'Looks an order up by its number.',
+        parameters: z.object({ orderId: z.string() }),
+        run: (args, ctx) => new Promise<string>((resolve) => lookups.push({ args, ctx, finish: resolve })),
+      }),
+    ],
+  });
+}
+
+async function start(script: Script, lookups: Lookup[]) {
+  const ts = await startTestServer({ config: { store: 'sqlite' }, llm: { script }, agent: ordersAgent(lookups) });
+  servers.push(ts);
+  return ts;
+}
+
+describe('a custom agent on the real server', () => {
+  it('TwiML: the agent\'s languages with their voices and recognition, and its greeting in the first language', async () => {
+    const ts = await start([], []);
+    const { twiml, call } = await placeTwilioCall({ baseUrl: ts.server.httpUrl });
+    expect(twiml).toContain('language="en-US"');
+    expect(twiml).toContain('welcomeGreeting="Acme orders, how can I help?"');
+    expect(twiml).toMatch(/<Language code="en-US" ttsProvider="ElevenLabs" voice="UgBBYS2sOqTuMpoF3BR0" transcriptionProvider="Deepgram" speechModel="nova-3-general"\/>/);
+    expect(twiml).toMatch(/<Language code="fr-FR" ttsProvider="Google" voice="fr-FR-Journey-F" transcriptionProvider="Google"\/>/);
+    expect(twiml).not.toContain('es-US');
+    await call.close();
+  });
+
+  it('the model calls the agent\'s tool: it runs with the call\'s identity, and its answer reaches the caller', async () => {
+    const lookups: Lookup[] = [];
+    const ts = await start(
+      [{ toolCall: { id: 'call_lookup', name: 'lookup_order', arguments: { orderId: '42' } } }, { reply: (req) => `Order 42: ${req.messages.at(-1)?.content}.` }],
+      lookups,
+    );
+    const { call } = await placeTwilioCall({ baseUrl: ts.server.httpUrl });
+    call.prompt('Where is my order 42?');
+    await vi.waitFor(() => expect(lookups).toHaveLength(1));
+    expect(lookups[0]!.args).toEqual({ orderId: '42' });
+    expect(lookups[0]!.ctx).toMatchObject({ callSid: call.setup.callSid, language: 'en-US', idempotencyKey: 'call_lookup', repeated: false });
+    lookups[0]!.finish('shipped on Monday');
+    expect((await call.nextReply()).text).toBe('Order 42: shipped on Monday.');
+
+    const [first, second] = ts.llm.requests;
+    expect(first!.messages[0]!.content).toBe("You are the order desk of Acme. Caller: +15550100001. Reply in the caller's current language: en-US.");
+    expect(first!.tools?.map((t) => (t as { function: { name: string } }).function.name).sort()).toEqual(['collect_digits', 'lookup_order', 'switch_language']);
+    expect(second!.messages.at(-1)).toEqual({ role: 'tool', tool_call_id: 'call_lookup', content: 'shipped on Monday' });
+    await call.close();
+  });
+
+  it('a drop while the tool runs loses nothing: the tool finishes and its answer is spoken after the resume', async () => {
+    const lookups: Lookup[] = [];
+    const ts = await start(
+      [{ toolCall: { id: 'call_drop', name: 'lookup_order', arguments: { orderId: '7' } } }, { reply: 'Order 7 is on its way.' }],
+      lookups,
+    );
+    const { call } = await placeTwilioCall({ baseUrl: ts.server.httpUrl });
+    call.prompt('And order 7?');
+    await vi.waitFor(() => expect(lookups).toHaveLength(1));
+    await call.drop();
+    const session = () => ts.server.manager.get(call.setup.callSid)?.actor.getSnapshot();
+    await vi.waitFor(() => expect(session()?.matches({ live: { link: 'disconnected' } })).toBe(true));
+    // The tool is not aborted by a drop: the call is still on, and the answer is kept for after the resume.
+    expect(lookups[0]!.ctx.signal.aborted).toBe(false);
+    lookups[0]!.finish('in transit');
+    await vi.waitFor(() => expect(session()?.context.undelivered).toBe('Order 7 is on its way.'));
+
+    const reconnect = await postAction(ts.server.httpUrl, { CallSid: call.setup.callSid, CallStatus: 'in-progress', ErrorCode: '64105', SessionId: call.sessionId });
+    const connectVia = ts.server.httpUrl.replace(/^http/, 'ws');
+    const resumed = await SimulatedCall.connect(twilioReconnectOptions(reconnect.body, call, { connectVia }));
+    const heard = await resumed.nextReply();
+    expect(heard.text).toContain('Order 7 is on its way.');
+    expect(lastUserText(ts.llm.requests[1]!)).toBe('And order 7?');
+    await resumed.close();
+  });
+});
