@@ -1,6 +1,6 @@
 // Keeps a call's conversation history within a size budget: what the LLM is sent and what every
 // snapshot write stores. Without it a long (or hostile) call grows both on every turn.
-import type { ChatTurn } from '../llm/types.js';
+import type { ChatTurn } from './reply.js';
 
 export interface HistoryLimits {
   /** Most turns (messages) kept. */

@@ -82,10 +82,6 @@ function fillPlaceholders(template: string, vars: Record<string, string | number
   return template.replace(/\{(\w+)\}/g, (whole, name: string) => (name in vars ? String(vars[name]) : whole));
 }
 
-function keyOf(event: DtmfEvent): DtmfDigit | undefined {
-  return event.type === 'DIGIT' ? event.digit : undefined;
-}
-
 /** When `event` happened; the entry's start for its first idle period (no event carries a time then). */
 function timeOf(event: DtmfEvent, context: CollectorContext): number {
   return 'at' in event ? event.at : context.input.startedAt;
@@ -94,6 +90,9 @@ function timeOf(event: DtmfEvent, context: CollectorContext): number {
 function failedResult(context: CollectorContext, reason: DtmfFailureReason): DtmfResult {
   return { status: 'failed', kind: context.input.kind, reason };
 }
+
+/** The key a DIGIT event carries, for its guards and actions. */
+const key = ({ event }: { event: Extract<DtmfEvent, { type: 'DIGIT' }> }) => ({ digit: event.digit });
 
 function idleTimerInput({ context }: { context: CollectorContext }): DeadlineInput {
   return { at: context.deadline, event: IDLE_TIMEOUT_EVENT };
@@ -135,7 +134,7 @@ export function createCollectorMachine<R extends string>(spec: CollectorSpec<R>)
       sayPrompt: sendParent(({ context }) => say(context, null)),
       sayReprompt: sendParent(({ context }) => say(context, context.rejection)),
       armIdleTimer: assign({ deadline: ({ context, event }) => timeOf(event, context) + context.input.idleMs }),
-      appendDigit: assign({ buffer: ({ context, event }) => context.buffer + (keyOf(event) ?? '') }),
+      appendDigit: assign({ buffer: ({ context }, params: { digit: DtmfDigit }) => context.buffer + params.digit }),
       clearBuffer: assign({ buffer: '' }),
       countAttempt: assign({ attempts: ({ context }) => context.attempts + 1 }),
       evaluateEntry: assign(({ context, event }) => {
@@ -152,13 +151,10 @@ export function createCollectorMachine<R extends string>(spec: CollectorSpec<R>)
       recordCancelled: assign({ result: ({ context }) => failedResult(context, 'cancelled') }),
     },
     guards: {
-      isIgnoredKey: ({ event }) => {
-        const key = keyOf(event);
-        return key !== undefined && IGNORED_KEYS.has(key);
-      },
-      isClearKey: ({ event }) => keyOf(event) === CLEAR_KEY,
-      isTerminatorKey: ({ event }) => keyOf(event) === TERMINATOR_KEY,
-      completesEntry: ({ context, event }) => spec.isComplete(context.buffer + (keyOf(event) ?? ''), context.input),
+      isIgnoredKey: (_, params: { digit: DtmfDigit }) => IGNORED_KEYS.has(params.digit),
+      isClearKey: (_, params: { digit: DtmfDigit }) => params.digit === CLEAR_KEY,
+      isTerminatorKey: (_, params: { digit: DtmfDigit }) => params.digit === TERMINATOR_KEY,
+      completesEntry: ({ context }, params: { digit: DtmfDigit }) => spec.isComplete(context.buffer + params.digit, context.input),
       entryAccepted: ({ context }) => context.result?.status === 'ok',
       attemptsExhausted: ({ context }) => context.attempts >= context.maxAttempts,
     },
@@ -177,11 +173,11 @@ export function createCollectorMachine<R extends string>(spec: CollectorSpec<R>)
         invoke: { id: 'idleTimer', src: 'deadlineTimer', input: idleTimerInput },
         on: {
           DIGIT: [
-            { guard: 'isIgnoredKey' },
-            { guard: 'isClearKey', target: 'collecting', reenter: true, actions: 'clearBuffer' },
-            { guard: 'isTerminatorKey', target: 'checking' },
-            { guard: 'completesEntry', target: 'checking', actions: 'appendDigit' },
-            { target: 'collecting', reenter: true, actions: 'appendDigit' },
+            { guard: { type: 'isIgnoredKey', params: key } },
+            { guard: { type: 'isClearKey', params: key }, target: 'collecting', reenter: true, actions: 'clearBuffer' },
+            { guard: { type: 'isTerminatorKey', params: key }, target: 'checking' },
+            { guard: { type: 'completesEntry', params: key }, target: 'checking', actions: { type: 'appendDigit', params: key } },
+            { target: 'collecting', reenter: true, actions: { type: 'appendDigit', params: key } },
           ],
           IDLE_TIMEOUT: { target: 'rejected', actions: 'recordNoInput' },
           PAUSE: 'paused',
