@@ -95,7 +95,7 @@ describe.skipIf(!redisUp)('two instances sharing Redis', () => {
     const record = await waitForRecord(store, onB.callSid, (r) => persisted(r).context?.history?.length === 10);
     expect(record!.epoch).toBe(await store.currentEpoch(onB.callSid));
     expect(await waitForSessions(b, 1)).toBeUndefined();
-  }, 30_000);
+  }, 60_000);
 
   it('lets the newest authenticated connection win, and ignores a wrong sessionId', async () => {
     const onA = track(await SimulatedCall.connect({ url: a.relayUrl }));
@@ -128,7 +128,7 @@ describe.skipIf(!redisUp)('two instances sharing Redis', () => {
       'assistant:You said: still on A',
       'user:now on B',
     ]);
-  }, 30_000);
+  }, 60_000);
 });
 
 describe('two instances sharing a SQLite file (no lease notifications)', () => {
@@ -171,5 +171,5 @@ describe('two instances sharing a SQLite file (no lease notifications)', () => {
     const record = await waitForRecord(store, onB.callSid, (r) => persisted(r).context?.history?.length === 4);
     expect(record!.epoch).toBe(await store.currentEpoch(onB.callSid));
     expect(persisted(record).context?.history?.at(-1)).toEqual({ role: 'assistant', content: STORY });
-  }, 30_000);
+  }, 60_000);
 });

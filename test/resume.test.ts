@@ -182,7 +182,7 @@ describe.each(stores)('resume with the $store store', ({ store, available }) => 
       expect(turns.filter((t) => t === `assistant:${STORY}`)).toHaveLength(2);
       expect(turns.filter((t) => t.startsWith('user:'))).toHaveLength(6);
       await call.close();
-    }, 30_000);
+    }, 60_000);
   });
 });
 
@@ -229,7 +229,7 @@ describe('resume cap', () => {
     expect(action.body).toContain('<Hangup/>');
     expect(action.body).not.toContain('<ConversationRelay');
     await waitForRecord(ts.server.store, callSid, (r) => r?.state === 'ended');
-  }, 30_000);
+  }, 60_000);
 });
 
 describe('only the rightful caller resumes', () => {
@@ -270,7 +270,7 @@ describe('only the rightful caller resumes', () => {
       'assistant:You said: still here',
       'user:back',
     ]);
-  }, 30_000);
+  }, 60_000);
 
   it('starts a fresh session for a reconnection with an unknown callSid, and counts it as a failed resume', async () => {
     const failedBefore = await metric(ts, 'relay_resumes_total', { outcome: 'failed' });
@@ -284,7 +284,7 @@ describe('only the rightful caller resumes', () => {
     expect(await metric(ts, 'relay_resumes_total', { outcome: 'failed' })).toBe(failedBefore + 1);
     const record = await waitForRecord(ts.server.store, stranger.callSid, (r) => r?.state === 'connected');
     expect(persisted(record).context?.resumes).toBe(0);
-  }, 30_000);
+  }, 60_000);
 
   it('cancels the grace timer of a resumed session', async () => {
     let call = track(await SimulatedCall.connect({ url: ts.server.relayUrl }));
@@ -302,7 +302,7 @@ describe('only the rightful caller resumes', () => {
     const record = await ts.server.store.load(call.callSid);
     expect(record?.state).toBe('connected');
     expect(persisted(record).context?.graceDeadline).toBeNull();
-  }, 30_000);
+  }, 60_000);
 });
 
 describe('signatures on the resume socket', () => {
@@ -333,7 +333,7 @@ describe('signatures on the resume socket', () => {
     const resumed = track(await SimulatedCall.connect(twilioReconnectOptions(action.body, call, { authToken })));
     expect((await resumed.nextReply()).text).toBe(expectedResumeLine('en-US'));
     expect(await say(resumed, 'signed and back')).toBe('You said: signed and back');
-  }, 30_000);
+  }, 60_000);
 });
 
 /** A real store that counts (and keeps) what the session manager writes through it. */
@@ -402,5 +402,5 @@ describe('coalesced persistence', () => {
     await waitForRecord(running.store, call.callSid, (r) => storedDtmfBuffer(r) === '555123');
     await running.manager.flush();
     expect(store.saves.length - beforeDigits).toBe(1);
-  }, 30_000);
+  }, 60_000);
 });

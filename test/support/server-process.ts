@@ -6,7 +6,11 @@ import { createInterface } from 'node:readline';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const MAIN = 'src/server/main.ts';
-const START_TIMEOUT_MS = 30_000;
+/**
+ * A cap on waiting for start-up, not a speed check: a child compiles its TypeScript with tsx first,
+ * and several workers doing that on a loaded 2-core machine have taken over 30 s.
+ */
+const START_TIMEOUT_MS = 90_000;
 
 /** One parsed pino line from the child's stdout. */
 export interface LogLine {
