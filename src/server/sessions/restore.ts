@@ -9,6 +9,7 @@ import type { SessionInput, SessionMachine } from '../../machines/session.js';
 import type { Lease, SessionRecord, SnapshotStore } from '../../stores/index.js';
 import type { Session, SessionSnapshot } from './live-session.js';
 import type { SessionRegistry } from './registry.js';
+import { upgradeStoredSnapshot } from './stored-snapshot.js';
 import { graceOver, RESUMABLE_STATES } from './resume-rules.js';
 
 /**
@@ -125,7 +126,7 @@ export class SessionRestorer {
   /** An unstarted actor from a persisted snapshot, or undefined (logged) when it cannot be restored. */
   private actorFrom(persisted: unknown, inspected: boolean, log: Logger): Actor<SessionMachine> | undefined {
     // Input is only read when a machine starts fresh; a restored actor takes everything from the snapshot.
-    const options = { snapshot: persisted as Snapshot<unknown>, inspect: inspected ? this.opts.inspect : undefined };
+    const options = { snapshot: upgradeStoredSnapshot(persisted) as Snapshot<unknown>, inspect: inspected ? this.opts.inspect : undefined };
     const status = (persisted as { status?: unknown } | null)?.status;
     if (status !== 'active') {
       // A stopped actor's snapshot would restore as an actor that ignores every event: a silent call.

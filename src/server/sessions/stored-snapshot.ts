@@ -1,0 +1,46 @@
+// Snapshots stored by the previous version of the session machine, brought to today's shape before
+// they are restored, so a deploy does not drop the calls in flight: that version ran each keypad
+// kind as its own child machine in a substate of `collecting`, and its LLM child had no id.
+const OLD_KEYPAD_SRCS = new Set(['languageMenu', 'phoneNumber', 'dateOfBirth', 'digits']);
+
+interface StoredChild {
+  src?: unknown;
+  [key: string]: unknown;
+}
+
+interface Stored {
+  value?: { live?: { conversation?: unknown } };
+  children?: Record<string, StoredChild>;
+  [key: string]: unknown;
+}
+
+/** `persisted` in today's shape (the same object when it already is). */
+export function upgradeStoredSnapshot(persisted: unknown): unknown {
+  const stored = persisted as Stored | null;
+  const live = stored?.value?.live;
+  if (!stored || !live || !stored.children) return persisted;
+  let changed = false;
+  // `{ collecting: 'phoneNumber' }` -> 'collecting': the one keypad actor runs every kind from its input.
+  let conversation = live.conversation;
+  if (conversation && typeof conversation === 'object' && 'collecting' in conversation) {
+    conversation = 'collecting';
+    changed = true;
+  }
+  const children: Record<string, StoredChild> = {};
+  for (const [id, child] of Object.entries(stored.children)) {
+    if (id === 'dtmf' && typeof child.src === 'string' && OLD_KEYPAD_SRCS.has(child.src)) {
+      children.dtmf = { ...child, src: 'keypad' };
+      changed = true;
+    } else if (child.src === 'llmReply' && id !== 'llm') {
+      children.llm = child; // named invokes: the reply child is 'llm' now
+      changed = true;
+    } else if (child.src === 'deadlineTimer' && id !== 'graceTimer' && id !== 'dtmf') {
+      children.graceTimer = child;
+      changed = true;
+    } else {
+      children[id] = child;
+    }
+  }
+  if (!changed) return persisted;
+  return { ...stored, value: { ...stored.value, live: { ...live, conversation } }, children };
+}
