@@ -6,8 +6,8 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { defineAgent, type AgentDefinition } from '../src/agent/agent.js';
 import { defineTool, type ToolContext } from '../src/agent/tool.js';
-import { lastUserText, placeTwilioCall, postAction, SimulatedCall, twilioReconnectOptions, type Script } from '../src/testing/index.js';
-import { startTestServer, type TestServer } from './support/harness.js';
+import { lastUserText, placeTwilioCall, postAction, SimulatedCall, startFakeOpenAI, twilioReconnectOptions, type Script } from '../src/testing/index.js';
+import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
 
 const servers: TestServer[] = [];
 afterEach(async () => {
@@ -103,5 +103,54 @@ describe('a custom agent on the real server', () => {
     expect(heard.text).toContain('Order 7 is on its way.');
     expect(lastUserText(ts.llm.requests[1]!)).toBe('And order 7?');
     await resumed.close();
+  });
+
+  it('a tool still running when a drain gives up (deploy) runs again where the call resumes, with the same idempotency key', async () => {
+    const lookups: Lookup[] = [];
+    const sqlitePath = tempSqlitePath();
+    const llm = await startFakeOpenAI({
+      script: [{ toolCall: { id: 'call_again', name: 'lookup_order', arguments: { orderId: '5' } } }, { reply: 'Order 5 is ready for pickup.' }],
+    });
+    const on = (ts: TestServer) => ts.server.httpUrl;
+    // A drain waits for a tool in flight like for a reply, up to its timeout: this one never finishes.
+    const a = await startTestServer({ config: { store: 'sqlite', sqlitePath, drainTimeoutMs: 300 }, sharedLlm: llm, agent: ordersAgent(lookups) });
+    const b = await startTestServer({ config: { store: 'sqlite', sqlitePath }, sharedLlm: llm, agent: ordersAgent(lookups) });
+    servers.push(b);
+    try {
+      const { call } = await placeTwilioCall({ baseUrl: on(a) });
+      call.prompt('Is order 5 ready?');
+      await vi.waitFor(() => expect(lookups).toHaveLength(1));
+      // The drain hands the call on (stored mid-tool) at its timeout; stopping its actor aborts the tool here.
+      await a.close();
+      expect(lookups[0]!.ctx.signal.aborted).toBe(true);
+
+      const reconnect = await postAction(on(b), { CallSid: call.setup.callSid, CallStatus: 'in-progress', ErrorCode: '64105', SessionId: call.sessionId });
+      const resumed = await SimulatedCall.connect(twilioReconnectOptions(reconnect.body, call, { connectVia: on(b).replace(/^http/, 'ws') }));
+      await vi.waitFor(() => expect(lookups).toHaveLength(2));
+      expect(lookups[1]!.args).toEqual({ orderId: '5' });
+      expect(lookups[1]!.ctx).toMatchObject({ callSid: call.setup.callSid, idempotencyKey: 'call_again', repeated: true });
+      lookups[1]!.finish('ready');
+      await vi.waitFor(() => expect(resumed.transcript.map((t) => t.text).join(' ')).toContain('Order 5 is ready for pickup.'));
+      expect(llm.requests.at(-1)!.messages.at(-1)).toEqual({ role: 'tool', tool_call_id: 'call_again', content: 'ready' });
+      await resumed.close();
+    } finally {
+      await llm.close();
+    }
+  });
+
+  it('a drain lets a tool in flight finish and speak its answer before it hands the call on', async () => {
+    const lookups: Lookup[] = [];
+    const ts = await start([{ toolCall: { id: 'call_quick', name: 'lookup_order', arguments: { orderId: '6' } } }, { reply: 'Order 6 shipped.' }], lookups);
+    servers.splice(servers.indexOf(ts), 1);
+    const { call } = await placeTwilioCall({ baseUrl: ts.server.httpUrl });
+    call.prompt('Order 6?');
+    await vi.waitFor(() => expect(lookups).toHaveLength(1));
+    const closing = ts.close();
+    // Still draining: the tool is not aborted; it finishes and the reply after it is spoken on this instance.
+    expect(lookups[0]!.ctx.signal.aborted).toBe(false);
+    lookups[0]!.finish('shipped');
+    expect((await call.nextReply()).text).toBe('Order 6 shipped.');
+    await closing;
+    expect(lookups).toHaveLength(1);
   });
 });

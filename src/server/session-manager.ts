@@ -459,7 +459,11 @@ export class SessionManager {
   }
 }
 
-/** Not in the middle of a reply: a restart may hand the call on now without cutting words off. */
+/**
+ * Not in the middle of a reply or a tool: a restart may hand the call on now without cutting words
+ * off, and a tool that finishes in time is not run a second time on the next instance.
+ */
 function notSpeaking(snapshot: SessionSnapshot): boolean {
-  return snapshot.status !== 'active' || !snapshot.matches({ live: { conversation: 'responding' } });
+  if (snapshot.status !== 'active') return true;
+  return !snapshot.matches({ live: { conversation: 'responding' } }) && !snapshot.matches({ live: { conversation: 'tool' } });
 }
