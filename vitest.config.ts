@@ -1,8 +1,10 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // examples/ run in a project of their own, against the packed package (test/example-appointments.test.ts).
+    exclude: [...configDefaults.exclude, 'examples/**'],
     testTimeout: 20_000,
     hookTimeout: 20_000,
     // expect.poll waits for an event (a frame, a stored record, a state); on a busy machine that can take seconds.
