@@ -1,8 +1,10 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // examples/ run in a project of their own, against the packed package (test/example-appointments.test.ts).
+    exclude: [...configDefaults.exclude, 'examples/**'],
     // Caps, not speed checks (tests wait for events): generous, since a loaded 2-core machine running
     // three files beside a CPU hog (npm run test:stress) has taken over 20 s to start child servers.
     testTimeout: 60_000,

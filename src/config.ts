@@ -99,8 +99,19 @@ export const configSchema = z.object({
 
 export type Config = z.infer<typeof configSchema>;
 
+/**
+ * Validates settings (numbers as numbers or numeric text, as the environment gives them; unset means
+ * the default) and fills in the defaults; a problem throws one readable error naming every bad setting.
+ */
+export function parseConfig(input: Record<string, unknown>): Config {
+  const result = configSchema.safeParse(input);
+  // One readable line per problem at start-up instead of a JSON dump of zod issues.
+  if (!result.success) throw new Error(`invalid configuration:\n${z.prettifyError(result.error)}`);
+  return result.data;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
-  const result = configSchema.safeParse({
+  const config = parseConfig({
     port: env.PORT,
     host: env.HOST,
     publicHost: env.PUBLIC_HOST,
@@ -142,7 +153,5 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     maxQueuedFrames: env.MAX_QUEUED_FRAMES,
     maxSessions: env.MAX_SESSIONS,
   });
-  // One readable line per problem at start-up instead of a JSON dump of zod issues.
-  if (!result.success) throw new Error(`invalid configuration:\n${z.prettifyError(result.error)}`);
-  return { ...result.data, ...overrides };
+  return { ...config, ...overrides };
 }

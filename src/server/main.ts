@@ -1,10 +1,11 @@
 // `npm start`: configuration from the environment, then serve until SIGINT/SIGTERM, which drain the
 // live calls onto other instances (or, with WORKERS > 1, sibling workers) before the process exits.
+// It starts the server as createRelayServer does (runRelayServer), with the built-in demo agent.
 import cluster from 'node:cluster';
 import { loadConfig } from '../config.js';
 import { runClusterPrimary } from './cluster-primary.js';
 import { createLogger } from './logger.js';
-import { startServer } from './server.js';
+import { runRelayServer } from './relay-server.js';
 
 const config = loadConfig();
 const logger = createLogger(config.logLevel);
@@ -15,7 +16,7 @@ process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unha
 if (config.workers > 1 && cluster.isPrimary) {
   runClusterPrimary({ workers: config.workers, logger });
 } else {
-  const server = await startServer(config, { logger, stopListeningOnDrain: cluster.isWorker }).catch((err: unknown) => {
+  const server = await runRelayServer(config, { logger, stopListeningOnDrain: cluster.isWorker }).catch((err: unknown) => {
     // e.g. a SQLite path that cannot be opened or written: one clear line, not a stack trace.
     const reason = err instanceof Error ? err.message : String(err);
     logger.fatal({ err: reason }, 'start-up failed');
