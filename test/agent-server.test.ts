@@ -8,6 +8,7 @@ import { defineAgent, type AgentDefinition } from '../src/agent/agent.js';
 import { defineTool, type ToolContext } from '../src/agent/tool.js';
 import { lastUserText, placeTwilioCall, postAction, SimulatedCall, startFakeOpenAI, twilioReconnectOptions, type Script } from '../src/testing/index.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
+import { TestClock } from './support/test-clock.js';
 
 const servers: TestServer[] = [];
 afterEach(async () => {
@@ -68,7 +69,13 @@ describe('a custom agent on the real server', () => {
     call.prompt('Where is my order 42?');
     await vi.waitFor(() => expect(lookups).toHaveLength(1));
     expect(lookups[0]!.args).toEqual({ orderId: '42' });
-    expect(lookups[0]!.ctx).toMatchObject({ callSid: call.setup.callSid, language: 'en-US', idempotencyKey: 'call_lookup', repeated: false });
+    expect(lookups[0]!.ctx).toMatchObject({
+      callSid: call.setup.callSid,
+      language: 'en-US',
+      call: { from: '+15550100001', to: '+15550100002' },
+      idempotencyKey: `${call.setup.callSid}:call_lookup`,
+      repeated: false,
+    });
     lookups[0]!.finish('shipped on Monday');
     expect((await call.nextReply()).text).toBe('Order 42: shipped on Monday.');
 
@@ -128,7 +135,7 @@ describe('a custom agent on the real server', () => {
       const resumed = await SimulatedCall.connect(twilioReconnectOptions(reconnect.body, call, { connectVia: on(b).replace(/^http/, 'ws') }));
       await vi.waitFor(() => expect(lookups).toHaveLength(2));
       expect(lookups[1]!.args).toEqual({ orderId: '5' });
-      expect(lookups[1]!.ctx).toMatchObject({ callSid: call.setup.callSid, idempotencyKey: 'call_again', repeated: true });
+      expect(lookups[1]!.ctx).toMatchObject({ callSid: call.setup.callSid, idempotencyKey: `${call.setup.callSid}:call_again`, repeated: true });
       lookups[1]!.finish('ready');
       await vi.waitFor(() => expect(resumed.transcript.map((t) => t.text).join(' ')).toContain('Order 5 is ready for pickup.'));
       expect(llm.requests.at(-1)!.messages.at(-1)).toEqual({ role: 'tool', tool_call_id: 'call_again', content: 'ready' });
@@ -152,5 +159,27 @@ describe('a custom agent on the real server', () => {
     expect((await call.nextReply()).text).toBe('Order 6 shipped.');
     await closing;
     expect(lookups).toHaveLength(1);
+  });
+
+  it('a call handed on mid-tool whose caller never came back expires without running the tool again', async () => {
+    const lookups: Lookup[] = [];
+    const sqlitePath = tempSqlitePath();
+    const llm = await startFakeOpenAI({ script: [{ toolCall: { id: 'call_gone', name: 'lookup_order', arguments: { orderId: '3' } } }] });
+    try {
+      const a = await startTestServer({ config: { store: 'sqlite', sqlitePath, drainTimeoutMs: 300 }, sharedLlm: llm, agent: ordersAgent(lookups) });
+      const { call } = await placeTwilioCall({ baseUrl: a.server.httpUrl });
+      call.prompt('Order 3?');
+      await vi.waitFor(() => expect(lookups).toHaveLength(1));
+      await a.close();
+      // The next instance adopts the orphaned deadline on its own clock, which the test moves past it.
+      const clock = new TestClock();
+      const b = await startTestServer({ config: { store: 'sqlite', sqlitePath }, sharedLlm: llm, agent: ordersAgent(lookups), clock });
+      servers.push(b);
+      clock.advance(6 * 60_000);
+      await vi.waitFor(async () => expect((await b.server.store.load(call.setup.callSid))?.state).toBe('expired'));
+      expect(lookups).toHaveLength(1);
+    } finally {
+      await llm.close();
+    }
   });
 });

@@ -8,9 +8,9 @@ import { createActor, waitFor, type Actor, type Snapshot } from 'xstate';
 import { z } from 'zod';
 import { resolveAgent, type AgentDefinition } from '../src/agent/agent.js';
 import { defineTool, parseToolCall, type ToolContext } from '../src/agent/tool.js';
-import { createToolActor, OUTCOME_UNKNOWN } from '../src/agent/tool-runner.js';
+import { createToolActor, MAX_TOOL_RESULT_BYTES, OUTCOME_UNKNOWN } from '../src/agent/tool-runner.js';
 import { fromReplyStream, type ChatTurn, type ReplyEvent, type ReplyInput, type ToolCall } from '../src/machines/reply.js';
-import { sessionMachine, timersOn } from '../src/machines/session.js';
+import { sessionMachine, timersOn, TOOL_INTERRUPTED } from '../src/machines/session.js';
 import type { OutboundMessage } from '../src/protocol/messages.js';
 import { sessionInput } from './support/session-input.js';
 import { TestClock } from './support/test-clock.js';
@@ -100,7 +100,7 @@ describe('an agent tool runs as the session\'s tool actor', () => {
     expect(s.conversation()).toBe('tool');
     expect(toolRuns).toHaveLength(1);
     expect(toolRuns[0]!.args).toEqual({ orderId: '42' });
-    expect(toolRuns[0]!.ctx).toMatchObject({ callSid: s.ctx().callSid, language: 'en-US', idempotencyKey: lookup.id, repeated: false });
+    expect(toolRuns[0]!.ctx).toMatchObject({ callSid: s.ctx().callSid, language: 'en-US', idempotencyKey: `${s.ctx().callSid}:${lookup.id}`, repeated: false });
     expect(toolRuns[0]!.ctx.signal.aborted).toBe(false);
     // Words said with the call are their own talk cycle, spoken while the tool runs.
     expect(s.outbound).toEqual([{ type: 'text', token: '', last: true }]);
@@ -159,7 +159,7 @@ describe('an agent tool runs as the session\'s tool actor', () => {
     s.actor.send({ type: 'INTERRUPT', utterance: '', durationMs: 100 });
     expect(toolRuns[0]!.ctx.signal.aborted).toBe(true);
     expect(s.conversation()).toBe('idle');
-    expect(toolTurns(s.ctx().history)).toEqual([{ role: 'tool', toolCallId: 'call_9', content: 'cancelled: the caller interrupted before it finished' }]);
+    expect(toolTurns(s.ctx().history)).toEqual([{ role: 'tool', toolCallId: 'call_9', content: TOOL_INTERRUPTED }]);
     // A result that still arrives is dropped: the actor is stopped.
     toolRuns[0]!.resolve('late');
     await Promise.resolve();
@@ -176,7 +176,7 @@ describe('an agent tool runs as the session\'s tool actor', () => {
     expect(toolRuns[0]!.ctx.signal.aborted).toBe(true);
     expect(s.conversation()).toBe('responding');
     expect(s.run().input.turns.slice(-2)).toEqual([
-      { role: 'tool', toolCallId: 'call_10', content: 'cancelled: the caller interrupted before it finished' },
+      { role: 'tool', toolCallId: 'call_10', content: TOOL_INTERRUPTED },
       { role: 'user', content: 'Never mind, what are your hours?' },
     ]);
   });
@@ -217,7 +217,7 @@ describe('a tool in flight when its process stopped, after the restore', () => {
     const { toolRuns, restored } = restoreMidTool(undefined);
     expect(toolRuns).toHaveLength(2);
     expect(toolRuns[0]!.ctx.signal.aborted).toBe(true);
-    expect(toolRuns[1]!.ctx).toMatchObject({ idempotencyKey: 'call_13', repeated: true });
+    expect(toolRuns[1]!.ctx).toMatchObject({ idempotencyKey: `${restored.ctx().callSid}:call_13`, repeated: true });
     expect(toolRuns[1]!.args).toEqual({ orderId: '13' });
     toolRuns[1]!.resolve('cancelled order 13');
     await toolDone(restored.actor);
@@ -318,5 +318,77 @@ describe('the agent decides the tools, keypad entries and languages', () => {
     expect(() => resolveAgent({ tools: [tool, tool] })).toThrow(/two tools are named "lookup_order"/);
     expect(() => resolveAgent({ keypadEntries: [{ name: 'digits', description: 'x', prompts: { en: { ask: 'x' } } }] })).toThrow(/already defined/);
     expect(() => defineTool({ name: 'has space', description: '', parameters: z.object({}), run: () => '' })).toThrow(/tool name/);
+  });
+});
+
+describe('what a tool or keypad check cannot do to a call', () => {
+  it('a huge result is cut to 8 KiB (at a character boundary) before it reaches the model, the history and the store', async () => {
+    const big = defineTool({ name: 'big', description: 'x', parameters: z.object({}), run: () => 'é'.repeat(5 * 1024 * 1024) });
+    const s = start(harness({ tools: [big] }));
+    s.say('go');
+    s.run().done('', [call('big', {}, 'call_big')]);
+    await toolDone(s.actor);
+    const [result] = toolTurns(s.run().input.turns);
+    expect(Buffer.byteLength(result!.content)).toBeLessThan(MAX_TOOL_RESULT_BYTES + 64);
+    expect(result!.content).toMatch(/^é+…\[truncated \d+ bytes\]$/);
+    expect(JSON.stringify(s.actor.getPersistedSnapshot()).length).toBeLessThan(64 * 1024);
+  });
+
+  it('a timeout too large for a timer is a long wait, not an instant timeout', async () => {
+    const toolRuns: ToolRun[] = [];
+    const h = harness({ tools: [manualTool(toolRuns, { timeoutMs: 30 * 24 * 3600_000 })] });
+    const s = start(h);
+    s.say('Order 1?');
+    s.run().done('', [call('lookup_order', { orderId: '1' })]);
+    h.clock.advance(24 * 3600_000);
+    expect(toolRuns[0]!.ctx.signal.aborted).toBe(false);
+    expect(s.conversation()).toBe('tool');
+  });
+
+  it('a keypad check that returns something else than true/false/{ value } (undefined, a Promise) rejects the entry; the call goes on', async () => {
+    const h = harness({
+      keypadEntries: [
+        {
+          name: 'member',
+          description: 'member number',
+          length: 4,
+          validate: ((d: string) => (d.startsWith('9') ? Promise.resolve(true) : undefined)) as never,
+          prompts: { en: { ask: 'Type your member number.', invalid: 'Not valid.' } },
+        },
+      ],
+    });
+    const s = start(h);
+    s.say('member');
+    s.run().done('', [call('collect_digits', { kind: 'member' }, 'call_m')]);
+    await waitFor(s.actor, (snap) => snap.matches({ live: { conversation: 'collecting' } }));
+    for (const digit of '12349876') s.actor.send({ type: 'DIGIT', digit: digit as '1', at: h.clock.now() });
+    expect(s.actor.getSnapshot().status).toBe('active');
+    expect(s.outbound.filter((m) => m.type === 'text' && m.token.startsWith('Not valid.'))).toHaveLength(2);
+  });
+
+  it('the model is sent what it must send: a field with a default is optional; a schema that cannot be JSON Schema names its tool', () => {
+    const withDefault = defineTool({ name: 'greet', description: 'x', parameters: z.object({ name: z.string(), polite: z.boolean().default(true) }), run: () => 'hi' });
+    const schema = resolveAgent({ tools: [withDefault] }).toolSchemas.find((t) => t.function.name === 'greet');
+    expect(schema!.function.parameters).toMatchObject({ required: ['name'] });
+    const bad = defineTool({ name: 'when', description: 'x', parameters: z.object({ at: z.string().transform((v) => new Date(v)).pipe(z.date()) }), run: () => 'ok' });
+    expect(() => resolveAgent({ tools: [bad] })).not.toThrow(); // the input side is a string: fine
+    const custom = defineTool({ name: 'odd', description: 'x', parameters: z.custom<string>(() => true), run: () => 'ok' });
+    expect(() => resolveAgent({ tools: [custom] })).toThrow(/tool "odd"/);
+  });
+
+  it('arguments whose check throws or is async are answered with the reason; nothing runs', async () => {
+    const toolRuns: ToolRun[] = [];
+    const asyncCheck = defineTool({
+      name: 'check',
+      description: 'x',
+      parameters: z.object({ id: z.string() }).refine(async () => true),
+      run: (args, ctx) => new Promise((resolve, reject) => toolRuns.push({ args, ctx, resolve, reject })),
+    });
+    const s = start(harness({ tools: [asyncCheck] }));
+    s.say('check 1');
+    s.run().done('', [call('check', { id: '1' }, 'call_check')]);
+    await toolDone(s.actor);
+    expect(toolRuns).toHaveLength(0);
+    expect(toolTurns(s.run().input.turns)[0]!.content).toMatch(/^error: arguments could not be checked/);
   });
 });

@@ -185,3 +185,16 @@ describe('logger', () => {
     expect(out).toContain('********6543');
   });
 });
+
+describe('tool arguments', () => {
+  it('a card number the model passes to a tool is masked in the raw arguments, the parsed args and the tool input', () => {
+    const card = '4111111111111111';
+    const history = [{ role: 'assistant', content: '', toolCalls: [{ id: 'call_pay', name: 'take_payment', arguments: `{"cardNumber":"${card}","amount":"12"}` }] }];
+    const out = JSON.stringify(
+      redact({ context: { history, toolCall: { id: 'call_pay', name: 'take_payment', args: { cardNumber: card, nested: [{ card }] } } }, children: { tool: { snapshot: { input: { call: { args: { cardNumber: card } } } } } } }),
+    );
+    expect(out).not.toContain(card);
+    expect(out).toContain('take_payment');
+    expect(out).toContain('"amount\\":\\"12');
+  });
+});

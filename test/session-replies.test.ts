@@ -408,15 +408,16 @@ describe('prompts', () => {
 });
 
 describe('without an LLM actor', () => {
-  it('the machine fails loudly at the first reply instead of waiting forever', async () => {
+  it('the first reply fails at once with the apology instead of waiting forever; the session lives on', async () => {
     const actor = createActor(sessionMachine, { input: sessionInput() });
-    const errors: unknown[] = [];
-    actor.subscribe({ error: (err) => errors.push(err) });
+    const outbound: OutboundMessage[] = [];
+    actor.on('outbound', ({ message }) => outbound.push(message));
     actor.start();
     actor.send({ type: 'PROMPT', text: 'Hello?', lang: 'en-US', last: true });
-    expect(actor.getSnapshot().status).toBe('error');
-    expect(errors).toHaveLength(1);
-    expect((errors[0] as Error).message).toBe('llmReply actor not provided');
+    expect(actor.getSnapshot().status).toBe('active');
+    expect(actor.getSnapshot().matches({ live: { conversation: 'idle' } })).toBe(true);
+    expect(outbound).toEqual([text(llmFailureLine('en-US'), false), CLOSE_CYCLE]);
+    actor.stop();
   });
 });
 

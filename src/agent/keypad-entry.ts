@@ -37,15 +37,17 @@ export function keypadEntrySpec(entry: KeypadEntry): CollectorSpec<'invalid'> {
     isComplete: (buffer) => buffer.length >= max,
     validate: (buffer) => {
       if (buffer.length === 0 || (entry.length !== undefined && buffer.length !== entry.length)) return { ok: false, reason: 'invalid' };
-      let checked: boolean | { value: string };
+      let checked: unknown;
       try {
         checked = entry.validate ? entry.validate(buffer) : true;
       } catch {
         // A bug in the agent's check must not stop the session: the entry counts as invalid.
         checked = false;
       }
-      if (checked === false) return { ok: false, reason: 'invalid' };
-      return { ok: true, value: checked === true ? buffer : checked.value };
+      if (checked === true) return { ok: true, value: buffer };
+      const value = (checked as { value?: unknown } | null)?.value;
+      // Anything else (false, undefined, a Promise: the check must be synchronous) is a rejected entry.
+      return typeof value === 'string' ? { ok: true, value } : { ok: false, reason: 'invalid' };
     },
     prompts,
   };

@@ -4,20 +4,35 @@
 import { fromPromise, type PromiseActorLogic, type PromiseSnapshot } from 'xstate';
 import { systemClock, type Clock } from '../clock.js';
 import type { ToolInput, ToolOutcome } from '../machines/tool-call.js';
-import { DEFAULT_TOOL_TIMEOUT_MS, type AnyTool, type Tool } from './tool.js';
+import { DEFAULT_TOOL_TIMEOUT_MS, type AnyTool, type Tool, type ToolContext } from './tool.js';
 
 /** Restored input: `repeated` is set when the run was in flight in a snapshot its process left behind. */
 type RunInput = ToolInput & { repeated?: boolean };
 
 class ToolTimeout extends Error {}
 
+/** A result longer than this is cut (it goes to the model, into the history and every store write). */
+export const MAX_TOOL_RESULT_BYTES = 8 * 1024;
+/** Timers cannot wait longer (a larger delay fires at once). */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+/** `text` cut to `max` UTF-8 bytes at a character boundary, saying how much was cut. */
+export function capResult(text: string, max = MAX_TOOL_RESULT_BYTES): string {
+  const bytes = Buffer.byteLength(text);
+  if (bytes <= max) return text;
+  let cut = Buffer.from(text).subarray(0, max).toString('utf8');
+  // A character split by the cut decodes as U+FFFD: drop it.
+  if (cut.endsWith('\uFFFD')) cut = cut.slice(0, -1);
+  return `${cut}…[truncated ${bytes - Buffer.byteLength(cut)} bytes]`;
+}
+
 export const OUTCOME_UNKNOWN =
   'outcome unknown: the server restarted while this tool ran and it is not safe to run again; check its effect before calling it again';
 
 export function createToolActor(tools: ReadonlyMap<string, AnyTool>, clock: Clock = systemClock): PromiseActorLogic<ToolOutcome, ToolInput> {
   const logic = fromPromise<ToolOutcome, RunInput>(async ({ input, signal }) => {
-    const content = await contentOf(input, tools, signal, clock);
-    return { ...content, at: clock.now() };
+    const outcome = await contentOf(input, tools, signal, clock);
+    return { ...outcome, ...(outcome.content === undefined ? {} : { content: capResult(outcome.content) }), at: clock.now() };
   });
   return {
     ...logic,
@@ -41,7 +56,7 @@ async function contentOf(input: RunInput, tools: ReadonlyMap<string, AnyTool>, s
 }
 
 async function run(tool: Tool, input: RunInput, signal: AbortSignal, clock: Clock): Promise<string> {
-  const timeoutMs = tool.timeoutMs ?? DEFAULT_TOOL_TIMEOUT_MS;
+  const timeoutMs = Math.min(Number.isFinite(tool.timeoutMs) ? Math.max(0, tool.timeoutMs!) : tool.timeoutMs === undefined ? DEFAULT_TOOL_TIMEOUT_MS : MAX_TIMEOUT_MS, MAX_TIMEOUT_MS);
   const controller = new AbortController();
   let timer: unknown;
   // Settles when the run is cut short (interrupt, hang-up, shutdown, timeout), so nothing waits on a tool that ignores its signal.
@@ -56,7 +71,15 @@ async function run(tool: Tool, input: RunInput, signal: AbortSignal, clock: Cloc
   });
   cutShort.catch(() => undefined);
   try {
-    const ctx = { callSid: input.callSid, language: input.language, signal: controller.signal, idempotencyKey: input.call.id, repeated: input.repeated === true };
+    const ctx: ToolContext = {
+      callSid: input.callSid,
+      language: input.language,
+      call: { callSid: input.callSid, language: input.language, from: input.from ?? '', to: input.to ?? '', customParameters: input.customParameters ?? {} },
+      signal: controller.signal,
+      // Scoped to the call: models reuse short ids like "call_0" across calls.
+      idempotencyKey: `${input.callSid}:${input.call.id}`,
+      repeated: input.repeated === true,
+    };
     // Started at once (a synchronous throw is an error result like a rejection).
     let running: Promise<unknown>;
     try {

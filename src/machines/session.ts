@@ -123,6 +123,7 @@ type ToolEffectEvent =
 export type SessionEmitted = { type: 'outbound'; message: OutboundMessage };
 
 const MAX_TOOL_ROUNDS = 4;
+export const TOOL_INTERRUPTED = 'interrupted: the caller spoke before it finished, so its outcome is unknown; check before calling it again';
 /** Reconnect tokens a session in grace accepts at once: the answer to a callback and its retries. */
 export const MAX_RESUME_TOKENS = 6;
 
@@ -173,7 +174,8 @@ function dtmfInputFor(context: SessionContext): DtmfInput {
 function toolInputFor(context: SessionContext): ToolInput {
   // Set in the same transition that enters `tool`, which is the only place this is invoked.
   if (!context.toolCall) throw new Error('tool started without a call');
-  return { call: context.toolCall, callSid: context.callSid, language: context.language };
+  const { callSid, language, from, to, customParameters } = context;
+  return { call: context.toolCall, callSid, language, from, to, customParameters };
 }
 
 /** A tool's effect as the event the `tool` state takes its next step on. */
@@ -285,9 +287,12 @@ export const sessionMachine = setup({
       ...(context.toolCall && params.content !== undefined ? withTurns(context, toolResult(context.toolCall.id, params.content)) : {}),
       toolCall: null,
     })),
-    /** The tool was cut short (the caller spoke or interrupted): the model learns it did not finish. */
+    /**
+     * The tool was cut short (the caller spoke or interrupted): it may have taken effect already (a
+     * payment sent before the abort), so the model is told its outcome is unknown, not that it failed.
+     */
     recordToolCancelled: assign(({ context }) => ({
-      ...(context.toolCall ? withTurns(context, toolResult(context.toolCall.id, 'cancelled: the caller interrupted before it finished')) : {}),
+      ...(context.toolCall ? withTurns(context, toolResult(context.toolCall.id, TOOL_INTERRUPTED)) : {}),
       toolCall: null,
     })),
     raiseToolEffect: raise((_, params: { outcome: ToolOutcome; toolCallId: string }) => effectEvent(params.outcome, params.toolCallId)),
@@ -504,6 +509,8 @@ export const sessionMachine = setup({
                   turns: context.history,
                   call: { callSid: context.callSid, language: context.language, from: context.from, to: context.to, customParameters: context.customParameters },
                 }),
+                // The reply actor itself failing (not the LLM: that is LLM.ERROR) is answered the same way.
+                onError: { target: 'idle', actions: ['sayLlmFailure', 'recordLlmFailure', 'closeTalkCycle'] },
               },
               on: {
                 'LLM.DELTA': {
@@ -613,6 +620,14 @@ export const sessionMachine = setup({
                   },
                   { target: 'responding', actions: { type: 'recordDtmfResult', params: ({ event }) => ({ result: event.output }) } },
                 ],
+                // An agent's keypad check failing in a way it could not catch: the entry fails, the call goes on.
+                onError: {
+                  target: 'responding',
+                  actions: {
+                    type: 'recordDtmfResult',
+                    params: ({ context }) => ({ result: { status: 'failed' as const, kind: context.dtmf?.kind ?? 'digits', reason: 'cancelled' as const } }),
+                  },
+                },
               },
               on: {
                 DIGIT: { actions: { type: 'forwardDigit', params: ({ event }) => ({ digit: event.digit, at: event.at }) } },

@@ -35,4 +35,8 @@ export interface ToolInput {
   call: ParsedToolCall;
   callSid: string;
   language: string;
+  /** The caller's identity from setup, for the tool's context (absent in snapshots of earlier versions). */
+  from?: string;
+  to?: string;
+  customParameters?: Record<string, string>;
 }

@@ -25,6 +25,8 @@ const TRANSCRIPT_KEYS: ReadonlySet<string> = new Set([
   'utteranceUntilInterrupt',
 ]);
 const KEYPAD_TOOL = 'collect_digits';
+/** What the model passes to a tool (raw JSON text, or parsed): a card or account number in it is masked too. */
+const TOOL_ARGUMENT_KEYS: ReadonlySet<string> = new Set(['arguments', 'args']);
 
 /** Six or more digits, possibly split by spaces or dashes: card, account and phone numbers said aloud. */
 const DIGIT_RUN = /\d(?:[ -]*\d){5,}/g;
@@ -54,6 +56,7 @@ function walk(value: unknown, key: string | undefined): unknown {
   if (key !== undefined && KEYPAD_KEYS.has(key) && value !== undefined) return REDACTED;
   // A proof that is not there (null) stays visible as such: "no resume key" is not a secret.
   if (key !== undefined && SECRET_KEYS.has(key) && value !== undefined && value !== null) return REDACTED;
+  if (key !== undefined && TOOL_ARGUMENT_KEYS.has(key)) return maskDigitRunsDeep(value);
   if (typeof value === 'string') {
     if (key !== undefined && NUMBER_KEYS.has(key)) return maskNumber(value);
     if (key !== undefined && TRANSCRIPT_KEYS.has(key)) return maskDigitRuns(value);
@@ -61,6 +64,13 @@ function walk(value: unknown, key: string | undefined): unknown {
   }
   if (Array.isArray(value)) return walkArray(value);
   if (isPlainObject(value)) return walkObject(value, new Set());
+  return value;
+}
+
+function maskDigitRunsDeep(value: unknown): unknown {
+  if (typeof value === 'string') return maskDigitRuns(value);
+  if (Array.isArray(value)) return value.map(maskDigitRunsDeep);
+  if (isPlainObject(value)) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, maskDigitRunsDeep(v)]));
   return value;
 }
 

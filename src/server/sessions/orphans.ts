@@ -6,6 +6,7 @@ import type { SessionRecord, SnapshotStore } from '../../stores/index.js';
 import type { KeyedMutex } from '../keyed-mutex.js';
 import type { SessionRegistry } from './registry.js';
 import type { SessionRestorer } from './restore.js';
+import { graceDeadlineOf } from './stored-snapshot.js';
 
 /** An orphaned session is expired this long after its deadline, leaving its owner (if alive) the first go. */
 const ORPHAN_EXPIRY_SLACK_MS = 250;
@@ -70,7 +71,4 @@ export class OrphanedDeadlines {
   }
 }
 
-function graceDeadlineOf(record: SessionRecord): number | null {
-  const context = (record.snapshot as { context?: { graceDeadline?: unknown } } | null)?.context;
-  return typeof context?.graceDeadline === 'number' ? context.graceDeadline : null;
-}
+

@@ -9,7 +9,7 @@ import type { SessionInput, SessionMachine } from '../../machines/session.js';
 import type { Lease, SessionRecord, SnapshotStore } from '../../stores/index.js';
 import type { Session, SessionSnapshot } from './live-session.js';
 import type { SessionRegistry } from './registry.js';
-import { upgradeStoredSnapshot } from './stored-snapshot.js';
+import { graceOverInRecord, upgradeStoredSnapshot } from './stored-snapshot.js';
 import { graceOver, RESUMABLE_STATES } from './resume-rules.js';
 
 /**
@@ -93,7 +93,10 @@ export class SessionRestorer {
     const { lease, record } = await this.acquireAndLoad(callSid, ifEpoch);
     if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
     // A reply in flight restarts by the reply actor's own rule (fromReplyStream): nothing to patch here.
-    const actor = this.actorFrom(record.snapshot, true, log);
+    // A session whose grace ran out is only restored to be expired: its children (a tool, a reply) must
+    // not run again on the way.
+    const expiring = graceOverInRecord(record, this.opts.clock.now());
+    const actor = this.actorFrom(expiring ? withoutChildren(record.snapshot) : record.snapshot, true, log);
     if (!actor) return undefined;
     const session = this.opts.registry.track(callSid, actor, lease, log);
     actor.start();
@@ -140,4 +143,8 @@ export class SessionRestorer {
       return undefined;
     }
   }
+}
+
+function withoutChildren(persisted: unknown): unknown {
+  return { ...(persisted as object), children: {} };
 }

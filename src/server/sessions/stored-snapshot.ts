@@ -44,3 +44,15 @@ export function upgradeStoredSnapshot(persisted: unknown): unknown {
   if (!changed) return persisted;
   return { ...stored, value: { ...stored.value, live: { ...live, conversation } }, children };
 }
+
+/** The stored session's grace deadline (epoch ms), if it has one. */
+export function graceDeadlineOf(record: { snapshot: unknown }): number | null {
+  const context = (record.snapshot as { context?: { graceDeadline?: unknown } } | null)?.context;
+  return typeof context?.graceDeadline === 'number' ? context.graceDeadline : null;
+}
+
+/** A record of a session waiting for its caller whose grace has already run out. */
+export function graceOverInRecord(record: { state: string; snapshot: unknown }, now: number): boolean {
+  const deadline = graceDeadlineOf(record);
+  return (record.state === 'disconnected' || record.state === 'grace') && deadline !== null && deadline <= now;
+}
