@@ -90,9 +90,9 @@ describe('booking by phone', () => {
     expect(await heard(call)).toBe("You're booked for March 4th at 9 AM. Your confirmation number is RC-1001.");
     expect(call.invalidFrames).toBe(0);
 
-    // What the service received: one slot search and one booking, keyed by the model's tool call id.
+    // What the service received: one slot search and one booking, keyed by the call and the model's tool call id.
     expect(service.received.map((r) => `${r.method} ${r.path}`)).toEqual(['GET /slots', 'POST /appointments']);
-    expect(service.received[1]).toMatchObject({ idempotencyKey: 'call_book_1', body: { slotId: 'slot-0900', dateOfBirth: '1985-07-04', pin: '1236' } });
+    expect(service.received[1]).toMatchObject({ idempotencyKey: `${call.setup.callSid}:call_book_1`, body: { slotId: 'slot-0900', dateOfBirth: '1985-07-04', pin: '1236' } });
     expect(service.bookings).toEqual([{ confirmation: 'RC-1001', slotId: 'slot-0900', start: '2031-03-04T09:00' }]);
 
     // What the model was sent: the agent's instructions and tools, then each tool's result in turn.
@@ -115,12 +115,13 @@ describe('booking by phone', () => {
     const { bookAppointment } = appointmentTools(service.url);
     expect(bookAppointment.safeToRepeat).toBe(true);
     const args = { slotId: 'slot-1130', dateOfBirth: PATIENT.dateOfBirth, pin: PATIENT.pin };
-    const ctx = { callSid: 'CA0001', language: 'en-US', signal: new AbortController().signal, idempotencyKey: 'call_abc', repeated: false };
+    const call = { callSid: 'CA0001', language: 'en-US', from: '+15550100001', to: '+15550100002', customParameters: {} };
+    const ctx = { callSid: 'CA0001', language: 'en-US', call, signal: new AbortController().signal, idempotencyKey: 'CA0001:call_abc', repeated: false };
     const first = await bookAppointment.run(args, ctx);
     const again = await bookAppointment.run(args, { ...ctx, repeated: true });
     expect(again).toEqual(first);
     expect(service.bookings).toHaveLength(1);
-    expect(service.received.map((r) => r.idempotencyKey)).toEqual(['call_abc', 'call_abc']);
+    expect(service.received.map((r) => r.idempotencyKey)).toEqual(['CA0001:call_abc', 'CA0001:call_abc']);
   });
 });
 
