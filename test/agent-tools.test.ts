@@ -28,7 +28,7 @@ interface ToolRun {
   reject(err: Error): void;
 }
 
-function harness(definition: AgentDefinition, clock = new TestClock(1_700_000_000_000)) {
+function harness(definition: AgentDefinition, clock = new TestClock(1_700_000_000_000), failures: string[] = []) {
   const agent = resolveAgent(definition);
   const runs: Run[] = [];
   const llmReply = fromReplyStream(({ input, sendBack }) => {
@@ -40,7 +40,7 @@ function harness(definition: AgentDefinition, clock = new TestClock(1_700_000_00
       },
     });
   });
-  const machine = sessionMachine.provide({ actors: { llmReply, tool: createToolActor(agent.tools, clock), ...timersOn(clock, agent.keypad) } });
+  const machine = sessionMachine.provide({ actors: { llmReply, tool: createToolActor(agent.tools, clock, { failed: (tool, content) => failures.push(`${tool}: ${content}`) }), ...timersOn(clock, agent.keypad) } });
   return { agent, runs, machine, clock };
 }
 
@@ -113,15 +113,17 @@ describe('an agent tool runs as the session\'s tool actor', () => {
     expect(s.ctx().toolCall).toBeNull();
   });
 
-  it('a throw becomes an error result the model sees, never a failure of the session', async () => {
+  it('a throw becomes an error result the model sees (and the server logs), never a failure of the session', async () => {
     const toolRuns: ToolRun[] = [];
-    const s = start(harness({ tools: [manualTool(toolRuns)] }));
+    const failures: string[] = [];
+    const s = start(harness({ tools: [manualTool(toolRuns)] }, undefined, failures));
     s.say('Order 7?');
     s.run().done('', [call('lookup_order', { orderId: '7' }, 'call_7')]);
     toolRuns[0]!.reject(new Error('orders service unavailable'));
     await toolDone(s.actor);
     expect(s.actor.getSnapshot().status).toBe('active');
     expect(toolTurns(s.run().input.turns)).toEqual([{ role: 'tool', toolCallId: 'call_7', content: 'error: orders service unavailable' }]);
+    expect(failures).toEqual(['lookup_order: error: orders service unavailable']);
   });
 
   it('times out on the clock: aborted, and the model is told it timed out', async () => {
@@ -153,7 +155,8 @@ describe('an agent tool runs as the session\'s tool actor', () => {
 
   it('an interrupt aborts it: the model learns it was cancelled and the caller has the floor', async () => {
     const toolRuns: ToolRun[] = [];
-    const s = start(harness({ tools: [manualTool(toolRuns)] }));
+    const failures: string[] = [];
+    const s = start(harness({ tools: [manualTool(toolRuns)] }, undefined, failures));
     s.say('Order 9?');
     s.run().done('', [call('lookup_order', { orderId: '9' }, 'call_9')]);
     s.actor.send({ type: 'INTERRUPT', utterance: '', durationMs: 100 });
@@ -161,9 +164,11 @@ describe('an agent tool runs as the session\'s tool actor', () => {
     expect(s.conversation()).toBe('idle');
     expect(toolTurns(s.ctx().history)).toEqual([{ role: 'tool', toolCallId: 'call_9', content: TOOL_INTERRUPTED }]);
     // A result that still arrives is dropped: the actor is stopped.
-    toolRuns[0]!.resolve('late');
-    await Promise.resolve();
+    toolRuns[0]!.reject(new Error('aborted by the signal'));
+    await new Promise((resolve) => setImmediate(resolve));
     expect(toolTurns(s.ctx().history)).toHaveLength(1);
+    // Cut short on purpose: not a failure to log.
+    expect(failures).toEqual([]);
   });
 
   it('a new utterance aborts it and is answered, after the cancelled result', async () => {

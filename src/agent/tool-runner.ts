@@ -29,9 +29,14 @@ export function capResult(text: string, max = MAX_TOOL_RESULT_BYTES): string {
 export const OUTCOME_UNKNOWN =
   'outcome unknown: the server restarted while this tool ran and it is not safe to run again; check its effect before calling it again';
 
-export function createToolActor(tools: ReadonlyMap<string, AnyTool>, clock: Clock = systemClock): PromiseActorLogic<ToolOutcome, ToolInput> {
+/** `failed`: a tool threw or timed out (`content` is what the model is told), for the server's log. */
+export interface ToolActorHooks {
+  failed?(tool: string, content: string): void;
+}
+
+export function createToolActor(tools: ReadonlyMap<string, AnyTool>, clock: Clock = systemClock, hooks: ToolActorHooks = {}): PromiseActorLogic<ToolOutcome, ToolInput> {
   const logic = fromPromise<ToolOutcome, RunInput>(async ({ input, signal }) => {
-    const outcome = await contentOf(input, tools, signal, clock);
+    const outcome = await contentOf(input, tools, signal, clock, hooks);
     return { ...outcome, ...(outcome.content === undefined ? {} : { content: capResult(outcome.content) }), at: clock.now() };
   });
   return {
@@ -44,7 +49,7 @@ export function createToolActor(tools: ReadonlyMap<string, AnyTool>, clock: Cloc
   } as PromiseActorLogic<ToolOutcome, ToolInput>;
 }
 
-async function contentOf(input: RunInput, tools: ReadonlyMap<string, AnyTool>, signal: AbortSignal, clock: Clock): Promise<Omit<ToolOutcome, 'at'>> {
+async function contentOf(input: RunInput, tools: ReadonlyMap<string, AnyTool>, signal: AbortSignal, clock: Clock, hooks: ToolActorHooks): Promise<Omit<ToolOutcome, 'at'>> {
   const { call } = input;
   if ('error' in call) return { content: `error: ${call.error}` };
   const tool = tools.get(call.name);
@@ -52,10 +57,10 @@ async function contentOf(input: RunInput, tools: ReadonlyMap<string, AnyTool>, s
   if (!tool) return { content: `error: unknown tool ${call.name}` };
   if ('outcome' in tool) return tool.outcome(call.args, { language: input.language });
   if (input.repeated && tool.safeToRepeat === false) return { content: OUTCOME_UNKNOWN };
-  return { content: await run(tool, input, signal, clock) };
+  return { content: await run(tool, input, signal, clock, hooks) };
 }
 
-async function run(tool: Tool, input: RunInput, signal: AbortSignal, clock: Clock): Promise<string> {
+async function run(tool: Tool, input: RunInput, signal: AbortSignal, clock: Clock, hooks: ToolActorHooks): Promise<string> {
   const timeoutMs = Math.min(Number.isFinite(tool.timeoutMs) ? Math.max(0, tool.timeoutMs!) : tool.timeoutMs === undefined ? DEFAULT_TOOL_TIMEOUT_MS : MAX_TIMEOUT_MS, MAX_TIMEOUT_MS);
   const controller = new AbortController();
   let timer: unknown;
@@ -90,8 +95,11 @@ async function run(tool: Tool, input: RunInput, signal: AbortSignal, clock: Cloc
     const value: unknown = await Promise.race([running, cutShort]);
     return typeof value === 'string' ? value : (JSON.stringify(value) ?? 'done');
   } catch (err) {
-    if (err instanceof ToolTimeout) return `error: ${tool.name} timed out after ${timeoutMs} ms`;
-    return `error: ${err instanceof Error ? err.message : String(err)}`;
+    // Cut short by the session (interrupt, hang-up, shutdown): nothing failed, and nobody reads the result.
+    if (signal.aborted) return 'aborted';
+    const content = err instanceof ToolTimeout ? `error: ${tool.name} timed out after ${timeoutMs} ms` : `error: ${err instanceof Error ? err.message : String(err)}`;
+    hooks.failed?.(tool.name, content);
+    return content;
   } finally {
     clock.clearTimeout(timer);
   }

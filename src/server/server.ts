@@ -150,10 +150,12 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   const clock = opts.clock ?? systemClock;
   const agent = resolveAgent(opts.agent, { language: cfg.language, welcomeGreeting: cfg.welcomeGreeting, model: cfg.openaiModel });
   const llm = selectReplyActor(cfg, agent, logger, metrics, clock);
+  // A developer's tool failing shows in the log (redacted like a transcript), not only in the call's history.
+  const toolActor = createToolActor(agent.tools, clock, { failed: (tool, content) => logger.warn({ tool, content }, 'tool failed') });
   const inspector: Inspector | undefined = cfg.inspect === '1' ? startInspector(cfg.inspectPort) : undefined;
   const manager = new SessionManager({
     store,
-    machine: sessionMachine.provide({ actors: { llmReply: llm.actor, tool: createToolActor(agent.tools, clock), ...timersOn(clock, agent.keypad) } }),
+    machine: sessionMachine.provide({ actors: { llmReply: llm.actor, tool: toolActor, ...timersOn(clock, agent.keypad) } }),
     timeouts: { graceMs: cfg.graceMs, retentionMs: cfg.retentionMs, dtmfIdleMs: cfg.dtmfIdleMs, maxResumes: cfg.maxResumes },
     historyLimits: { maxTurns: cfg.historyMaxTurns, maxBytes: cfg.historyMaxBytes },
     maxSessions: cfg.maxSessions,
