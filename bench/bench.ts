@@ -10,7 +10,8 @@ import { measureLlmFloor } from './llm-floor.js';
 import { measureLoad, type LoadResult } from './load.js';
 import { measureIdleMemory, type MemoryResult } from './memory.js';
 import type { BenchOptions } from './options.js';
-import { evaluate, type BenchResults, type LevelResult, type Ratios } from './report.js';
+import { evaluate, floorRatios, type BenchResults, type FloorResults, type LevelResult, type Ratios } from './report.js';
+import { redisReachable } from '../src/stores/redis-reachable.js';
 import { runStorm, type StormResult } from './storm.js';
 import { runDeploy, type DeployResult } from './deploy.js';
 
@@ -55,9 +56,11 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
     // ---- latency and throughput: baseline then server at each level, same client code
     const echo = spawn('echo', 'echo');
     const hop = o.llmHopBaseline ? spawn('llm-hop', 'llm-hop') : null;
+    const floor = spawn('fetch-floor', 'fetch-floor');
     const server = spawn('server', 'server-load');
     const baselineUrl = `ws://127.0.0.1:${(await echo.call('start', {})).port}`;
     const hopUrl = hop ? `ws://127.0.0.1:${(await hop.call('start', { llmBaseUrl })).port}` : null;
+    const floorUrl = `ws://127.0.0.1:${(await floor.call('start', { llmBaseUrl })).port}`;
     const serverUrl = `ws://127.0.0.1:${(await server.call('start', serverOptions(o.loadStore, 'load'))).port}/relay`;
     const frameCheck = await checkFrames(baselineUrl, serverUrl);
     log(`frame check: baseline ${frameCheck.baselineFrames} frames, server ${frameCheck.serverFrames}, identical=${frameCheck.identical}`);
@@ -66,6 +69,7 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
     if (llmFloor) log(`LLM client floor: ${llmFloor.cpuUsPerRequest.toFixed(0)} us CPU per streamed request (openai SDK)`);
 
     const latency: LevelResult[] = [];
+    const floorResults: FloorResults = { levels: [], stores: [] };
     for (const [i, sessions] of o.levels.entries()) {
       const rounds = o.rounds[i]!;
       const load = { sessions, rounds, warmupRounds: o.warmupRounds, turnsPerCall: o.turnsPerCall, maxMs: o.levelMaxMs, replyTimeoutMs: o.replyTimeoutMs, connectConcurrency: o.connectConcurrency };
@@ -74,16 +78,46 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
       const ratio = (base: LoadResult): Ratios => ({ p50: srv.p50Ms / base.p50Ms, p99: srv.p99Ms / base.p99Ms, throughput: srv.throughput / base.throughput });
       const hopResult = hop && hopUrl ? await measureLoad({ ...load, url: hopUrl, cpuProbe: cpuOf(hop) }) : null;
       latency.push({ sessions, rounds, baseline, server: srv, ratios: ratio(baseline), ...(hopResult ? { llmHop: { result: hopResult, ratios: ratio(hopResult) } } : {}) });
+      const floorResult = await measureLoad({ ...load, url: floorUrl, cpuProbe: cpuOf(floor) });
+      floorResults.levels.push({ sessions, rounds, result: floorResult });
       log(
         `@${sessions}: p50 ${baseline.p50Ms.toFixed(3)} vs ${srv.p50Ms.toFixed(3)} ms; ` +
           `${baseline.throughput.toFixed(0)} vs ${srv.throughput.toFixed(0)} replies/s; ` +
           `cpu/reply ${baseline.cpuUsPerReply?.toFixed(0)} vs ${srv.cpuUsPerReply?.toFixed(0)} us (baseline vs server)` +
-          (hopResult ? `; LLM-hop baseline p50 ${hopResult.p50Ms.toFixed(3)} ms, ${hopResult.throughput.toFixed(0)} replies/s` : ''),
+          (hopResult ? `; LLM-hop baseline p50 ${hopResult.p50Ms.toFixed(3)} ms, ${hopResult.throughput.toFixed(0)} replies/s` : '') +
+          `; floor p99 ${floorResult.p99Ms.toFixed(3)} ms, ${floorResult.throughput.toFixed(0)} replies/s, cpu/reply ${floorResult.cpuUsPerReply?.toFixed(0)} us`,
       );
     }
     await echo.exit();
     await hop?.exit();
+    await floor.exit();
     await server.exit();
+
+    // ---- every store's server against the floor at the same levels (the load store's run is reused)
+    for (const store of o.stores) {
+      if (store === 'redis' && !(await redisReachable(o.redisUrl))) {
+        floorResults.stores.push({ store, status: 'skipped', reason: `Redis at ${o.redisUrl} is unreachable`, levels: [] });
+        continue;
+      }
+      let child: ChildHandle | null = null;
+      let url = serverUrl;
+      if (store !== o.loadStore) {
+        child = spawn('server', `server-load-${store}`);
+        url = `ws://127.0.0.1:${(await child.call('start', serverOptions(store, `load-${store}`))).port}/relay`;
+      }
+      const levels: FloorResults['stores'][number]['levels'] = [];
+      for (const [i, sessions] of o.levels.entries()) {
+        const rounds = o.rounds[i]!;
+        const ours = child
+          ? await measureLoad({ sessions, rounds, warmupRounds: o.warmupRounds, turnsPerCall: o.turnsPerCall, maxMs: o.levelMaxMs, replyTimeoutMs: o.replyTimeoutMs, connectConcurrency: o.connectConcurrency, url, cpuProbe: cpuOf(child) })
+          : latency[i]!.server;
+        const ratios = floorRatios(ours, floorResults.levels[i]!.result);
+        levels.push({ sessions, server: ours, ratios });
+        log(`floor @${sessions} ${store}: cpu/turn ${ratios.cpuPerTurn?.toFixed(2)}x, first-token p99 ${ratios.firstTokenP99.toFixed(2)}x, turns/s ${ratios.turnsPerSecPct.toFixed(0)}% of floor`);
+      }
+      await child?.exit();
+      floorResults.stores.push({ store, status: 'ok', levels });
+    }
 
     // ---- reconnect storms, one fresh server process per store
     const storms: StormResult[] = [];
@@ -142,6 +176,7 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
       frameCheck,
       llmFloor,
       latency,
+      floor: floorResults,
       storms,
       deploy,
       memory: { server: serverMemory, baseline: baselineMemory },

@@ -1,6 +1,6 @@
 // Messages between the benchmark and its child processes (IPC over child_process.fork).
 
-export type ChildRole = 'llm' | 'echo' | 'llm-hop' | 'server';
+export type ChildRole = 'llm' | 'echo' | 'llm-hop' | 'fetch-floor' | 'server';
 
 export interface ServerChildOptions {
   store: 'memory' | 'sqlite' | 'redis';

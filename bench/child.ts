@@ -1,7 +1,7 @@
 // Child process entry for the benchmark: `llm` (fake OpenAI server), `echo` (baseline), `llm-hop`
-// (baseline plus the LLM request) or `server` (the real relay server). Separate processes keep the
-// harness's client work, the LLM and the measured server from sharing one event loop, and make
-// memory readings per process.
+// (baseline plus the LLM request through the SDK), `fetch-floor` (the floor: the same request with
+// plain fetch) or `server` (the real relay server). Separate processes keep the harness's client work,
+// the LLM and the measured server from sharing one event loop, and make memory readings per process.
 import { loadConfig } from '../src/config.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
 import { createLogger } from '../src/server/logger.js';
@@ -9,6 +9,7 @@ import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-ser
 import { MemoryStore, delegatingStore, type SnapshotStore } from '../src/stores/index.js';
 import { startEchoServer, type EchoServer } from './echo-server.js';
 import { startLlmHopServer } from './llm-hop-server.js';
+import { startFetchFloorServer } from './fetch-floor-server.js';
 import type { ChildRole, CommandMessage, MemorySample, ReplyMessage, ServerChildOptions, ServerStats } from './child-protocol.js';
 
 const role = process.argv[2] as ChildRole;
@@ -69,6 +70,10 @@ async function handle(cmd: CommandMessage['cmd'], arg: unknown): Promise<unknown
       }
       if (role === 'llm-hop') {
         echo = await startLlmHopServer((arg as { llmBaseUrl: string }).llmBaseUrl);
+        return { port: echo.port };
+      }
+      if (role === 'fetch-floor') {
+        echo = await startFetchFloorServer((arg as { llmBaseUrl: string }).llmBaseUrl);
         return { port: echo.port };
       }
       serverOptions = arg as ServerChildOptions;

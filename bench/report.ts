@@ -3,7 +3,7 @@ import type { FrameCheck } from './frame-check.js';
 import type { LlmFloor } from './llm-floor.js';
 import type { LoadResult } from './load.js';
 import type { MemoryResult } from './memory.js';
-import type { BenchOptions } from './options.js';
+import type { BenchOptions, StoreKind } from './options.js';
 import type { StormResult } from './storm.js';
 import type { DeployResult } from './deploy.js';
 import { round } from './stats.js';
@@ -19,6 +19,41 @@ export interface LevelResult {
   ratios: Ratios;
   /** Informational: the LLM-hop baseline (raw ws plus the same SDK request) and server / it. */
   llmHop?: { result: LoadResult; ratios: Ratios };
+}
+
+/** Ours / the floor (issue 13). Informational for now: the issue's targets are enforced in a later step. */
+export interface FloorRatios {
+  /** Server CPU per turn, ours / floor (null when either side has no CPU reading). */
+  cpuPerTurn: number | null;
+  /** First-token p99, ours / floor. */
+  firstTokenP99: number;
+  /** Turns per second as % of the floor's. */
+  turnsPerSecPct: number;
+}
+
+/** One store's server at every latency level, against the floor measured in the same run. */
+export interface FloorStore {
+  store: StoreKind;
+  status: 'ok' | 'skipped';
+  reason?: string;
+  levels: Array<{ sessions: number; server: LoadResult; ratios: FloorRatios }>;
+}
+
+/**
+ * The floor (issue 13): a raw `ws` server that makes the same streamed request to the same fake LLM
+ * with plain `fetch`, parses the SSE and forwards each token. Every store's server is compared to it.
+ */
+export interface FloorResults {
+  levels: Array<{ sessions: number; rounds: number; result: LoadResult }>;
+  stores: FloorStore[];
+}
+
+export function floorRatios(ours: LoadResult, floor: LoadResult): FloorRatios {
+  return {
+    cpuPerTurn: ours.cpuUsPerReply === null || floor.cpuUsPerReply === null ? null : ours.cpuUsPerReply / floor.cpuUsPerReply,
+    firstTokenP99: ours.p99Ms / floor.p99Ms,
+    turnsPerSecPct: (100 * ours.throughput) / floor.throughput,
+  };
 }
 
 export interface Check {
@@ -40,6 +75,8 @@ export interface BenchResults {
   /** Client-side cost of one streamed LLM request through the openai SDK (the server pays it per reply). */
   llmFloor: LlmFloor | null;
   latency: LevelResult[];
+  /** The floor and every store's server against it (issue 13; informational, not in `checks` yet). */
+  floor: FloorResults;
   storms: StormResult[];
   /** A stopped instance's calls moving to another one: the speech gap callers hear. */
   deploy: DeployResult | null;
@@ -161,6 +198,39 @@ export function renderReport(r: BenchResults): string {
         `(${r.llmFloor.requests} requests, ${r.llmFloor.concurrency} concurrent); the baseline has no LLM hop`,
     );
   }
+  out.push('');
+  out.push('Floor (issue 13): raw ws + the same streamed request with plain fetch, SSE parsed by hand; ours / floor per store, same run');
+  out.push('Informational for now: issue 13\'s targets (cpu <= 1.5x, p99 <= 1.5x @100 / 2x @1000, turns/s >= 67%) are not enforced yet');
+  const us = (v: number | null) => (v === null ? null : `${f(v, 0)} us`);
+  const floorRows: Array<Array<string | number | null>> = [];
+  for (const s of r.floor.stores) {
+    if (s.status === 'skipped') {
+      floorRows.push([s.store, `skipped (${s.reason ?? 'unknown'})`, null, null, null, null, null, null, null, null, null]);
+      continue;
+    }
+    for (const [i, l] of s.levels.entries()) {
+      const floor = r.floor.levels[i]!.result;
+      floorRows.push([
+        s.store,
+        l.sessions,
+        us(floor.cpuUsPerReply),
+        us(l.server.cpuUsPerReply),
+        l.ratios.cpuPerTurn === null ? null : `${f(l.ratios.cpuPerTurn)}x`,
+        f(floor.p99Ms),
+        f(l.server.p99Ms),
+        `${f(l.ratios.firstTokenP99)}x`,
+        f(floor.throughput, 0),
+        f(l.server.throughput, 0),
+        `${f(l.ratios.turnsPerSecPct, 0)}%`,
+      ]);
+    }
+  }
+  out.push(
+    table(
+      ['store', 'sessions', 'floor cpu/turn', 'ours cpu/turn', 'cpu x', 'floor p99', 'ours p99', 'p99 x', 'floor turns/s', 'ours turns/s', 'turns/s % floor'],
+      floorRows,
+    ),
+  );
   out.push('');
   out.push('Reconnect storms: all sessions reconnect at once (1 by 1 only for comparison); e2e = setup sent -> resume line, includes queueing');
   out.push('srv restore = relay_restore_seconds from /metrics (interpolated in its buckets; 0.5 s is the top bucket)');

@@ -15,7 +15,17 @@ function shellLimit(flag: '-Sn' | '-Hn'): number {
   return out === 'unlimited' ? Number.POSITIVE_INFINITY : Number(out);
 }
 
-const options = benchOptionsFromEnv();
+/** `npm run bench -- --quick`: small sizes for a look in well under a minute; set variables still win. */
+const QUICK: Record<string, string> = {
+  BENCH_LEVELS: '1,100',
+  BENCH_ROUNDS: '200,5',
+  BENCH_STORM_SESSIONS: '100',
+  BENCH_DEPLOY_SESSIONS: '20',
+  BENCH_IDLE_SESSIONS: '1000',
+  BENCH_LLM_FLOOR_REQUESTS: '200',
+};
+const quick = process.argv.slice(2).includes('--quick');
+const options = benchOptionsFromEnv(quick ? { ...QUICK, ...process.env } : process.env);
 const notes: string[] = [];
 const needed = options.idleSessions + FD_HEADROOM;
 let soft = shellLimit('-Sn');
@@ -36,7 +46,7 @@ if (soft < needed) {
 }
 
 console.log(
-  `relay-actors bench: levels ${options.levels.join('/')}, storms ${options.stormSessions} x ${options.stores.join('/')}, ` +
+  `relay-actors bench${quick ? ' (quick)' : ''}: levels ${options.levels.join('/')}, storms ${options.stormSessions} x ${options.stores.join('/')}, ` +
     `${options.idleSessions} idle sessions, fd limit ${soft}`,
 );
 try {

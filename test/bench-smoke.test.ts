@@ -61,6 +61,25 @@ describe('npm run bench (tiny sizes)', () => {
     }
     expect(positive(results.llmFloor?.cpuUsPerRequest ?? null)).toBe(true);
 
+    // The floor (raw ws + plain fetch of the same streamed request) at every level, and every store's
+    // ratios to it: produced and finite, never judged against the targets here.
+    const finite = (n: number | null | undefined) => typeof n === 'number' && Number.isFinite(n);
+    expect(results.floor.levels.map((l) => l.sessions)).toEqual([1, 3]);
+    for (const { sessions, rounds, result } of results.floor.levels) {
+      expect(result).toMatchObject({ failed: 0, replies: sessions * rounds, framesPerReply: results.frameCheck.serverFrames });
+      expect(positive(result.p99Ms) && positive(result.throughput) && positive(result.cpuUsPerReply)).toBe(true);
+    }
+    expect(results.floor.stores.map((s) => s.store)).toEqual(stores.split(','));
+    for (const store of results.floor.stores) {
+      expect(store.status).toBe('ok');
+      expect(store.levels.map((l) => l.sessions)).toEqual([1, 3]);
+      for (const l of store.levels) {
+        expect(l.server.failed).toBe(0);
+        expect(finite(l.ratios.cpuPerTurn) && finite(l.ratios.firstTokenP99) && finite(l.ratios.turnsPerSecPct)).toBe(true);
+      }
+    }
+    expect(file.floor.stores.flatMap((s) => s.levels.map((l) => [l.ratios.cpuPerTurn, l.ratios.firstTokenP99, l.ratios.turnsPerSecPct])).flat().every(finite)).toBe(true);
+
     expect(results.storms.map((s) => s.store)).toEqual(stores.split(','));
     for (const storm of results.storms) {
       expect(storm.status).toBe('ok');
@@ -103,5 +122,6 @@ describe('npm run bench (tiny sizes)', () => {
     expect(results.pass).toBe(results.checks.every((c) => c.pass));
     expect(renderReport(results)).toContain('Targets');
     expect(renderReport(results)).toContain('Informational: against a baseline that also makes the LLM request');
+    expect(renderReport(results)).toContain('Floor (issue 13)');
   }, 150_000);
 });
