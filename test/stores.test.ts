@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import {
   createStore,
   MemoryStore,
@@ -146,18 +146,25 @@ describe('SqliteStore specifics', () => {
   });
 
   it('drops a lease row with its record when leases are kept only as long as the retention', async () => {
-    const file = tmpDb();
-    const s = track(new SqliteStore(file, { minLeaseMs: MINUTE }));
-    const sid = newSid();
-    const retainUntil = Date.now() + MINUTE;
-    await s.save(await s.acquire(sid, 'a'), { snapshot, state: 'expired', retainUntil });
-    // Kept while the record is ...
-    expect(await s.sweep(retainUntil - 1)).toBe(0);
-    expect(countRows(file, 'leases', sid)).toBe(1);
-    // ... and gone soon after (a save may extend it by a quarter of the lease time), not a day later.
-    expect(await s.sweep(retainUntil + MINUTE / 4 + 1)).toBe(1);
-    expect(countRows(file, 'records', sid)).toBe(0);
-    expect(countRows(file, 'leases', sid)).toBe(0);
+    // The store stamps its writes with Date.now(): a still clock, so a slow machine cannot move the
+    // lease's end between the test's reading and the store's.
+    vi.useFakeTimers({ toFake: ['Date'], now: 1_800_000_000_000 });
+    try {
+      const file = tmpDb();
+      const s = track(new SqliteStore(file, { minLeaseMs: MINUTE }));
+      const sid = newSid();
+      const retainUntil = Date.now() + MINUTE;
+      await s.save(await s.acquire(sid, 'a'), { snapshot, state: 'expired', retainUntil });
+      // Kept while the record is ...
+      expect(await s.sweep(retainUntil - 1)).toBe(0);
+      expect(countRows(file, 'leases', sid)).toBe(1);
+      // ... and gone soon after (a save may extend it by a quarter of the lease time), not a day later.
+      expect(await s.sweep(retainUntil + MINUTE / 4 + 1)).toBe(1);
+      expect(countRows(file, 'records', sid)).toBe(0);
+      expect(countRows(file, 'leases', sid)).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('a file whose parent is not a directory fails with the path and the reason', () => {
