@@ -3,12 +3,8 @@
 // timed in this process. It is a floor under the server's CPU per reply that the baseline never pays.
 import OpenAI from 'openai';
 import { toChatMessages } from '../src/llm/prompts.js';
-import { resolveAgent } from '../src/agent/agent.js';
 import { PROMPT } from './load.js';
-
-/** The default agent's system prompt and tools, as the server sends them. */
-const agent = resolveAgent();
-const instructions = agent.instructions({ callSid: 'bench', language: 'en-US', from: '', to: '', customParameters: {} });
+import { benchAgent as agent, benchInstructions as instructions } from './reply-relay.js';
 
 export interface LlmFloor {
   requests: number;

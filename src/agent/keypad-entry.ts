@@ -24,12 +24,15 @@ const DEFAULT_MAX = 32;
 export function keypadEntrySpec(entry: KeypadEntry): CollectorSpec<'invalid'> {
   const sets = Object.entries(entry.prompts).map(([language, p]): [string, PromptSet<'invalid'>] => [
     language,
-    { prompt: p.ask, invalid: { invalid: p.invalid ?? '' }, ...(p.noInput ? { noInput: p.noInput } : {}) },
+    {
+      prompt: p.ask,
+      // Without `invalid` the collector says its generic sentence.
+      invalid: (p.invalid ? { invalid: p.invalid } : {}) as Record<'invalid', string>,
+      ...(p.noInput ? { noInput: p.noInput } : {}),
+    },
   ]);
   const first = sets[0];
   if (!first) throw new Error(`keypad entry "${entry.name}" needs prompts in at least one language`);
-  // An empty `invalid` falls back to the collector's generic sentence.
-  for (const [, set] of sets) if (!set.invalid.invalid) delete (set.invalid as Partial<Record<'invalid', string>>).invalid;
   const prompts: PromptTable<'invalid'> = { en: first[1], ...Object.fromEntries(sets) };
   const max = entry.length ?? entry.maxLength ?? DEFAULT_MAX;
   return {

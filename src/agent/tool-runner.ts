@@ -60,8 +60,14 @@ async function contentOf(input: RunInput, tools: ReadonlyMap<string, AnyTool>, s
   return { content: await run(tool, input, signal, clock, hooks) };
 }
 
+/** The tool's timeout as a timer can wait it: the default when unset, at most MAX_TIMEOUT_MS (also for Infinity or NaN). */
+function timeoutOf(tool: Tool): number {
+  const ms = tool.timeoutMs ?? DEFAULT_TOOL_TIMEOUT_MS;
+  return Number.isNaN(ms) ? MAX_TIMEOUT_MS : Math.min(Math.max(0, ms), MAX_TIMEOUT_MS);
+}
+
 async function run(tool: Tool, input: RunInput, signal: AbortSignal, clock: Clock, hooks: ToolActorHooks): Promise<string> {
-  const timeoutMs = Math.min(Number.isFinite(tool.timeoutMs) ? Math.max(0, tool.timeoutMs!) : tool.timeoutMs === undefined ? DEFAULT_TOOL_TIMEOUT_MS : MAX_TIMEOUT_MS, MAX_TIMEOUT_MS);
+  const timeoutMs = timeoutOf(tool);
   const controller = new AbortController();
   let timer: unknown;
   // Settles when the run is cut short (interrupt, hang-up, shutdown, timeout), so nothing waits on a tool that ignores its signal.

@@ -8,28 +8,14 @@ import { startServer, type StartOptions } from './server.js';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 /** The settings the top-level options name; everything else of the config is `advanced`. */
-type NamedSettings =
-  | 'port'
-  | 'host'
-  | 'publicHost'
-  | 'twilioAuthToken'
-  | 'openaiApiKey'
-  | 'openaiBaseUrl'
-  | 'openaiModel'
-  | 'openaiTimeoutMs'
-  | 'store'
-  | 'sqlitePath'
-  | 'redisUrl'
-  | 'graceMs'
-  | 'retentionMs'
-  | 'dtmfIdleMs'
-  | 'logLevel'
-  // One process: node:cluster workers are the env app's (`WORKERS`).
-  | 'workers';
-const NAMED = new Set<string>([
+const NAMED_SETTINGS = [
   'port', 'host', 'publicHost', 'twilioAuthToken', 'openaiApiKey', 'openaiBaseUrl', 'openaiModel', 'openaiTimeoutMs',
-  'store', 'sqlitePath', 'redisUrl', 'graceMs', 'retentionMs', 'dtmfIdleMs', 'logLevel', 'workers',
-] satisfies NamedSettings[]);
+  'store', 'sqlitePath', 'redisUrl', 'graceMs', 'retentionMs', 'dtmfIdleMs', 'logLevel',
+  // One process: node:cluster workers are the env app's (`WORKERS`).
+  'workers',
+] as const satisfies readonly (keyof Config)[];
+type NamedSettings = (typeof NAMED_SETTINGS)[number];
+const NAMED: ReadonlySet<string> = new Set(NAMED_SETTINGS);
 
 /**
  * Any other setting of the env app, by its config name (the environment variable in camelCase:

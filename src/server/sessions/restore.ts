@@ -9,8 +9,8 @@ import type { SessionInput, SessionMachine } from '../../machines/session.js';
 import type { Lease, SessionRecord, SnapshotStore } from '../../stores/index.js';
 import type { Session, SessionSnapshot } from './live-session.js';
 import type { SessionRegistry } from './registry.js';
-import { graceOverInRecord, upgradeStoredSnapshot } from './stored-snapshot.js';
-import { graceOver, RESUMABLE_STATES } from './resume-rules.js';
+import { graceDeadlineOf, upgradeStoredSnapshot } from './stored-snapshot.js';
+import { graceOver, graceOverAt, RESUMABLE_STATES } from './resume-rules.js';
 
 /**
  * Restores in flight at once. One: a restore is a single store round trip plus a short actor start,
@@ -95,7 +95,7 @@ export class SessionRestorer {
     // A reply in flight restarts by the reply actor's own rule (fromReplyStream): nothing to patch here.
     // A session whose grace ran out is only restored to be expired: its children (a tool, a reply) must
     // not run again on the way.
-    const expiring = graceOverInRecord(record, this.opts.clock.now());
+    const expiring = graceOverAt(record.state, graceDeadlineOf(record), this.opts.clock.now());
     const actor = this.actorFrom(expiring ? withoutChildren(record.snapshot) : record.snapshot, true, log);
     if (!actor) return undefined;
     const session = this.opts.registry.track(callSid, actor, lease, log);

@@ -22,8 +22,11 @@ export const RESUME_SETTLE_MS = 2000;
 
 /** Waiting for a reconnect and past its grace deadline: the session is due to expire now. */
 export function graceOver(snapshot: SessionSnapshot, now: number): boolean {
-  const link = lifecycleOf(snapshot.value);
-  const deadline = snapshot.context.graceDeadline;
+  return graceOverAt(lifecycleOf(snapshot.value), snapshot.context.graceDeadline, now);
+}
+
+/** The rule itself, for a session as stored too (its record's state and its snapshot's deadline). */
+export function graceOverAt(link: string, deadline: number | null, now: number): boolean {
   return (link === 'disconnected' || link === 'grace') && deadline !== null && deadline <= now;
 }
 

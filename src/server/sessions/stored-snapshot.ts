@@ -34,7 +34,7 @@ export function upgradeStoredSnapshot(persisted: unknown): unknown {
     } else if (child.src === 'llmReply' && id !== 'llm') {
       children.llm = child; // named invokes: the reply child is 'llm' now
       changed = true;
-    } else if (child.src === 'deadlineTimer' && id !== 'graceTimer' && id !== 'dtmf') {
+    } else if (child.src === 'deadlineTimer' && id !== 'graceTimer') {
       children.graceTimer = child;
       changed = true;
     } else {
@@ -49,10 +49,4 @@ export function upgradeStoredSnapshot(persisted: unknown): unknown {
 export function graceDeadlineOf(record: { snapshot: unknown }): number | null {
   const context = (record.snapshot as { context?: { graceDeadline?: unknown } } | null)?.context;
   return typeof context?.graceDeadline === 'number' ? context.graceDeadline : null;
-}
-
-/** A record of a session waiting for its caller whose grace has already run out. */
-export function graceOverInRecord(record: { state: string; snapshot: unknown }, now: number): boolean {
-  const deadline = graceDeadlineOf(record);
-  return (record.state === 'disconnected' || record.state === 'grace') && deadline !== null && deadline <= now;
 }
