@@ -113,12 +113,12 @@ describe('interrupts and barge-in', () => {
     const writes = saved.slice(before);
     expect(writes.length).toBeGreaterThanOrEqual(2);
     expect(writes.length).toBeLessThanOrEqual(3);
-    const stored = (await inner.load(call.callSid))!.snapshot as { context: { history: unknown[]; reply: unknown } };
+    const stored = (await inner.load(call.callSid))!.snapshot as { context: { history: unknown[] }; value: unknown };
     expect(stored.context.history).toEqual([
       { role: 'user', content: 'Tell me a story' },
       { role: 'assistant', content: SLOW_STORY },
     ]);
-    expect(stored.context.reply).toBeNull();
+    expect(stored.value).toMatchObject({ live: { conversation: 'idle' } });
   });
 
   it('an interrupt mid-stream aborts the LLM request, closes the talk cycle and keeps only what was heard', async () => {

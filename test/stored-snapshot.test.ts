@@ -51,7 +51,8 @@ describe('a snapshot stored by the previous version', () => {
     const actor = restore(fixtures.replying);
     expect(runs).toHaveLength(1);
     expect(runs[0]!.turns).toEqual([{ role: 'user', content: 'tell me' }]);
-    expect(actor.getSnapshot().context.reply).toEqual({ text: '' });
+    // The text it had streamed was in the old context; today its reply actor keeps it.
+    expect('reply' in actor.getSnapshot().context).toBe(false);
     expect(Object.keys(actor.getSnapshot().children)).toEqual(['llm']);
   });
 

@@ -1,6 +1,8 @@
 // The LLM edge: one streamed chat completion per invocation, as an XState callback actor.
 import { randomUUID } from 'node:crypto';
-import OpenAI from 'openai';
+import OpenAI, { APIError } from 'openai';
+import type { ChatCompletionChunk } from 'openai/resources/chat/completions';
+import { createParser } from 'eventsource-parser';
 import type { ResolvedAgent } from '../agent/agent.js';
 import { parseToolCall } from '../agent/tool.js';
 import { systemClock, type Clock } from '../clock.js';
@@ -28,7 +30,6 @@ export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
   return fromReplyStream(({ input, sendBack }) => {
     const abort = new AbortController();
     let settled = false;
-    const runId = randomUUID();
     const send = (event: ReplyEvent) => {
       if (!abort.signal.aborted) sendBack(event);
     };
@@ -38,20 +39,26 @@ export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
       let text = '';
       const calls = new Map<number, ToolCall>();
       try {
-        const stream = await opts.client.chat.completions.create(
-          {
-            model: agent.model.name,
-            messages: toChatMessages(input.turns, agent.instructions(input.call)),
-            ...(agent.toolSchemas.length ? { tools: agent.toolSchemas } : {}),
-            ...(agent.model.temperature === undefined ? {} : { temperature: agent.model.temperature }),
-            ...(agent.model.maxTokens === undefined ? {} : { max_completion_tokens: agent.model.maxTokens }),
-            stream: true,
-          },
-          { signal: abort.signal },
-        );
-        for await (const chunk of stream) {
-          const delta = chunk.choices[0]?.delta;
-          if (!delta) continue;
+        // The SDK makes the request (auth, base URL, headers, retries, timeout, status errors); the body is
+        // read here: the SDK's stream wrapper (async generators over its own line decoder) was the largest
+        // per-token cost in the relay's profile.
+        const response = await opts.client.chat.completions
+          .create(
+            {
+              model: agent.model.name,
+              messages: toChatMessages(input.turns, agent.instructions(input.call)),
+              ...(agent.toolSchemas.length ? { tools: agent.toolSchemas } : {}),
+              ...(agent.model.temperature === undefined ? {} : { temperature: agent.model.temperature }),
+              ...(agent.model.maxTokens === undefined ? {} : { max_completion_tokens: agent.model.maxTokens }),
+              stream: true,
+            },
+            { signal: abort.signal },
+          )
+          .asResponse();
+        if (!response.body) throw new Error('the LLM answered without a body');
+        const onChunk = (chunk: ChatCompletionChunk) => {
+          const delta = chunk.choices?.[0]?.delta;
+          if (!delta) return;
           if (delta.content) {
             if (firstToken) {
               firstToken = false;
@@ -67,10 +74,11 @@ export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
             if (piece.function?.arguments) call.arguments += piece.function.arguments;
             calls.set(piece.index, call);
           }
-        }
+        };
+        await readChunks(response, onChunk);
         const toolCalls = [...calls.entries()]
           .sort(([a], [b]) => a - b)
-          .map(([index, call]) => ({ ...call, id: call.id || `call_${runId}_${index}` }));
+          .map(([index, call]) => ({ ...call, id: call.id || `call_${randomUUID()}_${index}` }));
         settled = true;
         // Parsed once, here: the session gets a typed call (or the reason it is invalid).
         const toolCall = toolCalls[0] ? parseToolCall(toolCalls[0], agent.tools) : undefined;
@@ -87,4 +95,32 @@ export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
       if (!settled) abort.abort();
     };
   });
+}
+
+/**
+ * Reads a streamed chat completion's SSE body (eventsource-parser), as the SDK's own stream does:
+ * `[DONE]` ends it, an `error` in the data is thrown as the SDK's APIError, other events are chunks.
+ */
+async function readChunks(response: Response, onChunk: (chunk: ChatCompletionChunk) => void): Promise<void> {
+  let done = false;
+  const parser = createParser({
+    onEvent: ({ event, data }) => {
+      if (done) return;
+      if (data.startsWith('[DONE]')) {
+        done = true;
+        return;
+      }
+      // The Assistants API's `thread.*` events never come from a chat completion.
+      if (event?.startsWith('thread.')) return;
+      const chunk = JSON.parse(data) as ChatCompletionChunk & { error?: unknown };
+      if (chunk?.error) throw new APIError(undefined, chunk.error as object, undefined, response.headers);
+      onChunk(chunk);
+    },
+  });
+  const decoder = new TextDecoder();
+  for await (const bytes of response.body as unknown as AsyncIterable<Uint8Array>) {
+    // Read to the end even after [DONE], so the connection goes back to the pool.
+    parser.feed(decoder.decode(bytes, { stream: true }));
+  }
+  parser.feed(decoder.decode());
 }

@@ -3,7 +3,7 @@
 // runs the LLM, the agent's tools and keypad input. Side effects leave the machine only as emitted
 // `outbound` messages (the socket edge sends them) and invoked actors (llm, tool, dtmf, timers),
 // which the server provides; the machine reads no clock.
-import { assign, emit, enqueueActions, fromCallback, fromPromise, raise, sendTo, setup, stateIn } from 'xstate';
+import { assign, emit, enqueueActions, fromCallback, fromPromise, raise, sendTo, setup, stateIn, type EventObject, type GuardPredicate } from 'xstate';
 import type { OutboundMessage } from '../protocol/messages.js';
 import type { DtmfDigit } from '../protocol/messages.js';
 import type { Clock } from '../clock.js';
@@ -11,7 +11,7 @@ import { createDeadlineTimer, deadlineTimer } from './deadline-timer.js';
 import { createKeypadMachine, keypadMachine, type DtmfInput, type DtmfResult, type KeypadSpecs } from './dtmf/index.js';
 import { resumeLine, llmFailureLine } from './phrases.js';
 import { boundHistory, DEFAULT_HISTORY_LIMITS, type HistoryLimits } from './history-bound.js';
-import type { ChatTurn, ReplyEvent, ReplyInput, ToolCall } from './reply.js';
+import type { ChatTurn, ReplyCommand, ReplyEvent, ReplyInput, ToolCall } from './reply.js';
 import type { KeypadRequest, ParsedToolCall, ToolEffect, ToolInput, ToolOutcome } from './tool-call.js';
 
 export interface SessionTimeouts {
@@ -36,11 +36,6 @@ export interface SessionInput {
   now: number;
   /** Bounds of the stored and LLM-bound history; defaults when omitted. */
   historyLimits?: HistoryLimits;
-}
-
-/** The reply being generated: what has streamed so far. */
-interface ReplyInFlight {
-  text: string;
 }
 
 interface DtmfRequest extends KeypadRequest {
@@ -74,8 +69,6 @@ export interface SessionContext {
   history: ChatTurn[];
   /** Turns dropped from the front of `history` to keep it within `historyLimits`. */
   historyDropped: number;
-  /** The reply being generated; survives socket drops so it can be completed after resume. */
-  reply: ReplyInFlight | null;
   /** A reply that finished while no socket was attached; spoken after resume. */
   undelivered: string | null;
   /** The tool call being run (the `tool` actor's input is built from it). */
@@ -128,7 +121,7 @@ export const TOOL_INTERRUPTED = 'interrupted: the caller spoke before it finishe
 export const MAX_RESUME_TOKENS = 6;
 
 /** Placeholders; the server provides the real LLM and tool actors (from the agent) with machine.provide(). */
-const llmReplyPlaceholder = fromCallback<{ type: string }, ReplyInput>(() => {
+const llmReplyPlaceholder = fromCallback<ReplyCommand, ReplyInput>(() => {
   throw new Error('llmReply actor not provided');
 });
 const toolPlaceholder = fromPromise<ToolOutcome, ToolInput>(() => Promise.reject(new Error('tool actor not provided')));
@@ -193,6 +186,9 @@ function effectEvent(outcome: ToolOutcome, toolCallId: string): ToolEffectEvent 
   }
 }
 
+/** A reply is streaming (its reply actor runs). Typed for `check` in actions, which know no named guards. */
+const replying = stateIn('#session.live.conversation.responding') as GuardPredicate<SessionContext, EventObject, undefined, never>;
+
 type Done = Extract<SessionEvent, { type: 'LLM.DONE' }>;
 const doneParams = ({ event }: { event: Done }) => ({ text: event.text, toolCalls: event.toolCalls });
 
@@ -227,8 +223,7 @@ export const sessionMachine = setup({
       ...withTurns(context, { role: 'user', content: params.text }),
       toolRounds: 0,
     })),
-    startReply: assign({ reply: { text: '' } }),
-    appendDelta: assign({ reply: ({ context }, params: { text: string }) => ({ text: (context.reply?.text ?? '') + params.text }) }),
+    // A streamed token changes no context (its reply actor keeps the text): no new snapshot per token.
     emitDelta: emit((_, params: { text: string }) => textMessage(params.text, false)),
     closeTalkCycle: emit(textMessage('', true)),
     /** Before a tool runs: words the model said with the call are a talk cycle of their own. */
@@ -239,7 +234,7 @@ export const sessionMachine = setup({
       const turn: ChatTurn = params.toolCalls.length
         ? { role: 'assistant', content: params.text, toolCalls: params.toolCalls }
         : { role: 'assistant', content: params.text };
-      return { ...withTurns(context, turn), reply: null };
+      return withTurns(context, turn);
     }),
     /** Replies finished while away are spoken one after another after the resume, a space apart. */
     markUndelivered: assign({
@@ -247,11 +242,10 @@ export const sessionMachine = setup({
         params.text ? [context.undelivered, params.text].filter(Boolean).join(' ') : context.undelivered,
     }),
     /** Only what the caller actually heard becomes the assistant turn. */
-    recordInterruptedReply: assign(({ context }, params: { utterance: string }) => ({
+    recordInterruptedReply: assign(({ context }, params: { utterance: string }) =>
       // Interrupted before anything was heard: there is no assistant turn to keep.
-      ...(params.utterance.trim() ? withTurns(context, { role: 'assistant', content: params.utterance, interrupted: true }) : {}),
-      reply: null,
-    })),
+      params.utterance.trim() ? withTurns(context, { role: 'assistant', content: params.utterance, interrupted: true }) : {},
+    ),
     /** The reply had finished generating but was still being spoken: truncate it to what was heard. */
     truncateLastReply: assign({
       history: ({ context }, params: { utterance: string }) => {
@@ -261,16 +255,14 @@ export const sessionMachine = setup({
       },
       undelivered: null,
     }),
-    dropReply: assign({ reply: null }),
     /** The caller heard whatever streamed before the failure, then the apology: keep both. */
-    recordLlmFailure: assign(({ context }) => ({
-      ...withTurns(context, {
+    recordLlmFailure: assign(({ context }, params: { text: string }) =>
+      withTurns(context, {
         role: 'assistant',
-        content: [context.reply?.text, llmFailureLine(context.language)].filter(Boolean).join(' '),
+        content: [params.text, llmFailureLine(context.language)].filter(Boolean).join(' '),
       }),
-      reply: null,
-    })),
-    sayLlmFailure: emit(({ context }) => textMessage(`${context.reply?.text ? ' ' : ''}${llmFailureLine(context.language)}`, false)),
+    ),
+    sayLlmFailure: emit(({ context }, params: { text: string }) => textMessage(`${params.text ? ' ' : ''}${llmFailureLine(context.language)}`, false)),
     /** The model gets one tool at a time: the first call runs, any others are answered as skipped. */
     startToolCall: assign(({ context }, params: { toolCall: ParsedToolCall; toolCalls: ToolCall[] }) => ({
       ...withTurns(
@@ -361,18 +353,20 @@ export const sessionMachine = setup({
       // The first ones are kept: later ones (replays) must not crowd out the token Twilio acts on.
       resumeTokenHashes: params.hash ? [...(context.resumeTokenHashes ?? []), params.hash].slice(0, MAX_RESUME_TOKENS) : (context.resumeTokenHashes ?? []),
     })),
-    /** Tell the caller we are back, then complete whatever was cut off by the drop. */
-    greetOnResume: enqueueActions(({ context, enqueue }) => {
-      const streaming = context.reply !== null;
-      const cutOff = context.reply?.text || context.undelivered;
+    /**
+     * Tell the caller we are back, then complete whatever was cut off by the drop: a reply that finished
+     * while away is said at once; a reply still streaming is asked for what it streamed so far (its reply
+     * actor answers with LLM.CUT_OFF before its next token), then goes on with its next tokens.
+     */
+    greetOnResume: enqueueActions(({ context, enqueue, check }) => {
+      const streaming = check(replying);
+      const cutOff = context.undelivered;
       // A new Twilio session starts in the TwiML's language: switch it back to the call's current one.
       enqueue.emit(languageMessage(context.language));
-      // A reply restarted from its beginning (restored by a restarted or another instance) has no cut-off
-      // text yet: its first delta follows the line, so the line ends with the space between them.
       const line = resumeLine(context.language);
-      enqueue.emit(textMessage(streaming && !cutOff ? `${line} ` : line, !streaming && !cutOff));
-      // A reply still streaming is continued by its next deltas; a finished one closes the cycle.
+      enqueue.emit(textMessage(line, !streaming && !cutOff));
       if (cutOff) enqueue.emit(textMessage(` ${cutOff}`, !streaming));
+      if (streaming) enqueue.sendTo('llm', { type: 'REPLAY' });
       enqueue.assign({ undelivered: null });
     }),
     markEnded: assign({ endedReason: (_, params: { reason: string }) => params.reason }),
@@ -394,7 +388,6 @@ export const sessionMachine = setup({
     historyLimits: input.historyLimits ?? DEFAULT_HISTORY_LIMITS,
     history: [],
     historyDropped: 0,
-    reply: null,
     undelivered: null,
     toolCall: null,
     dtmf: null,
@@ -501,7 +494,6 @@ export const sessionMachine = setup({
               },
             },
             responding: {
-              entry: 'startReply',
               invoke: {
                 id: 'llm',
                 src: 'llmReply',
@@ -510,15 +502,20 @@ export const sessionMachine = setup({
                   call: { callSid: context.callSid, language: context.language, from: context.from, to: context.to, customParameters: context.customParameters },
                 }),
                 // The reply actor itself failing (not the LLM: that is LLM.ERROR) is answered the same way.
-                onError: { target: 'idle', actions: ['sayLlmFailure', 'recordLlmFailure', 'closeTalkCycle'] },
-              },
-              on: {
-                'LLM.DELTA': {
+                onError: {
+                  target: 'idle',
                   actions: [
-                    { type: 'appendDelta', params: ({ event }) => ({ text: event.text }) },
-                    { type: 'emitDelta', params: ({ event }) => ({ text: event.text }) },
+                    { type: 'sayLlmFailure', params: { text: '' } },
+                    { type: 'recordLlmFailure', params: { text: '' } },
+                    'closeTalkCycle',
                   ],
                 },
+              },
+              on: {
+                'LLM.DELTA': { actions: { type: 'emitDelta', params: ({ event }) => ({ text: event.text }) } },
+                // What streamed before a resume, said again after the resume line; the space between them
+                // comes first even when nothing streamed yet (a reply restarted after a restore).
+                'LLM.CUT_OFF': { actions: { type: 'emitDelta', params: ({ event }) => ({ text: ` ${event.text}` }) } },
                 // The reply's run died with its process (restored from a snapshot): it starts over.
                 'LLM.RESTART': { target: 'responding', reenter: true },
                 'LLM.DONE': [
@@ -529,7 +526,7 @@ export const sessionMachine = setup({
                     actions: [
                       { type: 'finishReply', params: doneParams },
                       { type: 'refuseToolLoop', params: ({ event }) => ({ toolCalls: event.toolCalls }) },
-                      'sayLlmFailure',
+                      { type: 'sayLlmFailure', params: ({ event }) => ({ text: event.text }) },
                       'closeTalkCycle',
                     ],
                   },
@@ -548,7 +545,14 @@ export const sessionMachine = setup({
                     actions: [{ type: 'markUndelivered', params: ({ event }) => ({ text: event.text }) }, { type: 'finishReply', params: doneParams }],
                   },
                 ],
-                'LLM.ERROR': { target: 'idle', actions: ['sayLlmFailure', 'recordLlmFailure', 'closeTalkCycle'] },
+                'LLM.ERROR': {
+                  target: 'idle',
+                  actions: [
+                    { type: 'sayLlmFailure', params: ({ event }) => ({ text: event.text ?? '' }) },
+                    { type: 'recordLlmFailure', params: ({ event }) => ({ text: event.text ?? '' }) },
+                    'closeTalkCycle',
+                  ],
+                },
                 INTERRUPT: {
                   target: 'idle',
                   actions: [{ type: 'recordInterruptedReply', params: ({ event }) => ({ utterance: event.utterance }) }, 'closeTalkCycle'],
@@ -558,7 +562,7 @@ export const sessionMachine = setup({
                   guard: { type: 'isFinalPrompt', params: ({ event }) => event },
                   target: 'responding',
                   reenter: true,
-                  actions: ['dropReply', 'closeTalkCycle', { type: 'recordUserTurn', params: ({ event }) => ({ text: event.text }) }],
+                  actions: ['closeTalkCycle', { type: 'recordUserTurn', params: ({ event }) => ({ text: event.text }) }],
                 },
               },
             },

@@ -109,7 +109,9 @@ export class SessionManager {
       const log = this.opts.logger.child({ callSid: setup.callSid });
       const via = setup.reconnection ? 'reconnection' : 'twilio';
       const event: ResumeEvent = { type: 'RESUME', sessionKeyHash: hashSecret(setup.sessionId), via, at: this.clock.now() };
-      const found = await this.restorer.locate(setup.callSid, log);
+      // A setup that claims no resume is a new call: its look-up does not queue behind restores.
+      const claimsResume = setup.reconnection === true || setup.customParameters.resumeToken !== undefined;
+      const found = await this.restorer.locate(setup.callSid, log, { queued: claimsResume });
       const attempt = found !== undefined || setup.reconnection === true;
       if (attempt) this.opts.metrics.resumeAttempts.inc({ via });
       if (found) {

@@ -1,28 +1,25 @@
-// Which snapshot changes are worth a store write. Streamed reply text is not: a restored session
-// regenerates an in-flight reply from scratch (see fromReplyStream in machines/reply.ts), so
-// entering and leaving `responding` must be durable, every token in between need not be. With a
-// real LLM the tokens arrive one per event-loop turn, so writing each would be one write per token.
-import { matchesState, type SnapshotFrom } from 'xstate';
-import type { SessionContext, SessionMachine } from '../machines/session.js';
+// Which snapshot notifications are worth a store write. XState tells observers after every event,
+// also when nothing changed: a streamed token only emits (its reply actor keeps the text), so the
+// session's snapshot stays the same object and nothing is written per token. A keypad press changes
+// only the keypad child's snapshot, which the stored snapshot includes: that one is written.
+import type { SnapshotFrom } from 'xstate';
+import type { SessionMachine } from '../machines/session.js';
 
 type SessionSnapshot = SnapshotFrom<SessionMachine>;
 
-/** True when `next` differs from `prev` only in the text of the reply being streamed. */
-export function onlyReplyTextChanged(prev: SessionSnapshot, next: SessionSnapshot): boolean {
-  if (prev === next || prev.status !== next.status) return false;
-  const before = prev.context.reply;
-  const after = next.context.reply;
-  if (!before || !after || before === after) return false;
-  // assign() keeps untouched context values by reference.
-  for (const key of Object.keys(next.context) as Array<keyof SessionContext>) {
-    if (key !== 'reply' && prev.context[key] !== next.context[key]) return false;
-  }
-  // Same state in every region (xstate's own state-value comparison, both ways) and the same children.
-  return matchesState(prev.value, next.value) && matchesState(next.value, prev.value) && sameKeys(prev.children, next.children);
+/** What a stored snapshot is made of: the session's own snapshot and each child's. */
+export interface Observed {
+  snapshot: SessionSnapshot;
+  children: unknown[];
 }
 
-function sameKeys(a: object, b: object): boolean {
-  const ka = Object.keys(a);
-  const kb = Object.keys(b);
-  return ka.length === kb.length && ka.every((k) => k in b);
+export function observe(snapshot: SessionSnapshot): Observed {
+  return { snapshot, children: Object.values(snapshot.children).map((child) => child?.getSnapshot()) };
+}
+
+/** True when nothing a store write would hold differs between `prev` and `next`. */
+export function unchanged(prev: Observed, next: SessionSnapshot): boolean {
+  if (prev.snapshot !== next) return false;
+  const children = Object.values(next.children);
+  return children.length === prev.children.length && children.every((child, i) => child?.getSnapshot() === prev.children[i]);
 }

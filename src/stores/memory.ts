@@ -15,6 +15,9 @@ interface CallTokenEntry extends CallTokenGrant {
   redeemed: boolean;
 }
 
+/** A record as held: its snapshot as JSON text, like the durable stores hold it. */
+type HeldRecord = Omit<SessionRecord, 'snapshot'> & { snapshotJson: string };
+
 interface EpochEntry {
   epoch: number;
   retainUntil: number;
@@ -22,7 +25,7 @@ interface EpochEntry {
 
 export class MemoryStore implements SnapshotStore {
   readonly kind = 'memory' as const;
-  private readonly records = new Map<string, SessionRecord>();
+  private readonly records = new Map<string, HeldRecord>();
   private readonly epochs = new Map<string, EpochEntry>();
   private readonly callTokens = new Map<string, CallTokenEntry>();
   private readonly minLeaseMs: number;
@@ -45,8 +48,8 @@ export class MemoryStore implements SnapshotStore {
     this.raiseEpoch(lease.callSid, lease.epoch, input.retainUntil);
     this.records.set(lease.callSid, {
       callSid: lease.callSid,
-      // A JSON round trip gives the same semantics as the durable stores and detaches caller objects.
-      snapshot: jsonClone(input.snapshot),
+      // JSON text gives the same semantics as the durable stores and detaches caller objects.
+      snapshotJson: JSON.stringify(input.snapshot),
       state: input.state,
       epoch: lease.epoch,
       updatedAt: now,
@@ -57,7 +60,7 @@ export class MemoryStore implements SnapshotStore {
   async load(callSid: string): Promise<SessionRecord | undefined> {
     const record = this.records.get(callSid);
     if (!record || record.retainUntil <= Date.now()) return undefined;
-    return { ...record, snapshot: jsonClone(record.snapshot) };
+    return recordOf(record);
   }
 
   async currentEpoch(callSid: string): Promise<number> {
@@ -74,7 +77,7 @@ export class MemoryStore implements SnapshotStore {
     const now = Date.now();
     return [...this.records.values()]
       .filter((record) => record.retainUntil > now)
-      .map((record) => ({ ...record, snapshot: jsonClone(record.snapshot) }));
+      .map(recordOf);
   }
 
   async issueCallToken(callSid: string, grant: CallTokenGrant): Promise<boolean> {
@@ -136,6 +139,6 @@ export class MemoryStore implements SnapshotStore {
   }
 }
 
-function jsonClone(value: unknown): unknown {
-  return value === undefined ? undefined : JSON.parse(JSON.stringify(value));
+function recordOf({ snapshotJson, ...rest }: HeldRecord): SessionRecord {
+  return { ...rest, snapshot: JSON.parse(snapshotJson) as unknown };
 }

@@ -66,7 +66,7 @@ function liveDtmfBuffer(snapshot: SnapshotFrom<SessionMachine>): string | undefi
 }
 
 function viewOfRecord(record: SessionRecord, lastMayBeUnanswered: boolean): SessionView {
-  const { context } = persisted(record);
+  const { context, value } = persisted(record);
   const history = (context?.history ?? []) as Turn[];
   const buffer = storedDtmfBuffer(record);
   return {
@@ -75,7 +75,7 @@ function viewOfRecord(record: SessionRecord, lastMayBeUnanswered: boolean): Sess
     language: context?.language ?? '?',
     dtmf: buffer === undefined ? null : buffer.length,
     resumes: context?.resumes ?? -1,
-    replying: context?.reply != null,
+    replying: (value as { live?: { conversation?: unknown } } | undefined)?.live?.conversation === 'responding',
     resumeTokenHash: context?.resumeTokenHashes?.at(-1) ?? null,
     historyProblems: historyProblems(history, { lastMayBeUnanswered }),
   };
@@ -97,7 +97,7 @@ export async function observe(server: RunningServer, callSid: string, lastMayBeU
       language: snapshot.context.language,
       dtmf: buffer === undefined ? null : buffer.length,
       resumes: snapshot.context.resumes,
-      replying: snapshot.context.reply !== null,
+      replying: snapshot.matches({ live: { conversation: 'responding' } }),
       resumeTokenHash: snapshot.context.resumeTokenHashes.at(-1) ?? null,
       historyProblems: historyProblems(snapshot.context.history, { lastMayBeUnanswered }),
       socketAttached: session.socket !== null,

@@ -160,7 +160,6 @@ interface PersistedSession {
     resumes?: number;
     sessionId?: string;
     graceDeadline?: number | null;
-    reply?: unknown;
     resumeTokenHashes?: string[];
   };
   children?: Record<string, PersistedChild>;

@@ -5,7 +5,7 @@ import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { lifecycleOf, type SessionMachine } from '../../machines/session.js';
 import type { CoalescingWriter, Lease } from '../../stores/index.js';
-import { onlyReplyTextChanged } from '../write-worthy.js';
+import { observe, unchanged, type Observed } from '../write-worthy.js';
 import type { Session } from './live-session.js';
 
 export class SessionRegistry {
@@ -52,13 +52,15 @@ export class SessionRegistry {
     const session: Session = { callSid, actor, lease, writer, socket: null, handingOff: null, claimPending: false, writeFailed: false, log };
     this.sessions.set(callSid, session);
     actor.on('outbound', ({ message }) => session.socket?.send(message));
-    let seen = actor.getSnapshot();
+    // Nothing of this actor is stored yet: its first notification (its start) is always written.
+    let seen: Observed | undefined;
     actor.subscribe({
       next: (snapshot) => {
-        const dropped = (snapshot.context.historyDropped ?? 0) - (seen.context.historyDropped ?? 0);
+        if (seen && unchanged(seen, snapshot)) return;
+        const dropped = seen ? (snapshot.context.historyDropped ?? 0) - (seen.snapshot.context.historyDropped ?? 0) : 0;
         if (dropped > 0) this.metrics.historyTurnsDropped.inc(dropped);
-        if (!onlyReplyTextChanged(seen, snapshot)) writer.schedule(actor);
-        seen = snapshot;
+        writer.schedule(actor);
+        seen = observe(snapshot);
       },
       error: (err) => log.error({ err }, 'session actor failed'),
       complete: () => {

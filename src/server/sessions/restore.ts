@@ -45,7 +45,7 @@ export class SessionRestorer {
    * record (looked at, not yet taken over). A session whose grace deadline has passed is expired now
    * (its owner died before its timer fired) and counts as gone.
    */
-  async locate(callSid: string, log: Logger): Promise<Located | undefined> {
+  async locate(callSid: string, log: Logger, opts: { queued?: boolean } = {}): Promise<Located | undefined> {
     const { registry, store, clock } = this.opts;
     let local = registry.get(callSid);
     if (local?.actor.getSnapshot().status === 'done') {
@@ -64,10 +64,12 @@ export class SessionRestorer {
       }
       registry.release(local, 'another instance took the session over');
     }
-    // Through the same limit as restores, so a storm of look-ups cannot queue ahead of them in the store.
     // The epoch is asked for first (in one round trip with the record: every store answers in the
-    // order asked), so a takeover after that read makes a conditional restore fail.
-    const [epoch, record] = await this.restoreLimit(() => Promise.all([store.currentEpoch(callSid), store.load(callSid)]));
+    // order asked), so a takeover after that read makes a conditional restore fail. Look-ups for
+    // resumes go through the same limit as restores, so a storm of them cannot queue ahead of the
+    // restores in the store; a new call's look-up (`queued: false`) never waits behind a storm.
+    const read = () => Promise.all([store.currentEpoch(callSid), store.load(callSid)]);
+    const [epoch, record] = await (opts.queued === false ? read() : this.restoreLimit(read));
     if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
     const snapshot = this.peek(record, log);
     if (!snapshot) return undefined;

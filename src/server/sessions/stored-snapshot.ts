@@ -1,6 +1,7 @@
 // Snapshots stored by the previous version of the session machine, brought to today's shape before
 // they are restored, so a deploy does not drop the calls in flight: that version ran each keypad
-// kind as its own child machine in a substate of `collecting`, and its LLM child had no id.
+// kind as its own child machine in a substate of `collecting`, its LLM child had no id, and its
+// context held the text of the reply in flight (`reply`; today the reply actor keeps it).
 const OLD_KEYPAD_SRCS = new Set(['languageMenu', 'phoneNumber', 'dateOfBirth', 'digits']);
 
 interface StoredChild {
@@ -10,6 +11,7 @@ interface StoredChild {
 
 interface Stored {
   value?: { live?: { conversation?: unknown } };
+  context?: Record<string, unknown>;
   children?: Record<string, StoredChild>;
   [key: string]: unknown;
 }
@@ -20,6 +22,13 @@ export function upgradeStoredSnapshot(persisted: unknown): unknown {
   const live = stored?.value?.live;
   if (!stored || !live || !stored.children) return persisted;
   let changed = false;
+  // A reply in flight restarts from its beginning after a restore: the text it had streamed goes.
+  let context = stored.context;
+  if (context && 'reply' in context) {
+    const { reply: _streamed, ...rest } = context;
+    context = rest;
+    changed = true;
+  }
   // `{ collecting: 'phoneNumber' }` -> 'collecting': the one keypad actor runs every kind from its input.
   let conversation = live.conversation;
   if (conversation && typeof conversation === 'object' && 'collecting' in conversation) {
@@ -42,7 +51,7 @@ export function upgradeStoredSnapshot(persisted: unknown): unknown {
     }
   }
   if (!changed) return persisted;
-  return { ...stored, value: { ...stored.value, live: { ...live, conversation } }, children };
+  return { ...stored, context, value: { ...stored.value, live: { ...live, conversation } }, children };
 }
 
 /** The stored session's grace deadline (epoch ms), if it has one. */
