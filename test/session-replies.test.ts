@@ -648,6 +648,28 @@ describe('link region edges', () => {
     expect(s.outbound).toEqual([languageMessage('en-US'), text(resumeLine('en-US'), true)]);
   });
 
+  it('a second socket taking over mid-reply hears the line, then everything streamed so far, then the rest', async () => {
+    const s = start();
+    s.say('Tell me a story');
+    s.run().delta('Once ');
+    s.run().delta('upon ');
+    const before = s.outbound.length;
+
+    s.resume('VXsecond');
+    s.run().delta('a time.');
+    await s.run().done('Once upon a time.');
+
+    // The text lives in the reply actor, not the context: the session asks it (REPLAY) and says its answer.
+    expect(s.since(before)).toEqual([
+      languageMessage('en-US'),
+      text(resumeLine('en-US'), false),
+      text(' Once upon ', false),
+      text('a time.', false),
+      CLOSE_CYCLE,
+    ]);
+    expect(history(s).at(-1)).toEqual({ role: 'assistant', content: 'Once upon a time.' });
+  });
+
   it('the end reason names the callback status, or its error code when it has no status', async () => {
     const completed = start();
     completed.action(false);

@@ -1,0 +1,112 @@
+// The LLM edge reads the streamed body itself (eventsource-parser) behind the real openai SDK, which
+// still makes the request. These tests serve exact SSE bytes from a loopback HTTP server, split
+// wherever the network might split them, and check what the reply actor sends its session.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import OpenAI from 'openai';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createActor, setup, type AnyEventObject } from 'xstate';
+import { resolveAgent } from '../src/agent/agent.js';
+import { createOpenAIReplyActor } from '../src/llm/openai-reply.js';
+import type { ReplyEvent, ReplyInput } from '../src/llm/types.js';
+
+const agent = resolveAgent();
+const input: ReplyInput = {
+  turns: [{ role: 'user', content: 'hello' }],
+  call: { callSid: 'CA1', language: 'en-US', from: '+15550001111', to: '+15550002222', customParameters: {} },
+};
+
+const servers: http.Server[] = [];
+afterEach(async () => {
+  await Promise.all(
+    servers.splice(0).map((s) => {
+      const closed = new Promise((resolve) => s.close(resolve));
+      s.closeAllConnections(); // the SDK's pooled keep-alive connections
+      return closed;
+    }),
+  );
+});
+
+/** Answers every request with `status` and writes `pieces` one by one, each in its own TCP write. */
+async function sseServer(pieces: string[], status = 200): Promise<string> {
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', async () => {
+      res.writeHead(status, { 'content-type': status === 200 ? 'text/event-stream' : 'application/json' });
+      for (const piece of pieces) {
+        res.write(piece);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      res.end();
+    });
+  });
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+}
+
+const chunk = (delta: object) => `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 0, model: 'm', choices: [{ index: 0, delta }] })}\n\n`;
+
+/** Runs the reply actor under a parent that records what it is sent, until the reply ends. */
+async function reply(baseURL: string): Promise<ReplyEvent[]> {
+  const events: ReplyEvent[] = [];
+  const client = new OpenAI({ apiKey: 'test-key', baseURL, maxRetries: 0 });
+  const parent = setup({ actors: { llm: createOpenAIReplyActor({ client, agent }) } }).createMachine({
+    invoke: { id: 'llm', src: 'llm', input },
+    on: { '*': { actions: ({ event }: { event: AnyEventObject }) => events.push(event as ReplyEvent) } },
+  });
+  const actor = createActor(parent).start();
+  await expect.poll(() => events.some((e) => e.type === 'LLM.DONE' || e.type === 'LLM.ERROR')).toBe(true);
+  actor.stop();
+  return events;
+}
+
+describe('the OpenAI reply actor reads the SSE body', () => {
+  it('whatever way the bytes are split: lines cut mid-way, CRLF endings, comments, an event name', async () => {
+    const body = [chunk({ role: 'assistant', content: '' }), chunk({ content: 'Hello' }), chunk({ content: ' there,' }), ': keep-alive\n\n', chunk({ content: ' caller.' })].join('');
+    const crlf = body.replaceAll('\n', '\r\n').replace('data: {"id":"c1"', 'event: message\r\ndata: {"id":"c1"');
+    const pieces = [crlf.slice(0, 7), crlf.slice(7, 101), crlf.slice(101, 102), crlf.slice(102), 'data: [DONE]\r\n\r\n'];
+    const events = await reply(await sseServer(pieces));
+    expect(events.filter((e) => e.type === 'LLM.DELTA')).toEqual([
+      { type: 'LLM.DELTA', text: 'Hello' },
+      { type: 'LLM.DELTA', text: ' there,' },
+      { type: 'LLM.DELTA', text: ' caller.' },
+    ]);
+    expect(events.at(-1)).toMatchObject({ type: 'LLM.DONE', text: 'Hello there, caller.', toolCalls: [] });
+  });
+
+  it('assembles tool calls split across chunks, by index, and parses the first against the tools', async () => {
+    const pieces = [
+      chunk({ tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'collect_', arguments: '' } }] }),
+      chunk({ tool_calls: [{ index: 0, function: { name: 'digits', arguments: '{"kind":' } }] }),
+      chunk({ tool_calls: [{ index: 0, function: { arguments: '"phoneNumber"}' } }] }),
+      'data: [DONE]\n\n',
+    ];
+    const events = await reply(await sseServer(pieces));
+    const done = events.at(-1) as Extract<ReplyEvent, { type: 'LLM.DONE' }>;
+    expect(done.toolCalls).toEqual([{ id: 'call_a', name: 'collect_digits', arguments: '{"kind":"phoneNumber"}' }]);
+    expect(done.toolCall).toMatchObject({ id: 'call_a', name: 'collect_digits' });
+  });
+
+  it('an error object in the stream ends the reply as the SDK would word it, with what streamed before it', async () => {
+    const pieces = [chunk({ content: 'Let me ' }), `data: ${JSON.stringify({ error: { message: 'The model is overloaded', type: 'server_error' } })}\n\n`, chunk({ content: 'never' })];
+    const events = await reply(await sseServer(pieces));
+    expect(events.filter((e) => e.type === 'LLM.DELTA')).toEqual([{ type: 'LLM.DELTA', text: 'Let me ' }]);
+    expect(events.at(-1)).toEqual({ type: 'LLM.ERROR', message: 'The model is overloaded', text: 'Let me ' });
+  });
+
+  it('nothing after [DONE] counts', async () => {
+    const events = await reply(await sseServer([chunk({ content: 'Done.' }), 'data: [DONE]\n\n', chunk({ content: ' Extra.' })]));
+    expect(events.at(-1)).toMatchObject({ type: 'LLM.DONE', text: 'Done.' });
+  });
+
+  it('data that is not JSON is an error, not a crash', async () => {
+    const events = await reply(await sseServer([chunk({ content: 'Hi' }), 'data: {not json\n\n']));
+    expect(events.at(-1)).toMatchObject({ type: 'LLM.ERROR', text: 'Hi' });
+  });
+
+  it('an error status is the SDK\'s status error', async () => {
+    const events = await reply(await sseServer([JSON.stringify({ error: { message: 'Incorrect API key provided.', type: 'invalid_request_error' } })], 401));
+    expect(events).toEqual([{ type: 'LLM.ERROR', message: '401 Incorrect API key provided.', text: '' }]);
+  });
+});
