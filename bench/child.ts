@@ -1,22 +1,24 @@
-// Child process entry for the benchmark: `llm` (fake OpenAI server), `echo` (baseline), `llm-hop`
-// (baseline plus the LLM request through the SDK), `fetch-floor` (the floor: the same request with
-// plain fetch) or `server` (the real relay server). Separate processes keep the harness's client work,
-// the LLM and the measured server from sharing one event loop, and make memory readings per process.
+// Child process entry for the benchmark: `llm` (fake OpenAI server), `fetch-floor` (the floor: the
+// same request with plain fetch; later also the informational LLM-hop listener, the same request
+// through the SDK) or `server` (the real relay server). Separate processes keep the harness's client
+// work, the LLM and the measured server from sharing one event loop, and make memory readings per process.
 import { loadConfig } from '../src/config.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
 import { createLogger } from '../src/server/logger.js';
-import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-server.js';
+import { echoScript, startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-server.js';
 import { MemoryStore, delegatingStore, type SnapshotStore } from '../src/stores/index.js';
-import { startEchoServer, type EchoServer } from './echo-server.js';
 import { startLlmHopServer } from './llm-hop-server.js';
 import { startFetchFloorServer } from './fetch-floor-server.js';
+import type { WsServer } from './reply-relay.js';
 import type { ChildRole, CommandMessage, MemorySample, ReplyMessage, ServerChildOptions, ServerStats } from './child-protocol.js';
 
 const role = process.argv[2] as ChildRole;
 const gc = (globalThis as { gc?: () => void }).gc;
 
 let llm: FakeOpenAI | undefined;
-let echo: EchoServer | undefined;
+/** fetch-floor: the floor's listener, and the LLM-hop listener once asked for. */
+let floor: WsServer | undefined;
+let hop: WsServer | undefined;
 let server: RunningServer | undefined;
 let serverOptions: ServerChildOptions | undefined;
 /** The memory store outlives a restart (as a shared store would); the server's close() must not clear it. */
@@ -45,7 +47,7 @@ async function startRelay(o: ServerChildOptions): Promise<RunningServer> {
   return startServer(config, {
     logger: createLogger(o.logLevel),
     redisPrefix: o.redisPrefix,
-    ...(memoryStore ? { store: keepOpen(memoryStore) } : {}),
+    ...(o.store === 'memory' && memoryStore ? { store: keepOpen(memoryStore) } : {}),
   });
 }
 
@@ -64,29 +66,37 @@ async function handle(cmd: CommandMessage['cmd'], arg: unknown): Promise<unknown
         llm = await startFakeOpenAI({ chunkDelayMs: 0 });
         return { port: llm.port, baseURL: llm.baseURL };
       }
-      if (role === 'echo') {
-        echo = await startEchoServer();
-        return { port: echo.port };
-      }
-      if (role === 'llm-hop') {
-        echo = await startLlmHopServer((arg as { llmBaseUrl: string }).llmBaseUrl);
-        return { port: echo.port };
-      }
       if (role === 'fetch-floor') {
-        echo = await startFetchFloorServer((arg as { llmBaseUrl: string }).llmBaseUrl);
-        return { port: echo.port };
+        floor = await startFetchFloorServer((arg as { llmBaseUrl: string }).llmBaseUrl);
+        return { port: floor.port };
       }
       serverOptions = arg as ServerChildOptions;
       server = await startRelay(serverOptions);
       return { port: server.port };
-    case 'restart':
+    case 'pace': {
+      if (!llm) throw new Error('pace before start');
+      const { chunkDelayMs } = arg as { chunkDelayMs: number };
+      // The same echo reply, its tokens `chunkDelayMs` apart; what startFakeOpenAI({ chunkDelayMs }) sends.
+      llm.setScript(async (req) => ({ ...(await echoScript(req)), delayMs: chunkDelayMs }));
+      // The fake keeps a record of every request; a run needs none of them, and they would pile up.
+      llm.requests.length = 0;
+      return null;
+    }
+    case 'start-hop':
+      if (role !== 'fetch-floor') throw new Error('start-hop: fetch-floor only');
+      hop ??= await startLlmHopServer((arg as { llmBaseUrl: string }).llmBaseUrl);
+      return { port: hop.port };
+    case 'restart': {
       if (!server || !serverOptions) throw new Error('restart before start');
       await server.close();
+      serverOptions = (arg as { options?: ServerChildOptions }).options ?? serverOptions;
       server = await startRelay(serverOptions);
       return { port: server.port };
+    }
     case 'stats': {
       const counts = server?.manager.countByState() ?? new Map<string, number>();
-      const stats: ServerStats = { sessions: server?.manager.size ?? echo?.connections() ?? 0, byState: Object.fromEntries(counts) };
+      const connections = (floor?.connections() ?? 0) + (hop?.connections() ?? 0);
+      const stats: ServerStats = { sessions: server?.manager.size ?? connections, byState: Object.fromEntries(counts) };
       return stats;
     }
     case 'cpu':
@@ -99,10 +109,12 @@ async function handle(cmd: CommandMessage['cmd'], arg: unknown): Promise<unknown
     case 'stop':
       await server?.close();
       await memoryStore?.close();
-      await echo?.close();
+      await floor?.close();
+      await hop?.close();
       await llm?.close();
       server = undefined;
-      echo = undefined;
+      floor = undefined;
+      hop = undefined;
       llm = undefined;
       return null;
   }

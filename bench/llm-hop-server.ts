@@ -5,10 +5,9 @@
 // server / this baseline is what the relay adds on top of the LLM hop it cannot avoid.
 import OpenAI from 'openai';
 import { toChatMessages } from '../src/llm/prompts.js';
-import type { EchoServer } from './echo-server.js';
-import { benchAgent as agent, benchInstructions as instructions, listenReplyRelay } from './reply-relay.js';
+import { benchAgent as agent, benchInstructions as instructions, listenReplyRelay, type WsServer } from './reply-relay.js';
 
-export function startLlmHopServer(llmBaseUrl: string): Promise<EchoServer> {
+export function startLlmHopServer(llmBaseUrl: string): Promise<WsServer> {
   const client = new OpenAI({ apiKey: 'bench-key', baseURL: llmBaseUrl, maxRetries: 0 });
   return listenReplyRelay(async (history, onToken) => {
     const stream = await client.chat.completions.create({
