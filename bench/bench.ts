@@ -5,8 +5,9 @@
 //
 // A child takes about 2 s of CPU to load, so the run starts all of them at once before measuring
 // anything, and each one does several jobs in turn: a store's server process measures idle memory on
-// its fresh start, carries the load on those same calls, then takes the storm (and the deploy reuses
-// two of them); the floor's process later also listens as the LLM-hop baseline.
+// its fresh start, takes the reconnect storm with those same calls, then carries the load on the
+// calls the storm left live (and the deploy reuses two of these processes); the floor's process
+// later also listens as the LLM-hop baseline.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -16,13 +17,14 @@ import { spawnChild, type ChildHandle } from './child-process.js';
 import type { ServerChildOptions } from './child-protocol.js';
 import { runDeploy, type DeployResult } from './deploy.js';
 import { checkFrames } from './frame-check.js';
+import { openCalls } from './load.js';
 import { measureIdleMemory } from './memory.js';
-import { streamModes } from './modes.js';
+import { hangUpAll } from './new-calls.js';
+import { setPace, streamModes } from './modes.js';
 import type { BenchOptions, StoreKind } from './options.js';
 import { removeRedisKeys } from './redis-keys.js';
 import { compareRuns, idleRatios, type BenchResults, type ComparedRun, type StoreResults } from './results.js';
 import { measureSide } from './sides.js';
-import { waitUntil } from './stats.js';
 import { runStorm } from './storm.js';
 
 export interface RunContext {
@@ -85,6 +87,7 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
     ]);
     const floorUrl = `ws://127.0.0.1:${floorPort}`;
     const relayUrl = (s: ServerChild) => `ws://127.0.0.1:${s.port}/relay`;
+    const httpUrl = (s: ServerChild) => `http://127.0.0.1:${s.port}`;
     log(`started: fake LLM, floor, ${running.join('/')} servers (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 
     // ---- like for like: the floor answers with the server's frames
@@ -101,11 +104,12 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
     let llmHop: ComparedRun[] | null = null;
     if (o.llmHopBaseline) {
       const hopUrl = `ws://127.0.0.1:${(await floorChild.call('start-hop', { llmBaseUrl })).port}`;
-      const instant = modes.filter((m) => m.name === 'instant');
-      llmHop = compareRuns(await measureSide({ name: 'llm-hop', url: hopUrl, child: floorChild }, llm, instant, o, log), floorLoad);
+      const instantOnly = modes.filter((m) => m.name === 'instant');
+      llmHop = compareRuns(await measureSide({ name: 'llm-hop', url: hopUrl, child: floorChild }, llm, instantOnly, o, log), floorLoad);
     }
 
-    // ---- every store's server: idle memory, load, storm
+    // ---- every store's server: idle memory, storm, load (the storms and the deploy talk to an instant LLM)
+    const instant = modes.find((m) => m.name === 'instant')!;
     const stores: StoreResults[] = [];
     for (const store of o.stores) {
       const server = servers.find((s) => s.store === store);
@@ -116,22 +120,22 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
       const idle = await measureIdleMemory(server.child, relayUrl(server), o.idleSessions, o.connectConcurrency, o.waitTimeoutMs);
       const idleMemory = idleRatios(idle.result, floorIdle.result);
       log(`idle ${store}: ${(idle.result.rssPerSessionBytes / 1024).toFixed(1)} KB RSS per call (${idleMemory.rssRatio === null ? '-' : idleMemory.rssRatio.toFixed(2)}x floor)`);
-      const load = compareRuns(await measureSide({ name: store, url: relayUrl(server), httpUrl: `http://127.0.0.1:${server.port}`, child: server.child, calls: idle.calls }, llm, modes, o, log), floorLoad);
-
-      // The storm on a quiet instance: the load's calls have ended (hung up), and what they left is collected.
-      const quiet = await waitUntil(async () => (await server.child.call('stats', {})).sessions === 0, o.waitTimeoutMs);
-      if (!quiet) throw new Error(`${store}: the server still holds sessions after the load's calls hung up`);
-      await server.child.call('memory', {});
+      // The storm on the idle calls (each has one turn first); the calls it leaves live carry the load.
+      const stormCalls = idle.calls.splice(0, o.stormSessions);
+      await hangUpAll(idle.calls, httpUrl(server), o.actionConcurrency); // idle calls beyond the storm's
+      if (stormCalls.length < o.stormSessions) stormCalls.push(...(await openCalls(relayUrl(server), o.stormSessions - stormCalls.length, o.connectConcurrency)));
+      await setPace(llm, instant);
       const storm = await runStorm({
         store,
         child: server.child,
         port: server.port,
-        sessions: o.stormSessions,
+        calls: stormCalls,
         newCalls: o.stormNewCalls,
         oneByOne: o.stormOneByOne,
         connectConcurrency: o.connectConcurrency,
         actionConcurrency: o.actionConcurrency,
         timeoutMs: o.waitTimeoutMs,
+        log,
       });
       server.port = storm.port;
       const s = storm.result;
@@ -139,12 +143,18 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
         `storm ${store}: ${s.live.restored}/${s.restart.restored} of ${s.sessions} resumed/restored, restore p99 ${s.restart.serverRestore?.p99Ms.toFixed(2)} ms; ` +
           `new calls' first-token p99 ${s.newCalls.quiet.p99Ms.toFixed(1)} ms quiet, ${s.newCalls.duringStorm.p99Ms.toFixed(1)} ms during the storm`,
       );
+
+      const load = compareRuns(
+        await measureSide({ name: store, url: relayUrl(server), httpUrl: httpUrl(server), child: server.child, calls: storm.calls.filter((c) => c.open) }, llm, modes, o, log),
+        floorLoad,
+      );
       stores.push({ store, status: 'ok', idle: idleMemory, load, storm: s });
     }
 
     // ---- a deploy: one instance stopped while its calls talk, another takes them over
     let deploy: DeployResult | null = null;
     if (o.deploySessions > 0) {
+      await setPace(llm, instant);
       const pair = await deployPair(servers, serverOptions, spawn);
       deploy = await runDeploy({ sessions: o.deploySessions, ...pair, connectConcurrency: o.connectConcurrency, timeoutMs: o.waitTimeoutMs });
       log(`deploy: ${deploy.moved}/${deploy.sessions} calls moved, speech gap p50 ${deploy.gapP50Ms} ms, p99 ${deploy.gapP99Ms} ms`);
@@ -189,7 +199,8 @@ async function deployPair(
 ): Promise<{ a: ChildHandle; portA: number; portB: number }> {
   const sqlite = servers.find((s) => s.store === 'sqlite');
   const options = sqlite?.options ?? { ...serverOptions('sqlite'), sqlitePath: serverOptions('sqlite').sqlitePath.replace(/sqlite\.db$/, 'deploy.db') };
-  const a = sqlite ? { child: sqlite.child, port: sqlite.port } : await startFresh(spawn('server', 'deploy-a'), options);
+  // A new instance on each: whatever the load left behind (a hang-up callback a saturated server missed) stays out.
+  const a = sqlite ? { child: sqlite.child, port: (await sqlite.child.call('restart', {})).port } : await startFresh(spawn('server', 'deploy-a'), options);
   const other = servers.find((s) => s.store !== 'sqlite');
   const portB = other ? (await other.child.call('restart', { options })).port : (await startFresh(spawn('server', 'deploy-b'), options)).port;
   return { a: a.child, portA: a.port, portB };

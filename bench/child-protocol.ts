@@ -15,6 +15,11 @@ export interface ServerChildOptions {
 export interface MemorySample {
   heapUsed: number;
   rss: number;
+  /**
+   * Committed size of V8's young generation. A full GC empties it, but V8 sizes it by the recent
+   * allocation rate and shrinks it lazily, which moves RSS by up to tens of MB between readings.
+   */
+  youngGeneration: number;
   external: number;
   arrayBuffers: number;
   /** Whether gc() was available (the child runs with --expose-gc). */
@@ -44,7 +49,7 @@ export interface ChildCommands {
   /** process.cpuUsage() of the child, in microseconds. */
   cpu: [Record<string, never>, { user: number; system: number }];
   flush: [Record<string, never>, null];
-  /** process.memoryUsage() after two forced full GCs. */
+  /** process.memoryUsage() after two forced full GCs, once it holds still. */
   memory: [Record<string, never>, MemorySample];
   stop: [Record<string, never>, null];
 }

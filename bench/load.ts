@@ -1,8 +1,7 @@
 // Closed-loop load sized by time: a side's calls each send a prompt, wait for the whole reply
 // (`last: true`) and send the next one. A run raises the number of talking calls to its level,
-// warms up (every talking call completes one turn begun in this run, and a minimum time passes),
-// then counts for a fixed time: turns completed, prompt -> first token of each, and the measured
-// process's CPU time.
+// warms up (see ClosedLoop.run), then counts for a fixed time: turns completed, prompt -> first
+// token of each, and the measured process's CPU time.
 // Calls keep talking from one run to the next, so levels go up without reconnecting and a run never
 // waits for the previous one to drain; only stop() drains.
 import { LeanCall } from './lean-client.js';
@@ -16,6 +15,8 @@ export interface LoadResult {
   turns: number;
   /** Turns that failed (timeout, closed socket) during this run, warm-up included. */
   failed: number;
+  /** Why they failed: message -> count. */
+  failures: Record<string, number>;
   p50Ms: number;
   p99Ms: number;
   meanMs: number;
@@ -23,13 +24,15 @@ export interface LoadResult {
   turnsPerSec: number;
   /** The measured time (longer than asked only if no turn completed in it). */
   elapsedMs: number;
-  /** The warm-up before it: one round, and at least the minimum warm-up time. */
+  /** The warm-up before it. */
   warmupMs: number;
-  /** The warm-up round did not finish in time (the run was measured anyway). */
-  warmupTimedOut: boolean;
+  /** Every talking call completed a turn of this run before the measured time began (else the warm-up was cut at its maximum). */
+  warmupRound: boolean;
   framesPerTurn: number;
   /** CPU time (user + system) the measured process spent per completed turn. */
   cpuUsPerTurn: number;
+  /** The same for the harness (all clients): near a whole core, the clients are what limits the run. */
+  clientCpuUsPerTurn: number;
 }
 
 interface Answer {
@@ -91,10 +94,10 @@ export interface ClosedLoopOptions {
   url: string;
   turnsPerCall: number;
   replyTimeoutMs: number;
-  /** The warm-up lasts at least this long (and at least one round). */
+  /** The warm-up lasts at least this long... */
   minWarmupMs: number;
-  /** Bound on a warm-up round. */
-  warmupTimeoutMs: number;
+  /** ...and at most this long. */
+  maxWarmupMs: number;
   /** Cumulative CPU microseconds of the measured process; read right before and after the measured time. */
   cpuProbe: () => Promise<number>;
   /** After a call's socket closed: what else a hang-up sends (the server's action callback). */
@@ -113,14 +116,12 @@ export class ClosedLoop {
   private generation = 0;
   private stopping = false;
   private failed = 0;
+  private failures: Record<string, number> = {};
   private readonly loops: Array<Promise<void>> = [];
-  /** Per call: turns on its current connection; whether it completed a turn of this run; whether it broke. */
+  /** Per call: turns on its current connection, and the newest run (generation) it completed a turn in. */
   private readonly turnsOnCall: number[];
-  private readonly warmed: boolean[];
-  private readonly broken: boolean[];
-  private warmedCount = 0;
+  private readonly completed: number[];
   private brokenCount = 0;
-  private onWarm: (() => void) | null = null;
   private window: Window | null = null;
 
   /** `calls` have sent their setup; the loop owns them from now on (a call that hangs up is replaced in place). */
@@ -128,37 +129,43 @@ export class ClosedLoop {
     readonly calls: LeanCall[],
     private readonly o: ClosedLoopOptions,
   ) {
-    this.turnsOnCall = calls.map(() => 0);
-    this.warmed = calls.map(() => false);
-    this.broken = calls.map(() => false);
+    // Calls hang up at staggered turns, as real ones do: in step, a thousand would hang up and
+    // connect again in the same moment, every turnsPerCall rounds.
+    this.turnsOnCall = calls.map((_, i) => i % o.turnsPerCall);
+    this.completed = calls.map(() => 0);
   }
 
-  /** One run: `sessions` calls talking (at least as many as the previous run), measured for `durationMs`. */
+  /**
+   * One run: `sessions` calls talking (at least as many as in the previous run), warmed up, then
+   * measured for `durationMs`. The warm-up is one round (every talking call completes a turn begun
+   * in this run), at least minWarmupMs and at most maxWarmupMs: a thousand saturating calls can take
+   * longer than that for a round, and then a few turns begun before the run (at the previous level,
+   * or the LLM's previous pace) may still end inside the measured time (`warmupRound: false`).
+   */
   async run(sessions: number, durationMs: number): Promise<LoadResult> {
     if (sessions > this.calls.length || sessions < this.active) throw new Error(`ClosedLoop: ${sessions} calls after ${this.active}, of ${this.calls.length}`);
-    // A new generation: turns begun from now on are this run's (the caller changed what they meet, e.g. the LLM's pace).
     this.generation++;
-    this.warmed.fill(false);
-    this.warmedCount = 0;
+    const generation = this.generation;
     const failedBefore = this.failed;
+    this.failures = {};
     const warmStart = performance.now();
-    const warm = new Promise<void>((resolve) => (this.onWarm = resolve));
     for (let i = this.active; i < sessions; i++) this.loops.push(this.loop(i));
     this.active = sessions;
-    this.checkWarm();
-    let warmTimer: NodeJS.Timeout | undefined;
-    const warmupTimedOut = await Promise.race([
-      warm.then(() => false),
-      new Promise<boolean>((resolve) => (warmTimer = setTimeout(() => resolve(true), this.o.warmupTimeoutMs))),
-    ]);
-    clearTimeout(warmTimer);
-    this.onWarm = null;
-    // A round of one call is one turn: not enough for the JIT and the GC to settle.
-    const settledAt = warmStart + this.o.minWarmupMs;
-    if (performance.now() < settledAt) await sleep(settledAt - performance.now());
+    let warmupRound = false;
+    await waitUntil(
+      () => {
+        let done = this.brokenCount;
+        for (let i = 0; i < this.active; i++) if (this.completed[i] === generation) done++;
+        warmupRound = done >= this.active;
+        return warmupRound && performance.now() - warmStart >= this.o.minWarmupMs;
+      },
+      this.o.maxWarmupMs,
+      5,
+    );
     const warmupMs = performance.now() - warmStart;
 
     const cpuBefore = await this.o.cpuProbe();
+    const clientBefore = process.cpuUsage();
     const window: Window = { open: true, latencies: [], frames: 0 };
     this.window = window;
     const start = performance.now();
@@ -167,36 +174,40 @@ export class ClosedLoop {
     if (window.latencies.length === 0) await waitUntil(() => window.latencies.length > 0 || this.brokenCount >= this.active, this.o.replyTimeoutMs, 5);
     window.open = false;
     const elapsedMs = performance.now() - start;
+    const client = process.cpuUsage(clientBefore);
     const cpuAfter = await this.o.cpuProbe();
     const { latencies } = window;
+    const turns = latencies.length;
     return {
       sessions,
-      turns: latencies.length,
+      turns,
       failed: this.failed - failedBefore,
+      failures: this.failures,
       p50Ms: percentile(latencies, 0.5),
       p99Ms: percentile(latencies, 0.99),
       meanMs: mean(latencies),
       maxMs: percentile(latencies, 1),
-      turnsPerSec: (latencies.length / elapsedMs) * 1000,
+      turnsPerSec: (turns / elapsedMs) * 1000,
       elapsedMs,
       warmupMs,
-      warmupTimedOut,
-      framesPerTurn: latencies.length ? window.frames / latencies.length : 0,
-      cpuUsPerTurn: latencies.length ? (cpuAfter - cpuBefore) / latencies.length : Number.NaN,
+      warmupRound,
+      framesPerTurn: turns ? window.frames / turns : 0,
+      cpuUsPerTurn: turns ? (cpuAfter - cpuBefore) / turns : Number.NaN,
+      clientCpuUsPerTurn: turns ? (client.user + client.system) / turns : Number.NaN,
     };
   }
 
-  /** Every call finishes the turn it is in, then hangs up. */
+  /**
+   * Every call hangs up now: its socket is cut (a close handshake with a saturated process can take
+   * seconds; replies in flight are cut, nothing is measured any more), then the hang-up callback.
+   */
   async stop(concurrency: number): Promise<void> {
     this.stopping = true;
+    await Promise.all(this.calls.map((c) => c.drop()));
     await Promise.all(this.loops);
-    await closeAll(this.calls);
+    await Promise.all(this.calls.map((c) => c.drop())); // any call that was connecting again meanwhile
     const { hangUp } = this.o;
     if (hangUp) await mapLimit(this.calls, concurrency, hangUp);
-  }
-
-  private checkWarm(): void {
-    if (this.onWarm && this.warmedCount + this.brokenCount >= this.active) this.onWarm();
   }
 
   private async loop(i: number): Promise<void> {
@@ -207,26 +218,26 @@ export class ClosedLoop {
           // Hang up and call again: connection set-up counts in turns/s and CPU per turn, not in latency.
           await this.calls[i]!.close();
           await this.o.hangUp?.(this.calls[i]!);
-          this.calls[i] = (await openCalls(this.o.url, 1, 1))[0]!;
+          // A process saturated by a thousand calls can take seconds to accept a connection.
+          const next = await LeanCall.open(this.o.url, undefined, this.o.replyTimeoutMs);
+          next.sendSetup();
+          this.calls[i] = next;
           this.turnsOnCall[i] = 0;
         }
         const answer = await ask(this.calls[i]!, PROMPT, this.o.replyTimeoutMs);
         this.turnsOnCall[i]!++;
+        this.completed[i] = generation;
         if (this.window?.open) {
           this.window.latencies.push(answer.firstMs);
           this.window.frames += answer.frames;
         }
-        if (generation === this.generation && !this.warmed[i]) {
-          this.warmed[i] = true;
-          this.warmedCount++;
-          this.checkWarm();
-        }
-      } catch {
+      } catch (err) {
+        if (this.stopping) return; // hung up by stop()
         // A broken call stops; the failure is reported with the run it happened in.
+        const why = err instanceof Error ? err.message.replace(/ws:\/\/\S+/, 'its URL') : String(err);
+        this.failures[why] = (this.failures[why] ?? 0) + 1;
         this.failed++;
-        this.broken[i] = true;
         this.brokenCount++;
-        this.checkWarm();
         return;
       }
     }

@@ -9,8 +9,9 @@ export interface BenchOptions {
   levels: number[];
   /** Measured time of each (side, stream mode, level) run, after its warm-up. */
   levelMs: number;
-  /** Minimum warm-up of a run (besides one round: every talking call completes a turn). */
+  /** A run's warm-up: one round (every talking call completes a turn), at least warmupMs, at most warmupMaxMs. */
   warmupMs: number;
+  warmupMaxMs: number;
   /** Gap between streamed tokens in the `paced` mode (the `instant` mode has none). */
   pacedChunkDelayMs: number;
   /** Turns per call before the call hangs up and calls again (calls are not endless). */
@@ -62,11 +63,12 @@ function stores(value: string | undefined): StoreKind[] {
 }
 
 export function benchOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): BenchOptions {
-  const levelMs = int(env.BENCH_LEVEL_MS, 2500, 1);
+  const levelMs = int(env.BENCH_LEVEL_MS, 2000, 1);
   return {
     levels: list(env.BENCH_LEVELS, [1, 100, 1000]),
     levelMs,
     warmupMs: int(env.BENCH_WARMUP_MS, Math.round(levelMs / 5)),
+    warmupMaxMs: int(env.BENCH_WARMUP_MAX_MS, Math.round(levelMs * 0.75)),
     pacedChunkDelayMs: int(env.BENCH_PACED_CHUNK_DELAY_MS, 20, 1),
     turnsPerCall: int(env.BENCH_TURNS_PER_CALL, 20, 1),
     llmHopBaseline: env.BENCH_LLM_HOP_BASELINE !== '0',

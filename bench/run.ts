@@ -54,7 +54,9 @@ console.log(
     `stores ${options.stores.join('/')}, storms of ${options.stormSessions}, ${options.idleSessions} idle calls, fd limit ${soft}`,
 );
 try {
-  const results = await runBench(options, { log: (line) => console.log(`  ${line}`), fdSoftLimit: Number.isFinite(soft) ? soft : null, notes });
+  const t0 = performance.now();
+  const log = (line: string) => console.log(`  ${((performance.now() - t0) / 1000).toFixed(1).padStart(5)} s  ${line}`);
+  const results = await runBench(options, { log, fdSoftLimit: Number.isFinite(soft) ? soft : null, notes });
   console.log('');
   console.log(renderReport(results));
   console.log('');

@@ -3,18 +3,13 @@
 // mode, the fake LLM's pace switched between runs. The calls are the side's idle-memory calls
 // where it had those, topped up to the largest level.
 import type { ChildHandle } from './child-process.js';
+import { cpuOf } from './cpu-time.js';
 import type { LeanCall } from './lean-client.js';
 import { postAction } from '../src/testing/twilio-webhooks.js';
 import { ClosedLoop, openCalls } from './load.js';
 import { setPace, type StreamMode } from './modes.js';
 import type { BenchOptions } from './options.js';
 import type { LoadRun } from './results.js';
-
-/** Cumulative CPU microseconds (user + system) of a child process. */
-export const cpuOf = (child: ChildHandle) => async () => {
-  const { user, system } = await child.call('cpu', {});
-  return user + system;
-};
 
 export interface Side {
   name: string;
@@ -31,9 +26,21 @@ export interface Side {
   httpUrl?: string;
 }
 
-/** The <Connect action> callback Twilio posts when the caller hung up. */
+/**
+ * The <Connect action> callback Twilio posts when the caller hung up. A saturated server can be
+ * slow to accept it; it is tried twice, and a call whose callback still failed only means one
+ * session that waits out its grace period in the server: never a failed turn.
+ */
 const hangUpAt = (httpUrl: string) => async (call: LeanCall) => {
-  await postAction(httpUrl, { CallSid: call.callSid, CallStatus: 'completed', SessionStatus: 'completed' });
+  const params = { CallSid: call.callSid, CallStatus: 'completed', SessionStatus: 'completed' };
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await postAction(httpUrl, params);
+      return;
+    } catch {
+      // once more
+    }
+  }
 };
 
 /** Runs every (level, mode) of one side, then hangs every call up once the turns in flight are done. */
@@ -46,7 +53,7 @@ export async function measureSide(side: Side, llm: ChildHandle, modes: readonly 
     turnsPerCall: o.turnsPerCall,
     replyTimeoutMs: o.replyTimeoutMs,
     minWarmupMs: o.warmupMs,
-    warmupTimeoutMs: o.waitTimeoutMs,
+    maxWarmupMs: Math.max(o.warmupMs, o.warmupMaxMs),
     cpuProbe: cpuOf(side.child),
     ...(side.httpUrl ? { hangUp: hangUpAt(side.httpUrl) } : {}),
   });
@@ -60,7 +67,8 @@ export async function measureSide(side: Side, llm: ChildHandle, modes: readonly 
         log(
           `${side.name} ${mode.name} @${sessions}: ${result.turns} turns (${result.turnsPerSec.toFixed(0)}/s), ` +
             `first-token p99 ${result.p99Ms.toFixed(1)} ms, cpu/turn ${result.cpuUsPerTurn.toFixed(0)} us, ` +
-            `warm-up ${result.warmupMs.toFixed(0)} ms${result.failed ? `, ${result.failed} FAILED` : ''}`,
+            `client cpu/turn ${result.clientCpuUsPerTurn.toFixed(0)} us, warm-up ${result.warmupMs.toFixed(0)} ms${result.warmupRound ? '' : ' (cut)'}` +
+            (result.failed ? `, ${result.failed} FAILED: ${JSON.stringify(result.failures)}` : ''),
         );
       }
     }

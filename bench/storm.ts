@@ -1,5 +1,5 @@
-// Reconnect storm for one store, on that store's server process (after its load runs): N calls
-// talk, drop, get the <Connect action> callback answered with reconnect TwiML, and all reconnect at
+// Reconnect storm for one store, on that store's server process (right after its idle-memory
+// reading, on those calls; the load runs go on with the calls it leaves live): N calls talk, drop, get the <Connect action> callback answered with reconnect TwiML, and all reconnect at
 // once the way Twilio does (new sessionId, same callSid). `live` resumes sessions still held by the
 // same instance; `restart` first restarts the server instance (everything persisted, new
 // SessionManager and store connection), so every session is restored from the store and lands in
@@ -13,7 +13,7 @@ import { resumeLine } from '../src/machines/phrases.js';
 import type { ChildHandle } from './child-process.js';
 import type { StoreKind } from './options.js';
 import { LeanCall, sid } from './lean-client.js';
-import { ask, closeAll, openCalls, PROMPT } from './load.js';
+import { ask, closeAll, PROMPT } from './load.js';
 import { hangUpAll, newCallsBatch, openNewCalls, summarize, talkNow, type NewCallsResult } from './new-calls.js';
 import { counterValue, fractionAtOrBelow, histogramDelta, histogramQuantile, parseHistogram } from './prom.js';
 import { mapLimit, percentile, waitUntil } from './stats.js';
@@ -23,7 +23,8 @@ export interface StormOptions {
   /** The store's server process, started and quiet; `port` is its instance's. */
   child: ChildHandle;
   port: number;
-  sessions: number;
+  /** The storm's calls: open on that instance, setup sent, nothing said yet (the idle-memory calls). */
+  calls: LeanCall[];
   /** Brand-new calls per batch (quiet, then during the storm). */
   newCalls: number;
   oneByOne: boolean;
@@ -31,6 +32,8 @@ export interface StormOptions {
   actionConcurrency: number;
   /** Bound for every wait in the storm (states reached, replies, resume lines). */
   timeoutMs: number;
+  /** Progress lines. */
+  log?: (line: string) => void;
 }
 
 export interface ServerRestore {
@@ -243,20 +246,25 @@ async function settled(o: StormOptions, sessions: number): Promise<void> {
   if (!ok) throw new Error(`storm(${o.store}): the server still held more than ${sessions} sessions after ${o.timeoutMs} ms`);
 }
 
-/** Resolves with the result and the port of the instance the child runs afterwards (each restart moves it). */
-export async function runStorm(o: StormOptions): Promise<{ result: StormResult; port: number }> {
+/**
+ * Resolves with the result, the port of the instance the child runs afterwards (each restart moves
+ * it), and the calls, reconnected to that instance and live: the load runs go on with them.
+ */
+export async function runStorm(o: StormOptions): Promise<{ result: StormResult; port: number; calls: LeanCall[] }> {
   const { child } = o;
   let { port } = o;
-  let calls: LeanCall[] = [];
+  let calls = o.calls;
+  const sessions = calls.length;
   try {
     // Every call has one finished turn, so there is history to persist and restore.
-    calls = await openCalls(`ws://127.0.0.1:${port}/relay`, o.sessions, o.connectConcurrency);
     await Promise.all(calls.map((c) => ask(c, PROMPT, o.timeoutMs)));
     const callSids = calls.map((c) => c.callSid);
+    o.log?.(`storm ${o.store}: ${sessions} calls had a turn`);
 
     let actions = await dropAndCallBack(calls, child, `http://127.0.0.1:${port}`, o);
     const live = await phase(reconnectAtOnce, port, callSids, actions, o);
     calls = live.calls;
+    o.log?.(`storm ${o.store}: same instance, ${live.result.restored} resumed`);
 
     actions = await dropAndCallBack(calls, child, `http://127.0.0.1:${port}`, o);
     ({ port } = await child.call('restart', {}));
@@ -271,7 +279,8 @@ export async function runStorm(o: StormOptions): Promise<{ result: StormResult; 
     const restart = await phase(reconnectAtOnce, port, callSids, actions, o, fresh);
     calls = restart.calls;
     await hangUpAll(fresh, `http://127.0.0.1:${port}`, o.actionConcurrency);
-    await settled(o, o.sessions);
+    await settled(o, sessions);
+    o.log?.(`storm ${o.store}: after restart, ${restart.result.restored} restored`);
     const duringStorm = summarize(restart.newCalls);
     const newCalls: StormNewCalls = { quiet, duringStorm, p99Ratio: duringStorm.p99Ms / quiet.p99Ms };
 
@@ -285,9 +294,12 @@ export async function runStorm(o: StormOptions): Promise<{ result: StormResult; 
     }
     return {
       port,
-      result: { store: o.store, sessions: o.sessions, live: live.result, restart: restart.result, newCalls, ...(oneByOne ? { oneByOne } : {}) },
+      calls,
+      result: { store: o.store, sessions, live: live.result, restart: restart.result, newCalls, ...(oneByOne ? { oneByOne } : {}) },
     };
-  } finally {
-    await closeAll(calls);
+  } catch (err) {
+    // Hung up as Twilio ends a call (socket, then the action callback): the instance ends the sessions.
+    await hangUpAll(calls, `http://127.0.0.1:${port}`, o.actionConcurrency).catch(() => closeAll(calls));
+    throw err;
   }
 }
