@@ -16,8 +16,15 @@ export interface MemorySample {
   heapUsed: number;
   rss: number;
   /**
-   * Committed size of V8's young generation. A full GC empties it, but V8 sizes it by the recent
-   * allocation rate and shrinks it lazily, which moves RSS by up to tens of MB between readings.
+   * The anonymous part of RSS (Linux; elsewhere all of it). The rest is file-backed: the program's
+   * code and data, which the kernel pages in and out on its own (this machine's kdamond pages out
+   * what has gone cold), so it moves by megabytes between two readings of an idle process.
+   */
+  rssAnon: number;
+  /**
+   * Resident size of V8's young generation. A full GC empties it, but the pages the allocations
+   * since the last GC touched stay resident (up to the semi-space size: 16 MB by default), and V8
+   * resizes it by the recent allocation rate: it moves RSS by megabytes between two readings.
    */
   youngGeneration: number;
   external: number;

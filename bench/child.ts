@@ -2,15 +2,13 @@
 // same request with plain fetch; later also the informational LLM-hop listener, the same request
 // through the SDK) or `server` (the real relay server). Separate processes keep the harness's client
 // work, the LLM and the measured server from sharing one event loop, and make memory readings per process.
-import http from 'node:http';
+//
+// A role loads only its own modules (imported when it starts): a child spends about 2 s of CPU
+// loading the whole server, and the run starts every child at once.
+import { readFileSync } from 'node:fs';
 import v8 from 'node:v8';
-import { loadConfig } from '../src/config.js';
-import { startServer, type RunningServer } from '../src/server/server.js';
-import { createLogger } from '../src/server/logger.js';
-import { echoScript, startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-server.js';
-import { MemoryStore, delegatingStore, type SnapshotStore } from '../src/stores/index.js';
-import { startLlmHopServer } from './llm-hop-server.js';
-import { startFetchFloorServer } from './fetch-floor-server.js';
+import type { FakeOpenAI } from '../src/testing/fake-openai-server.js';
+import type { RunningServer } from './relay-child.js';
 import type { WsServer } from './reply-relay.js';
 import type { ChildRole, CommandMessage, MemorySample, ReplyMessage, ServerChildOptions, ServerStats } from './child-protocol.js';
 
@@ -23,82 +21,36 @@ let floor: WsServer | undefined;
 let hop: WsServer | undefined;
 let server: RunningServer | undefined;
 let serverOptions: ServerChildOptions | undefined;
-/** The memory store outlives a restart (as a shared store would); the server's close() must not clear it. */
-let memoryStore: MemoryStore | undefined;
+let relay: typeof import('./relay-child.js') | undefined;
 
-/** Far above any bench size: the bench measures the relay's cost, not its admission limit. */
-const BENCH_MAX_SESSIONS = 100_000;
-
-function keepOpen(store: SnapshotStore): SnapshotStore {
-  return delegatingStore(store, { close: async () => {} });
-}
-
-async function startRelay(o: ServerChildOptions): Promise<RunningServer> {
-  const config = loadConfig(
-    {},
-    {
-      port: 0,
-      host: '127.0.0.1',
-      store: o.store,
-      sqlitePath: o.sqlitePath,
-      redisUrl: o.redisUrl,
-      openaiApiKey: 'bench-key',
-      openaiBaseUrl: o.llmBaseUrl,
-      graceMs: o.graceMs,
-      logLevel: o.logLevel,
-      // The production guard (1,000) would refuse calls the floor takes: a storm's new calls, or a
-      // new call at the 1,000 level before the session of the call that hung up has ended.
-      maxSessions: BENCH_MAX_SESSIONS,
-    },
-  );
-  if (o.store === 'memory') memoryStore ??= new MemoryStore();
-  return startServer(config, {
-    logger: createLogger(o.logLevel),
-    redisPrefix: o.redisPrefix,
-    ...(o.store === 'memory' && memoryStore ? { store: keepOpen(memoryStore) } : {}),
-  });
-}
-
-/**
- * The fake LLM listens with node's default accept queue (511). When a thousand paced replies start
- * at once, the measured process opens that many connections to it in a moment; the kernel drops
- * what overflows the queue, and those requests wait for TCP's SYN retries (1 s, 3 s, 7 s...). That
- * is the test rig, not the relay: while the fake starts, its listen() gets the queue the kernel allows.
- */
-async function withDeepAcceptQueue<T>(start: () => Promise<T>): Promise<T> {
-  const proto = http.Server.prototype as unknown as { listen: (...args: unknown[]) => unknown };
-  const listen = proto.listen;
-  proto.listen = function (this: unknown, ...args: unknown[]) {
-    // listen(port, host, callback) -> listen(port, host, backlog, callback)
-    if (args.length === 3 && typeof args[2] === 'function') return listen.call(this, args[0], args[1], ACCEPT_QUEUE, args[2]);
-    return listen.apply(this, args);
-  };
+/** Resident anonymous memory (Linux: RssAnon in /proc/self/status), or null elsewhere. */
+function rssAnon(): number | null {
   try {
-    return await start();
-  } finally {
-    delete (proto as { listen?: unknown }).listen; // back to net.Server's own
+    const kb = /^RssAnon:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+    return kb === undefined ? null : Number(kb) * 1024;
+  } catch {
+    return null;
   }
 }
-
-/** Linux caps it at net.core.somaxconn (4,096 on the dev machine). */
-const ACCEPT_QUEUE = 8192;
 
 function sample(): MemorySample {
   // Twice: the first pass can leave finalizer-held objects for the second.
   gc?.();
   gc?.();
   const m = process.memoryUsage();
-  const young = v8.getHeapSpaceStatistics().find((space) => space.space_name === 'new_space')?.space_size ?? 0;
-  return { heapUsed: m.heapUsed, rss: m.rss, youngGeneration: young, external: m.external, arrayBuffers: m.arrayBuffers, gc: gc !== undefined };
+  let young = 0;
+  for (const space of v8.getHeapSpaceStatistics()) if (space.space_name.startsWith('new_')) young += space.physical_space_size;
+  const anon = rssAnon();
+  return { heapUsed: m.heapUsed, rss: m.rss, rssAnon: anon ?? m.rss, youngGeneration: young, external: m.external, arrayBuffers: m.arrayBuffers, gc: gc !== undefined };
 }
 
 /**
- * Memory after forced full GCs, read until two readings 150 ms apart agree: V8 shrinks the young
- * generation by itself some time after a burst of allocation, and the pages leave RSS a moment
- * after it says so.
+ * Memory after forced full GCs, read until two readings 150 ms apart agree: V8 also shrinks the
+ * young generation by itself some time after a burst of allocation, and the pages leave RSS a
+ * moment after it says so.
  */
 async function memory(): Promise<MemorySample> {
-  const live = (m: MemorySample) => m.rss - m.youngGeneration;
+  const live = (m: MemorySample) => m.rssAnon - m.youngGeneration;
   let last = sample();
   for (let i = 0; i < 6; i++) {
     await new Promise((resolve) => setTimeout(resolve, 150));
@@ -113,34 +65,30 @@ async function handle(cmd: CommandMessage['cmd'], arg: unknown): Promise<unknown
   switch (cmd) {
     case 'start':
       if (role === 'llm') {
-        llm = await withDeepAcceptQueue(() => startFakeOpenAI({ chunkDelayMs: 0 }));
+        llm = await (await import('./llm-child.js')).startLlm();
         return { port: llm.port, baseURL: llm.baseURL };
       }
       if (role === 'fetch-floor') {
-        floor = await startFetchFloorServer((arg as { llmBaseUrl: string }).llmBaseUrl);
+        floor = await (await import('./fetch-floor-server.js')).startFetchFloorServer((arg as { llmBaseUrl: string }).llmBaseUrl);
         return { port: floor.port };
       }
+      relay = await import('./relay-child.js');
       serverOptions = arg as ServerChildOptions;
-      server = await startRelay(serverOptions);
+      server = await relay.startRelay(serverOptions);
       return { port: server.port };
-    case 'pace': {
+    case 'pace':
       if (!llm) throw new Error('pace before start');
-      const { chunkDelayMs } = arg as { chunkDelayMs: number };
-      // The same echo reply, its tokens `chunkDelayMs` apart; what startFakeOpenAI({ chunkDelayMs }) sends.
-      llm.setScript(async (req) => ({ ...(await echoScript(req)), delayMs: chunkDelayMs }));
-      // The fake keeps a record of every request; a run needs none of them, and they would pile up.
-      llm.requests.length = 0;
+      (await import('./llm-child.js')).pace(llm, (arg as { chunkDelayMs: number }).chunkDelayMs);
       return null;
-    }
     case 'start-hop':
       if (role !== 'fetch-floor') throw new Error('start-hop: fetch-floor only');
-      hop ??= await startLlmHopServer((arg as { llmBaseUrl: string }).llmBaseUrl);
+      hop ??= await (await import('./llm-hop-server.js')).startLlmHopServer((arg as { llmBaseUrl: string }).llmBaseUrl);
       return { port: hop.port };
     case 'restart': {
-      if (!server || !serverOptions) throw new Error('restart before start');
+      if (!relay || !server || !serverOptions) throw new Error('restart before start');
       await server.close();
       serverOptions = (arg as { options?: ServerChildOptions }).options ?? serverOptions;
-      server = await startRelay(serverOptions);
+      server = await relay.startRelay(serverOptions);
       return { port: server.port };
     }
     case 'stats': {
@@ -158,7 +106,7 @@ async function handle(cmd: CommandMessage['cmd'], arg: unknown): Promise<unknown
       return memory();
     case 'stop':
       await server?.close();
-      await memoryStore?.close();
+      await relay?.closeMemoryStore();
       await floor?.close();
       await hop?.close();
       await llm?.close();

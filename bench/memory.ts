@@ -1,7 +1,8 @@
 // Memory per idle call: open N calls (setup only, no traffic) to a fresh process, wait until it
 // holds them all, then compare its memory with the reading taken before. Both readings come after
-// two forced full GCs (the child's `memory` command), so the growth is live memory, not garbage;
-// V8's young generation (empty then, but sized by recent allocation) is left out of both.
+// two forced full GCs (the child's `memory` command), so the growth is live memory, not garbage.
+// Of RSS, the anonymous part is read (file-backed pages are program code the kernel pages in and
+// out), less V8's young generation (empty then, but sized by recent allocation).
 // The calls stay open and are handed back: the same process and calls then carry the load runs.
 import type { ChildHandle } from './child-process.js';
 import type { LeanCall } from './lean-client.js';
@@ -12,9 +13,12 @@ export interface MemoryResult {
   sessions: number;
   /** Sessions (server) or connections (floor) the process reported holding when measured. */
   held: number;
-  /** RSS growth per call, both readings after forced full GCs, without V8's young generation (empty after a full GC; see MemorySample). */
+  /**
+   * RSS growth per call, both readings after forced full GCs: its anonymous part, without V8's
+   * young generation (empty after a full GC, but sized by recent allocation; see MemorySample).
+   */
   rssPerSessionBytes: number;
-  /** Informational: the same with the young generation's size left in. */
+  /** Informational: plain RSS growth per call. */
   rawRssPerSessionBytes: number;
   /** Informational. */
   heapPerSessionBytes: number;
@@ -47,7 +51,7 @@ export async function measureIdleMemory(
     result: {
       sessions,
       held,
-      rssPerSessionBytes: (after.rss - after.youngGeneration - (before.rss - before.youngGeneration)) / sessions,
+      rssPerSessionBytes: (after.rssAnon - after.youngGeneration - (before.rssAnon - before.youngGeneration)) / sessions,
       rawRssPerSessionBytes: (after.rss - before.rss) / sessions,
       heapPerSessionBytes: (after.heapUsed - before.heapUsed) / sessions,
       externalPerSessionBytes: (after.external - before.external) / sessions,

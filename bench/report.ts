@@ -120,6 +120,9 @@ export function renderReport(r: BenchResults): string {
     out.push(mode.chunkDelayMs === 0 ? `${mode.name} mode (the fake LLM sends every token at once)` : `${mode.name} mode (tokens streamed ${mode.chunkDelayMs} ms apart)`);
     out.push(modeTable(r, mode.name));
   }
+  const runs = [...r.floor.load, ...r.stores.flatMap((s) => s.load), ...(r.llmHop ?? [])];
+  const cut = runs.filter((run) => !run.result.warmupRound).length;
+  if (cut > 0) out.push(`(${cut} of ${runs.length} runs cut their warm-up at BENCH_WARMUP_MAX_MS before a whole round: a few turns begun before may end in the measured time)`);
   out.push('');
   out.push(`Idle memory per connected call (setup only): growth between two readings, each after a forced full GC; x = ours / floor`);
   out.push(memoryTable(r));
