@@ -19,7 +19,7 @@ import { runDeploy, type DeployResult } from './deploy.js';
 import { checkFrames } from './frame-check.js';
 import { openCalls } from './load.js';
 import { measureIdleMemory } from './memory.js';
-import { hangUpAll } from './new-calls.js';
+import { hangUpAll } from './hang-up.js';
 import { setPace, streamModes } from './modes.js';
 import type { BenchOptions, StoreKind } from './options.js';
 import { removeRedisKeys } from './redis-keys.js';

@@ -2,7 +2,7 @@
 // exactly the frames the real server sends (so the comparison is like for like: 13 `text` frames,
 // the word-sized chunks, then `last: true`) and that every frame of both is a valid ConversationRelay message.
 import { SimulatedCall } from '../src/testing/twilio-sim.js';
-import { postAction } from '../src/testing/twilio-webhooks.js';
+import { postHangUp } from './hang-up.js';
 import { PROMPT } from './load.js';
 
 export interface FrameCheck {
@@ -28,7 +28,7 @@ async function replyFrames(url: string, hangUp?: (callSid: string) => Promise<vo
 /** `serverHttpUrl`: the server's call is ended with its action callback afterwards, as a hang-up ends it. */
 export async function checkFrames(floorUrl: string, serverUrl: string, serverHttpUrl?: string): Promise<FrameCheck> {
   const floor = await replyFrames(floorUrl);
-  const hangUp = serverHttpUrl ? (callSid: string) => postAction(serverHttpUrl, { CallSid: callSid, CallStatus: 'completed', SessionStatus: 'completed' }).then(() => {}) : undefined;
+  const hangUp = serverHttpUrl ? (callSid: string) => postHangUp(serverHttpUrl, callSid) : undefined;
   const server = await replyFrames(serverUrl, hangUp);
   return {
     floorFrames: floor.frames.length,

@@ -104,6 +104,9 @@ export interface ClosedLoopOptions {
   hangUp?: (call: LeanCall) => Promise<void>;
 }
 
+/** How long stop() waits for the calls' loops to notice (one may be connecting again, or posting its hang-up). */
+const STOP_WAIT_MS = 5000;
+
 /** The turns completed while the measured time runs. */
 interface Window {
   open: boolean;
@@ -204,8 +207,8 @@ export class ClosedLoop {
   async stop(concurrency: number): Promise<void> {
     this.stopping = true;
     await Promise.all(this.calls.map((c) => c.drop()));
-    await Promise.all(this.loops);
-    await Promise.all(this.calls.map((c) => c.drop())); // any call that was connecting again meanwhile
+    // A call still connecting again drops that socket itself once it opens (see loop()).
+    await Promise.race([Promise.all(this.loops), sleep(STOP_WAIT_MS)]);
     const { hangUp } = this.o;
     if (hangUp) await mapLimit(this.calls, concurrency, hangUp);
   }
@@ -218,8 +221,13 @@ export class ClosedLoop {
           // Hang up and call again: connection set-up counts in turns/s and CPU per turn, not in latency.
           await this.calls[i]!.close();
           await this.o.hangUp?.(this.calls[i]!);
+          if (this.stopping) return;
           // A process saturated by a thousand calls can take seconds to accept a connection.
           const next = await LeanCall.open(this.o.url, undefined, this.o.replyTimeoutMs);
+          if (this.stopping) {
+            void next.drop(); // no setup sent: the server holds no session for it
+            return;
+          }
           next.sendSetup();
           this.calls[i] = next;
           this.turnsOnCall[i] = 0;

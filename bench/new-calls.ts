@@ -2,9 +2,9 @@
 // prompt back to back, and is timed from the prompt to the first `text` frame, as load.ts times a
 // turn. The storm measures a batch when the server is quiet and another right after a burst of
 // reconnects: a new call must not wait behind the restores.
-import { postAction } from '../src/testing/twilio-webhooks.js';
+import { hangUpAll } from './hang-up.js';
 import { LeanCall } from './lean-client.js';
-import { ask, closeAll, PROMPT } from './load.js';
+import { ask, PROMPT } from './load.js';
 import { mapLimit, percentile } from './stats.js';
 
 export interface NewCallsResult {
@@ -37,12 +37,6 @@ export function talkNow(calls: readonly LeanCall[], timeoutMs: number): Promise<
 export function summarize(latencies: ReadonlyArray<number | null>): NewCallsResult {
   const ok = latencies.filter((l): l is number => l !== null);
   return { calls: latencies.length, answered: ok.length, p50Ms: percentile(ok, 0.5), p99Ms: percentile(ok, 0.99), maxMs: percentile(ok, 1) };
-}
-
-/** Hangs the calls up the way Twilio does: the socket closes, then the action callback says the call completed. */
-export async function hangUpAll(calls: readonly LeanCall[], httpUrl: string, concurrency: number): Promise<void> {
-  await closeAll(calls);
-  await mapLimit(calls, concurrency, (call) => postAction(httpUrl, { CallSid: call.callSid, CallStatus: 'completed', SessionStatus: 'completed' }));
 }
 
 /** A batch on a quiet server: open, talk, hang up. */

@@ -1,11 +1,11 @@
 // One side's load runs (the floor, a store's server, the LLM-hop baseline): its calls talk in one
 // closed loop (load.ts) through every level, ascending, and at each level through every stream
-// mode, the fake LLM's pace switched between runs. The calls are the side's idle-memory calls
-// where it had those, topped up to the largest level.
+// mode, the fake LLM's pace switched between runs. The calls are those the side already has open
+// (the floor's idle-memory calls; a store's, those its storm left live), topped up to the largest level.
 import type { ChildHandle } from './child-process.js';
 import { cpuOf } from './cpu-time.js';
 import type { LeanCall } from './lean-client.js';
-import { postAction } from '../src/testing/twilio-webhooks.js';
+import { postHangUp } from './hang-up.js';
 import { ClosedLoop, openCalls } from './load.js';
 import { setPace, type StreamMode } from './modes.js';
 import type { BenchOptions } from './options.js';
@@ -17,33 +17,13 @@ export interface Side {
   url: string;
   /** The measured process. */
   child: ChildHandle;
-  /** Calls already open with their setup sent (the idle-memory calls); more are opened as needed. */
+  /** Calls already open with their setup sent; more are opened as needed. */
   calls?: LeanCall[];
-  /**
-   * A relay server's HTTP origin: a call that hangs up also gets its action callback (CallStatus
-   * completed), as Twilio sends it, so the session ends instead of waiting out its grace period.
-   */
+  /** A relay server's HTTP origin: a call that hangs up also gets its action callback (hang-up.ts). */
   httpUrl?: string;
 }
 
-/**
- * The <Connect action> callback Twilio posts when the caller hung up. A saturated server can be
- * slow to accept it; it is tried twice, and a call whose callback still failed only means one
- * session that waits out its grace period in the server: never a failed turn.
- */
-const hangUpAt = (httpUrl: string) => async (call: LeanCall) => {
-  const params = { CallSid: call.callSid, CallStatus: 'completed', SessionStatus: 'completed' };
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      await postAction(httpUrl, params);
-      return;
-    } catch {
-      // once more
-    }
-  }
-};
-
-/** Runs every (level, mode) of one side, then hangs every call up once the turns in flight are done. */
+/** Runs every (level, mode) of one side, then hangs every call up (replies in flight are cut). */
 export async function measureSide(side: Side, llm: ChildHandle, modes: readonly StreamMode[], o: BenchOptions, log: (line: string) => void): Promise<LoadRun[]> {
   const calls = side.calls ?? [];
   const largest = Math.max(...o.levels);
@@ -55,7 +35,7 @@ export async function measureSide(side: Side, llm: ChildHandle, modes: readonly 
     minWarmupMs: o.warmupMs,
     maxWarmupMs: Math.max(o.warmupMs, o.warmupMaxMs),
     cpuProbe: cpuOf(side.child),
-    ...(side.httpUrl ? { hangUp: hangUpAt(side.httpUrl) } : {}),
+    ...(side.httpUrl ? { hangUp: (call: LeanCall) => postHangUp(side.httpUrl!, call.callSid) } : {}),
   });
   const runs: LoadRun[] = [];
   try {

@@ -13,8 +13,9 @@ import { resumeLine } from '../src/machines/phrases.js';
 import type { ChildHandle } from './child-process.js';
 import type { StoreKind } from './options.js';
 import { LeanCall, sid } from './lean-client.js';
-import { ask, closeAll, PROMPT } from './load.js';
-import { hangUpAll, newCallsBatch, openNewCalls, summarize, talkNow, type NewCallsResult } from './new-calls.js';
+import { ask, PROMPT } from './load.js';
+import { hangUpAll } from './hang-up.js';
+import { newCallsBatch, openNewCalls, summarize, talkNow, type NewCallsResult } from './new-calls.js';
 import { counterValue, fractionAtOrBelow, histogramDelta, histogramQuantile, parseHistogram } from './prom.js';
 import { mapLimit, percentile, waitUntil } from './stats.js';
 
@@ -299,7 +300,7 @@ export async function runStorm(o: StormOptions): Promise<{ result: StormResult; 
     };
   } catch (err) {
     // Hung up as Twilio ends a call (socket, then the action callback): the instance ends the sessions.
-    await hangUpAll(calls, `http://127.0.0.1:${port}`, o.actionConcurrency).catch(() => closeAll(calls));
+    await hangUpAll(calls, `http://127.0.0.1:${port}`, o.actionConcurrency);
     throw err;
   }
 }
