@@ -65,10 +65,11 @@ function memoryTable(r: BenchResults): string {
     x(rssRatio),
     kb(m.heapPerSessionBytes),
     x(heapRatio),
+    kb(m.rawRssPerSessionBytes),
   ];
   const rows = [row('floor', r.floor.idle, null, null)];
   for (const s of r.stores) if (s.idle) rows.push(row(s.store, s.idle.result, s.idle.rssRatio, s.idle.heapRatio));
-  return table(['process', 'calls', 'held', 'RSS KB/call', 'RSS x', 'heap KB/call', 'heap x'], rows);
+  return table(['process', 'calls', 'held', 'RSS KB/call', 'RSS x', 'heap KB/call', 'heap x', 'plain RSS KB/call'], rows);
 }
 
 function stormTables(r: BenchResults): string[] {
@@ -124,7 +125,8 @@ export function renderReport(r: BenchResults): string {
   const cut = runs.filter((run) => !run.result.warmupRound).length;
   if (cut > 0) out.push(`(${cut} of ${runs.length} runs cut their warm-up at BENCH_WARMUP_MAX_MS before a whole round: a few turns begun before may end in the measured time)`);
   out.push('');
-  out.push(`Idle memory per connected call (setup only): growth between two readings, each after a forced full GC; x = ours / floor`);
+  out.push('Idle memory per connected call (setup only): growth between two readings, each after a forced full GC; x = ours / floor');
+  out.push("RSS = its anonymous part less V8's young generation (empty after the GC, but resident); plain RSS: informational");
   out.push(memoryTable(r));
   out.push('');
   out.push(...stormTables(r));
