@@ -18,8 +18,9 @@ function shellLimit(flag: '-Sn' | '-Hn'): number {
 /** `npm run bench -- --quick`: small sizes, done in under 40 s; set variables still win. */
 const QUICK: Record<string, string> = {
   BENCH_LEVELS: '1,100',
-  BENCH_LEVEL_MS: '500',
+  BENCH_LEVEL_MS: '400',
   BENCH_STORM_SESSIONS: '100',
+  BENCH_STORM_NEW_CALLS: '10',
   BENCH_DEPLOY_SESSIONS: '20',
   BENCH_IDLE_SESSIONS: '200',
 };
