@@ -1,25 +1,31 @@
-// One benchmark run: baseline vs server latency/throughput, reconnect storms per store, idle memory.
-// Every process is on loopback: the harness (clients), the fake LLM, and the measured server or
-// baseline each in its own child process.
+// One benchmark run (issue 13): the floor and every store's server, each in its own process, at
+// every level in both stream modes; idle memory per connected call; a reconnect storm per store with
+// new calls arriving during it; a deploy. Every process is on loopback: the harness (clients), the
+// fake LLM, and each measured process in a child of its own.
+//
+// A child takes about 2 s of CPU to load, so the run starts all of them at once before measuring
+// anything, and each one does several jobs in turn: a store's server process measures idle memory on
+// its fresh start, takes the reconnect storm with those same calls, then carries the load on the
+// calls the storm left live (and the deploy reuses two of these processes); the floor's process
+// later also listens as the LLM-hop baseline.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { spawnChild, type ChildHandle } from './child-process.js';
-import { checkFrames } from './frame-check.js';
-import { measureLlmFloor } from './llm-floor.js';
-import { measureLoad, type LoadResult } from './load.js';
-import { measureIdleMemory, type MemoryResult } from './memory.js';
-import type { BenchOptions } from './options.js';
-import { evaluate, floorRatios, type BenchResults, type FloorResults, type LevelResult, type Ratios } from './report.js';
 import { redisReachable } from '../src/stores/redis-reachable.js';
-import { runStorm, type StormResult } from './storm.js';
+import { evaluate } from './checks.js';
+import { spawnChild, type ChildHandle } from './child-process.js';
+import type { ServerChildOptions } from './child-protocol.js';
 import { runDeploy, type DeployResult } from './deploy.js';
-
-/** Cumulative CPU microseconds (user + system) of a child process. */
-const cpuOf = (child: ChildHandle) => async () => {
-  const { user, system } = await child.call('cpu', {});
-  return user + system;
-};
+import { checkFrames } from './frame-check.js';
+import { openCalls } from './load.js';
+import { measureIdleMemory } from './memory.js';
+import { hangUpAll } from './hang-up.js';
+import { setPace, streamModes } from './modes.js';
+import type { BenchOptions, StoreKind } from './options.js';
+import { removeRedisKeys } from './redis-keys.js';
+import { compareRuns, idleRatios, type BenchResults, type ComparedRun, type StoreResults } from './results.js';
+import { measureSide } from './sides.js';
+import { runStorm } from './storm.js';
 
 export interface RunContext {
   log?: (line: string) => void;
@@ -27,8 +33,17 @@ export interface RunContext {
   notes?: string[];
 }
 
+/** A started server child and the port of the instance it runs now. */
+interface ServerChild {
+  store: StoreKind;
+  child: ChildHandle;
+  options: ServerChildOptions;
+  port: number;
+}
+
 export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<BenchResults> {
   const log = ctx.log ?? (() => {});
+  const notes = [...(ctx.notes ?? [])];
   const started = Date.now();
   const tmp = mkdtempSync(join(os.tmpdir(), 'relay-bench-'));
   log(`child logs in ${tmp}`);
@@ -38,148 +53,126 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
     children.push(child);
     return child;
   };
+  const modes = streamModes(o.pacedChunkDelayMs);
+  const redisPrefix = (store: StoreKind) => `bench:${store}:${started}:`;
   let ok = false;
   try {
+    const redisOk = o.stores.includes('redis') && (await redisReachable(o.redisUrl));
+    const running = o.stores.filter((s) => s !== 'redis' || redisOk);
+
+    // ---- every process at once, before anything is measured
     const llm = spawn('llm', 'llm');
+    const floorChild = spawn('fetch-floor', 'fetch-floor');
+    const spawned = running.map((store) => ({ store, child: spawn('server', `server-${store}`) }));
     const { baseURL: llmBaseUrl } = await llm.call('start', {});
     if (!llmBaseUrl) throw new Error('fake LLM did not report its URL');
-    const serverOptions = (store: BenchOptions['loadStore'], name: string) => ({
+    const serverOptions = (store: StoreKind): ServerChildOptions => ({
       store,
-      sqlitePath: join(tmp, `${name}.db`),
+      sqlitePath: join(tmp, `${store}.db`),
       redisUrl: o.redisUrl,
-      redisPrefix: `bench:${name}:${started}:`,
+      redisPrefix: redisPrefix(store),
       llmBaseUrl,
+      // Long enough that no session expires during the run.
       graceMs: 10 * 60_000,
       logLevel: o.logLevel,
     });
+    const [floorPort, servers] = await Promise.all([
+      floorChild.call('start', { llmBaseUrl }).then((r) => r.port),
+      Promise.all(
+        spawned.map(async ({ store, child }): Promise<ServerChild> => {
+          const options = serverOptions(store);
+          return { store, child, options, port: (await child.call('start', options)).port };
+        }),
+      ),
+    ]);
+    const floorUrl = `ws://127.0.0.1:${floorPort}`;
+    const relayUrl = (s: ServerChild) => `ws://127.0.0.1:${s.port}/relay`;
+    const httpUrl = (s: ServerChild) => `http://127.0.0.1:${s.port}`;
+    log(`started: fake LLM, floor, ${running.join('/')} servers (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 
-    // ---- latency and throughput: baseline then server at each level, same client code
-    const echo = spawn('echo', 'echo');
-    const hop = o.llmHopBaseline ? spawn('llm-hop', 'llm-hop') : null;
-    const floor = spawn('fetch-floor', 'fetch-floor');
-    const server = spawn('server', 'server-load');
-    const baselineUrl = `ws://127.0.0.1:${(await echo.call('start', {})).port}`;
-    const hopUrl = hop ? `ws://127.0.0.1:${(await hop.call('start', { llmBaseUrl })).port}` : null;
-    const floorUrl = `ws://127.0.0.1:${(await floor.call('start', { llmBaseUrl })).port}`;
-    const serverUrl = `ws://127.0.0.1:${(await server.call('start', serverOptions(o.loadStore, 'load'))).port}/relay`;
-    const frameCheck = await checkFrames(baselineUrl, serverUrl);
-    log(`frame check: baseline ${frameCheck.baselineFrames} frames, server ${frameCheck.serverFrames}, identical=${frameCheck.identical}`);
+    // ---- like for like: the floor answers with the server's frames
+    const first = servers[0];
+    const frameCheck = first ? await checkFrames(floorUrl, relayUrl(first), `http://127.0.0.1:${first.port}`) : await checkFrames(floorUrl, floorUrl);
+    log(`frame check: floor ${frameCheck.floorFrames} frames, server ${frameCheck.serverFrames}, identical=${frameCheck.identical}`);
 
-    const llmFloor = o.llmFloorRequests > 0 ? await measureLlmFloor(llmBaseUrl, o.llmFloorRequests, Math.min(20, o.llmFloorRequests)) : null;
-    if (llmFloor) log(`LLM client floor: ${llmFloor.cpuUsPerRequest.toFixed(0)} us CPU per streamed request (openai SDK)`);
+    // ---- the floor: idle memory on its fresh process, then the load on the same calls
+    const floorIdle = await measureIdleMemory(floorChild, floorUrl, o.idleSessions, o.connectConcurrency, o.waitTimeoutMs);
+    log(`idle floor: ${(floorIdle.result.rssPerSessionBytes / 1024).toFixed(1)} KB RSS per call`);
+    const floorLoad = await measureSide({ name: 'floor', url: floorUrl, child: floorChild, calls: floorIdle.calls }, llm, modes, o, log);
 
-    const latency: LevelResult[] = [];
-    const floorResults: FloorResults = { levels: [], stores: [] };
-    for (const [i, sessions] of o.levels.entries()) {
-      const rounds = o.rounds[i]!;
-      const load = { sessions, rounds, warmupRounds: o.warmupRounds, turnsPerCall: o.turnsPerCall, maxMs: o.levelMaxMs, replyTimeoutMs: o.replyTimeoutMs, connectConcurrency: o.connectConcurrency };
-      const baseline = await measureLoad({ ...load, url: baselineUrl, cpuProbe: cpuOf(echo) });
-      const srv = await measureLoad({ ...load, url: serverUrl, cpuProbe: cpuOf(server) });
-      const ratio = (base: LoadResult): Ratios => ({ p50: srv.p50Ms / base.p50Ms, p99: srv.p99Ms / base.p99Ms, throughput: srv.throughput / base.throughput });
-      const hopResult = hop && hopUrl ? await measureLoad({ ...load, url: hopUrl, cpuProbe: cpuOf(hop) }) : null;
-      latency.push({ sessions, rounds, baseline, server: srv, ratios: ratio(baseline), ...(hopResult ? { llmHop: { result: hopResult, ratios: ratio(hopResult) } } : {}) });
-      const floorResult = await measureLoad({ ...load, url: floorUrl, cpuProbe: cpuOf(floor) });
-      floorResults.levels.push({ sessions, rounds, result: floorResult });
-      log(
-        `@${sessions}: p50 ${baseline.p50Ms.toFixed(3)} vs ${srv.p50Ms.toFixed(3)} ms; ` +
-          `${baseline.throughput.toFixed(0)} vs ${srv.throughput.toFixed(0)} replies/s; ` +
-          `cpu/reply ${baseline.cpuUsPerReply?.toFixed(0)} vs ${srv.cpuUsPerReply?.toFixed(0)} us (baseline vs server)` +
-          (hopResult ? `; LLM-hop baseline p50 ${hopResult.p50Ms.toFixed(3)} ms, ${hopResult.throughput.toFixed(0)} replies/s` : '') +
-          `; floor p99 ${floorResult.p99Ms.toFixed(3)} ms, ${floorResult.throughput.toFixed(0)} replies/s, cpu/reply ${floorResult.cpuUsPerReply?.toFixed(0)} us`,
-      );
+    // ---- informational: the LLM-hop baseline, in the floor's process (the floor is idle by now)
+    let llmHop: ComparedRun[] | null = null;
+    if (o.llmHopBaseline) {
+      const hopUrl = `ws://127.0.0.1:${(await floorChild.call('start-hop', { llmBaseUrl })).port}`;
+      const instantOnly = modes.filter((m) => m.name === 'instant');
+      llmHop = compareRuns(await measureSide({ name: 'llm-hop', url: hopUrl, child: floorChild }, llm, instantOnly, o, log), floorLoad);
     }
-    await echo.exit();
-    await hop?.exit();
-    await floor.exit();
-    await server.exit();
 
-    // ---- every store's server against the floor at the same levels (the load store's run is reused)
+    // ---- every store's server: idle memory, storm, load (the storms and the deploy talk to an instant LLM)
+    const instant = modes.find((m) => m.name === 'instant')!;
+    const stores: StoreResults[] = [];
     for (const store of o.stores) {
-      if (store === 'redis' && !(await redisReachable(o.redisUrl))) {
-        floorResults.stores.push({ store, status: 'skipped', reason: `Redis at ${o.redisUrl} is unreachable`, levels: [] });
+      const server = servers.find((s) => s.store === store);
+      if (!server) {
+        stores.push({ store, status: 'skipped', reason: `Redis at ${o.redisUrl} is unreachable`, idle: null, load: [], storm: null });
         continue;
       }
-      let child: ChildHandle | null = null;
-      let url = serverUrl;
-      if (store !== o.loadStore) {
-        child = spawn('server', `server-load-${store}`);
-        url = `ws://127.0.0.1:${(await child.call('start', serverOptions(store, `load-${store}`))).port}/relay`;
-      }
-      const levels: FloorResults['stores'][number]['levels'] = [];
-      for (const [i, sessions] of o.levels.entries()) {
-        const rounds = o.rounds[i]!;
-        const ours = child
-          ? await measureLoad({ sessions, rounds, warmupRounds: o.warmupRounds, turnsPerCall: o.turnsPerCall, maxMs: o.levelMaxMs, replyTimeoutMs: o.replyTimeoutMs, connectConcurrency: o.connectConcurrency, url, cpuProbe: cpuOf(child) })
-          : latency[i]!.server;
-        const ratios = floorRatios(ours, floorResults.levels[i]!.result);
-        levels.push({ sessions, server: ours, ratios });
-        log(`floor @${sessions} ${store}: cpu/turn ${ratios.cpuPerTurn?.toFixed(2)}x, first-token p99 ${ratios.firstTokenP99.toFixed(2)}x, turns/s ${ratios.turnsPerSecPct.toFixed(0)}% of floor`);
-      }
-      await child?.exit();
-      floorResults.stores.push({ store, status: 'ok', levels });
-    }
-
-    // ---- reconnect storms, one fresh server process per store
-    const storms: StormResult[] = [];
-    for (const store of o.stores) {
+      const idle = await measureIdleMemory(server.child, relayUrl(server), o.idleSessions, o.connectConcurrency, o.waitTimeoutMs);
+      const idleMemory = idleRatios(idle.result, floorIdle.result);
+      log(`idle ${store}: ${(idle.result.rssPerSessionBytes / 1024).toFixed(1)} KB RSS per call (${idleMemory.rssRatio === null ? '-' : idleMemory.rssRatio.toFixed(2)}x floor)`);
+      // The storm on the idle calls (each has one turn first); the calls it leaves live carry the load.
+      const stormCalls = idle.calls.splice(0, o.stormSessions);
+      await hangUpAll(idle.calls, httpUrl(server), o.actionConcurrency); // idle calls beyond the storm's
+      if (stormCalls.length < o.stormSessions) stormCalls.push(...(await openCalls(relayUrl(server), o.stormSessions - stormCalls.length, o.connectConcurrency)));
+      await setPace(llm, instant);
       const storm = await runStorm({
         store,
-        sessions: o.stormSessions,
-        llmBaseUrl,
-        redisUrl: o.redisUrl,
-        sqlitePath: join(tmp, `storm-${store}.db`),
-        logFile: join(tmp, `server-storm-${store}.log`),
-        logLevel: o.logLevel,
+        child: server.child,
+        port: server.port,
+        calls: stormCalls,
+        newCalls: o.stormNewCalls,
+        oneByOne: o.stormOneByOne,
         connectConcurrency: o.connectConcurrency,
         actionConcurrency: o.actionConcurrency,
         timeoutMs: o.waitTimeoutMs,
+        log,
       });
-      storms.push(storm);
-      log(`storm ${store}: ${storm.status === 'ok' ? `${storm.live?.restored}/${storm.restart?.restored} of ${storm.sessions}` : `skipped (${storm.reason})`}`);
+      server.port = storm.port;
+      const s = storm.result;
+      log(
+        `storm ${store}: ${s.live.restored}/${s.restart.restored} of ${s.sessions} resumed/restored, restore p99 ${s.restart.serverRestore?.p99Ms.toFixed(2)} ms; ` +
+          `new calls' first-token p99 ${s.newCalls.quiet.p99Ms.toFixed(1)} ms quiet, ${s.newCalls.duringStorm.p99Ms.toFixed(1)} ms during the storm`,
+      );
+
+      const load = compareRuns(
+        await measureSide({ name: store, url: relayUrl(server), httpUrl: httpUrl(server), child: server.child, calls: storm.calls.filter((c) => c.open) }, llm, modes, o, log),
+        floorLoad,
+      );
+      stores.push({ store, status: 'ok', idle: idleMemory, load, storm: s });
     }
 
-    // ---- a deploy: one instance stopped while its calls talk, the other takes them over
+    // ---- a deploy: one instance stopped while its calls talk, another takes them over
     let deploy: DeployResult | null = null;
     if (o.deploySessions > 0) {
-      deploy = await runDeploy({
-        sessions: o.deploySessions,
-        server: serverOptions('sqlite', 'deploy'),
-        logFile: (name) => join(tmp, `${name}.log`),
-        connectConcurrency: o.connectConcurrency,
-        timeoutMs: o.waitTimeoutMs,
-      });
+      await setPace(llm, instant);
+      const pair = await deployPair(servers, serverOptions, spawn);
+      deploy = await runDeploy({ sessions: o.deploySessions, ...pair, connectConcurrency: o.connectConcurrency, timeoutMs: o.waitTimeoutMs });
       log(`deploy: ${deploy.moved}/${deploy.sessions} calls moved, speech gap p50 ${deploy.gapP50Ms} ms, p99 ${deploy.gapP99Ms} ms`);
     }
 
-    // ---- memory per idle session, each process measured on its own
-    const idleServer = spawn('server', 'server-idle');
-    const idlePort = (await idleServer.call('start', serverOptions(o.loadStore, 'idle'))).port;
-    const serverMemory = await measureIdleMemory(idleServer, `ws://127.0.0.1:${idlePort}/relay`, o.idleSessions, o.connectConcurrency, o.waitTimeoutMs);
-    await idleServer.exit();
-    log(`idle server: ${(serverMemory.heapPerSessionBytes / 1024).toFixed(1)} KB heap per session`);
-    let baselineMemory: MemoryResult | null = null;
-    if (o.idleBaseline) {
-      const idleEcho = spawn('echo', 'echo-idle');
-      const echoPort = (await idleEcho.call('start', {})).port;
-      baselineMemory = await measureIdleMemory(idleEcho, `ws://127.0.0.1:${echoPort}`, o.idleSessions, o.connectConcurrency, o.waitTimeoutMs);
-      await idleEcho.exit();
-    }
-    await llm.exit();
-
     const partial = {
-      version: 1 as const,
+      version: 2 as const,
       startedAt: new Date(started).toISOString(),
       durationMs: Date.now() - started,
       machine: { cpus: os.cpus().length, node: process.version, platform: `${os.platform()} ${os.release()}`, fdSoftLimit: ctx.fdSoftLimit ?? null },
       options: o,
-      notes: ctx.notes ?? [],
+      notes,
+      modes,
       frameCheck,
-      llmFloor,
-      latency,
-      floor: floorResults,
-      storms,
+      floor: { idle: floorIdle.result, load: floorLoad },
+      stores,
+      llmHop,
       deploy,
-      memory: { server: serverMemory, baseline: baselineMemory },
     };
     const checks = evaluate(partial);
     const results: BenchResults = { ...partial, checks, pass: checks.every((c) => c.pass) };
@@ -188,8 +181,31 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
     return results;
   } finally {
     await Promise.all(children.map((c) => c.exit()));
+    if (o.stores.includes('redis')) await removeRedisKeys(o.redisUrl, redisPrefix('redis')).catch(() => {});
     // Logs are kept when something went wrong.
     if (ok) rmSync(tmp, { recursive: true, force: true });
     else log(`kept child logs in ${tmp}`);
   }
+}
+
+/**
+ * Two server processes on one SQLite file for the deploy run: A is the sqlite store's process, B
+ * another store's process restarted onto A's file. Fresh processes stand in for whichever is missing.
+ */
+async function deployPair(
+  servers: ServerChild[],
+  serverOptions: (store: StoreKind) => ServerChildOptions,
+  spawn: (role: 'server', name: string) => ChildHandle,
+): Promise<{ a: ChildHandle; portA: number; portB: number }> {
+  const sqlite = servers.find((s) => s.store === 'sqlite');
+  const options = sqlite?.options ?? { ...serverOptions('sqlite'), sqlitePath: serverOptions('sqlite').sqlitePath.replace(/sqlite\.db$/, 'deploy.db') };
+  // A new instance on each: whatever the load left behind (a hang-up callback a saturated server missed) stays out.
+  const a = sqlite ? { child: sqlite.child, port: (await sqlite.child.call('restart', {})).port } : await startFresh(spawn('server', 'deploy-a'), options);
+  const other = servers.find((s) => s.store !== 'sqlite');
+  const portB = other ? (await other.child.call('restart', { options })).port : (await startFresh(spawn('server', 'deploy-b'), options)).port;
+  return { a: a.child, portA: a.port, portB };
+}
+
+async function startFresh(child: ChildHandle, options: ServerChildOptions): Promise<{ child: ChildHandle; port: number }> {
+  return { child, port: (await child.call('start', options)).port };
 }

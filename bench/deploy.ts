@@ -4,16 +4,17 @@
 // The speech gap of a moved call is the time from the last frame it heard on A to the first token on B.
 import { postAction } from '../src/testing/twilio-webhooks.js';
 import { readRelayTwiml } from '../src/testing/twiml-reader.js';
-import { spawnChild } from './child-process.js';
-import type { ServerChildOptions } from './child-protocol.js';
+import type { ChildHandle } from './child-process.js';
 import { LeanCall, sid } from './lean-client.js';
 import { mapLimit, percentile, round } from './stats.js';
 
 export interface DeployOptions {
   sessions: number;
-  /** Two instances share this store (a SQLite file both open, or Redis under one prefix). */
-  server: Omit<ServerChildOptions, 'logLevel'> & { logLevel: string };
-  logFile: (name: string) => string;
+  /** Instance A's process: the calls start on it, and it is stopped (the process exits) during the run. */
+  a: ChildHandle;
+  portA: number;
+  /** Instance B, on the same store as A (both open one SQLite file): the calls move to it. */
+  portB: number;
   connectConcurrency: number;
   timeoutMs: number;
 }
@@ -74,38 +75,31 @@ async function comeBack(call: LeanCall, lastFrameAt: () => number, httpUrl: stri
 }
 
 export async function runDeploy(o: DeployOptions): Promise<DeployResult> {
-  const a = spawnChild('server', o.logFile('deploy-a'));
-  const b = spawnChild('server', o.logFile('deploy-b'));
-  try {
-    const [portA, portB] = await Promise.all([a.call('start', o.server), b.call('start', o.server)]).then((r) => r.map((x) => x.port));
-    const calls = await mapLimit(Array.from({ length: o.sessions }), o.connectConcurrency, async () => {
-      const call = await LeanCall.open(`ws://127.0.0.1:${portA}/relay`);
-      const state = { lastFrameAt: performance.now(), turns: 0 };
-      const firstTurn = new Promise<void>((resolve) => {
-        call.onText = (_t, last) => last && resolve();
-      });
-      call.sendSetup();
-      call.prompt('hello');
-      await firstTurn;
-      return { call, state };
+  const calls = await mapLimit(Array.from({ length: o.sessions }), o.connectConcurrency, async () => {
+    const call = await LeanCall.open(`ws://127.0.0.1:${o.portA}/relay`);
+    const state = { lastFrameAt: performance.now(), turns: 0 };
+    const firstTurn = new Promise<void>((resolve) => {
+      call.onText = (_t, last) => last && resolve();
     });
-    for (const { call, state } of calls) keepTalking(call, state);
-    // The balancer would send each callback to a live instance; here that is B.
-    const gaps = calls.map(({ call, state }) => comeBack(call, () => state.lastFrameAt, `http://127.0.0.1:${portB}`, o.timeoutMs));
-    const stopStarted = performance.now();
-    await a.exit();
-    const drainMs = performance.now() - stopStarted;
-    const measured = (await Promise.all(gaps)).filter((g): g is number => g !== null);
-    return {
-      sessions: o.sessions,
-      moved: measured.length,
-      lost: o.sessions - measured.length,
-      gapP50Ms: round(percentile(measured, 0.5)),
-      gapP99Ms: round(percentile(measured, 0.99)),
-      gapMaxMs: round(percentile(measured, 1)),
-      drainMs: round(drainMs) ?? 0,
-    };
-  } finally {
-    await Promise.all([a.exit(), b.exit()]);
-  }
+    call.sendSetup();
+    call.prompt('hello');
+    await firstTurn;
+    return { call, state };
+  });
+  for (const { call, state } of calls) keepTalking(call, state);
+  // The balancer would send each callback to a live instance; here that is B.
+  const gaps = calls.map(({ call, state }) => comeBack(call, () => state.lastFrameAt, `http://127.0.0.1:${o.portB}`, o.timeoutMs));
+  const stopStarted = performance.now();
+  await o.a.exit();
+  const drainMs = performance.now() - stopStarted;
+  const measured = (await Promise.all(gaps)).filter((g): g is number => g !== null);
+  return {
+    sessions: o.sessions,
+    moved: measured.length,
+    lost: o.sessions - measured.length,
+    gapP50Ms: round(percentile(measured, 0.5)),
+    gapP99Ms: round(percentile(measured, 0.99)),
+    gapMaxMs: round(percentile(measured, 1)),
+    drainMs: round(drainMs) ?? 0,
+  };
 }

@@ -5,8 +5,7 @@
 // `text` frame, then `last: true`. No SDK, validation, state machine, store, logging or metrics.
 import { toChatMessages } from '../src/llm/prompts.js';
 import type { ChatTurn } from '../src/llm/types.js';
-import type { EchoServer } from './echo-server.js';
-import { benchAgent as agent, benchInstructions as instructions, listenReplyRelay } from './reply-relay.js';
+import { benchAgent as agent, benchInstructions as instructions, listenReplyRelay, type WsServer } from './reply-relay.js';
 
 interface StreamChunk {
   choices?: Array<{ delta?: { content?: string | null } }>;
@@ -51,7 +50,7 @@ async function streamReply(url: string, history: ChatTurn[], onToken: (token: st
   if (pending) line(pending);
 }
 
-export function startFetchFloorServer(llmBaseUrl: string): Promise<EchoServer> {
+export function startFetchFloorServer(llmBaseUrl: string): Promise<WsServer> {
   const url = `${llmBaseUrl.replace(/\/+$/, '')}/chat/completions`;
   return listenReplyRelay((history, onToken) => streamReply(url, history, onToken));
 }

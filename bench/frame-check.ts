@@ -1,18 +1,19 @@
-// Checks once per run, with the full validating SimulatedCall, that the baseline answers a prompt
-// with exactly the frames the real server sends (so the comparison is like for like) and that
-// every server frame is a valid ConversationRelay message.
+// Checks once per run, with the full validating SimulatedCall, that the floor answers a prompt with
+// exactly the frames the real server sends (so the comparison is like for like: 13 `text` frames,
+// the word-sized chunks, then `last: true`) and that every frame of both is a valid ConversationRelay message.
 import { SimulatedCall } from '../src/testing/twilio-sim.js';
+import { postHangUp } from './hang-up.js';
 import { PROMPT } from './load.js';
 
 export interface FrameCheck {
-  baselineFrames: number;
+  floorFrames: number;
   serverFrames: number;
   /** Same tokens and `last` flags in the same order. */
   identical: boolean;
   invalidFrames: number;
 }
 
-async function replyFrames(url: string): Promise<{ frames: string[]; invalid: number }> {
+async function replyFrames(url: string, hangUp?: (callSid: string) => Promise<void>): Promise<{ frames: string[]; invalid: number }> {
   const call = await SimulatedCall.connect({ url });
   try {
     call.prompt(PROMPT);
@@ -20,16 +21,19 @@ async function replyFrames(url: string): Promise<{ frames: string[]; invalid: nu
     return { frames: reply.tokens.map((t) => JSON.stringify([t.token, t.last])), invalid: call.invalidFrames };
   } finally {
     await call.close();
+    await hangUp?.(call.callSid);
   }
 }
 
-export async function checkFrames(baselineUrl: string, serverUrl: string): Promise<FrameCheck> {
-  const baseline = await replyFrames(baselineUrl);
-  const server = await replyFrames(serverUrl);
+/** `serverHttpUrl`: the server's call is ended with its action callback afterwards, as a hang-up ends it. */
+export async function checkFrames(floorUrl: string, serverUrl: string, serverHttpUrl?: string): Promise<FrameCheck> {
+  const floor = await replyFrames(floorUrl);
+  const hangUp = serverHttpUrl ? (callSid: string) => postHangUp(serverHttpUrl, callSid) : undefined;
+  const server = await replyFrames(serverUrl, hangUp);
   return {
-    baselineFrames: baseline.frames.length,
+    floorFrames: floor.frames.length,
     serverFrames: server.frames.length,
-    identical: baseline.frames.join('\n') === server.frames.join('\n'),
-    invalidFrames: baseline.invalid + server.invalid,
+    identical: floor.frames.join('\n') === server.frames.join('\n'),
+    invalidFrames: floor.invalid + server.invalid,
   };
 }

@@ -1,6 +1,6 @@
 // A lean ConversationRelay peer for load: it sends the same setup and prompt frames as
 // SimulatedCall but only JSON-parses what arrives (no schema validation, no transcript), so the
-// client's own cost stays small and identical for the baseline and the server.
+// client's own cost stays small and identical for the floor and the server.
 // bench/frame-check.ts validates the frames of both with the full SimulatedCall once per run.
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';

@@ -1,43 +1,38 @@
-// Closed-loop load: N sessions each send a prompt, wait for the whole reply (`last: true`), and
-// repeat. Measures prompt -> first token latency and completed replies per second.
+// Closed-loop load sized by time: a side's calls each send a prompt, wait for the whole reply
+// (`last: true`) and send the next one. A run raises the number of talking calls to its level,
+// warms up (see ClosedLoop.run), then counts for a fixed time: turns completed, prompt -> first
+// token of each, and the measured process's CPU time.
+// Calls keep talking from one run to the next, so levels go up without reconnecting and a run never
+// waits for the previous one to drain; only stop() drains.
 import { LeanCall } from './lean-client.js';
-import { mapLimit, mean, percentile } from './stats.js';
+import { mapLimit, mean, percentile, sleep, waitUntil } from './stats.js';
 
 export const PROMPT = 'what time does the pharmacy on main street open tomorrow';
 
-export interface LoadOptions {
-  url: string;
-  sessions: number;
-  /** Measured prompts per session. */
-  rounds: number;
-  /** A session hangs up and places a new call after this many turns (calls are not endless). */
-  turnsPerCall: number;
-  /** Unmeasured prompts per session first (JIT, connection pools). */
-  warmupRounds: number;
-  /** Time cap for the measured part; sessions stop issuing prompts after it. */
-  maxMs: number;
-  replyTimeoutMs: number;
-  connectConcurrency: number;
-  /** Cumulative CPU microseconds of the measured process; read right before and after the measured part. */
-  cpuProbe?: () => Promise<number>;
-}
-
 export interface LoadResult {
   sessions: number;
-  replies: number;
+  /** Turns completed in the measured time. */
+  turns: number;
+  /** Turns that failed (timeout, closed socket) during this run, warm-up included. */
   failed: number;
+  /** Why they failed: message -> count. */
+  failures: Record<string, number>;
   p50Ms: number;
   p99Ms: number;
   meanMs: number;
   maxMs: number;
-  /** Completed replies per second over the measured part. */
-  throughput: number;
+  turnsPerSec: number;
+  /** The measured time (longer than asked only if no turn completed in it). */
   elapsedMs: number;
-  /** The time cap cut the run short. */
-  timedOut: boolean;
-  framesPerReply: number;
-  /** CPU time the measured process spent per completed reply (null without a probe). */
-  cpuUsPerReply: number | null;
+  /** The warm-up before it. */
+  warmupMs: number;
+  /** Every talking call completed a turn of this run before the measured time began (else the warm-up was cut at its maximum). */
+  warmupRound: boolean;
+  framesPerTurn: number;
+  /** CPU time (user + system) the measured process spent per completed turn. */
+  cpuUsPerTurn: number;
+  /** The same for the harness (all clients): near a whole core, the clients are what limits the run. */
+  clientCpuUsPerTurn: number;
 }
 
 interface Answer {
@@ -94,63 +89,165 @@ export async function closeAll(calls: readonly LeanCall[], timeoutMs = 10_000): 
   clearTimeout(timer);
 }
 
-export async function measureLoad(o: LoadOptions): Promise<LoadResult> {
-  const calls = await openCalls(o.url, o.sessions, o.connectConcurrency);
-  try {
-    for (let r = 0; r < o.warmupRounds; r++) await Promise.all(calls.map((c) => ask(c, PROMPT, o.replyTimeoutMs)));
+export interface ClosedLoopOptions {
+  /** Where a call that hung up calls again. */
+  url: string;
+  turnsPerCall: number;
+  replyTimeoutMs: number;
+  /** The warm-up lasts at least this long... */
+  minWarmupMs: number;
+  /** ...and at most this long. */
+  maxWarmupMs: number;
+  /** Cumulative CPU microseconds of the measured process; read right before and after the measured time. */
+  cpuProbe: () => Promise<number>;
+  /** After a call's socket closed: what else a hang-up sends (the server's action callback). */
+  hangUp?: (call: LeanCall) => Promise<void>;
+}
 
-    const latencies: number[] = [];
-    let failed = 0;
-    let frames = 0;
-    let timedOut = false;
-    const cpuBefore = await o.cpuProbe?.();
-    const start = performance.now();
-    const deadline = start + o.maxMs;
-    await Promise.all(
-      calls.map(async (first, i) => {
-        let call = first;
-        let turnsOnCall = o.warmupRounds;
-        for (let r = 0; r < o.rounds; r++) {
-          if (performance.now() > deadline) {
-            timedOut = true;
-            return;
-          }
-          try {
-            if (turnsOnCall >= o.turnsPerCall) {
-              // Hang up and call again: connection set-up counts in throughput, not in latency.
-              await call.close();
-              call = (await openCalls(o.url, 1, 1))[0]!;
-              calls[i] = call;
-              turnsOnCall = 0;
-            }
-            const answer = await ask(call, PROMPT, o.replyTimeoutMs);
-            turnsOnCall++;
-            latencies.push(answer.firstMs);
-            frames += answer.frames;
-          } catch {
-            failed++;
-            return; // a broken session stops; the failure is reported
-          }
-        }
-      }),
+/** How long stop() waits for the calls' loops to notice (one may be connecting again, or posting its hang-up). */
+const STOP_WAIT_MS = 5000;
+
+/** The turns completed while the measured time runs. */
+interface Window {
+  open: boolean;
+  latencies: number[];
+  frames: number;
+}
+
+export class ClosedLoop {
+  private active = 0;
+  private generation = 0;
+  private stopping = false;
+  private failed = 0;
+  private failures: Record<string, number> = {};
+  private readonly loops: Array<Promise<void>> = [];
+  /** Per call: turns on its current connection, and the newest run (generation) it completed a turn in. */
+  private readonly turnsOnCall: number[];
+  private readonly completed: number[];
+  private brokenCount = 0;
+  private window: Window | null = null;
+
+  /** `calls` have sent their setup; the loop owns them from now on (a call that hangs up is replaced in place). */
+  constructor(
+    readonly calls: LeanCall[],
+    private readonly o: ClosedLoopOptions,
+  ) {
+    // Calls hang up at staggered turns, as real ones do: in step, a thousand would hang up and
+    // connect again in the same moment, every turnsPerCall rounds.
+    this.turnsOnCall = calls.map((_, i) => i % o.turnsPerCall);
+    this.completed = calls.map(() => 0);
+  }
+
+  /**
+   * One run: `sessions` calls talking (at least as many as in the previous run), warmed up, then
+   * measured for `durationMs`. The warm-up is one round (every talking call completes a turn begun
+   * in this run), at least minWarmupMs and at most maxWarmupMs: a thousand saturating calls can take
+   * longer than that for a round, and then a few turns begun before the run (at the previous level,
+   * or the LLM's previous pace) may still end inside the measured time (`warmupRound: false`).
+   */
+  async run(sessions: number, durationMs: number): Promise<LoadResult> {
+    if (sessions > this.calls.length || sessions < this.active) throw new Error(`ClosedLoop: ${sessions} calls after ${this.active}, of ${this.calls.length}`);
+    this.generation++;
+    const generation = this.generation;
+    const failedBefore = this.failed;
+    this.failures = {};
+    const warmStart = performance.now();
+    for (let i = this.active; i < sessions; i++) this.loops.push(this.loop(i));
+    this.active = sessions;
+    let warmupRound = false;
+    await waitUntil(
+      () => {
+        let done = this.brokenCount;
+        for (let i = 0; i < this.active; i++) if (this.completed[i] === generation) done++;
+        warmupRound = done >= this.active;
+        return warmupRound && performance.now() - warmStart >= this.o.minWarmupMs;
+      },
+      this.o.maxWarmupMs,
+      5,
     );
+    const warmupMs = performance.now() - warmStart;
+
+    const cpuBefore = await this.o.cpuProbe();
+    const clientBefore = process.cpuUsage();
+    const window: Window = { open: true, latencies: [], frames: 0 };
+    this.window = window;
+    const start = performance.now();
+    await sleep(durationMs);
+    // A turn longer than the measured time (a slow machine, a tiny run) still gets one figure.
+    if (window.latencies.length === 0) await waitUntil(() => window.latencies.length > 0 || this.brokenCount >= this.active, this.o.replyTimeoutMs, 5);
+    window.open = false;
     const elapsedMs = performance.now() - start;
-    const cpuAfter = await o.cpuProbe?.();
+    const client = process.cpuUsage(clientBefore);
+    const cpuAfter = await this.o.cpuProbe();
+    const { latencies } = window;
+    const turns = latencies.length;
     return {
-      sessions: o.sessions,
-      replies: latencies.length,
-      failed,
+      sessions,
+      turns,
+      failed: this.failed - failedBefore,
+      failures: this.failures,
       p50Ms: percentile(latencies, 0.5),
       p99Ms: percentile(latencies, 0.99),
       meanMs: mean(latencies),
       maxMs: percentile(latencies, 1),
-      throughput: (latencies.length / elapsedMs) * 1000,
+      turnsPerSec: (turns / elapsedMs) * 1000,
       elapsedMs,
-      timedOut,
-      framesPerReply: latencies.length ? frames / latencies.length : 0,
-      cpuUsPerReply: cpuBefore !== undefined && cpuAfter !== undefined && latencies.length ? (cpuAfter - cpuBefore) / latencies.length : null,
+      warmupMs,
+      warmupRound,
+      framesPerTurn: turns ? window.frames / turns : 0,
+      cpuUsPerTurn: turns ? (cpuAfter - cpuBefore) / turns : Number.NaN,
+      clientCpuUsPerTurn: turns ? (client.user + client.system) / turns : Number.NaN,
     };
-  } finally {
-    await closeAll(calls);
+  }
+
+  /**
+   * Every call hangs up now: its socket is cut (a close handshake with a saturated process can take
+   * seconds; replies in flight are cut, nothing is measured any more), then the hang-up callback.
+   */
+  async stop(concurrency: number): Promise<void> {
+    this.stopping = true;
+    await Promise.all(this.calls.map((c) => c.drop()));
+    // A call still connecting again drops that socket itself once it opens (see loop()).
+    await Promise.race([Promise.all(this.loops), sleep(STOP_WAIT_MS)]);
+    const { hangUp } = this.o;
+    if (hangUp) await mapLimit(this.calls, concurrency, hangUp);
+  }
+
+  private async loop(i: number): Promise<void> {
+    while (!this.stopping) {
+      const generation = this.generation;
+      try {
+        if (this.turnsOnCall[i]! >= this.o.turnsPerCall) {
+          // Hang up and call again: connection set-up counts in turns/s and CPU per turn, not in latency.
+          await this.calls[i]!.close();
+          await this.o.hangUp?.(this.calls[i]!);
+          if (this.stopping) return;
+          // A process saturated by a thousand calls can take seconds to accept a connection.
+          const next = await LeanCall.open(this.o.url, undefined, this.o.replyTimeoutMs);
+          if (this.stopping) {
+            void next.drop(); // no setup sent: the server holds no session for it
+            return;
+          }
+          next.sendSetup();
+          this.calls[i] = next;
+          this.turnsOnCall[i] = 0;
+        }
+        const answer = await ask(this.calls[i]!, PROMPT, this.o.replyTimeoutMs);
+        this.turnsOnCall[i]!++;
+        this.completed[i] = generation;
+        if (this.window?.open) {
+          this.window.latencies.push(answer.firstMs);
+          this.window.frames += answer.frames;
+        }
+      } catch (err) {
+        if (this.stopping) return; // hung up by stop()
+        // A broken call stops; the failure is reported with the run it happened in.
+        const why = err instanceof Error ? err.message.replace(/ws:\/\/\S+/, 'its URL') : String(err);
+        this.failures[why] = (this.failures[why] ?? 0) + 1;
+        this.failed++;
+        this.brokenCount++;
+        return;
+      }
+    }
   }
 }

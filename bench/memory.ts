@@ -1,15 +1,27 @@
-// Memory per idle session: open N calls (setup only, no traffic), wait until the process holds
-// them all, then compare its memory after a full GC with the reading taken before.
+// Memory per idle call: open N calls (setup only, no traffic) to a fresh process, wait until it
+// holds them all, then compare its memory with the reading taken before. Both readings come after
+// two forced full GCs (the child's `memory` command), so the growth is live memory, not garbage.
+// Of RSS, the anonymous part is read (file-backed pages are program code the kernel pages in and
+// out), less V8's young generation (empty then, but sized by recent allocation).
+// The calls stay open and are handed back: the same process and calls then carry the load runs.
 import type { ChildHandle } from './child-process.js';
-import { closeAll, openCalls } from './load.js';
+import type { LeanCall } from './lean-client.js';
+import { openCalls } from './load.js';
 import { waitUntil } from './stats.js';
 
 export interface MemoryResult {
   sessions: number;
-  /** Sessions (server) or connections (baseline) the process reported holding when measured. */
+  /** Sessions (server) or connections (floor) the process reported holding when measured. */
   held: number;
-  heapPerSessionBytes: number;
+  /**
+   * RSS growth per call, both readings after forced full GCs: its anonymous part, without V8's
+   * young generation (empty after a full GC, but sized by recent allocation; see MemorySample).
+   */
   rssPerSessionBytes: number;
+  /** Informational: plain RSS growth per call. */
+  rawRssPerSessionBytes: number;
+  /** Informational. */
+  heapPerSessionBytes: number;
   externalPerSessionBytes: number;
   heapBeforeBytes: number;
   heapAfterBytes: number;
@@ -18,30 +30,36 @@ export interface MemoryResult {
   gcExposed: boolean;
 }
 
-export async function measureIdleMemory(child: ChildHandle, url: string, sessions: number, connectConcurrency: number, timeoutMs: number): Promise<MemoryResult> {
+export async function measureIdleMemory(
+  child: ChildHandle,
+  url: string,
+  sessions: number,
+  connectConcurrency: number,
+  timeoutMs: number,
+): Promise<{ result: MemoryResult; calls: LeanCall[] }> {
   const before = await child.call('memory', {});
   const calls = await openCalls(url, sessions, connectConcurrency);
-  try {
-    let held = 0;
-    await waitUntil(async () => {
-      held = (await child.call('stats', {})).sessions;
-      return held >= sessions;
-    }, timeoutMs);
-    await child.call('flush', {}); // pending snapshot writes are not idle-state memory
-    const after = await child.call('memory', {});
-    return {
+  let held = 0;
+  await waitUntil(async () => {
+    held = (await child.call('stats', {})).sessions;
+    return held >= sessions;
+  }, timeoutMs);
+  await child.call('flush', {}); // pending snapshot writes are not idle-state memory
+  const after = await child.call('memory', {});
+  return {
+    calls,
+    result: {
       sessions,
       held,
+      rssPerSessionBytes: (after.rssAnon - after.youngGeneration - (before.rssAnon - before.youngGeneration)) / sessions,
+      rawRssPerSessionBytes: (after.rss - before.rss) / sessions,
       heapPerSessionBytes: (after.heapUsed - before.heapUsed) / sessions,
-      rssPerSessionBytes: (after.rss - before.rss) / sessions,
       externalPerSessionBytes: (after.external - before.external) / sessions,
       heapBeforeBytes: before.heapUsed,
       heapAfterBytes: after.heapUsed,
       rssBeforeBytes: before.rss,
       rssAfterBytes: after.rss,
       gcExposed: after.gc,
-    };
-  } finally {
-    await closeAll(calls, 20_000);
-  }
+    },
+  };
 }

@@ -26,6 +26,16 @@ export function parseHistogram(text: string, name: string): Histogram {
   return { buckets, count, sum };
 }
 
+/** `after` minus `before` (two readings of one histogram): the observations made in between. */
+export function histogramDelta(after: Histogram, before: Histogram): Histogram {
+  const earlier = new Map(before.buckets.map((b) => [b.le, b.count]));
+  return {
+    buckets: after.buckets.map((b) => ({ le: b.le, count: b.count - (earlier.get(b.le) ?? 0) })),
+    count: after.count - before.count,
+    sum: after.sum - before.sum,
+  };
+}
+
 /** Like PromQL histogram_quantile: linear interpolation inside the bucket holding the q-th observation. */
 export function histogramQuantile(h: Histogram, q: number): number {
   if (h.count === 0 || h.buckets.length === 0) return Number.NaN;

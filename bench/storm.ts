@@ -1,35 +1,40 @@
-// Reconnect storm for one store: N calls talk, drop, get the <Connect action> callback answered with
-// reconnect TwiML, and all reconnect at once the way Twilio does (new sessionId, same callSid).
-// `live` resumes sessions still held by the same instance; `restart` first restarts the server
-// instance (everything persisted, new SessionManager and store connection), so every session is
-// restored from the store and lands in the server's relay_restore_seconds histogram. `oneByOne`
-// repeats the restart case with reconnects in sequence: the restore time without queueing.
+// Reconnect storm for one store, on that store's server process (right after its idle-memory
+// reading, on those calls; the load runs go on with the calls it leaves live): N calls talk, drop, get the <Connect action> callback answered with reconnect TwiML, and all reconnect at
+// once the way Twilio does (new sessionId, same callSid). `live` resumes sessions still held by the
+// same instance; `restart` first restarts the server instance (everything persisted, new
+// SessionManager and store connection), so every session is restored from the store and lands in
+// the server's relay_restore_seconds histogram. Around `restart`, brand-new calls are timed twice
+// (new-calls.ts): on the quiet new instance, and right after the reconnect burst. `oneByOne`
+// (informational, off by default) repeats the restart case with reconnects in sequence.
 import os from 'node:os';
-import { rmSync } from 'node:fs';
 import { postAction } from '../src/testing/twilio-webhooks.js';
 import { readRelayTwiml } from '../src/testing/twiml-reader.js';
 import { resumeLine } from '../src/machines/phrases.js';
-import { closeClient, connectRedis, scanKeys } from '../src/stores/redis-connection.js';
-import { redisReachable } from '../src/stores/redis-reachable.js';
-import { spawnChild, type ChildHandle } from './child-process.js';
-import type { ServerChildOptions } from './child-protocol.js';
+import type { ChildHandle } from './child-process.js';
+import type { StoreKind } from './options.js';
 import { LeanCall, sid } from './lean-client.js';
-import { ask, closeAll, openCalls, PROMPT } from './load.js';
-import { counterValue, fractionAtOrBelow, histogramQuantile, parseHistogram } from './prom.js';
+import { ask, PROMPT } from './load.js';
+import { hangUpAll } from './hang-up.js';
+import { newCallsBatch, openNewCalls, summarize, talkNow, type NewCallsResult } from './new-calls.js';
+import { counterValue, fractionAtOrBelow, histogramDelta, histogramQuantile, parseHistogram } from './prom.js';
 import { mapLimit, percentile, waitUntil } from './stats.js';
 
 export interface StormOptions {
-  store: ServerChildOptions['store'];
-  sessions: number;
-  llmBaseUrl: string;
-  redisUrl: string;
-  sqlitePath: string;
-  logFile: string;
-  logLevel: string;
+  store: StoreKind;
+  /** The store's server process, started and quiet; `port` is its instance's. */
+  child: ChildHandle;
+  port: number;
+  /** The storm's calls: open on that instance, setup sent, nothing said yet (the idle-memory calls). */
+  calls: LeanCall[];
+  /** Brand-new calls per batch (quiet, then during the storm). */
+  newCalls: number;
+  oneByOne: boolean;
   connectConcurrency: number;
   actionConcurrency: number;
   /** Bound for every wait in the storm (states reached, replies, resume lines). */
   timeoutMs: number;
+  /** Progress lines. */
+  log?: (line: string) => void;
 }
 
 export interface ServerRestore {
@@ -60,29 +65,28 @@ export interface StormPhase {
   serverRestore: ServerRestore | null;
 }
 
+/** Prompt -> first token of brand-new calls (setup and prompt back to back), quiet and during the restore storm. */
+export interface StormNewCalls {
+  /** On the restarted instance before the storm (after an unmeasured batch of as many calls). */
+  quiet: NewCallsResult;
+  /** Sent right after the burst of reconnect setups, while the instance restores them. */
+  duringStorm: NewCallsResult;
+  /** duringStorm.p99Ms / quiet.p99Ms. */
+  p99Ratio: number;
+}
+
 export interface StormResult {
-  store: ServerChildOptions['store'];
+  store: StoreKind;
   sessions: number;
-  status: 'ok' | 'skipped';
-  reason?: string;
   /** All at once, sessions still held by the same instance. */
-  live?: StormPhase;
+  live: StormPhase;
   /** All at once after a restart: every session restored from the store. */
-  restart?: StormPhase;
+  restart: StormPhase;
+  newCalls: StormNewCalls;
   /** After another restart, one reconnect at a time: restore latency without queueing (comparison only). */
   oneByOne?: StormPhase;
 }
 
-
-async function removeRedisKeys(url: string, prefix: string): Promise<void> {
-  // Any REDIS_URL form; one DEL per key (a cluster refuses a DEL across slots), auto-pipelined per node.
-  const redis = connectRedis(url, { autoPipelining: true });
-  try {
-    for await (const keys of scanKeys(redis, `${prefix}*`, 1000)) await Promise.all(keys.map((key) => redis.del(key)));
-  } finally {
-    await closeClient(redis);
-  }
-}
 
 async function metricsText(httpUrl: string): Promise<string> {
   return (await fetch(`${httpUrl}/metrics`)).text();
@@ -111,6 +115,8 @@ interface Reconnected {
   /** Setup sent -> resume line, per call; null when no resume line came. */
   latencies: Array<number | null>;
   wallMs: number;
+  /** Prompt -> first token of the brand-new calls sent alongside (none for most phases). */
+  newCalls: Array<number | null>;
 }
 
 /** Resolves with the time the first text frame arrived if it is the resume line, else null. */
@@ -131,8 +137,11 @@ function resumeLineAt(call: LeanCall, timeoutMs: number): Promise<number | null>
   });
 }
 
-/** The storm: opens every socket first, then sends all setups in one burst and times each resume line. */
-async function reconnectAtOnce(relayUrl: string, callSids: string[], tokens: Tokens, o: StormOptions): Promise<Reconnected> {
+/**
+ * The storm: opens every socket first, then sends all setups in one burst and times each resume line.
+ * `alongside` (sockets already open) are brand-new calls that send setup + prompt right after the burst.
+ */
+async function reconnectAtOnce(relayUrl: string, callSids: string[], tokens: Tokens, o: StormOptions, alongside: LeanCall[] = []): Promise<Reconnected> {
   const calls = await mapLimit(callSids, o.connectConcurrency, (callSid) => LeanCall.open(relayUrl, callSid));
   const waits = calls.map((call) => resumeLineAt(call, o.timeoutMs));
   const sentAt = calls.map((call) => {
@@ -140,10 +149,11 @@ async function reconnectAtOnce(relayUrl: string, callSids: string[], tokens: Tok
     call.sendSetup(sid('VX'), { callStatus: 'IN-PROGRESS', customParameters: tokens.get(call.callSid) });
     return at;
   });
+  const newCalls = talkNow(alongside, o.timeoutMs);
   const arrived = await Promise.all(waits);
   const latencies = arrived.map((at, i) => (at === null ? null : at - sentAt[i]!));
   const last = Math.max(...arrived.map((at) => at ?? 0));
-  return { calls, latencies, wallMs: last > 0 ? last - sentAt[0]! : Number.NaN };
+  return { calls, latencies, wallMs: last > 0 ? last - sentAt[0]! : Number.NaN, newCalls: await newCalls };
 }
 
 /** For comparison: the same reconnects one after another, so no restore waits behind another. */
@@ -161,7 +171,7 @@ async function reconnectOneByOne(relayUrl: string, callSids: string[], tokens: T
     latencies.push(at === null ? null : at - sent);
     wallMs += (at ?? performance.now()) - sent;
   }
-  return { calls, latencies, wallMs };
+  return { calls, latencies, wallMs, newCalls: [] };
 }
 
 /**
@@ -189,21 +199,21 @@ async function yieldingCpu<T>(fn: () => Promise<T>): Promise<T> {
 
 async function phase(
   reconnect: typeof reconnectAtOnce,
-  child: ChildHandle,
   port: number,
   callSids: string[],
   tokens: Tokens,
   o: StormOptions,
-): Promise<{ result: StormPhase; calls: LeanCall[] }> {
+  alongside: LeanCall[] = [],
+): Promise<{ result: StormPhase; calls: LeanCall[]; newCalls: Array<number | null> }> {
   const actionsReconnect = tokens.size;
   const httpUrl = `http://127.0.0.1:${port}`;
   const before = await metricsText(httpUrl);
-  const { calls, latencies, wallMs } = await yieldingCpu(() => reconnect(`ws://127.0.0.1:${port}/relay`, callSids, tokens, o));
+  const { calls, latencies, wallMs, newCalls } = await yieldingCpu(() => reconnect(`ws://127.0.0.1:${port}/relay`, callSids, tokens, o, alongside));
   const ok = latencies.filter((l): l is number => l !== null);
   const after = await metricsText(httpUrl);
   const succeeded = 'outcome="succeeded"';
   let serverRestore: ServerRestore | null = null;
-  const h = parseHistogram(after, 'relay_restore_seconds');
+  const h = histogramDelta(parseHistogram(after, 'relay_restore_seconds'), parseHistogram(before, 'relay_restore_seconds'));
   // Sessions still held by this instance are resumed without a restore: no observations then.
   if (h.count > 0) {
     serverRestore = {
@@ -211,11 +221,12 @@ async function phase(
       p50Ms: histogramQuantile(h, 0.5) * 1000,
       p99Ms: histogramQuantile(h, 0.99) * 1000,
       within5ms: fractionAtOrBelow(h, 0.005),
-      meanMs: h.count ? (h.sum / h.count) * 1000 : Number.NaN,
+      meanMs: (h.sum / h.count) * 1000,
     };
   }
   return {
     calls,
+    newCalls,
     result: {
       restored: ok.length,
       failed: latencies.length - ok.length,
@@ -230,48 +241,66 @@ async function phase(
   };
 }
 
-export async function runStorm(o: StormOptions): Promise<StormResult> {
-  if (o.store === 'redis' && !(await redisReachable(o.redisUrl))) {
-    return { store: o.store, sessions: o.sessions, status: 'skipped', reason: `Redis at ${o.redisUrl} is unreachable` };
-  }
-  const redisPrefix = `bench:${sid('')}:`;
-  const child = spawnChild('server', o.logFile);
-  let calls: LeanCall[] = [];
+/** Waits until the instance holds no more than `sessions` (the calls it was given have ended). */
+async function settled(o: StormOptions, sessions: number): Promise<void> {
+  const ok = await waitUntil(async () => (await o.child.call('stats', {})).sessions <= sessions, o.timeoutMs);
+  if (!ok) throw new Error(`storm(${o.store}): the server still held more than ${sessions} sessions after ${o.timeoutMs} ms`);
+}
+
+/**
+ * Resolves with the result, the port of the instance the child runs afterwards (each restart moves
+ * it), and the calls, reconnected to that instance and live: the load runs go on with them.
+ */
+export async function runStorm(o: StormOptions): Promise<{ result: StormResult; port: number; calls: LeanCall[] }> {
+  const { child } = o;
+  let { port } = o;
+  let calls = o.calls;
+  const sessions = calls.length;
   try {
-    let { port } = await child.call('start', {
-      store: o.store,
-      sqlitePath: o.sqlitePath,
-      redisUrl: o.redisUrl,
-      redisPrefix,
-      llmBaseUrl: o.llmBaseUrl,
-      // Long enough that no session expires during the storm.
-      graceMs: 10 * 60_000,
-      logLevel: o.logLevel,
-    });
     // Every call has one finished turn, so there is history to persist and restore.
-    calls = await openCalls(`ws://127.0.0.1:${port}/relay`, o.sessions, o.connectConcurrency);
     await Promise.all(calls.map((c) => ask(c, PROMPT, o.timeoutMs)));
     const callSids = calls.map((c) => c.callSid);
+    o.log?.(`storm ${o.store}: ${sessions} calls had a turn`);
 
     let actions = await dropAndCallBack(calls, child, `http://127.0.0.1:${port}`, o);
-    const live = await phase(reconnectAtOnce, child, port, callSids, actions, o);
+    const live = await phase(reconnectAtOnce, port, callSids, actions, o);
     calls = live.calls;
+    o.log?.(`storm ${o.store}: same instance, ${live.result.restored} resumed`);
 
     actions = await dropAndCallBack(calls, child, `http://127.0.0.1:${port}`, o);
     ({ port } = await child.call('restart', {}));
-    const restart = await phase(reconnectAtOnce, child, port, callSids, actions, o);
+    // New calls on the quiet new instance: one unmeasured batch (connections to the LLM, first
+    // sessions), then the measured one, at the harness priority the storm runs at.
+    const quiet = await yieldingCpu(async () => {
+      await newCallsBatch(port, o.newCalls, o.connectConcurrency, o.timeoutMs);
+      return newCallsBatch(port, o.newCalls, o.connectConcurrency, o.timeoutMs);
+    });
+    await settled(o, 0);
+    const fresh = await openNewCalls(`ws://127.0.0.1:${port}/relay`, o.newCalls, o.connectConcurrency);
+    const restart = await phase(reconnectAtOnce, port, callSids, actions, o, fresh);
     calls = restart.calls;
+    await hangUpAll(fresh, `http://127.0.0.1:${port}`, o.actionConcurrency);
+    await settled(o, sessions);
+    o.log?.(`storm ${o.store}: after restart, ${restart.result.restored} restored`);
+    const duringStorm = summarize(restart.newCalls);
+    const newCalls: StormNewCalls = { quiet, duringStorm, p99Ratio: duringStorm.p99Ms / quiet.p99Ms };
 
-    actions = await dropAndCallBack(calls, child, `http://127.0.0.1:${port}`, o);
-    ({ port } = await child.call('restart', {}));
-    const oneByOne = await phase(reconnectOneByOne, child, port, callSids, actions, o);
-    calls = oneByOne.calls;
-    return { store: o.store, sessions: o.sessions, status: 'ok', live: live.result, restart: restart.result, oneByOne: oneByOne.result };
-  } finally {
-    await closeAll(calls);
-    await child.exit();
-    if (o.store === 'sqlite') rmSync(o.sqlitePath, { force: true });
-    for (const suffix of ['-wal', '-shm']) if (o.store === 'sqlite') rmSync(o.sqlitePath + suffix, { force: true });
-    if (o.store === 'redis') await removeRedisKeys(o.redisUrl, redisPrefix).catch(() => {});
+    let oneByOne: StormPhase | undefined;
+    if (o.oneByOne) {
+      actions = await dropAndCallBack(calls, child, `http://127.0.0.1:${port}`, o);
+      ({ port } = await child.call('restart', {}));
+      const phased = await phase(reconnectOneByOne, port, callSids, actions, o);
+      calls = phased.calls;
+      oneByOne = phased.result;
+    }
+    return {
+      port,
+      calls,
+      result: { store: o.store, sessions, live: live.result, restart: restart.result, newCalls, ...(oneByOne ? { oneByOne } : {}) },
+    };
+  } catch (err) {
+    // Hung up as Twilio ends a call (socket, then the action callback): the instance ends the sessions.
+    await hangUpAll(calls, `http://127.0.0.1:${port}`, o.actionConcurrency);
+    throw err;
   }
 }
