@@ -2,6 +2,7 @@
 // over: the lease first, fencing the old owner, then the record, restored as a running actor.
 import { createActor, type Actor, type ActorOptions, type InspectionEvent, type Snapshot } from 'xstate';
 import pLimit from 'p-limit';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { Clock } from '../../clock.js';
@@ -36,7 +37,19 @@ export interface SessionRestorerOptions {
 }
 
 export class SessionRestorer {
-  private readonly restoreLimit = pLimit(RESTORE_CONCURRENCY);
+  private readonly limit = pLimit(RESTORE_CONCURRENCY);
+
+  /**
+   * Runs `job` in its turn of the restore queue. Each turn starts on a fresh event-loop turn: with a
+   * store that answers at once (memory, SQLite) a storm's restores would otherwise run back to back
+   * in microtasks, and the frames of calls already talking (a new call's prompt) would wait for all of them.
+   */
+  private restoreLimit<T>(job: () => Promise<T>): Promise<T> {
+    return this.limit(async () => {
+      await nextTurn();
+      return job();
+    });
+  }
 
   constructor(private readonly opts: SessionRestorerOptions) {}
 
