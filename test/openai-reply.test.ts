@@ -95,6 +95,16 @@ describe('the OpenAI reply actor reads the SSE body', () => {
     expect(events.at(-1)).toEqual({ type: 'LLM.ERROR', message: 'The model is overloaded', text: 'Let me ' });
   });
 
+  it('an OpenAI-compatible server failing mid-stream another way (an error event, a body-level error object) is an error too', async () => {
+    const asEvent = await reply(await sseServer([chunk({ content: 'Let me ' }), `event: error\ndata: ${JSON.stringify({ message: 'overloaded' })}\n\n`]));
+    expect(asEvent.at(-1)).toMatchObject({ type: 'LLM.ERROR', message: 'overloaded', text: 'Let me ' });
+    const asObject = await reply(await sseServer([`data: ${JSON.stringify({ object: 'error', message: 'model not loaded', type: 'BadRequestError', code: 400 })}\n\n`]));
+    expect(asObject).toEqual([{ type: 'LLM.ERROR', message: 'model not loaded', text: '' }]);
+    // A usage chunk (no choices) is still a chunk.
+    const usage = await reply(await sseServer([chunk({ content: 'Hi.' }), `data: ${JSON.stringify({ id: 'c1', choices: [], usage: { total_tokens: 3 } })}\n\n`, 'data: [DONE]\n\n']));
+    expect(usage.at(-1)).toMatchObject({ type: 'LLM.DONE', text: 'Hi.' });
+  });
+
   it('nothing after [DONE] counts', async () => {
     const events = await reply(await sseServer([chunk({ content: 'Done.' }), 'data: [DONE]\n\n', chunk({ content: ' Extra.' })]));
     expect(events.at(-1)).toMatchObject({ type: 'LLM.DONE', text: 'Done.' });

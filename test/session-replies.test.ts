@@ -417,6 +417,23 @@ describe('without an LLM actor', () => {
   });
 });
 
+describe('a reply actor that throws as it starts', () => {
+  it('is an LLM error: the caller heard what streamed, then the apology, and the history keeps both', async () => {
+    const llmReply = fromReplyStream(({ sendBack }) => {
+      sendBack({ type: 'LLM.DELTA', text: 'Partial' } satisfies ReplyEvent);
+      throw new Error('boom');
+    });
+    const actor = createActor(sessionMachine.provide({ actors: { llmReply, ...agentActors(new TestClock()) } }), { input: sessionInput() });
+    const outbound: OutboundMessage[] = [];
+    actor.on('outbound', ({ message }) => outbound.push(message));
+    actor.start();
+    actor.send({ type: 'PROMPT', text: 'Hello?', lang: 'en-US', last: true });
+    expect(outbound).toEqual([text('Partial', false), text(` ${llmFailureLine('en-US')}`, false), CLOSE_CYCLE]);
+    expect(actor.getSnapshot().context.history.at(-1)).toEqual({ role: 'assistant', content: `Partial ${llmFailureLine('en-US')}` });
+    actor.stop();
+  });
+});
+
 describe('an LLM error', () => {
   it('before any text: the caller hears the apology alone, which is kept as the reply', async () => {
     const s = start();

@@ -99,7 +99,8 @@ export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
 
 /**
  * Reads a streamed chat completion's SSE body (eventsource-parser), as the SDK's own stream does:
- * `[DONE]` ends it, an `error` in the data is thrown as the SDK's APIError, other events are chunks.
+ * `[DONE]` ends it, an `error` in the data is thrown as the SDK's APIError, other events are chunks;
+ * an `error` event or data that is not a chunk is thrown too.
  */
 async function readChunks(response: Response, onChunk: (chunk: ChatCompletionChunk) => void): Promise<void> {
   let done = false;
@@ -112,9 +113,12 @@ async function readChunks(response: Response, onChunk: (chunk: ChatCompletionChu
       }
       // The Assistants API's `thread.*` events never come from a chat completion.
       if (event?.startsWith('thread.')) return;
-      const chunk = JSON.parse(data) as ChatCompletionChunk & { error?: unknown };
+      const chunk = JSON.parse(data) as (ChatCompletionChunk & { error?: unknown }) | null;
       if (chunk?.error) throw new APIError(undefined, chunk.error as object, undefined, response.headers);
-      onChunk(chunk);
+      // OpenAI-compatible servers also fail mid-stream as `event: error`, or with a body-level error
+      // object (`{"object":"error","message":…}`): neither is a chunk, and neither may end as a silent reply.
+      if (event === 'error' || !Array.isArray(chunk?.choices)) throw new APIError(undefined, (chunk ?? {}) as object, undefined, response.headers);
+      onChunk(chunk!);
     },
   });
   const decoder = new TextDecoder();

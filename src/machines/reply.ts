@@ -72,7 +72,13 @@ export function fromReplyStream(
     params.receive((command) => {
       if (command.type === 'REPLAY') params.sendBack({ type: 'LLM.CUT_OFF', text: soFar } satisfies ReplyEvent);
     });
-    return stream({ ...params, sendBack } as Parameters<typeof stream>[0]);
+    try {
+      return stream({ ...params, sendBack } as Parameters<typeof stream>[0]);
+    } catch (err) {
+      // A stream that fails as it starts: an LLM error like any other, with what it streamed before.
+      sendBack({ type: 'LLM.ERROR', message: err instanceof Error ? err.message : String(err) });
+      return;
+    }
   });
   const withoutInput = (snapshot: CallbackSnapshot<ReplyInput>) => ({ ...snapshot, input: undefined as unknown as ReplyInput });
   return {

@@ -49,7 +49,7 @@ export class MemoryStore implements SnapshotStore {
     this.records.set(lease.callSid, {
       callSid: lease.callSid,
       // JSON text gives the same semantics as the durable stores and detaches caller objects.
-      snapshotJson: JSON.stringify(input.snapshot),
+      snapshotJson: JSON.stringify(input.snapshot) ?? 'null',
       state: input.state,
       epoch: lease.epoch,
       updatedAt: now,
