@@ -83,6 +83,37 @@ describe('SqliteStore specifics', () => {
     expect((await second.acquire(sid, 'b')).epoch).toBe(2);
   });
 
+  it('commits the saves of one event-loop turn together; a fenced one fails alone; close keeps those made', async () => {
+    const file = tmpDb();
+    const store = track(new SqliteStore(file));
+    const sids = Array.from({ length: 10 }, () => newSid());
+    const leases = await Promise.all(sids.map((sid) => store.acquire(sid, 'a')));
+    // Another connection's data_version moves once per commit made by others.
+    const reader = new Database(file, { readonly: true });
+    const commits = () => reader.pragma('data_version', { simple: true }) as number;
+    try {
+      const before = commits();
+      await Promise.all(leases.map((lease, i) => store.save(lease, { snapshot: { n: i }, state: 'connected', retainUntil: Date.now() + MINUTE })));
+      expect(commits() - before).toBe(1);
+      for (const [i, sid] of sids.entries()) expect((await store.load(sid))?.snapshot).toEqual({ n: i });
+
+      await store.acquire(sids[0]!, 'b'); // fences lease 0
+      const results = await Promise.allSettled(leases.slice(0, 3).map((lease) => store.save(lease, { snapshot: { n: 'again' }, state: 'grace', retainUntil: Date.now() + MINUTE })));
+      expect(results.map((r) => r.status)).toEqual(['rejected', 'fulfilled', 'fulfilled']);
+      expect((results[0] as PromiseRejectedResult).reason).toBeInstanceOf(StaleLeaseError);
+      expect((await store.load(sids[0]!))?.snapshot).toEqual({ n: 0 });
+      expect((await store.load(sids[1]!))?.snapshot).toEqual({ n: 'again' });
+
+      const last = store.save(leases[2]!, { snapshot: { n: 'at close' }, state: 'grace', retainUntil: Date.now() + MINUTE });
+      await store.close();
+      await last;
+    } finally {
+      reader.close();
+    }
+    const reopened = track(new SqliteStore(file));
+    expect((await reopened.load(sids[2]!))?.snapshot).toEqual({ n: 'at close' });
+  });
+
   it('creates the parent directory and enables WAL', async () => {
     const file = path.join(tmpDir, 'nested', randomUUID(), 'sessions.db');
     track(new SqliteStore(file));

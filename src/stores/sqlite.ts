@@ -79,12 +79,23 @@ export interface SqliteStoreOptions extends RetentionOptions {
  * Expired rows are dropped by sweep(), which the server calls on a schedule derived from its retention
  * (src/server/store-sweeper.ts); the store runs no timer of its own.
  */
+interface PendingSave {
+  lease: Lease;
+  row: RecordRow;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+  failed?: Error;
+}
+
 export class SqliteStore implements SnapshotStore {
   readonly kind = 'sqlite' as const;
   private readonly db: Database.Database;
   private readonly stmt;
   private readonly acquireTx;
   private readonly saveTx;
+  private readonly saveGroupTx;
+  /** Saves made in this event-loop turn, committed together by the next one (group commit). */
+  private pendingSaves: PendingSave[] = [];
   private readonly deleteTx;
   private readonly minLeaseMs: number;
   private readonly leaseSlackMs: number;
@@ -156,6 +167,17 @@ export class SqliteStore implements SnapshotStore {
       if (current && current.epoch >= lease.epoch && current.retain_until >= keepUntil) return;
       this.stmt.keepLease.run({ callSid: lease.callSid, owner: lease.owner, epoch: lease.epoch, retainUntil: keepUntil + this.leaseSlackMs });
     }).immediate;
+    // One transaction for a turn's saves, each in its own savepoint (the nested saveTx): a fenced save
+    // fails alone and writes nothing; the others commit. A commit costs more than a save's own writes.
+    this.saveGroupTx = db.transaction((group: PendingSave[]) => {
+      for (const save of group) {
+        try {
+          this.saveTx(save.lease, save.row);
+        } catch (err) {
+          save.failed = err instanceof Error ? err : new Error(String(err));
+        }
+      }
+    }).immediate;
     this.deleteTx = db.transaction((lease: Lease) => {
       this.assertCurrent(lease);
       // The lease row stays so an older owner cannot resurrect the session.
@@ -169,15 +191,37 @@ export class SqliteStore implements SnapshotStore {
     return { callSid, owner, epoch: row.epoch };
   }
 
-  async save(lease: Lease, input: SaveInput): Promise<void> {
-    this.saveTx(lease, {
+  /** Resolves once the save is committed: with the other saves made in the same event-loop turn. */
+  save(lease: Lease, input: SaveInput): Promise<void> {
+    const row: RecordRow = {
       call_sid: lease.callSid,
       snapshot: JSON.stringify(input.snapshot) ?? 'null',
       state: input.state,
       epoch: lease.epoch,
       updated_at: Date.now(),
       retain_until: input.retainUntil,
+    };
+    return new Promise((resolve, reject) => {
+      if (this.pendingSaves.push({ lease, row, resolve, reject }) === 1) setImmediate(() => this.commitSaves());
     });
+  }
+
+  private commitSaves(): void {
+    const group = this.pendingSaves;
+    if (group.length === 0) return;
+    this.pendingSaves = [];
+    try {
+      if (!this.db.open) throw new Error('the SQLite store is closed');
+      this.saveGroupTx(group);
+    } catch (err) {
+      // The commit itself failed (a full or read-only disk, a lock held too long): nothing was saved.
+      for (const save of group) save.reject(err);
+      return;
+    }
+    for (const save of group) {
+      if (save.failed) save.reject(save.failed);
+      else save.resolve();
+    }
   }
 
   async load(callSid: string): Promise<SessionRecord | undefined> {
@@ -217,6 +261,7 @@ export class SqliteStore implements SnapshotStore {
   }
 
   async close(): Promise<void> {
+    this.commitSaves(); // saves already made are kept
     if (this.db.open) this.db.close();
   }
 
