@@ -114,7 +114,7 @@ function stormTables(r: BenchResults): string[] {
 export function renderReport(r: BenchResults): string {
   const out: string[] = [];
   const seconds = f(r.options.levelMs / 1000);
-  out.push(`Floor = raw ws + the same streamed request with plain fetch, SSE parsed by hand (same run). Each row: ${seconds} s measured after a warm-up round.`);
+  out.push(`Floor = raw ws + the same streamed request with plain fetch, SSE parsed by hand (same run). Each row: ${seconds} s measured after a warm-up round (paced @1: three times as long).`);
   out.push('cpu = server process CPU (user + system) per turn; p99 = prompt -> first token; x = ours / floor');
   for (const mode of r.modes) {
     out.push('');

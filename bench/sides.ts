@@ -23,6 +23,14 @@ export interface Side {
   httpUrl?: string;
 }
 
+/**
+ * A single paced call makes 3-4 turns a second: its run lasts three times as long, so the CPU reading
+ * covers about 20 turns instead of 7 and a background burst moves it less.
+ */
+export function runMs(mode: StreamMode, sessions: number, levelMs: number): number {
+  return mode.name === 'paced' && sessions === 1 ? levelMs * 3 : levelMs;
+}
+
 /** Runs every (level, mode) of one side, then hangs every call up (replies in flight are cut). */
 export async function measureSide(side: Side, llm: ChildHandle, modes: readonly StreamMode[], o: BenchOptions, log: (line: string) => void): Promise<LoadRun[]> {
   const calls = side.calls ?? [];
@@ -42,7 +50,7 @@ export async function measureSide(side: Side, llm: ChildHandle, modes: readonly 
     for (const sessions of o.levels) {
       for (const mode of modes) {
         await setPace(llm, mode);
-        const result = await loop.run(sessions, o.levelMs);
+        const result = await loop.run(sessions, runMs(mode, sessions, o.levelMs));
         runs.push({ mode: mode.name, sessions, result });
         log(
           `${side.name} ${mode.name} @${sessions}: ${result.turns} turns (${result.turnsPerSec.toFixed(0)}/s), ` +
