@@ -18,7 +18,7 @@ import { SessionRegistry } from './sessions/registry.js';
 import { SessionPersistence } from './sessions/persistence.js';
 import { SessionRestorer } from './sessions/restore.js';
 import { OrphanedDeadlines } from './sessions/orphans.js';
-import { ACTION_CLOSE_WINDOW_MS, resumeRefusal, socketNamed } from './sessions/resume-rules.js';
+import { ACTION_CLOSE_WINDOW_MS, claimsResume, resumeRefusal, socketNamed } from './sessions/resume-rules.js';
 
 export interface SessionManagerOptions {
   store: SnapshotStore;
@@ -110,8 +110,7 @@ export class SessionManager {
       const via = setup.reconnection ? 'reconnection' : 'twilio';
       const event: ResumeEvent = { type: 'RESUME', sessionKeyHash: hashSecret(setup.sessionId), via, at: this.clock.now() };
       // A setup that claims no resume is a new call: its look-up does not queue behind restores.
-      const claimsResume = setup.reconnection === true || setup.customParameters.resumeToken !== undefined;
-      const found = await this.restorer.locate(setup.callSid, log, { queued: claimsResume });
+      const found = await this.restorer.locate(setup.callSid, log, { queued: claimsResume(setup) });
       const attempt = found !== undefined || setup.reconnection === true;
       if (attempt) this.opts.metrics.resumeAttempts.inc({ via });
       if (found) {

@@ -75,10 +75,7 @@ export interface SqliteStoreOptions extends RetentionOptions {
   busyTimeoutMs?: number;
 }
 
-/**
- * Expired rows are dropped by sweep(), which the server calls on a schedule derived from its retention
- * (src/server/store-sweeper.ts); the store runs no timer of its own.
- */
+/** A save waiting for its group commit. */
 interface PendingSave {
   lease: Lease;
   row: RecordRow;
@@ -87,6 +84,10 @@ interface PendingSave {
   failed?: Error;
 }
 
+/**
+ * Expired rows are dropped by sweep(), which the server calls on a schedule derived from its retention
+ * (src/server/store-sweeper.ts); the store runs no timer of its own.
+ */
 export class SqliteStore implements SnapshotStore {
   readonly kind = 'sqlite' as const;
   private readonly db: Database.Database;
@@ -192,7 +193,7 @@ export class SqliteStore implements SnapshotStore {
   }
 
   /** Resolves once the save is committed: with the other saves made in the same event-loop turn. */
-  save(lease: Lease, input: SaveInput): Promise<void> {
+  async save(lease: Lease, input: SaveInput): Promise<void> {
     const row: RecordRow = {
       call_sid: lease.callSid,
       snapshot: JSON.stringify(input.snapshot) ?? 'null',
@@ -201,7 +202,7 @@ export class SqliteStore implements SnapshotStore {
       updated_at: Date.now(),
       retain_until: input.retainUntil,
     };
-    return new Promise((resolve, reject) => {
+    await new Promise<void>((resolve, reject) => {
       if (this.pendingSaves.push({ lease, row, resolve, reject }) === 1) setImmediate(() => this.commitSaves());
     });
   }

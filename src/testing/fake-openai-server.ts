@@ -135,6 +135,12 @@ export interface FakeOpenAIOptions {
   fallback?: Turn;
   /** Delay between streamed chunks (default 0). */
   chunkDelayMs?: number;
+  /**
+   * Accept queue of the listening socket (node's default 511; Linux caps it at net.core.somaxconn).
+   * Raise it when more clients than that connect at once: the kernel drops what overflows, and those
+   * requests wait for TCP's SYN retries (1 s, 3 s, 7 s...).
+   */
+  backlog?: number;
 }
 
 /** "You said: <last user message>", streamed word by word. */
@@ -432,7 +438,7 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port ?? 0, '127.0.0.1', () => {
+    server.listen({ port: opts.port ?? 0, host: '127.0.0.1', ...(opts.backlog === undefined ? {} : { backlog: opts.backlog }) }, () => {
       server.off('error', reject);
       resolve();
     });

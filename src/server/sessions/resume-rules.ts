@@ -62,6 +62,14 @@ export function resumeRefusal(
 type StoredContext = SessionSnapshot['context'] & { sessionId?: string; resumeTokenHash?: string | null };
 
 /**
+ * Whether a setup brings a resume's proof at all (our clients' `reconnection`, or the reconnect
+ * TwiML's `resumeToken`), before anything is looked up: only those wait in the restore queue.
+ */
+export function claimsResume(setup: SetupMessage): boolean {
+  return setup.reconnection === true || setup.customParameters.resumeToken !== undefined;
+}
+
+/**
  * `signed` (signed upgrades only): a Twilio-path resume must come on the socket path (ticket) of the
  * token it brings, which only Twilio can have signed.
  */
