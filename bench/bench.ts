@@ -8,12 +8,14 @@
 // its fresh start, takes the reconnect storm with those same calls, then carries the load on the
 // calls the storm left live (and the deploy reuses two of these processes); the floor's process
 // later also listens as the LLM-hop baseline.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { redisReachable } from '../src/stores/redis-reachable.js';
 import { evaluate } from './checks.js';
 import { spawnChild, type ChildHandle } from './child-process.js';
+import { compileBench } from './compile.js';
 import type { ServerChildOptions } from './child-protocol.js';
 import { runDeploy, type DeployResult } from './deploy.js';
 import { checkFrames } from './frame-check.js';
@@ -26,6 +28,9 @@ import { removeRedisKeys } from './redis-keys.js';
 import { compareRuns, idleRatios, type BenchResults, type ComparedRun, type StoreResults } from './results.js';
 import { measureSide } from './sides.js';
 import { runStorm } from './storm.js';
+
+/** Where each run compiles the children's code (gitignored). */
+const BUILD_ROOT = join(dirname(fileURLToPath(import.meta.url)), '.build');
 
 export interface RunContext {
   log?: (line: string) => void;
@@ -47,9 +52,13 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
   const started = Date.now();
   const tmp = mkdtempSync(join(os.tmpdir(), 'relay-bench-'));
   log(`child logs in ${tmp}`);
+  // Compiled inside the repository (its imports resolve to node_modules), one directory per run.
+  mkdirSync(BUILD_ROOT, { recursive: true });
+  const buildDir = mkdtempSync(join(BUILD_ROOT, 'run-'));
+  const childScript = await compileBench(buildDir);
   const children: ChildHandle[] = [];
   const spawn = (role: Parameters<typeof spawnChild>[0], name: string) => {
-    const child = spawnChild(role, join(tmp, `${name}.log`));
+    const child = spawnChild(role, childScript, join(tmp, `${name}.log`));
     children.push(child);
     return child;
   };
@@ -181,6 +190,7 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
     return results;
   } finally {
     await Promise.all(children.map((c) => c.exit()));
+    rmSync(buildDir, { recursive: true, force: true });
     if (o.stores.includes('redis')) await removeRedisKeys(o.redisUrl, redisPrefix('redis')).catch(() => {});
     // Logs are kept when something went wrong.
     if (ok) rmSync(tmp, { recursive: true, force: true });

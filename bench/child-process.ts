@@ -1,4 +1,5 @@
-// Parent side of the child processes: fork with tsx and --expose-gc, then typed request/reply over IPC.
+// Parent side of the child processes: fork the compiled child script (compile.ts) with --expose-gc,
+// then typed request/reply over IPC.
 import { fork, type ChildProcess } from 'node:child_process';
 import { openSync, closeSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -22,13 +23,16 @@ export interface ChildHandle {
   exit(): Promise<void>;
 }
 
-/** `logFile` receives the child's stdout (the server's pino lines); stderr is inherited. */
-export function spawnChild(role: ChildRole, logFile: string): ChildHandle {
+/**
+ * `script`: bench/child.ts as compileBench() emitted it. `logFile` receives the child's stdout (the
+ * server's pino lines); stderr is inherited.
+ */
+export function spawnChild(role: ChildRole, script: string, logFile: string): ChildHandle {
   const out = openSync(logFile, 'a');
-  const child: ChildProcess = fork(join(here, 'child.ts'), [role], {
+  const child: ChildProcess = fork(script, [role], {
     cwd: repoRoot,
     // BENCH_CPU_PROF=<dir> writes a V8 CPU profile per child on exit (open in Chrome DevTools).
-    execArgv: ['--expose-gc', ...(role === 'server' ? startScriptNodeFlags() : []), '--import', 'tsx', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [])],
+    execArgv: ['--expose-gc', ...(role === 'server' ? startScriptNodeFlags() : []), ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [])],
     stdio: ['ignore', out, 'inherit', 'ipc'],
     env: { ...process.env, NODE_OPTIONS: '' },
   });
