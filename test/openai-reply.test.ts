@@ -27,13 +27,20 @@ afterEach(async () => {
   );
 });
 
-/** Answers every request with `status` and writes `pieces` one by one, each in its own TCP write. */
-async function sseServer(pieces: string[], status = 200): Promise<string> {
+/**
+ * Answers every request with `status` and writes `pieces` one by one, each in its own TCP write; a
+ * function among them is waited for before the next piece (to hold the stream at a chosen point).
+ */
+async function sseServer(pieces: Array<string | (() => Promise<unknown>)>, status = 200): Promise<string> {
   const server = http.createServer((req, res) => {
     req.resume();
     req.on('end', async () => {
       res.writeHead(status, { 'content-type': status === 200 ? 'text/event-stream' : 'application/json' });
       for (const piece of pieces) {
+        if (typeof piece === 'function') {
+          await piece();
+          continue;
+        }
         res.write(piece);
         await new Promise((resolve) => setImmediate(resolve));
       }
@@ -48,8 +55,7 @@ async function sseServer(pieces: string[], status = 200): Promise<string> {
 const chunk = (delta: object) => `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 0, model: 'm', choices: [{ index: 0, delta }] })}\n\n`;
 
 /** Runs the reply actor under a parent that records what it is sent, until the reply ends. */
-async function reply(baseURL: string): Promise<ReplyEvent[]> {
-  const events: ReplyEvent[] = [];
+async function reply(baseURL: string, events: ReplyEvent[] = []): Promise<ReplyEvent[]> {
   const client = new OpenAI({ apiKey: 'test-key', baseURL, maxRetries: 0 });
   const parent = setup({ actors: { llm: createOpenAIReplyActor({ client, agent }) } }).createMachine({
     invoke: { id: 'llm', src: 'llm', input },
@@ -61,18 +67,32 @@ async function reply(baseURL: string): Promise<ReplyEvent[]> {
   return events;
 }
 
+/** The tokens streamed, in order, whether they came one per event or several (LLM.DELTAS). */
+function deltaTexts(events: ReplyEvent[]): string[] {
+  return events.flatMap((e) => (e.type === 'LLM.DELTA' ? [e.text] : e.type === 'LLM.DELTAS' ? [...e.texts] : []));
+}
+
 describe('the OpenAI reply actor reads the SSE body', () => {
   it('whatever way the bytes are split: lines cut mid-way, CRLF endings, comments, an event name', async () => {
     const body = [chunk({ role: 'assistant', content: '' }), chunk({ content: 'Hello' }), chunk({ content: ' there,' }), ': keep-alive\n\n', chunk({ content: ' caller.' })].join('');
     const crlf = body.replaceAll('\n', '\r\n').replace('data: {"id":"c1"', 'event: message\r\ndata: {"id":"c1"');
     const pieces = [crlf.slice(0, 7), crlf.slice(7, 101), crlf.slice(101, 102), crlf.slice(102), 'data: [DONE]\r\n\r\n'];
     const events = await reply(await sseServer(pieces));
-    expect(events.filter((e) => e.type === 'LLM.DELTA')).toEqual([
-      { type: 'LLM.DELTA', text: 'Hello' },
-      { type: 'LLM.DELTA', text: ' there,' },
-      { type: 'LLM.DELTA', text: ' caller.' },
-    ]);
+    expect(deltaTexts(events)).toEqual(['Hello', ' there,', ' caller.']);
     expect(events.at(-1)).toMatchObject({ type: 'LLM.DONE', text: 'Hello there, caller.', toolCalls: [] });
+  });
+
+  it('the deltas of one read reach the session as one event, in order; a lone delta as LLM.DELTA', async () => {
+    const together = [chunk({ content: 'One' }), chunk({ content: ' two' }), chunk({ content: ' three.' })].join('');
+    const events: ReplyEvent[] = [];
+    // The last delta is written only once the first three have arrived, so it comes in a read of its own.
+    const firstRead = () => expect.poll(() => deltaTexts(events).length).toBe(3);
+    await reply(await sseServer([together, firstRead, chunk({ content: ' Four.' }), 'data: [DONE]\n\n']), events);
+    expect(events.filter((e) => e.type === 'LLM.DELTA' || e.type === 'LLM.DELTAS')).toEqual([
+      { type: 'LLM.DELTAS', texts: ['One', ' two', ' three.'] },
+      { type: 'LLM.DELTA', text: ' Four.' },
+    ]);
+    expect(events.at(-1)).toMatchObject({ type: 'LLM.DONE', text: 'One two three. Four.' });
   });
 
   it('assembles tool calls split across chunks, by index, and parses the first against the tools', async () => {
@@ -91,8 +111,12 @@ describe('the OpenAI reply actor reads the SSE body', () => {
   it('an error object in the stream ends the reply as the SDK would word it, with what streamed before it', async () => {
     const pieces = [chunk({ content: 'Let me ' }), `data: ${JSON.stringify({ error: { message: 'The model is overloaded', type: 'server_error' } })}\n\n`, chunk({ content: 'never' })];
     const events = await reply(await sseServer(pieces));
-    expect(events.filter((e) => e.type === 'LLM.DELTA')).toEqual([{ type: 'LLM.DELTA', text: 'Let me ' }]);
+    expect(deltaTexts(events)).toEqual(['Let me ']);
     expect(events.at(-1)).toEqual({ type: 'LLM.ERROR', message: 'The model is overloaded', text: 'Let me ' });
+    // In the same read as the error, deltas before it still reach the session, and count as said.
+    const sameRead = await reply(await sseServer([pieces.slice(0, 2).join('')]));
+    expect(deltaTexts(sameRead)).toEqual(['Let me ']);
+    expect(sameRead.at(-1)).toEqual({ type: 'LLM.ERROR', message: 'The model is overloaded', text: 'Let me ' });
   });
 
   it('an OpenAI-compatible server failing mid-stream another way (an error event, a body-level error object) is an error too', async () => {

@@ -25,6 +25,8 @@ interface Run {
   input: ReplyInput;
   stopped: boolean;
   delta(text: string): void;
+  /** Several deltas that arrived in one read of the stream: one event. */
+  deltas(texts: string[]): void;
   /** Resolves once a tool it called has answered (the tool actor settles on the microtask queue). */
   done(text: string, toolCalls?: ToolCall[]): Promise<void>;
   error(message?: string): void;
@@ -36,6 +38,7 @@ function controlledMachine(runs: Run[], clock: TestClock) {
       input,
       stopped: false,
       delta: (text) => sendBack({ type: 'LLM.DELTA', text } satisfies ReplyEvent),
+      deltas: (texts) => sendBack({ type: 'LLM.DELTAS', texts } satisfies ReplyEvent),
       done: async (text, toolCalls = []) => {
         sendBack(llmDone(text, toolCalls, clock.now()));
         if (toolCalls.length) await new Promise((resolve) => setImmediate(resolve));
@@ -307,6 +310,31 @@ describe('a reply cut off by a drop', () => {
       CLOSE_CYCLE,
     ]);
     expect(ctx(s).undelivered).toBeNull();
+  });
+
+  it('deltas that arrived together (one event) are each a frame, and count in what a resume repeats', async () => {
+    const s = start();
+    s.say('Tell me about your plans');
+    const from = s.outbound.length;
+    s.run().deltas(['We have ', 'three ']);
+    expect(s.since(from)).toEqual([text('We have ', false), text('three ', false)]);
+    s.closeSocket();
+    s.run().deltas(['plans', ': ']);
+    const before = s.outbound.length;
+
+    s.resume();
+    s.run().deltas(['basic', '.']);
+    await s.run().done('We have three plans: basic.');
+
+    expect(s.since(before)).toEqual([
+      languageMessage('en-US'),
+      text(resumeLine('en-US'), false),
+      text(' We have three plans: ', false),
+      text('basic', false),
+      text('.', false),
+      CLOSE_CYCLE,
+    ]);
+    expect(history(s).at(-1)).toEqual({ role: 'assistant', content: 'We have three plans: basic.' });
   });
 
   it('a reply that finished while away with no text leaves nothing to repeat', async () => {

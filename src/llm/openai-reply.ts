@@ -22,7 +22,8 @@ export interface OpenAIReplyOptions {
 }
 
 /**
- * Streams a reply: each content delta is sent back as LLM.DELTA, tool calls are assembled
+ * Streams a reply: the content deltas of each read are sent back as LLM.DELTA (one) or LLM.DELTAS
+ * (several), tool calls are assembled
  * by index and delivered with LLM.DONE. Stopping the actor aborts the HTTP stream.
  */
 export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
@@ -56,6 +57,14 @@ export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
           )
           .asResponse();
         if (!response.body) throw new Error('the LLM answered without a body');
+        // The deltas of one read of the body go to the session as one event (each still its own
+        // frame): a model streaming fast delivers many per read, and every event is a macrostep.
+        let arrived: string[] = [];
+        const flush = () => {
+          if (arrived.length === 1) send({ type: 'LLM.DELTA', text: arrived[0]! });
+          else if (arrived.length > 1) send({ type: 'LLM.DELTAS', texts: arrived });
+          arrived = [];
+        };
         const onChunk = (chunk: ChatCompletionChunk) => {
           const delta = chunk.choices?.[0]?.delta;
           if (!delta) return;
@@ -65,7 +74,7 @@ export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
               opts.onFirstToken?.(performance.now() - started);
             }
             text += delta.content;
-            send({ type: 'LLM.DELTA', text: delta.content });
+            arrived.push(delta.content);
           }
           for (const piece of delta.tool_calls ?? []) {
             const call = calls.get(piece.index) ?? { id: '', name: '', arguments: '' };
@@ -75,7 +84,7 @@ export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
             calls.set(piece.index, call);
           }
         };
-        await readChunks(response, onChunk);
+        await readChunks(response, onChunk, flush);
         const toolCalls = [...calls.entries()]
           .sort(([a], [b]) => a - b)
           .map(([index, call]) => ({ ...call, id: call.id || `call_${randomUUID()}_${index}` }));
@@ -102,7 +111,7 @@ export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
  * `[DONE]` ends it, an `error` in the data is thrown as the SDK's APIError, other events are chunks;
  * an `error` event or data that is not a chunk is thrown too.
  */
-async function readChunks(response: Response, onChunk: (chunk: ChatCompletionChunk) => void): Promise<void> {
+async function readChunks(response: Response, onChunk: (chunk: ChatCompletionChunk) => void, afterRead: () => void): Promise<void> {
   let done = false;
   const parser = createParser({
     onEvent: ({ event, data }) => {
@@ -124,7 +133,13 @@ async function readChunks(response: Response, onChunk: (chunk: ChatCompletionChu
   const decoder = new TextDecoder();
   for await (const bytes of response.body as unknown as AsyncIterable<Uint8Array>) {
     // Read to the end even after [DONE], so the connection goes back to the pool.
-    parser.feed(decoder.decode(bytes, { stream: true }));
+    try {
+      parser.feed(decoder.decode(bytes, { stream: true }));
+    } finally {
+      // Deltas parsed before a failure in the same read were streamed: they count as said.
+      afterRead();
+    }
   }
   parser.feed(decoder.decode());
+  afterRead();
 }

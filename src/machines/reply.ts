@@ -37,6 +37,8 @@ export interface ReplyInput {
  */
 export type ReplyEvent =
   | { type: 'LLM.DELTA'; text: string }
+  /** Several deltas that arrived together (one read of the stream): one event, still one frame each. */
+  | { type: 'LLM.DELTAS'; texts: readonly string[] }
   | { type: 'LLM.DONE'; text: string; toolCalls: ToolCall[]; toolCall?: ParsedToolCall; at: number }
   | { type: 'LLM.ERROR'; message: string; text?: string }
   | { type: 'LLM.RESTART' }
@@ -67,6 +69,7 @@ export function fromReplyStream(
     let soFar = '';
     const sendBack = (event: ReplyEvent) => {
       if (event.type === 'LLM.DELTA') soFar += event.text;
+      else if (event.type === 'LLM.DELTAS') soFar += event.texts.join('');
       params.sendBack(event.type === 'LLM.ERROR' ? { ...event, text: event.text ?? soFar } : event);
     };
     params.receive((command) => {

@@ -225,6 +225,9 @@ export const sessionMachine = setup({
     })),
     // A streamed token changes no context (its reply actor keeps the text): no new snapshot per token.
     emitDelta: emit((_, params: { text: string }) => textMessage(params.text, false)),
+    emitDeltas: enqueueActions(({ enqueue }, params: { texts: readonly string[] }) => {
+      for (const text of params.texts) enqueue.emit(textMessage(text, false));
+    }),
     closeTalkCycle: emit(textMessage('', true)),
     /** Before a tool runs: words the model said with the call are a talk cycle of their own. */
     closeSpokenCycle: enqueueActions(({ enqueue }, params: { text: string }) => {
@@ -513,6 +516,7 @@ export const sessionMachine = setup({
               },
               on: {
                 'LLM.DELTA': { actions: { type: 'emitDelta', params: ({ event }) => ({ text: event.text }) } },
+                'LLM.DELTAS': { actions: { type: 'emitDeltas', params: ({ event }) => ({ texts: event.texts }) } },
                 // What streamed before a resume, said again after the resume line; the space between them
                 // comes first even when nothing streamed yet (a reply restarted after a restore).
                 'LLM.CUT_OFF': { actions: { type: 'emitDelta', params: ({ event }) => ({ text: ` ${event.text}` }) } },
