@@ -1,12 +1,13 @@
 // The LLM edge: one streamed chat completion per invocation, as an XState callback actor.
 import { randomUUID } from 'node:crypto';
 import OpenAI, { APIError } from 'openai';
-import type { ChatCompletionChunk } from 'openai/resources/chat/completions';
+import type { ChatCompletionChunk, ChatCompletionCreateParamsStreaming } from 'openai/resources/chat/completions';
 import { createParser } from 'eventsource-parser';
 import type { ResolvedAgent } from '../agent/agent.js';
 import { parseToolCall } from '../agent/tool.js';
 import { systemClock, type Clock } from '../clock.js';
 import { fromReplyStream } from '../machines/reply.js';
+import { requestChatStream } from './chat-request.js';
 import { toChatMessages } from './prompts.js';
 import type { ReplyEvent, ToolCall } from './types.js';
 
@@ -17,7 +18,7 @@ export interface OpenAIReplyOptions {
   /** Called once per run with ms from request to first streamed token. */
   onFirstToken?: (ms: number) => void;
   onError?: (err: unknown) => void;
-  /** Stamps LLM.DONE; defaults to the system clock. */
+  /** Stamps LLM.DONE, times requests out and waits between retries; defaults to the system clock. */
   clock?: Clock;
 }
 
@@ -28,6 +29,7 @@ export interface OpenAIReplyOptions {
  */
 export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
   const { agent } = opts;
+  const clock = opts.clock ?? systemClock;
   return fromReplyStream(({ input, sendBack }) => {
     const abort = new AbortController();
     let settled = false;
@@ -40,22 +42,18 @@ export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
       let text = '';
       const calls = new Map<number, ToolCall>();
       try {
-        // The SDK makes the request (auth, base URL, headers, retries, timeout, status errors); the body is
-        // read here: the SDK's stream wrapper (async generators over its own line decoder) was the largest
-        // per-token cost in the relay's profile.
-        const response = await opts.client.chat.completions
-          .create(
-            {
-              model: agent.model.name,
-              messages: toChatMessages(input.turns, agent.instructions(input.call)),
-              ...(agent.toolSchemas.length ? { tools: agent.toolSchemas } : {}),
-              ...(agent.model.temperature === undefined ? {} : { temperature: agent.model.temperature }),
-              ...(agent.model.maxTokens === undefined ? {} : { max_completion_tokens: agent.model.maxTokens }),
-              stream: true,
-            },
-            { signal: abort.signal },
-          )
-          .asResponse();
+        // The request is made on the SDK client's settings (chat-request.ts) and the body is read here:
+        // the SDK's request path and its stream wrapper were the largest per-request and per-token costs
+        // in the relay's profile.
+        const body: ChatCompletionCreateParamsStreaming = {
+          model: agent.model.name,
+          messages: toChatMessages(input.turns, agent.instructions(input.call)),
+          ...(agent.toolSchemas.length ? { tools: agent.toolSchemas } : {}),
+          ...(agent.model.temperature === undefined ? {} : { temperature: agent.model.temperature }),
+          ...(agent.model.maxTokens === undefined ? {} : { max_completion_tokens: agent.model.maxTokens }),
+          stream: true,
+        };
+        const response = await requestChatStream(body, { client: opts.client, clock, signal: abort.signal });
         if (!response.body) throw new Error('the LLM answered without a body');
         // The deltas of one read of the body go to the session as one event (each still its own
         // frame): a model streaming fast delivers many per read, and every event is a macrostep.
@@ -91,7 +89,7 @@ export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
         settled = true;
         // Parsed once, here: the session gets a typed call (or the reason it is invalid).
         const toolCall = toolCalls[0] ? parseToolCall(toolCalls[0], agent.tools) : undefined;
-        send({ type: 'LLM.DONE', text, toolCalls, toolCall, at: (opts.clock ?? systemClock).now() });
+        send({ type: 'LLM.DONE', text, toolCalls, toolCall, at: clock.now() });
       } catch (err) {
         if (abort.signal.aborted) return;
         settled = true;

@@ -23,7 +23,8 @@ export function selectReplyActor(config: Config, agent: ResolvedAgent, logger: S
     logger.warn('OFFLINE MODE: neither OPENAI_API_KEY nor OPENAI_BASE_URL is set; calls get canned replies');
     return { mode: 'offline' as const, actor: createOfflineReplyActor({ tools: agent.tools, clock }) };
   }
-  // The SDK retries connection errors, 429 and 5xx with backoff (maxRetries).
+  // The client holds the settings (key, base URL, org/project from the environment, timeout, retries);
+  // chat-request.ts makes each request on them, retrying as the SDK does.
   const client = new OpenAI({ apiKey: config.openaiApiKey ?? 'unused', baseURL: config.openaiBaseUrl, maxRetries: 2, timeout: config.openaiTimeoutMs });
   logger.info({ model: agent.model.name, baseURL: client.baseURL }, 'LLM: OpenAI-compatible endpoint');
   return {
