@@ -7,7 +7,8 @@
 // anything, and each one does several jobs in turn: a store's server process measures idle memory on
 // its fresh start, takes the reconnect storm with those same calls, then carries the load on the
 // calls the storm left live (and the deploy reuses two of these processes); the floor's process
-// later also listens as the LLM-hop baseline.
+// later also listens as the LLM-hop baseline. The load runs of the floor and the stores take turns
+// within each level and mode, so each ratio compares runs made seconds apart.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
@@ -20,14 +21,15 @@ import type { ServerChildOptions } from './child-protocol.js';
 import { runDeploy, type DeployResult } from './deploy.js';
 import { checkFrames } from './frame-check.js';
 import { openCalls } from './load.js';
+import type { LeanCall } from './lean-client.js';
 import { measureIdleMemory } from './memory.js';
 import { hangUpAll } from './hang-up.js';
 import { setPace, streamModes } from './modes.js';
 import type { BenchOptions, StoreKind } from './options.js';
 import { removeRedisKeys } from './redis-keys.js';
-import { compareRuns, idleRatios, type BenchResults, type ComparedRun, type StoreResults } from './results.js';
-import { measureSide } from './sides.js';
-import { runStorm } from './storm.js';
+import { compareRuns, idleRatios, type BenchResults, type ComparedRun, type IdleMemory, type StoreResults } from './results.js';
+import { measureSides } from './sides.js';
+import { runStorm, type StormResult } from './storm.js';
 
 /** Where each run compiles the children's code (gitignored). */
 const BUILD_ROOT = join(dirname(fileURLToPath(import.meta.url)), '.build');
@@ -104,26 +106,18 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
     const frameCheck = first ? await checkFrames(floorUrl, relayUrl(first), `http://127.0.0.1:${first.port}`) : await checkFrames(floorUrl, floorUrl);
     log(`frame check: floor ${frameCheck.floorFrames} frames, server ${frameCheck.serverFrames}, identical=${frameCheck.identical}`);
 
-    // ---- the floor: idle memory on its fresh process, then the load on the same calls
+    // ---- the floor: idle memory on its fresh process; its load runs on the same calls, later
     const floorIdle = await measureIdleMemory(floorChild, floorUrl, o.idleSessions, o.connectConcurrency, o.waitTimeoutMs);
     log(`idle floor: ${(floorIdle.result.rssPerSessionBytes / 1024).toFixed(1)} KB RSS per call`);
-    const floorLoad = await measureSide({ name: 'floor', url: floorUrl, child: floorChild, calls: floorIdle.calls }, llm, modes, o, log);
 
-    // ---- informational: the LLM-hop baseline, in the floor's process (the floor is idle by now)
-    let llmHop: ComparedRun[] | null = null;
-    if (o.llmHopBaseline) {
-      const hopUrl = `ws://127.0.0.1:${(await floorChild.call('start-hop', { llmBaseUrl })).port}`;
-      const instantOnly = modes.filter((m) => m.name === 'instant');
-      llmHop = compareRuns(await measureSide({ name: 'llm-hop', url: hopUrl, child: floorChild }, llm, instantOnly, o, log), floorLoad);
-    }
-
-    // ---- every store's server: idle memory, storm, load (the storms and the deploy talk to an instant LLM)
+    // ---- every store's server: idle memory, then the storm (storms and the deploy talk to an instant LLM)
     const instant = modes.find((m) => m.name === 'instant')!;
-    const stores: StoreResults[] = [];
+    const stormed: Array<{ store: StoreKind; server: ServerChild; idle: IdleMemory; storm: StormResult; calls: LeanCall[] }> = [];
+    const skipped: StoreResults[] = [];
     for (const store of o.stores) {
       const server = servers.find((s) => s.store === store);
       if (!server) {
-        stores.push({ store, status: 'skipped', reason: `Redis at ${o.redisUrl} is unreachable`, idle: null, load: [], storm: null });
+        skipped.push({ store, status: 'skipped', reason: `Redis at ${o.redisUrl} is unreachable`, idle: null, load: [], storm: null });
         continue;
       }
       const idle = await measureIdleMemory(server.child, relayUrl(server), o.idleSessions, o.connectConcurrency, o.waitTimeoutMs);
@@ -152,12 +146,31 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
         `storm ${store}: ${s.live.restored}/${s.restart.restored} of ${s.sessions} resumed/restored, restore p99 ${s.restart.serverRestore?.p99Ms.toFixed(2)} ms; ` +
           `new calls' first-token p99 ${s.newCalls.quiet.p99Ms.toFixed(1)} ms quiet, ${s.newCalls.duringStorm.p99Ms.toFixed(1)} ms during the storm`,
       );
+      stormed.push({ store, server, idle: idleMemory, storm: s, calls: storm.calls.filter((c) => c.open) });
+    }
 
-      const load = compareRuns(
-        await measureSide({ name: store, url: relayUrl(server), httpUrl: httpUrl(server), child: server.child, calls: storm.calls.filter((c) => c.open) }, llm, modes, o, log),
-        floorLoad,
-      );
-      stores.push({ store, status: 'ok', idle: idleMemory, load, storm: s });
+    // ---- the load: the floor and every store's server, interleaved within each (level, mode)
+    const [floorLoad = [], ...storeLoads] = await measureSides(
+      [
+        { name: 'floor', url: floorUrl, child: floorChild, calls: floorIdle.calls },
+        ...stormed.map(({ store, server, calls }) => ({ name: store, url: relayUrl(server), httpUrl: httpUrl(server), child: server.child, calls })),
+      ],
+      llm,
+      modes,
+      o,
+      log,
+    );
+    const stores: StoreResults[] = [
+      ...stormed.map(({ store, idle, storm }, i) => ({ store, status: 'ok' as const, idle, load: compareRuns(storeLoads[i] ?? [], floorLoad), storm })),
+      ...skipped,
+    ].sort((a, b) => o.stores.indexOf(a.store) - o.stores.indexOf(b.store));
+
+    // ---- informational: the LLM-hop baseline, in the floor's process (the floor is idle by now)
+    let llmHop: ComparedRun[] | null = null;
+    if (o.llmHopBaseline) {
+      const hopUrl = `ws://127.0.0.1:${(await floorChild.call('start-hop', { llmBaseUrl })).port}`;
+      const [hopLoad = []] = await measureSides([{ name: 'llm-hop', url: hopUrl, child: floorChild }], llm, [instant], o, log);
+      llmHop = compareRuns(hopLoad, floorLoad);
     }
 
     // ---- a deploy: one instance stopped while its calls talk, another takes them over

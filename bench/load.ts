@@ -2,8 +2,9 @@
 // (`last: true`) and send the next one. A run raises the number of talking calls to its level,
 // warms up (see ClosedLoop.run), then counts for a fixed time: turns completed, prompt -> first
 // token of each, and the measured process's CPU time.
-// Calls keep talking from one run to the next, so levels go up without reconnecting and a run never
-// waits for the previous one to drain; only stop() drains.
+// Calls keep their connections from one run to the next, so levels go up without reconnecting;
+// between runs the loop pauses (pause() lets every turn in flight finish and sends no new prompt),
+// so another side's run, interleaved with this side's, never shares the machine with its traffic.
 import { LeanCall } from './lean-client.js';
 import { mapLimit, mean, percentile, sleep, waitUntil } from './stats.js';
 
@@ -126,6 +127,9 @@ export class ClosedLoop {
   private readonly completed: number[];
   private brokenCount = 0;
   private window: Window | null = null;
+  /** Set while paused: each call's loop waits on it before its next prompt. */
+  private gate: { opened: Promise<void>; open: () => void } | null = null;
+  private parked = 0;
 
   /** `calls` have sent their setup; the loop owns them from now on (a call that hangs up is replaced in place). */
   constructor(
@@ -149,6 +153,7 @@ export class ClosedLoop {
     if (sessions > this.calls.length || sessions < this.active) throw new Error(`ClosedLoop: ${sessions} calls after ${this.active}, of ${this.calls.length}`);
     this.generation++;
     const generation = this.generation;
+    this.openGate();
     const failedBefore = this.failed;
     this.failures = {};
     const warmStart = performance.now();
@@ -200,12 +205,28 @@ export class ClosedLoop {
     };
   }
 
+  /** Sends no new prompt and waits until every turn in flight has finished (or the reply timeout). */
+  async pause(): Promise<void> {
+    if (!this.gate) {
+      let open!: () => void;
+      const opened = new Promise<void>((resolve) => (open = resolve));
+      this.gate = { opened, open };
+    }
+    await waitUntil(() => this.parked + this.brokenCount >= this.active, this.o.replyTimeoutMs, 5);
+  }
+
+  private openGate(): void {
+    this.gate?.open();
+    this.gate = null;
+  }
+
   /**
    * Every call hangs up now: its socket is cut (a close handshake with a saturated process can take
    * seconds; replies in flight are cut, nothing is measured any more), then the hang-up callback.
    */
   async stop(concurrency: number): Promise<void> {
     this.stopping = true;
+    this.openGate();
     await Promise.all(this.calls.map((c) => c.drop()));
     // A call still connecting again drops that socket itself once it opens (see loop()).
     await Promise.race([Promise.all(this.loops), sleep(STOP_WAIT_MS)]);
@@ -215,6 +236,12 @@ export class ClosedLoop {
 
   private async loop(i: number): Promise<void> {
     while (!this.stopping) {
+      if (this.gate) {
+        this.parked++;
+        await this.gate.opened;
+        this.parked--;
+        if (this.stopping) return;
+      }
       const generation = this.generation;
       try {
         if (this.turnsOnCall[i]! >= this.o.turnsPerCall) {

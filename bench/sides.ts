@@ -1,7 +1,8 @@
-// One side's load runs (the floor, a store's server, the LLM-hop baseline): its calls talk in one
-// closed loop (load.ts) through every level, ascending, and at each level through every stream
-// mode, the fake LLM's pace switched between runs. The calls are those the side already has open
-// (the floor's idle-memory calls; a store's, those its storm left live), topped up to the largest level.
+// The sides' load runs (the floor, each store's server, the LLM-hop baseline): each side's calls talk
+// in one closed loop (load.ts) through every level, ascending, and at each level through every stream
+// mode, the fake LLM's pace switched between runs; within a (level, mode) the sides take turns. The
+// calls are those a side already has open (the floor's idle-memory calls; a store's, those its storm
+// left live), topped up to the largest level.
 import type { ChildHandle } from './child-process.js';
 import { cpuOf } from './cpu-time.js';
 import type { LeanCall } from './lean-client.js';
@@ -31,37 +32,75 @@ export function runMs(mode: StreamMode, sessions: number, levelMs: number): numb
   return mode.name === 'paced' && sessions === 1 ? levelMs * 3 : levelMs;
 }
 
-/** Runs every (level, mode) of one side, then hangs every call up (replies in flight are cut). */
-export async function measureSide(side: Side, llm: ChildHandle, modes: readonly StreamMode[], o: BenchOptions, log: (line: string) => void): Promise<LoadRun[]> {
-  const calls = side.calls ?? [];
-  const largest = Math.max(...o.levels);
-  if (calls.length < largest) calls.push(...(await openCalls(side.url, largest - calls.length, o.connectConcurrency)));
-  const loop = new ClosedLoop(calls, {
-    url: side.url,
-    turnsPerCall: o.turnsPerCall,
-    replyTimeoutMs: o.replyTimeoutMs,
-    minWarmupMs: o.warmupMs,
-    maxWarmupMs: Math.max(o.warmupMs, o.warmupMaxMs),
-    cpuProbe: cpuOf(side.child),
-    ...(side.httpUrl ? { hangUp: (call: LeanCall) => postHangUp(side.httpUrl!, call.callSid) } : {}),
-  });
-  const runs: LoadRun[] = [];
+/**
+ * One side's closed loop, run one (level, mode) at a time so the harness can interleave the sides:
+ * the floor's run and each store's run of the same level and mode are then measured seconds apart,
+ * under the same background, instead of a minute apart.
+ */
+export class SideLoad {
+  readonly runs: LoadRun[] = [];
+  private constructor(
+    readonly side: Side,
+    private readonly loop: ClosedLoop,
+    private readonly o: BenchOptions,
+    private readonly log: (line: string) => void,
+  ) {}
+
+  /** Tops the side's calls up to the largest level. */
+  static async open(side: Side, o: BenchOptions, log: (line: string) => void): Promise<SideLoad> {
+    const calls = side.calls ?? [];
+    const largest = Math.max(...o.levels);
+    if (calls.length < largest) calls.push(...(await openCalls(side.url, largest - calls.length, o.connectConcurrency)));
+    const loop = new ClosedLoop(calls, {
+      url: side.url,
+      turnsPerCall: o.turnsPerCall,
+      replyTimeoutMs: o.replyTimeoutMs,
+      minWarmupMs: o.warmupMs,
+      maxWarmupMs: Math.max(o.warmupMs, o.warmupMaxMs),
+      cpuProbe: cpuOf(side.child),
+      ...(side.httpUrl ? { hangUp: (call: LeanCall) => postHangUp(side.httpUrl!, call.callSid) } : {}),
+    });
+    return new SideLoad(side, loop, o, log);
+  }
+
+  /** One run at `sessions` calls; the LLM's pace is already set to `mode`. */
+  async run(sessions: number, mode: StreamMode): Promise<LoadRun> {
+    const result = await this.loop.run(sessions, runMs(mode, sessions, this.o.levelMs));
+    // Quiet before the next side's run: its turns in flight finish, it sends no new prompt.
+    await this.loop.pause();
+    const run: LoadRun = { mode: mode.name, sessions, result };
+    this.runs.push(run);
+    this.log(
+      `${this.side.name} ${mode.name} @${sessions}: ${result.turns} turns (${result.turnsPerSec.toFixed(0)}/s), ` +
+        `first-token p99 ${result.p99Ms.toFixed(1)} ms, cpu/turn ${result.cpuUsPerTurn.toFixed(0)} us, ` +
+        `client cpu/turn ${result.clientCpuUsPerTurn.toFixed(0)} us, warm-up ${result.warmupMs.toFixed(0)} ms${result.warmupRound ? '' : ' (cut)'}` +
+        (result.failed ? `, ${result.failed} FAILED: ${JSON.stringify(result.failures)}` : ''),
+    );
+    return run;
+  }
+
+  /** Hangs every call up (replies in flight are cut). */
+  stop(): Promise<void> {
+    return this.loop.stop(this.o.actionConcurrency);
+  }
+}
+
+/**
+ * Runs every (level, mode) of `sides` (levels ascending, at each level every stream mode), the sides
+ * interleaved within each (level, mode), then hangs every call up.
+ */
+export async function measureSides(sides: Side[], llm: ChildHandle, modes: readonly StreamMode[], o: BenchOptions, log: (line: string) => void): Promise<LoadRun[][]> {
+  const loads: SideLoad[] = [];
   try {
+    for (const side of sides) loads.push(await SideLoad.open(side, o, log));
     for (const sessions of o.levels) {
       for (const mode of modes) {
         await setPace(llm, mode);
-        const result = await loop.run(sessions, runMs(mode, sessions, o.levelMs));
-        runs.push({ mode: mode.name, sessions, result });
-        log(
-          `${side.name} ${mode.name} @${sessions}: ${result.turns} turns (${result.turnsPerSec.toFixed(0)}/s), ` +
-            `first-token p99 ${result.p99Ms.toFixed(1)} ms, cpu/turn ${result.cpuUsPerTurn.toFixed(0)} us, ` +
-            `client cpu/turn ${result.clientCpuUsPerTurn.toFixed(0)} us, warm-up ${result.warmupMs.toFixed(0)} ms${result.warmupRound ? '' : ' (cut)'}` +
-            (result.failed ? `, ${result.failed} FAILED: ${JSON.stringify(result.failures)}` : ''),
-        );
+        for (const load of loads) await load.run(sessions, mode);
       }
     }
   } finally {
-    await loop.stop(o.actionConcurrency);
+    for (const load of loads) await load.stop();
   }
-  return runs;
+  return loads.map((l) => l.runs);
 }
