@@ -74,9 +74,9 @@ async function passBackoff(clock: RecordingClock, count: number): Promise<number
 }
 
 describe('the streamed chat request, on the openai client settings', () => {
-  it('posts the body to the base URL with the client key, organization and project', async () => {
+  it('posts the body to the base URL with the headers the SDK sends: key, organization, project, default headers, User-Agent', async () => {
     const { baseURL, seen } = await server([{ status: 200 }]);
-    const { request } = setup(baseURL, { organization: 'org-1', project: 'proj-1' });
+    const { request } = setup(baseURL, { organization: 'org-1', project: 'proj-1', defaultHeaders: { 'x-gateway-key': 'gw-1' } });
     const response = await request();
     expect(await response.text()).toBe('data: [DONE]\n\n');
     expect(seen).toHaveLength(1);
@@ -87,7 +87,20 @@ describe('the streamed chat request, on the openai client settings', () => {
       'openai-organization': 'org-1',
       'openai-project': 'proj-1',
       'content-type': 'application/json',
+      'x-gateway-key': 'gw-1',
+      'user-agent': expect.stringMatching(/^OpenAI\/JS /),
+      'x-stainless-retry-count': '0',
     });
+  });
+
+  it('a base URL the SDK rejects fails every request the same way, at once', async () => {
+    const baseURL = '127.0.0.1:1234/v1'; // no scheme
+    const sdk = (await new OpenAI({ apiKey: 'k', baseURL, maxRetries: 0 }).chat.completions.create({ model: 'm', messages: [], stream: true }).catch((err: unknown) => err)) as Error;
+    expect(sdk).toBeInstanceOf(TypeError);
+    const { request, clock } = setup(baseURL);
+    await expect(request()).rejects.toThrow(sdk.message);
+    await expect(request()).rejects.toBeInstanceOf(TypeError);
+    expect(clock.waits).toEqual([]); // no attempt, no retry
   });
 
   it('retries a 5xx after the wait the server asks for (retry-after-ms), then streams', async () => {
@@ -97,6 +110,21 @@ describe('the streamed chat request, on the openai client settings', () => {
     expect(await passBackoff(clock, 1)).toBe(1500);
     expect((await pending).status).toBe(200);
     expect(seen).toHaveLength(2);
+  });
+
+  it('retry-after-ms: 0 retries at once; a retry counts in x-stainless-retry-count', async () => {
+    const { baseURL, seen } = await server([{ status: 503, headers: { 'retry-after-ms': '0' } }, { status: 200 }]);
+    const { request, clock } = setup(baseURL);
+    const pending = request();
+    expect(await passBackoff(clock, 1)).toBe(0);
+    expect((await pending).ok).toBe(true);
+    expect(seen.map((r) => r.headers['x-stainless-retry-count'])).toEqual(['0', '1']);
+  });
+
+  it('a server asking for more than a minute gets no retry: the request fails now with its error', async () => {
+    const { baseURL, seen } = await server([{ status: 429, headers: { 'retry-after': '3600' } }, { status: 200 }]);
+    await expect(setup(baseURL).request()).rejects.toBeInstanceOf(RateLimitError);
+    expect(seen).toHaveLength(1);
   });
 
   it('retry-after in seconds is obeyed too', async () => {
@@ -159,6 +187,14 @@ describe('the streamed chat request, on the openai client settings', () => {
     await expect.poll(() => seen.length).toBe(1);
     clock.advance(TIMEOUT_MS);
     await failed;
+  });
+
+  it('an abort before the request makes none', async () => {
+    const { baseURL, seen } = await server([{ status: 200 }]);
+    const { request, abort } = setup(baseURL);
+    abort.abort();
+    await expect(request()).rejects.toBeInstanceOf(APIUserAbortError);
+    expect(seen).toHaveLength(0);
   });
 
   it('an abort while waiting to retry ends it at once, with no further attempt', async () => {

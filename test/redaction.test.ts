@@ -82,6 +82,7 @@ describe('card-like digit runs in what was said', () => {
     const frames = [
       { type: 'PROMPT', text: `it is ${card}`, lang: 'en-US', last: true },
       { type: 'LLM.DELTA', text: card },
+      { type: 'LLM.DELTAS', texts: ['Your card ', card, ' is on file.'] },
       { context: { reply: { text: card }, undelivered: card } },
       { type: 'INTERRUPT', utterance: card, durationMs: 1200 },
       { type: 'prompt', voicePrompt: card },

@@ -1,10 +1,11 @@
-// The streamed chat-completions request, made with fetch on the settings of an `openai` client (API
-// key, base URL, organization, project, timeout, retries), failing with the SDK's own error classes.
-// The SDK's request path cost about 190 us of CPU per request over fetch with the same body (headers
-// built and validated per request, debug details formatted even with logging off, a second abort
-// controller and timer): a tenth of the relay's whole cost per turn. Its retry rules are kept as it
-// documents them: connection errors, 408, 409, 429 and 5xx are retried (maxRetries times), with
-// `x-should-retry`, `retry-after-ms` and `retry-after` obeyed, else backoff from 0.5 s to 8 s.
+// The streamed chat-completions request, made with fetch on an `openai` client: the URL and headers
+// the SDK builds (once per client), its timeout and retry rules, and its error classes. The SDK's own
+// request path cost about 190 us of CPU per request over fetch with the same body (headers built and
+// validated per request, debug details formatted even with logging off, a second abort controller and
+// timer): a tenth of the relay's whole cost per turn. Retried as the SDK documents: connection errors,
+// 408, 409, 429 and 5xx, maxRetries times, obeying `x-should-retry`, `retry-after-ms` and
+// `retry-after`. Not supported (the server never sets them): a custom `fetch` or `fetchOptions`, an
+// `apiKey` function, a provider, and the SDK's OPENAI_LOG request logging.
 import type OpenAI from 'openai';
 import { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from 'openai';
 import type { Clock } from '../clock.js';
@@ -19,39 +20,58 @@ export interface ChatRequestOptions {
 
 const INITIAL_RETRY_DELAY_S = 0.5;
 const MAX_RETRY_DELAY_S = 8;
+/**
+ * A wait the server asks for beyond this fails the request instead: a caller on the line should hear
+ * the agent's failure line, not minutes of silence.
+ */
+const MAX_ASKED_WAIT_MS = 60_000;
 
-/** Headers fixed for a client's lifetime, built once. */
-const headersOf = new WeakMap<OpenAI, Record<string, string>>();
+interface Target {
+  url: string;
+  headers: Record<string, string>;
+}
 
-function headers(client: OpenAI): Record<string, string> {
-  let h = headersOf.get(client);
-  if (!h) {
-    h = { 'content-type': 'application/json', accept: 'application/json' };
-    if (client.apiKey) h.authorization = `Bearer ${client.apiKey}`;
-    if (client.organization) h['openai-organization'] = client.organization;
-    if (client.project) h['openai-project'] = client.project;
-    headersOf.set(client, h);
+/**
+ * The URL and headers the SDK itself would send (its public buildRequest: key, organization, project,
+ * default headers and query, OPENAI_CUSTOM_HEADERS, User-Agent, the X-Stainless-* headers), built once
+ * per client: building them is most of the SDK's cost per request. A base URL the SDK rejects fails
+ * here, as every request, the same way.
+ */
+const targets = new WeakMap<OpenAI, Promise<Target>>();
+
+function targetOf(client: OpenAI): Promise<Target> {
+  let target = targets.get(client);
+  if (!target) {
+    target = client.buildRequest({ method: 'post', path: '/chat/completions', body: {} }).then(({ url, req }) => ({
+      url,
+      headers: Object.fromEntries(new Headers(req.headers as HeadersInit)),
+    }));
+    targets.set(client, target);
   }
-  return h;
+  return target;
 }
 
 /** POSTs `body` to the client's /chat/completions; resolves with the (2xx) streamed response. */
 export async function requestChatStream(body: object, o: ChatRequestOptions): Promise<Response> {
-  const url = `${o.client.baseURL.replace(/\/+$/, '')}/chat/completions`;
-  const init = { method: 'POST', headers: headers(o.client), body: JSON.stringify(body) };
+  const { url, headers } = await targetOf(o.client);
+  const json = JSON.stringify(body);
   const maxRetries = o.client.maxRetries;
   for (let retriesLeft = maxRetries; ; retriesLeft--) {
+    if (o.signal.aborted) throw new APIUserAbortError();
+    const retryCount = maxRetries - retriesLeft;
+    const init = { method: 'POST', headers: retryCount ? { ...headers, 'x-stainless-retry-count': String(retryCount) } : headers, body: json };
     const attempt = await fetchWithTimeout(url, init, o);
     if (attempt instanceof Response) {
       if (attempt.ok) return attempt;
-      if (retriesLeft > 0 && shouldRetry(attempt)) {
+      const wait = retriesLeft > 0 && shouldRetry(attempt) ? retryDelayMs(attempt.headers, retriesLeft, maxRetries, o.clock) : undefined;
+      if (wait !== undefined && wait <= MAX_ASKED_WAIT_MS) {
         await attempt.body?.cancel().catch(() => undefined);
-        await sleep(retryDelayMs(attempt.headers, retriesLeft, maxRetries, o.clock), o);
+        await sleep(wait, o);
         continue;
       }
       const text = await attempt.text().catch((err: unknown) => (err instanceof Error ? err.message : String(err)));
-      const json = safeJson(text);
-      throw APIError.generate(attempt.status, json, json ? undefined : text, attempt.headers);
+      const parsed = safeJson(text);
+      throw APIError.generate(attempt.status, parsed, parsed ? undefined : text, attempt.headers);
     }
     if (o.signal.aborted) throw new APIUserAbortError();
     if (retriesLeft > 0) {
@@ -77,7 +97,10 @@ async function fetchWithTimeout(url: string, init: RequestInit, o: ChatRequestOp
     return await fetch(url, { ...init, signal: controller.signal });
   } catch (err) {
     o.signal.removeEventListener('abort', abort);
-    return timedOut ? new APIConnectionTimeoutError() : new APIConnectionError({ cause: err instanceof Error ? err : new Error(String(err)) });
+    const cause = err instanceof Error ? err : new Error(String(err));
+    // undici's own connect timeout is a timeout too; the SDK tells it by its message, as here.
+    const timeout = timedOut || /timed? ?out/i.test(`${String(cause)}${'cause' in cause ? String(cause.cause) : ''}`);
+    return timeout ? new APIConnectionTimeoutError() : new APIConnectionError({ cause });
   } finally {
     o.clock.clearTimeout(timer);
   }
@@ -90,21 +113,31 @@ function shouldRetry(response: Response): boolean {
   return response.status === 408 || response.status === 409 || response.status === 429 || response.status >= 500;
 }
 
-/** What the server asks for (`retry-after-ms`, then `retry-after` in seconds or as a date), else backoff with jitter. */
+/**
+ * As the SDK waits: what the server asks for (`retry-after-ms`, then `retry-after` in seconds or as a
+ * date), else exponential backoff from 0.5 s to 8 s, less up to a quarter of jitter.
+ */
 function retryDelayMs(responseHeaders: Headers | undefined, retriesLeft: number, maxRetries: number, clock: Clock): number {
+  let asked: number | undefined;
   const ms = Number.parseFloat(responseHeaders?.get('retry-after-ms') ?? '');
-  if (!Number.isNaN(ms) && ms) return ms;
+  if (!Number.isNaN(ms)) asked = ms;
   const after = responseHeaders?.get('retry-after');
-  if (after) {
+  if (after && !asked) {
     const seconds = Number.parseFloat(after);
-    return Number.isNaN(seconds) ? Date.parse(after) - clock.now() : seconds * 1000;
+    asked = Number.isNaN(seconds) ? Date.parse(after) - clock.now() : seconds * 1000;
   }
+  // A date that does not parse waits no time, as the SDK's NaN does.
+  if (asked !== undefined) return Number.isFinite(asked) ? Math.max(0, asked) : 0;
   const seconds = Math.min(INITIAL_RETRY_DELAY_S * 2 ** (maxRetries - retriesLeft), MAX_RETRY_DELAY_S);
   return seconds * (1 - Math.random() * 0.25) * 1000;
 }
 
 function sleep(ms: number, o: ChatRequestOptions): Promise<void> {
   return new Promise((resolve, reject) => {
+    if (o.signal.aborted) {
+      reject(new APIUserAbortError());
+      return;
+    }
     const onAbort = () => {
       o.clock.clearTimeout(timer);
       reject(new APIUserAbortError());

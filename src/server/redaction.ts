@@ -24,6 +24,8 @@ const TRANSCRIPT_KEYS: ReadonlySet<string> = new Set([
   'voicePrompt',
   'utteranceUntilInterrupt',
 ]);
+/** Lists of such text: the deltas of one read of an LLM stream (LLM.DELTAS). */
+const TRANSCRIPT_LIST_KEYS: ReadonlySet<string> = new Set(['texts']);
 const KEYPAD_TOOL = 'collect_digits';
 /** What the model passes to a tool (raw JSON text, or parsed): a card or account number in it is masked too. */
 const TOOL_ARGUMENT_KEYS: ReadonlySet<string> = new Set(['arguments', 'args']);
@@ -57,6 +59,7 @@ function walk(value: unknown, key: string | undefined): unknown {
   // A proof that is not there (null) stays visible as such: "no resume key" is not a secret.
   if (key !== undefined && SECRET_KEYS.has(key) && value !== undefined && value !== null) return REDACTED;
   if (key !== undefined && TOOL_ARGUMENT_KEYS.has(key)) return maskDigitRunsDeep(value);
+  if (key !== undefined && TRANSCRIPT_LIST_KEYS.has(key) && Array.isArray(value)) return value.map((item) => (typeof item === 'string' ? maskDigitRuns(item) : walk(item, undefined)));
   if (typeof value === 'string') {
     if (key !== undefined && NUMBER_KEYS.has(key)) return maskNumber(value);
     if (key !== undefined && TRANSCRIPT_KEYS.has(key)) return maskDigitRuns(value);

@@ -1,7 +1,8 @@
 // A manual clock for a server under test: its time stands still until the test moves it, so grace
 // and keypad idle deadlines pass exactly when the test says and never on a slow machine's own. Only
-// the server's session time runs on it (event stamps, deadline timers); sockets, the fake LLM and
-// the stores keep real time. Timers due by the new time fire inside `advance`, earliest first, so
+// the server's own time runs on it (event stamps, deadline timers, an LLM request's timeout and its
+// waits between retries: advancing it past OPENAI_TIMEOUT_MS while a request waits for its answer
+// times that request out); sockets, the fake LLM and the stores keep real time. Timers due by the new time fire inside `advance`, earliest first, so
 // the server has handled them when `advance` returns.
 import type { Clock } from '../../src/clock.js';
 
