@@ -205,14 +205,17 @@ export class ClosedLoop {
     };
   }
 
-  /** Sends no new prompt and waits until every turn in flight has finished (or the reply timeout). */
-  async pause(): Promise<void> {
+  /**
+   * Sends no new prompt and waits until every turn in flight has finished; false if some had not
+   * within twice the reply timeout (a call connecting again, then its turn).
+   */
+  async pause(): Promise<boolean> {
     if (!this.gate) {
       let open!: () => void;
       const opened = new Promise<void>((resolve) => (open = resolve));
       this.gate = { opened, open };
     }
-    await waitUntil(() => this.parked + this.brokenCount >= this.active, this.o.replyTimeoutMs, 5);
+    return waitUntil(() => this.parked + this.brokenCount >= this.active, 2 * this.o.replyTimeoutMs, 5);
   }
 
   private openGate(): void {
@@ -258,6 +261,7 @@ export class ClosedLoop {
           next.sendSetup();
           this.calls[i] = next;
           this.turnsOnCall[i] = 0;
+          continue; // the gate again: a pause may have begun while it connected
         }
         const answer = await ask(this.calls[i]!, PROMPT, this.o.replyTimeoutMs);
         this.turnsOnCall[i]!++;

@@ -27,8 +27,11 @@ const QUICK: Record<string, string> = {
 const quick = process.argv.slice(2).includes('--quick');
 const options = benchOptionsFromEnv(quick ? { ...QUICK, ...process.env } : process.env);
 const notes: string[] = [];
-/** Calls open at once: a side's calls (idle ones, or the largest level), or a storm's with its new calls. */
-const callsAtOnce = () => Math.max(options.idleSessions, ...options.levels, options.stormSessions + 2 * options.stormNewCalls);
+/**
+ * Calls open at once: every side (the floor and each store) keeps its calls until the interleaved
+ * load runs end, each as many as its largest phase (idle, a level, a storm with its new calls).
+ */
+const callsAtOnce = () => (1 + options.stores.length) * Math.max(options.idleSessions, ...options.levels, options.stormSessions + 2 * options.stormNewCalls);
 const needed = callsAtOnce() + FD_HEADROOM;
 let soft = shellLimit('-Sn');
 if (soft < needed) {
@@ -41,7 +44,8 @@ if (soft < needed) {
     });
     process.exit(rerun.status ?? 1);
   }
-  const fits = Math.max(2 + 2 * options.stormNewCalls, Math.min(soft, hard) - FD_HEADROOM);
+  // Per side: the sides' calls are open together.
+  const fits = Math.max(2 + 2 * options.stormNewCalls, Math.floor((Math.min(soft, hard) - FD_HEADROOM) / (1 + options.stores.length)));
   options.idleSessions = Math.min(options.idleSessions, fits);
   options.stormSessions = Math.min(options.stormSessions, fits - 2 * options.stormNewCalls);
   options.levels = options.levels.filter((n) => n <= fits);

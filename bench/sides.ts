@@ -67,7 +67,7 @@ export class SideLoad {
   async run(sessions: number, mode: StreamMode): Promise<LoadRun> {
     const result = await this.loop.run(sessions, runMs(mode, sessions, this.o.levelMs));
     // Quiet before the next side's run: its turns in flight finish, it sends no new prompt.
-    await this.loop.pause();
+    if (!(await this.loop.pause())) this.log(`${this.side.name}: turns still in flight after the pause timeout; the next run may overlap them`);
     const run: LoadRun = { mode: mode.name, sessions, result };
     this.runs.push(run);
     this.log(
@@ -87,16 +87,19 @@ export class SideLoad {
 
 /**
  * Runs every (level, mode) of `sides` (levels ascending, at each level every stream mode), the sides
- * interleaved within each (level, mode), then hangs every call up.
+ * interleaved within each (level, mode) in an order that rotates, then hangs every call up.
  */
 export async function measureSides(sides: Side[], llm: ChildHandle, modes: readonly StreamMode[], o: BenchOptions, log: (line: string) => void): Promise<LoadRun[][]> {
   const loads: SideLoad[] = [];
   try {
     for (const side of sides) loads.push(await SideLoad.open(side, o, log));
+    let round = 0;
     for (const sessions of o.levels) {
       for (const mode of modes) {
         await setPace(llm, mode);
-        for (const load of loads) await load.run(sessions, mode);
+        // Each round starts with the next side, so no side is always the first after a pace change.
+        for (let k = 0; k < loads.length; k++) await loads[(round + k) % loads.length]!.run(sessions, mode);
+        round++;
       }
     }
   } finally {
