@@ -43,6 +43,11 @@ export const configSchema = z.object({
   maxResumes: z.coerce.number().int().nonnegative().default(5),
   /** With signatures on: how long the callToken of a new call's TwiML admits its first socket. */
   callTokenTtlMs: ms(60_000),
+  /**
+   * A connected call with nothing going on (no reply, tool or keypad entry) for this long keeps only
+   * its stored snapshot in memory, not a running actor; anything it is sent revives it. 0: never.
+   */
+  sessionHibernateMs: ms(2000),
   /** On SIGTERM, how long live calls may take to finish the reply they are speaking before they are handed on. */
   drainTimeoutMs: ms(10_000),
   /** node:cluster workers on the one port; more than one lets a reload (SIGHUP) move calls to a sibling. */
@@ -135,6 +140,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     maxResumes: env.MAX_RESUMES,
     callTokenTtlMs: env.CALL_TOKEN_TTL_MS,
     drainTimeoutMs: env.DRAIN_TIMEOUT_MS,
+    sessionHibernateMs: env.SESSION_HIBERNATE_MS,
     workers: env.WORKERS,
     welcomeGreeting: env.WELCOME_GREETING,
     language: env.LANGUAGE,

@@ -167,6 +167,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     metrics,
     inspect: inspector?.inspect,
     clock,
+    hibernateAfterMs: cfg.sessionHibernateMs,
   });
   // Sessions a dead predecessor left in grace still expire at their own deadlines.
   await manager.adoptOrphanedDeadlines();
