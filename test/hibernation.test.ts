@@ -67,7 +67,10 @@ interface Started {
   store: ReturnType<typeof countingStore>;
 }
 
-async function start(inner: SnapshotStore, opts: { hibernateMs?: number; redisPrefix?: string; store?: 'memory' | 'sqlite' | 'redis' } = {}): Promise<Started> {
+async function start(
+  inner: SnapshotStore,
+  opts: { hibernateMs?: number; redisPrefix?: string; store?: 'memory' | 'sqlite' | 'redis'; adminToken?: string } = {},
+): Promise<Started> {
   const clock = new TestClock();
   const store = countingStore(inner);
   const ts = await startTestServer({
@@ -75,7 +78,7 @@ async function start(inner: SnapshotStore, opts: { hibernateMs?: number; redisPr
     clock,
     store,
     redisPrefix: opts.redisPrefix,
-    config: { sessionHibernateMs: opts.hibernateMs ?? HIBERNATE_MS, ...(opts.store ? { store: opts.store } : {}) },
+    config: { sessionHibernateMs: opts.hibernateMs ?? HIBERNATE_MS, store: opts.store ?? 'memory', adminToken: opts.adminToken },
   });
   servers.push(ts);
   return { ts, clock, store };
@@ -254,6 +257,19 @@ describe('hibernated calls and the rest of the server', () => {
     const from = llm.requests.length;
     expect(await say(onB, 'on instance b')).toBe('You said: on instance b');
     expect(transcriptOf(llm.requests[from]!.messages)).toEqual(['user:on instance a', 'assistant:You said: on instance a', 'user:on instance b']);
+  });
+
+  it('the admin views show a hibernated call as it rests, without reviving it', async () => {
+    const s = await start(new MemoryStore(), { adminToken: 'admin-1' });
+    const call = track(await SimulatedCall.connect({ url: s.ts.server.relayUrl, from: '+15559876543' }));
+    expect(await say(call, 'hello there')).toBe('You said: hello there');
+    await hibernate(s);
+    const auth = { authorization: 'Bearer admin-1' };
+    const view = (await (await fetch(`${s.ts.server.httpUrl}/sessions/${call.callSid}`, { headers: auth })).json()) as Record<string, unknown>;
+    expect(view).toMatchObject({ callSid: call.callSid, state: 'connected', from: '********6543', history: [{ role: 'user' }, { role: 'assistant' }] });
+    const list = (await (await fetch(`${s.ts.server.httpUrl}/sessions`, { headers: auth })).json()) as Array<{ callSid: string }>;
+    expect(list.map((v) => v.callSid)).toEqual([call.callSid]);
+    expect(s.ts.server.manager.hibernated).toBe(1);
   });
 
   it('a session that cannot be revived costs its own call only: it is let go and the process serves the others', async () => {

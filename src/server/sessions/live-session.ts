@@ -83,6 +83,11 @@ export class Session {
     return this.running ? lifecycleOf(this.running.getSnapshot().value) : this.dormantState;
   }
 
+  /** The session's snapshot, read without reviving a hibernated session. */
+  peek(): SessionSnapshot {
+    return this.running?.getSnapshot() ?? this.host.stoppedCopy(this.dormant ?? '').getSnapshot();
+  }
+
   /** Created when first needed: a hibernated session keeps none. */
   get log(): Logger {
     return (this.logger ??= this.host.logger.child({ callSid: this.callSid }));
