@@ -7,6 +7,7 @@ import type { Logger } from '../logger.js';
 import type { OutboundMessage } from '../../protocol/messages.js';
 import { lifecycleOf, type SessionMachine } from '../../machines/session.js';
 import type { CoalescingWriter, Lease } from '../../stores/index.js';
+import { packSnapshot } from './dormant.js';
 
 export type SessionSnapshot = SnapshotFrom<SessionMachine>;
 
@@ -22,7 +23,7 @@ export interface SessionHost {
   /** The writer that stores the session's snapshots. */
   writerFor(session: Session): CoalescingWriter<Actor<SessionMachine>>;
   /**
-   * A running actor from the session's hibernated snapshot (JSON text), wired like any tracked actor
+   * A running actor from the session's hibernated snapshot (packed, dormant.ts), wired like any tracked actor
    * and handed to `session.adopt` before it starts. Never throws: when the snapshot cannot be revived
    * it lets go of the session and returns a stopped stand-in that ignores every event.
    */
@@ -48,7 +49,7 @@ export class Session {
   /** The hibernation timer, while one is armed. */
   idleTimer: unknown = undefined;
   private running: Actor<SessionMachine> | undefined;
-  /** While hibernated: the persisted snapshot as JSON text, and its lifecycle state. */
+  /** While hibernated: the persisted snapshot (packed JSON, dormant.ts), and its lifecycle state. */
   private dormant: string | undefined;
   private dormantState = '';
   private logger: Logger | undefined;
@@ -115,14 +116,14 @@ export class Session {
   }
 
   /**
-   * Stops the actor, keeping its persisted snapshot as JSON text (smaller than the snapshot object
-   * and its context). Not a finish: nothing is written, the store already holds this snapshot.
+   * Stops the actor, keeping its persisted snapshot as packed JSON text (a tenth of the snapshot
+   * object and its context). Not a finish: nothing is written, the store already holds this snapshot.
    * Only with nothing left to write (`writing` false).
    */
   hibernate(): void {
     const actor = this.running;
     if (!actor || this.writing) return;
-    this.dormant = JSON.stringify(actor.getPersistedSnapshot());
+    this.dormant = packSnapshot(JSON.stringify(actor.getPersistedSnapshot()));
     this.dormantState = lifecycleOf(actor.getSnapshot().value);
     this.running = undefined;
     this.logger = undefined;
