@@ -19,6 +19,7 @@ import { Hibernation } from './sessions/hibernation.js';
 import { SessionPersistence } from './sessions/persistence.js';
 import { SessionRestorer } from './sessions/restore.js';
 import { OrphanedDeadlines } from './sessions/orphans.js';
+import { keepContextShape } from './sessions/context-shape.js';
 import { ACTION_CLOSE_WINDOW_MS, claimsResume, resumeRefusal, socketNamed } from './sessions/resume-rules.js';
 
 export interface SessionManagerOptions {
@@ -92,6 +93,7 @@ export class SessionManager {
       () => this.countByState(),
       () => this.hibernated,
     );
+    keepContextShape(machine, { language: opts.language, timeouts: opts.timeouts, historyLimits: opts.historyLimits, now: clock.now() });
     // Stores that announce lease changes let a stale owner stop at once instead of at its next write.
     store.onLeaseChange?.((callSid, epoch) => {
       const local = this.registry.get(callSid);
