@@ -6,6 +6,8 @@ import { parseRedisUrl } from './stores/redis-connection.js';
 
 const ms = (fallback: number) => z.coerce.number().int().nonnegative().default(fallback);
 const limit = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+/** The longest delay a Node timer takes (longer ones fire at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export const configSchema = z.object({
   port: z.coerce.number().int().min(0).max(65535).default(8080),
@@ -47,7 +49,7 @@ export const configSchema = z.object({
    * A connected call with nothing going on (no reply, tool or keypad entry) for this long keeps only
    * its stored snapshot in memory, not a running actor; anything it is sent revives it. 0: never.
    */
-  sessionHibernateMs: ms(2000),
+  sessionHibernateMs: z.coerce.number().int().min(0).max(MAX_TIMER_MS).default(2000),
   /** On SIGTERM, how long live calls may take to finish the reply they are speaking before they are handed on. */
   drainTimeoutMs: ms(10_000),
   /** node:cluster workers on the one port; more than one lets a reload (SIGHUP) move calls to a sibling. */

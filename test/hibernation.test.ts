@@ -290,12 +290,14 @@ describe('hibernated calls and the rest of the server', () => {
 });
 
 describe('SESSION_HIBERNATE_MS', () => {
-  it('defaults to 2000 ms; 0 turns hibernation off; anything but a whole number of ms is refused', () => {
+  it('defaults to 2000 ms; 0 turns hibernation off; anything but a whole number of ms a timer can wait is refused', () => {
     expect(loadConfig({}).sessionHibernateMs).toBe(2000);
     expect(loadConfig({ SESSION_HIBERNATE_MS: '0' }).sessionHibernateMs).toBe(0);
     expect(loadConfig({ SESSION_HIBERNATE_MS: '250' }).sessionHibernateMs).toBe(250);
     expect(() => loadConfig({ SESSION_HIBERNATE_MS: '-1' })).toThrow(/sessionHibernateMs/);
     expect(() => loadConfig({ SESSION_HIBERNATE_MS: 'soon' })).toThrow(/sessionHibernateMs/);
+    // Longer than a Node timer can wait (it would fire at once).
+    expect(() => loadConfig({ SESSION_HIBERNATE_MS: String(2 ** 31) })).toThrow(/sessionHibernateMs/);
   });
 });
 

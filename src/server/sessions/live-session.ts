@@ -23,9 +23,9 @@ export interface SessionHost {
   /** The writer that stores the session's snapshots. */
   writerFor(session: Session): CoalescingWriter<Actor<SessionMachine>>;
   /**
-   * A running actor from the session's hibernated snapshot (packed, dormant.ts), wired like any tracked actor
-   * and handed to `session.adopt` before it starts. Never throws: when the snapshot cannot be revived
-   * it lets go of the session and returns a stopped stand-in that ignores every event.
+   * A running actor from the session's hibernated snapshot (packed, dormant.ts), wired like any
+   * tracked actor and handed to `session.adopt` before it starts. Never throws: when the snapshot
+   * cannot be revived it lets go of the session and returns a stopped stand-in that ignores events.
    */
   revive(session: Session, dormant: string): Actor<SessionMachine>;
   /** A stopped actor of that snapshot, never started: its snapshot can be read, events are ignored. */
