@@ -37,6 +37,8 @@ export interface ServerStats {
   /** Server: sessions held. fetch-floor: open connections (the floor's and the LLM-hop listener's). */
   sessions: number;
   byState: Record<string, number>;
+  /** Server only: sessions holding no running actor (hibernated, SESSION_HIBERNATE_MS). */
+  hibernated?: number;
 }
 
 /** Command name -> [argument, result]. */

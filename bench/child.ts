@@ -94,7 +94,11 @@ async function handle(cmd: CommandMessage['cmd'], arg: unknown): Promise<unknown
     case 'stats': {
       const counts = server?.manager.countByState() ?? new Map<string, number>();
       const connections = (floor?.connections() ?? 0) + (hop?.connections() ?? 0);
-      const stats: ServerStats = { sessions: server?.manager.size ?? connections, byState: Object.fromEntries(counts) };
+      const stats: ServerStats = {
+        sessions: server?.manager.size ?? connections,
+        byState: Object.fromEntries(counts),
+        ...(server ? { hibernated: server.manager.hibernated } : {}),
+      };
       return stats;
     }
     case 'cpu':

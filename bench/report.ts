@@ -61,6 +61,7 @@ function memoryTable(r: BenchResults): string {
     name,
     m.sessions,
     m.held,
+    m.hibernated ?? '-',
     kb(m.rssPerSessionBytes),
     x(rssRatio),
     kb(m.heapPerSessionBytes),
@@ -69,7 +70,7 @@ function memoryTable(r: BenchResults): string {
   ];
   const rows = [row('floor', r.floor.idle, null, null)];
   for (const s of r.stores) if (s.idle) rows.push(row(s.store, s.idle.result, s.idle.rssRatio, s.idle.heapRatio));
-  return table(['process', 'calls', 'held', 'RSS KB/call', 'RSS x', 'heap KB/call', 'heap x', 'plain RSS KB/call'], rows);
+  return table(['process', 'calls', 'held', 'hibernated', 'RSS KB/call', 'RSS x', 'heap KB/call', 'heap x', 'plain RSS KB/call'], rows);
 }
 
 function stormTables(r: BenchResults): string[] {

@@ -6,6 +6,8 @@ import { parseRedisUrl } from './stores/redis-connection.js';
 
 const ms = (fallback: number) => z.coerce.number().int().nonnegative().default(fallback);
 const limit = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+/** The longest delay a Node timer takes (longer ones fire at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export const configSchema = z.object({
   port: z.coerce.number().int().min(0).max(65535).default(8080),
@@ -43,6 +45,11 @@ export const configSchema = z.object({
   maxResumes: z.coerce.number().int().nonnegative().default(5),
   /** With signatures on: how long the callToken of a new call's TwiML admits its first socket. */
   callTokenTtlMs: ms(60_000),
+  /**
+   * A connected call with nothing going on (no reply, tool or keypad entry) for this long keeps only
+   * its stored snapshot in memory, not a running actor; anything it is sent revives it. 0: never.
+   */
+  sessionHibernateMs: z.coerce.number().int().min(0).max(MAX_TIMER_MS).default(2000),
   /** On SIGTERM, how long live calls may take to finish the reply they are speaking before they are handed on. */
   drainTimeoutMs: ms(10_000),
   /** node:cluster workers on the one port; more than one lets a reload (SIGHUP) move calls to a sibling. */
@@ -135,6 +142,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     maxResumes: env.MAX_RESUMES,
     callTokenTtlMs: env.CALL_TOKEN_TTL_MS,
     drainTimeoutMs: env.DRAIN_TIMEOUT_MS,
+    sessionHibernateMs: env.SESSION_HIBERNATE_MS,
     workers: env.WORKERS,
     welcomeGreeting: env.WELCOME_GREETING,
     language: env.LANGUAGE,

@@ -255,10 +255,11 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
   } else {
     app.use('/sessions/*', async (c) => c.text('admin views are disabled: set ADMIN_TOKEN', 404));
   }
-  app.get('/sessions', (c) => c.json(manager.all().map((s) => redactSession(s.actor.getSnapshot()))));
+  // Looked at, not revived: an admin polling the list keeps no call's actor running.
+  app.get('/sessions', (c) => c.json(manager.all().map((s) => redactSession(s.peek()))));
   app.get('/sessions/:callSid', (c) => {
     const session = manager.get(c.req.param('callSid'));
-    return session ? c.json(redactSession(session.actor.getSnapshot())) : c.text('no such live session', 404);
+    return session ? c.json(redactSession(session.peek())) : c.text('no such live session', 404);
   });
 
   app.onError((err, c) => {

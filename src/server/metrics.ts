@@ -21,6 +21,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
   if (opts.defaultMetrics) collectDefaultMetrics({ register: registry });
   const registers = [registry];
   let sessionSource: () => Map<string, number> = () => new Map();
+  let hibernatedSource: () => number = () => 0;
   const limitsExceeded = new Counter({
     name: 'relay_limits_exceeded_total',
     help: 'Abuse limits hit: prompt_bytes (prompt cut), send_buffer (socket closed), queued_frames (socket closed), sessions (socket refused)',
@@ -31,8 +32,9 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
   for (const limit of LIMITS) limitsExceeded.inc({ limit }, 0);
   return {
     registry,
-    setSessionSource(source: () => Map<string, number>) {
+    setSessionSource(source: () => Map<string, number>, hibernated?: () => number) {
       sessionSource = source;
+      if (hibernated) hibernatedSource = hibernated;
     },
     sessions: new Gauge({
       name: 'relay_sessions',
@@ -42,6 +44,14 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       collect() {
         this.reset();
         for (const [state, n] of sessionSource()) this.set({ state }, n);
+      },
+    }),
+    sessionsHibernated: new Gauge({
+      name: 'relay_sessions_hibernated',
+      help: 'Live sessions (counted in relay_sessions) holding no running actor: connected calls idle for SESSION_HIBERNATE_MS',
+      registers,
+      collect() {
+        this.set(hibernatedSource());
       },
     }),
     /** Label values come from closeCodeLabel only. */

@@ -65,171 +65,238 @@ export interface CorkableTransport {
  * TwiML that issued its token; the session manager checks it against the token its setup brings.
  */
 export function handleRelaySocket(ws: WebSocket, deps: RelaySocketDeps, transport?: CorkableTransport, ticket?: string): void {
-  let log = deps.logger;
-  let session: Session | null = null;
-  let connecting = false;
-  // Frames sent in one burst (e.g. the buffered deltas of a reply) leave in one write instead of one
-  // syscall each; the bench measured ~13% less server CPU per reply.
-  let corked = false;
-  const corkUntilNextTick = () => {
-    if (!transport || corked) return;
-    corked = true;
-    transport.cork();
-    process.nextTick(() => {
-      corked = false;
-      transport.uncork();
-    });
-  };
-  // Frames that arrive while the session is being created or restored (async store I/O).
-  const queued: InboundMessage[] = [];
-  // The session hears of this socket's end once: at a limit's close (at once) or at the TCP close.
-  let closedWith: number | undefined;
-  let reportedClosed = false;
-  const reportClosed = (code: number) => {
-    closedWith ??= code;
-    if (!session || reportedClosed) return;
-    reportedClosed = true;
-    deps.manager.socketClosed(session, socket, closedWith);
-  };
+  const relay = new RelaySocket(ws, deps, transport, ticket);
+  (ws as RelayTagged)[RELAY] = relay;
+  ws.on('message', onMessage);
+  ws.on('close', onClose);
+  ws.on('error', onError);
+}
 
-  /** The peer stopped reading: its unsent bytes would grow without bound. Only this call is affected. */
-  const closeUnread = () => {
-    deps.metrics.limitHit('send_buffer');
-    log.warn({ bufferedBytes: ws.bufferedAmount, limit: deps.limits.maxSendBufferBytes }, 'caller is not reading: send buffer over the limit, closing the socket');
-    ws.close(1008, 'send buffer full');
-    const cut = setTimeout(() => ws.terminate(), UNREAD_CLOSE_MS);
-    cut.unref();
-    ws.once('close', () => clearTimeout(cut));
-    // A dropped call from now on (resumable like any other), not only once TCP gives up.
-    reportClosed(1008);
-  };
+// One socket lives as long as its call, idle most of that time: its state is one object, and its
+// listeners and timers are shared functions that find it on the socket, not closures per call.
+const RELAY = Symbol('relay socket');
+type RelayTagged = WebSocket & { [RELAY]: RelaySocket };
 
-  const socket: SessionSocket = {
-    send(message: OutboundMessage) {
-      // Also stops the reply at once after a limit closed the socket (CLOSING).
-      if (ws.readyState !== ws.OPEN) return;
-      try {
-        const frame = serializeOutbound(message);
-        corkUntilNextTick();
-        ws.send(frame);
-        if (ws.bufferedAmount > deps.limits.maxSendBufferBytes) closeUnread();
-      } catch (err) {
-        // Never put an invalid frame on the wire: Twilio would drop it and hang up after ten.
-        if (err instanceof InvalidOutboundMessageError) log.error({ err: err.message, type: message.type }, 'refused to send invalid outbound message');
-        else throw err;
-      }
-    },
-    close(code, reason) {
-      if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.close(code, reason);
-    },
-  };
+function onMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
+  (this as RelayTagged)[RELAY].message(data, isBinary);
+}
+function onClose(this: WebSocket, code: number): void {
+  (this as RelayTagged)[RELAY].closed(code);
+}
+function onError(this: WebSocket, err: Error): void {
+  (this as RelayTagged)[RELAY].log.warn({ err: err.message }, 'socket error');
+}
+function onSetupTimeout(relay: RelaySocket): void {
+  relay.setupTimedOut();
+}
+function uncork(relay: RelaySocket): void {
+  relay.uncork();
+}
 
-  const setupTimer = setTimeout(() => {
-    if (!session && !connecting) {
-      log.warn('no setup frame received; closing socket');
-      socket.close(1008, 'setup expected');
-    }
-  }, deps.setupTimeoutMs ?? 10_000);
-
-  /** A prompt over the size limit is cut; only final prompts reach the LLM, so only those are counted. */
-  const capPrompt = (message: InboundMessage): InboundMessage => {
-    if (message.type !== 'prompt') return message;
-    const cut = cutToBytes(message.voicePrompt, deps.limits.maxPromptBytes);
-    if (cut === undefined) return message;
-    if (message.last) {
-      deps.metrics.limitHit('prompt_bytes');
-      log.warn({ bytes: Buffer.byteLength(message.voicePrompt), limit: deps.limits.maxPromptBytes }, 'prompt over the size limit cut');
-    }
-    return { ...message, voicePrompt: cut };
-  };
-
-  const route = (message: InboundMessage) => {
-    if (!session) return;
-    if (message.type === 'setup') {
-      log.warn('duplicate setup on an open socket ignored');
-      return;
-    }
-    if (message.type === 'error') log.warn({ description: message.description }, 'twilio reported an error');
-    if (message.type === 'info') log.debug({ name: message.name }, 'info');
-    const event = toSessionEvent(message, deps.manager.clock.now());
-    if (event) deps.manager.send(session, socket, event);
-  };
-
-  let ended = false;
+/** One Twilio ConversationRelay socket, as the session sees it (SessionSocket) and as it reads frames. */
+class RelaySocket implements SessionSocket {
+  private session: Session | null = null;
+  private connecting = false;
   /**
-   * The session cannot be had: `end` makes Twilio post the action callback, which speaks the apology
-   * and hangs up (see service-unavailable.ts). Never silence, never a bare 1011.
+   * Frames sent in one burst (e.g. the buffered deltas of a reply) leave in one write instead of one
+   * syscall each; the bench measured ~13% less server CPU per reply.
    */
-  const endUnavailable = () => {
-    ended = true;
-    connecting = false;
-    queued.length = 0;
-    socket.send(serviceUnavailableEnd);
-    setTimeout(() => socket.close(1000, 'service unavailable'), END_CLOSE_MS).unref();
-  };
+  private corked = false;
+  /** Frames that arrive while the session is being created or restored (async store I/O). */
+  private queued: InboundMessage[] | undefined;
+  /** The session hears of this socket's end once: at a limit's close (at once) or at the TCP close. */
+  private closedWith: number | undefined;
+  private reportedClosed = false;
+  /** `end` was sent because the session could not be had: nothing more is taken. */
+  private ended = false;
+  private setupTimer: NodeJS.Timeout | undefined;
+  private callSid: string | undefined;
+  /** Created when first needed: most calls never log from here after their setup. */
+  private logger: Logger | undefined;
 
-  ws.on('message', (data: Buffer, isBinary: boolean) => {
-    if (ended || ws.readyState !== ws.OPEN) return; // we are closing it (or sent `end`): nothing more is taken
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly deps: RelaySocketDeps,
+    private readonly transport: CorkableTransport | undefined,
+    private readonly ticket: string | undefined,
+  ) {
+    this.setupTimer = setTimeout(onSetupTimeout, deps.setupTimeoutMs ?? 10_000, this);
+  }
+
+  /** Lines about this socket carry its call's callSid once its setup named it. */
+  get log(): Logger {
+    return (this.logger ??= this.callSid === undefined ? this.deps.logger : this.deps.logger.child({ callSid: this.callSid }));
+  }
+
+  send(message: OutboundMessage): void {
+    const { ws } = this;
+    // Also stops the reply at once after a limit closed the socket (CLOSING).
+    if (ws.readyState !== ws.OPEN) return;
+    try {
+      const frame = serializeOutbound(message);
+      this.corkUntilNextTick();
+      ws.send(frame);
+      if (ws.bufferedAmount > this.deps.limits.maxSendBufferBytes) this.closeUnread();
+    } catch (err) {
+      // Never put an invalid frame on the wire: Twilio would drop it and hang up after ten.
+      if (err instanceof InvalidOutboundMessageError) this.log.error({ err: err.message, type: message.type }, 'refused to send invalid outbound message');
+      else throw err;
+    }
+  }
+
+  close(code: number, reason: string): void {
+    const { ws } = this;
+    if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.close(code, reason);
+  }
+
+  setupTimedOut(): void {
+    this.setupTimer = undefined;
+    if (!this.session && !this.connecting) {
+      this.log.warn('no setup frame received; closing socket');
+      this.close(1008, 'setup expected');
+    }
+  }
+
+  uncork(): void {
+    this.corked = false;
+    this.transport?.uncork();
+  }
+
+  message(data: Buffer, isBinary: boolean): void {
+    const { ws, deps } = this;
+    if (this.ended || ws.readyState !== ws.OPEN) return; // we are closing it (or sent `end`): nothing more is taken
     const parsed = parseInbound(isBinary ? data : data.toString('utf8'));
     if (!parsed.ok) {
       deps.metrics.malformedFrames.inc({ reason: parsed.reason });
       // JSON.parse errors quote the raw frame, which may hold a keypad digit: log only schema errors.
       const detail = parsed.reason === 'invalid' ? parsed.detail.slice(0, 300) : undefined;
-      log.warn({ reason: parsed.reason, bytes: data.length, detail }, 'malformed frame ignored');
+      this.log.warn({ reason: parsed.reason, bytes: data.length, detail }, 'malformed frame ignored');
       return;
     }
-    const message = capPrompt(parsed.message);
-    if (session) return route(message);
-    if (connecting) {
+    const message = this.capPrompt(parsed.message);
+    if (this.session) return this.route(message);
+    if (this.connecting) {
+      const queued = (this.queued ??= []);
       if (queued.length >= deps.limits.maxQueuedFrames) {
-        queued.length = 0;
+        this.queued = undefined;
         deps.metrics.limitHit('queued_frames');
-        log.warn({ limit: deps.limits.maxQueuedFrames }, 'too many frames before the session was ready; closing the socket');
-        closedWith = 1008;
-        socket.close(1008, 'too many frames before the session was ready');
+        this.log.warn({ limit: deps.limits.maxQueuedFrames }, 'too many frames before the session was ready; closing the socket');
+        this.closedWith = 1008;
+        this.close(1008, 'too many frames before the session was ready');
         return;
       }
       queued.push(message);
       return;
     }
     if (message.type !== 'setup') {
-      log.warn({ type: message.type }, 'frame before setup ignored');
+      this.log.warn({ type: message.type }, 'frame before setup ignored');
       return;
     }
-    clearTimeout(setupTimer);
-    log = deps.logger.child({ callSid: message.callSid });
+    this.clearSetupTimer();
+    this.callSid = message.callSid;
+    this.logger = undefined;
     if (deps.storeReady && !deps.storeReady()) {
-      log.warn('store unavailable: ending the call with an apology');
-      endUnavailable();
+      this.log.warn('store unavailable: ending the call with an apology');
+      this.endUnavailable();
       return;
     }
-    connecting = true;
+    this.connecting = true;
     // Bounded: every store call fails after STORE_TIMEOUT_MS, and at once while the store is known down.
     deps.manager
-      .connect(message, socket, ticket)
+      .connect(message, this, this.ticket)
       .then((result) => {
-        connecting = false;
+        this.connecting = false;
         if (!result.ok) {
-          socket.close(result.code, result.reason);
+          this.close(result.code, result.reason);
           return;
         }
-        session = result.session;
+        this.session = result.session;
         if (ws.readyState !== ws.OPEN) {
           // The socket died (or a limit closed it) while we were restoring: tell the session right away.
-          reportClosed(closedWith ?? 1006);
+          this.reportClosed(this.closedWith ?? 1006);
           return;
         }
-        for (const m of queued.splice(0)) route(m);
+        const queued = this.queued ?? [];
+        this.queued = undefined;
+        for (const m of queued) this.route(m);
       })
       .catch((err: unknown) => {
-        log.error({ err }, 'could not start or resume the session: ending the call with an apology');
-        endUnavailable();
+        this.log.error({ err }, 'could not start or resume the session: ending the call with an apology');
+        this.endUnavailable();
       });
-  });
+  }
 
-  ws.on('close', (code: number) => {
-    clearTimeout(setupTimer);
-    reportClosed(code);
-  });
-  ws.on('error', (err) => log.warn({ err: err.message }, 'socket error'));
+  closed(code: number): void {
+    this.clearSetupTimer();
+    this.reportClosed(code);
+  }
+
+  private clearSetupTimer(): void {
+    clearTimeout(this.setupTimer);
+    this.setupTimer = undefined;
+  }
+
+  private corkUntilNextTick(): void {
+    if (!this.transport || this.corked) return;
+    this.corked = true;
+    this.transport.cork();
+    process.nextTick(uncork, this);
+  }
+
+  private reportClosed(code: number): void {
+    this.closedWith ??= code;
+    if (!this.session || this.reportedClosed) return;
+    this.reportedClosed = true;
+    this.deps.manager.socketClosed(this.session, this, this.closedWith);
+  }
+
+  /** The peer stopped reading: its unsent bytes would grow without bound. Only this call is affected. */
+  private closeUnread(): void {
+    const { ws } = this;
+    this.deps.metrics.limitHit('send_buffer');
+    this.log.warn({ bufferedBytes: ws.bufferedAmount, limit: this.deps.limits.maxSendBufferBytes }, 'caller is not reading: send buffer over the limit, closing the socket');
+    ws.close(1008, 'send buffer full');
+    const cut = setTimeout(() => ws.terminate(), UNREAD_CLOSE_MS);
+    cut.unref();
+    ws.once('close', () => clearTimeout(cut));
+    // A dropped call from now on (resumable like any other), not only once TCP gives up.
+    this.reportClosed(1008);
+  }
+
+  /** A prompt over the size limit is cut; only final prompts reach the LLM, so only those are counted. */
+  private capPrompt(message: InboundMessage): InboundMessage {
+    if (message.type !== 'prompt') return message;
+    const cut = cutToBytes(message.voicePrompt, this.deps.limits.maxPromptBytes);
+    if (cut === undefined) return message;
+    if (message.last) {
+      this.deps.metrics.limitHit('prompt_bytes');
+      this.log.warn({ bytes: Buffer.byteLength(message.voicePrompt), limit: this.deps.limits.maxPromptBytes }, 'prompt over the size limit cut');
+    }
+    return { ...message, voicePrompt: cut };
+  }
+
+  private route(message: InboundMessage): void {
+    const { session, deps } = this;
+    if (!session) return;
+    if (message.type === 'setup') {
+      this.log.warn('duplicate setup on an open socket ignored');
+      return;
+    }
+    if (message.type === 'error') this.log.warn({ description: message.description }, 'twilio reported an error');
+    if (message.type === 'info') this.log.debug({ name: message.name }, 'info');
+    const event = toSessionEvent(message, deps.manager.clock.now());
+    if (event) deps.manager.send(session, this, event);
+  }
+
+  /**
+   * The session cannot be had: `end` makes Twilio post the action callback, which speaks the apology
+   * and hangs up (see service-unavailable.ts). Never silence, never a bare 1011.
+   */
+  private endUnavailable(): void {
+    this.ended = true;
+    this.connecting = false;
+    this.queued = undefined;
+    this.send(serviceUnavailableEnd);
+    setTimeout(() => this.close(1000, 'service unavailable'), END_CLOSE_MS).unref();
+  }
 }

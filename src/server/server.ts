@@ -167,6 +167,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     metrics,
     inspect: inspector?.inspect,
     clock,
+    hibernateAfterMs: cfg.sessionHibernateMs,
   });
   // Sessions a dead predecessor left in grace still expire at their own deadlines.
   await manager.adoptOrphanedDeadlines();
@@ -185,6 +186,14 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     storeStatus: () => storeHealth.current,
   });
   const wss = new WebSocketServer({ noServer: true, maxPayload: WS_MAX_PAYLOAD });
+  // Shared by every socket: a call holds nothing of it for itself.
+  const relayDeps = {
+    manager,
+    logger,
+    metrics,
+    limits: cfg,
+    storeReady: () => storeHealth.current.ready,
+  };
 
   const server = await new Promise<Server>((resolve) => {
     const s = serve({ fetch: app.fetch, port: cfg.port, hostname: cfg.host }, () => resolve(s as Server));
@@ -219,13 +228,6 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
         return;
       }
     }
-    const relayDeps = {
-      manager,
-      logger,
-      metrics,
-      limits: cfg,
-      storeReady: () => storeHealth.current.ready,
-    };
     wss.handleUpgrade(req, socket, head, (ws) => handleRelaySocket(ws, relayDeps, socket, ticket));
   });
 

@@ -1,7 +1,7 @@
 // Coordinates the live calls of this instance: a setup starts or resumes a call's session, an action
 // callback decides whether Twilio reconnects it, a drain hands every call on before a restart. The
-// jobs it composes live in ./sessions: the registry of live actors, their persistence, restoring
-// stored sessions, orphaned grace deadlines and the resume rules.
+// jobs it composes live in ./sessions: the registry of live sessions, their persistence, hibernating
+// idle ones, restoring stored sessions, orphaned grace deadlines and the resume rules.
 import { createActor, waitFor, type InspectionEvent } from 'xstate';
 import type { Logger } from './logger.js';
 import { closeCodeLabel, type Metrics } from './metrics.js';
@@ -15,9 +15,11 @@ import { hashSecret, newProofToken, ticketMatches, withoutSecrets } from './resu
 import { HeldSocket } from './held-socket.js';
 import type { Session, SessionSnapshot, SessionSocket } from './sessions/live-session.js';
 import { SessionRegistry } from './sessions/registry.js';
+import { Hibernation } from './sessions/hibernation.js';
 import { SessionPersistence } from './sessions/persistence.js';
 import { SessionRestorer } from './sessions/restore.js';
 import { OrphanedDeadlines } from './sessions/orphans.js';
+import { keepContextShape } from './sessions/context-shape.js';
 import { ACTION_CLOSE_WINDOW_MS, claimsResume, resumeRefusal, socketNamed } from './sessions/resume-rules.js';
 
 export interface SessionManagerOptions {
@@ -33,8 +35,10 @@ export interface SessionManagerOptions {
   logger: Logger;
   metrics: Metrics;
   inspect?: (event: InspectionEvent) => void;
-  /** Stamps the events this edge sends and times grace checks; the system clock by default. */
+  /** Stamps the events this edge sends and times grace checks and hibernation; the system clock by default. */
   clock?: Clock;
+  /** A connected call idle this long holds no running actor until something needs it (0, the default here: never). */
+  hibernateAfterMs?: number;
   /**
    * Socket upgrades carry Twilio's signature (TWILIO_AUTH_TOKEN set): a socket's path ticket is then
    * proof that Twilio opened it for the TwiML that issued its token, so a Twilio-path resume must come
@@ -59,6 +63,8 @@ export class SessionManager {
   private readonly orphans: OrphanedDeadlines;
   private readonly locks = new KeyedMutex();
   private readonly connecting = new Set<Promise<ConnectResult>>();
+  /** Draining or closing: sessions are about to be handed on, none hibernates any more. */
+  private stopping = false;
   readonly clock: Clock;
 
   constructor(private readonly opts: SessionManagerOptions) {
@@ -67,10 +73,27 @@ export class SessionManager {
     const clock = this.clock;
     // A fenced write lets go of the session: the registry is there by the time anything writes.
     const persistence = new SessionPersistence({ store, instanceId, metrics, timeouts: opts.timeouts, release: (s, why) => this.registry.release(s, why) });
-    this.registry = new SessionRegistry(metrics, (session) => persistence.writerFor(session));
+    const hibernation = new Hibernation({
+      clock,
+      afterMs: opts.hibernateAfterMs ?? 0,
+      holds: (session) => this.registry.holds(session),
+      // Whoever holds the call's lock may be waiting on its actor (a resume, a callback, a hand-off).
+      busy: (session) => this.stopping || this.locks.held(session.callSid),
+    });
+    this.registry = new SessionRegistry({
+      metrics,
+      logger,
+      writerFor: (session) => persistence.writerFor(session),
+      actorFrom: (persisted, inspected, log) => this.restorer.actorFrom(persisted, inspected, log),
+      hibernation,
+    });
     this.restorer = new SessionRestorer({ store, instanceId, metrics, clock, machine, inspect, registry: this.registry });
     this.orphans = new OrphanedDeadlines({ store, clock, logger, locks: this.locks, registry: this.registry, restorer: this.restorer });
-    metrics.setSessionSource(() => this.countByState());
+    metrics.setSessionSource(
+      () => this.countByState(),
+      () => this.hibernated,
+    );
+    keepContextShape(machine, { language: opts.language, timeouts: opts.timeouts, historyLimits: opts.historyLimits, now: clock.now() });
     // Stores that announce lease changes let a stale owner stop at once instead of at its next write.
     store.onLeaseChange?.((callSid, epoch) => {
       const local = this.registry.get(callSid);
@@ -82,6 +105,11 @@ export class SessionManager {
 
   get size(): number {
     return this.registry.size;
+  }
+
+  /** Sessions held with no running actor (connected calls idle for `hibernateAfterMs`). */
+  get hibernated(): number {
+    return this.registry.hibernated;
   }
 
   get(callSid: string): Session | undefined {
@@ -318,7 +346,7 @@ export class SessionManager {
 
   /** Writes every pending snapshot; used at shutdown and by tests. */
   async flush(): Promise<void> {
-    await Promise.all(this.all().map((s) => s.writer.flush()));
+    await Promise.all(this.all().map((s) => s.flushWrites()));
   }
 
   /**
@@ -336,6 +364,7 @@ export class SessionManager {
    * callback, and whichever instance answers it restores the call from the store.
    */
   async drain(timeoutMs: number): Promise<void> {
+    this.stopping = true;
     let timeUp = false;
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<void>((resolve) => {
@@ -359,7 +388,8 @@ export class SessionManager {
   }
 
   private attached(): Session[] {
-    return this.all().filter((s) => s.socket !== null && s.actor.getSnapshot().status === 'active');
+    // A hibernated session is an active one: its hand-off revives it, under its lock.
+    return this.all().filter((s) => s.socket !== null && (s.hibernated || s.actor.getSnapshot().status === 'active'));
   }
 
   private handOff(session: Session, timeUp: () => boolean, deadline: Promise<void>): Promise<void> {
@@ -397,7 +427,7 @@ export class SessionManager {
   private letGo(session: Session, socket: SessionSocket): void {
     session.handingOff = null;
     this.registry.forget(session);
-    session.actor.stop();
+    session.stop();
     session.log.info({ epoch: session.lease.epoch }, 'call handed on for a restart');
     socket.close(1001, 'server restarting');
   }
@@ -407,6 +437,7 @@ export class SessionManager {
    * and another instance or the restarted one can resume the calls), then stops the actors.
    */
   async close(): Promise<void> {
+    this.stopping = true;
     this.orphans.stop();
     for (const session of this.all()) {
       const socket = session.socket;
@@ -418,7 +449,7 @@ export class SessionManager {
     await this.flush();
     for (const session of this.all()) {
       this.registry.forget(session);
-      session.actor.stop();
+      session.stop();
       session.socket?.close(1001, 'server shutting down');
     }
   }

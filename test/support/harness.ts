@@ -42,8 +42,9 @@ export function tempSqlitePath(): string {
 
 export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
   const llm = opts.sharedLlm ?? (await startFakeOpenAI(opts.llm));
+  // SESSION_HIBERNATE_MS in the test environment (e.g. 1) applies to every test server that does not set it.
   const config = loadConfig(
-    {},
+    { SESSION_HIBERNATE_MS: process.env.SESSION_HIBERNATE_MS },
     {
       port: 0,
       host: '127.0.0.1',

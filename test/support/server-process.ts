@@ -117,6 +117,8 @@ export class ServerProcess {
       ...(o.maxResumes !== undefined ? { MAX_RESUMES: String(o.maxResumes) } : {}),
       ...(o.instanceId ? { INSTANCE_ID: o.instanceId } : {}),
       ...(o.workers !== undefined ? { WORKERS: String(o.workers) } : {}),
+      // As for in-process test servers (harness.ts): the test environment's setting, unless the test sets one.
+      ...(process.env.SESSION_HIBERNATE_MS ? { SESSION_HIBERNATE_MS: process.env.SESSION_HIBERNATE_MS } : {}),
       ...o.env,
     };
     const child = spawn(process.execPath, o.nodeArgs ?? ['--import', 'tsx', MAIN], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -18,11 +18,11 @@ export interface SessionPersistenceOptions {
 export class SessionPersistence {
   constructor(private readonly opts: SessionPersistenceOptions) {}
 
-  /** The writer of one session; `session` is asked for only when it writes. */
-  writerFor(session: () => Session): CoalescingWriter<Actor<SessionMachine>> {
+  /** The writer of one session. */
+  writerFor(session: Session): CoalescingWriter<Actor<SessionMachine>> {
     return new CoalescingWriter<Actor<SessionMachine>>(
-      (actor) => this.persist(session(), actor),
-      (err) => this.onWriteError(session(), err),
+      (actor) => this.persist(session, actor),
+      (err) => this.onWriteError(session, err),
     );
   }
 

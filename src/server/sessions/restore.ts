@@ -61,7 +61,8 @@ export class SessionRestorer {
   async locate(callSid: string, log: Logger, opts: { queued?: boolean } = {}): Promise<Located | undefined> {
     const { registry, store, clock } = this.opts;
     let local = registry.get(callSid);
-    if (local?.actor.getSnapshot().status === 'done') {
+    // A hibernated session rests connected: it is never done.
+    if (local && !local.hibernated && local.actor.getSnapshot().status === 'done') {
       // Expired or ended, with its last write maybe still in flight: let it land, then it is gone.
       await local.writer.flush();
       registry.forget(local);
@@ -141,8 +142,11 @@ export class SessionRestorer {
     return this.actorFrom(record.snapshot, false, log)?.getSnapshot();
   }
 
-  /** An unstarted actor from a persisted snapshot, or undefined (logged) when it cannot be restored. */
-  private actorFrom(persisted: unknown, inspected: boolean, log: Logger): Actor<SessionMachine> | undefined {
+  /**
+   * An unstarted actor from a persisted snapshot, or undefined (logged) when it cannot be restored.
+   * Also how a hibernated session's actor is revived (registry.ts).
+   */
+  actorFrom(persisted: unknown, inspected: boolean, log: Logger): Actor<SessionMachine> | undefined {
     // Input is only read when a machine starts fresh; a restored actor takes everything from the snapshot.
     const options = { snapshot: upgradeStoredSnapshot(persisted) as Snapshot<unknown>, inspect: inspected ? this.opts.inspect : undefined };
     const status = (persisted as { status?: unknown } | null)?.status;
