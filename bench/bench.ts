@@ -9,14 +9,13 @@
 // calls the storm left live (and the deploy reuses two of these processes); the floor's process
 // later also listens as the LLM-hop baseline. The load runs of the floor and the stores take turns
 // within each level and mode, so each ratio compares runs made seconds apart.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { redisReachable } from '../src/stores/redis-reachable.js';
 import { evaluate } from './checks.js';
 import { spawnChild, type ChildHandle } from './child-process.js';
-import { compileBench } from './compile.js';
+import { compiledChildScript } from './compile.js';
 import type { ServerChildOptions } from './child-protocol.js';
 import { runDeploy, type DeployResult } from './deploy.js';
 import { checkFrames } from './frame-check.js';
@@ -30,9 +29,6 @@ import { removeRedisKeys } from './redis-keys.js';
 import { compareRuns, idleRatios, type BenchResults, type ComparedRun, type IdleMemory, type StoreResults } from './results.js';
 import { measureSides } from './sides.js';
 import { runStorm, type StormResult } from './storm.js';
-
-/** Where each run compiles the children's code (gitignored). */
-const BUILD_ROOT = join(dirname(fileURLToPath(import.meta.url)), '.build');
 
 export interface RunContext {
   log?: (line: string) => void;
@@ -54,10 +50,8 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
   const started = Date.now();
   const tmp = mkdtempSync(join(os.tmpdir(), 'relay-bench-'));
   log(`child logs in ${tmp}`);
-  // Compiled inside the repository (its imports resolve to node_modules), one directory per run.
-  mkdirSync(BUILD_ROOT, { recursive: true });
-  const buildDir = mkdtempSync(join(BUILD_ROOT, 'run-'));
-  const childScript = await compileBench(buildDir);
+  const compiled = await compiledChildScript();
+  const childScript = compiled.script;
   const children: ChildHandle[] = [];
   const spawn = (role: Parameters<typeof spawnChild>[0], name: string) => {
     const child = spawnChild(role, childScript, join(tmp, `${name}.log`));
@@ -203,7 +197,7 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
     return results;
   } finally {
     await Promise.all(children.map((c) => c.exit()));
-    rmSync(buildDir, { recursive: true, force: true });
+    compiled.remove();
     if (o.stores.includes('redis')) await removeRedisKeys(o.redisUrl, redisPrefix('redis')).catch(() => {});
     // Logs are kept when something went wrong.
     if (ok) rmSync(tmp, { recursive: true, force: true });

@@ -5,7 +5,7 @@
 // a defineProperty call. Shipped code (tsc's dist/) has neither, so a tsx-loaded server measured
 // about 25% more heap per idle call than it uses in production. The floor is compiled the same way.
 import { build } from 'esbuild';
-import { readdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -41,4 +41,19 @@ export async function compileBench(outDir: string): Promise<string> {
     tsconfig: join(repoRoot, 'tsconfig.json'),
   });
   return join(outDir, relative(repoRoot, join(repoRoot, 'bench', 'child.js')));
+}
+
+/** Where runs compile the children's code (gitignored), one directory per run. */
+const BUILD_ROOT = join(repoRoot, 'bench', '.build');
+
+/** Compiles into a fresh directory of its own; `remove()` deletes it once the children have exited. */
+export async function compiledChildScript(): Promise<{ script: string; remove: () => void }> {
+  mkdirSync(BUILD_ROOT, { recursive: true });
+  const dir = mkdtempSync(join(BUILD_ROOT, 'run-'));
+  try {
+    return { script: await compileBench(dir), remove: () => rmSync(dir, { recursive: true, force: true }) };
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
 }

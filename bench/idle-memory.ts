@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { spawnChild, type ChildHandle } from './child-process.js';
+import { compiledChildScript } from './compile.js';
 import { closeAll } from './load.js';
 import { measureIdleMemory, type MemoryResult } from './memory.js';
 import type { StoreKind } from './options.js';
@@ -29,8 +30,9 @@ const line = (name: string, r: MemoryResult, floor?: MemoryResult) =>
 const tmp = mkdtempSync(join(os.tmpdir(), 'relay-idle-'));
 const started = Date.now();
 const children: ChildHandle[] = [];
+const compiled = await compiledChildScript();
 try {
-  const floorChild = spawnChild('fetch-floor', join(tmp, 'floor.log'));
+  const floorChild = spawnChild('fetch-floor', compiled.script, join(tmp, 'floor.log'));
   children.push(floorChild);
   const floorPort = (await floorChild.call('start', { llmBaseUrl })).port;
   const floor = await measureIdleMemory(floorChild, `ws://127.0.0.1:${floorPort}`, calls, 200, timeoutMs);
@@ -38,7 +40,7 @@ try {
   await closeAll(floor.calls);
   await floorChild.exit();
   for (const store of stores) {
-    const child = spawnChild('server', join(tmp, `server-${store}.log`));
+    const child = spawnChild('server', compiled.script, join(tmp, `server-${store}.log`));
     children.push(child);
     const { port } = await child.call('start', {
       store,
@@ -56,6 +58,7 @@ try {
   }
 } finally {
   await Promise.all(children.map((c) => c.exit()));
+  compiled.remove();
   if (stores.includes('redis')) await removeRedisKeys(redisUrl, `idle:${started}:`).catch(() => {});
   rmSync(tmp, { recursive: true, force: true });
 }
