@@ -20,6 +20,17 @@ export function turnBytes(turn: ChatTurn): number {
   return bytes;
 }
 
+/** An upper bound on the turns' UTF-8 bytes / 3: their text's length in UTF-16 code units. */
+function turnChars(history: readonly ChatTurn[]): number {
+  let chars = 0;
+  for (const turn of history) {
+    chars += turn.content.length;
+    if (turn.role === 'tool') chars += turn.toolCallId.length;
+    if (turn.role === 'assistant') for (const call of turn.toolCalls ?? []) chars += call.id.length + call.name.length + call.arguments.length;
+  }
+  return chars;
+}
+
 export interface BoundedHistory {
   history: ChatTurn[];
   /** Turns dropped from the front. */
@@ -34,6 +45,9 @@ export interface BoundedHistory {
  * what the model must answer. Returns the same array when nothing is dropped.
  */
 export function boundHistory(history: ChatTurn[], limits: HistoryLimits): BoundedHistory {
+  // Most histories are far inside the byte budget: a UTF-16 code unit is at most 3 UTF-8 bytes, so
+  // counting characters settles it without encoding every turn on every append.
+  if (history.length <= limits.maxTurns && 3 * turnChars(history) <= limits.maxBytes) return { history, dropped: 0 };
   let bytes = 0;
   for (const turn of history) bytes += turnBytes(turn);
   let turns = history.length;
