@@ -16,6 +16,7 @@ import { llmFailureLine, resumeLine } from '../src/machines/phrases.js';
 import type { DtmfDigit } from '../src/machines/dtmf/types.js';
 import type { OutboundMessage } from '../src/protocol/messages.js';
 import { sessionInput } from './support/session-input.js';
+import { persistedSnapshotOf } from '../src/server/sessions/persisted-snapshot.js';
 import { agentActors, llmDone } from './support/session-actors.js';
 import { fromReplyStream } from '../src/machines/reply.js';
 import { TestClock } from './support/test-clock.js';
@@ -915,5 +916,32 @@ describe('keypad entries through the session', () => {
     s.resume();
     expect(s.since(before)).toEqual([languageMessage('en-US'), text(resumeLine('en-US'), false), text(` ${prompt}`, true)]);
     expect(ctx(s).undelivered).toBeNull();
+  });
+});
+
+describe('the persisted snapshot the store gets (persistedSnapshotOf)', () => {
+  it('is exactly what xstate persists, in every kind of state: idle, replying, mid keypad entry, disconnected, ended', async () => {
+    const s = start();
+    const same = () => {
+      const actor = s.actor as unknown as Parameters<typeof persistedSnapshotOf>[0];
+      expect(JSON.stringify(persistedSnapshotOf(actor))).toBe(JSON.stringify(actor.getPersistedSnapshot()));
+    };
+    same();
+    s.say('When are you open?');
+    s.run().delta('We are ');
+    same();
+    await s.run().done('We are open.');
+    same();
+    s.say('Take my number');
+    await s.run().done('', [toolCall('collect_digits', { kind: 'phoneNumber' })]);
+    s.press('555');
+    expect(Object.keys(s.actor.getSnapshot().children)).not.toHaveLength(0);
+    same();
+    s.closeSocket();
+    expect(link(s)).toBe('disconnected');
+    same();
+    s.action(false);
+    expect(s.actor.getSnapshot().status).toBe('done');
+    same();
   });
 });

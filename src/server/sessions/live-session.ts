@@ -8,6 +8,7 @@ import type { OutboundMessage } from '../../protocol/messages.js';
 import { lifecycleOf, type SessionMachine } from '../../machines/session.js';
 import type { CoalescingWriter, Lease } from '../../stores/index.js';
 import { packSnapshot } from './dormant.js';
+import { persistedSnapshotOf } from './persisted-snapshot.js';
 
 export type SessionSnapshot = SnapshotFrom<SessionMachine>;
 
@@ -123,7 +124,7 @@ export class Session {
   hibernate(): void {
     const actor = this.running;
     if (!actor || this.writing) return;
-    this.dormant = packSnapshot(JSON.stringify(actor.getPersistedSnapshot()));
+    this.dormant = packSnapshot(JSON.stringify(persistedSnapshotOf(actor)));
     this.dormantState = lifecycleOf(actor.getSnapshot().value);
     this.running = undefined;
     this.logger = undefined;

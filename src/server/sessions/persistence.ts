@@ -5,6 +5,7 @@ import type { Metrics } from '../metrics.js';
 import { lifecycleOf, type SessionMachine, type SessionTimeouts } from '../../machines/session.js';
 import { CoalescingWriter, StaleLeaseError, type SaveInput, type SnapshotStore } from '../../stores/index.js';
 import type { Session } from './live-session.js';
+import { persistedSnapshotOf } from './persisted-snapshot.js';
 
 export interface SessionPersistenceOptions {
   store: SnapshotStore;
@@ -37,7 +38,7 @@ export class SessionPersistence {
     }
     const now = Date.now();
     const input: SaveInput = {
-      snapshot: actor.getPersistedSnapshot(),
+      snapshot: persistedSnapshotOf(actor),
       state: lifecycleOf(snapshot.value),
       retainUntil: Math.max(now + this.opts.timeouts.retentionMs, snapshot.context.graceDeadline ?? 0),
     };
