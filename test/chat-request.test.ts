@@ -89,8 +89,8 @@ describe('the streamed chat request, on the openai client settings', () => {
       'content-type': 'application/json',
       'x-gateway-key': 'gw-1',
       'user-agent': expect.stringMatching(/^OpenAI\/JS /),
-      'x-stainless-retry-count': '0',
     });
+    expect(Object.keys(seen[0]!.headers).filter((name) => name.startsWith('x-stainless-'))).toEqual([]);
   });
 
   it('a base URL the SDK rejects fails every request the same way, at once', async () => {
@@ -112,13 +112,13 @@ describe('the streamed chat request, on the openai client settings', () => {
     expect(seen).toHaveLength(2);
   });
 
-  it('retry-after-ms: 0 retries at once; a retry counts in x-stainless-retry-count', async () => {
+  it('retry-after-ms: 0 retries at once', async () => {
     const { baseURL, seen } = await server([{ status: 503, headers: { 'retry-after-ms': '0' } }, { status: 200 }]);
     const { request, clock } = setup(baseURL);
     const pending = request();
     expect(await passBackoff(clock, 1)).toBe(0);
     expect((await pending).ok).toBe(true);
-    expect(seen.map((r) => r.headers['x-stainless-retry-count'])).toEqual(['0', '1']);
+    expect(seen).toHaveLength(2);
   });
 
   it('a server asking for more than a minute gets no retry: the request fails now with its error', async () => {

@@ -33,8 +33,9 @@ interface Target {
 
 /**
  * The URL and headers the SDK itself would send (its public buildRequest: key, organization, project,
- * default headers and query, OPENAI_CUSTOM_HEADERS, User-Agent, the X-Stainless-* headers), built once
- * per client: building them is most of the SDK's cost per request. A base URL the SDK rejects fails
+ * default headers and query, OPENAI_CUSTOM_HEADERS, User-Agent), built once per client: building them
+ * is most of the SDK's cost per request. Its X-Stainless-* telemetry headers are left out: no endpoint
+ * needs them, and fetch validates every header of every request. A base URL the SDK rejects fails
  * here, as every request, the same way.
  */
 const targets = new WeakMap<OpenAI, Promise<Target>>();
@@ -44,7 +45,7 @@ function targetOf(client: OpenAI): Promise<Target> {
   if (!target) {
     target = client.buildRequest({ method: 'post', path: '/chat/completions', body: {} }).then(({ url, req }) => ({
       url,
-      headers: Object.fromEntries(new Headers(req.headers as HeadersInit)),
+      headers: Object.fromEntries([...new Headers(req.headers as HeadersInit)].filter(([name]) => !name.startsWith('x-stainless-'))),
     }));
     targets.set(client, target);
   }
@@ -58,8 +59,7 @@ export async function requestChatStream(body: object, o: ChatRequestOptions): Pr
   const maxRetries = o.client.maxRetries;
   for (let retriesLeft = maxRetries; ; retriesLeft--) {
     if (o.signal.aborted) throw new APIUserAbortError();
-    const retryCount = maxRetries - retriesLeft;
-    const init = { method: 'POST', headers: retryCount ? { ...headers, 'x-stainless-retry-count': String(retryCount) } : headers, body: json };
+    const init = { method: 'POST', headers, body: json };
     const attempt = await fetchWithTimeout(url, init, o);
     if (attempt instanceof Response) {
       if (attempt.ok) return attempt;
