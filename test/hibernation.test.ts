@@ -10,6 +10,7 @@ import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-ser
 import { loadConfig } from '../src/config.js';
 import { MemoryStore, RedisStore, SqliteStore, delegatingStore, type SaveInput, type SnapshotStore } from '../src/stores/index.js';
 import type { Session } from '../src/server/sessions/live-session.js';
+import { Hibernation } from '../src/server/sessions/hibernation.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';
 import { readMetric } from './support/server-process.js';
@@ -286,6 +287,55 @@ describe('hibernated calls and the rest of the server', () => {
     expect((await broken.closed).code).toBe(1011);
     expect(s.ts.server.manager.get(broken.callSid)).toBeUndefined();
     expect(await say(other, 'still fine?')).toBe('You said: still fine?');
+  });
+});
+
+describe('a hibernated session that cannot be revived (its copy damaged)', () => {
+  async function broken(options: Parameters<typeof start>[1] = {}) {
+    const s = await start(new MemoryStore(), options);
+    const call = track(await SimulatedCall.connect({ url: s.ts.server.relayUrl }));
+    expect(await say(call, 'hello')).toBe('You said: hello');
+    await hibernate(s);
+    (sessionOf(s.ts, call.callSid) as unknown as { dormant: string }).dormant = '{"status":"active"';
+    return { s, call };
+  }
+
+  it('an action callback that finds it is answered from the stored record', async () => {
+    const { s, call } = await broken();
+    const outcome = await s.ts.server.manager.handleAction({ callSid: call.callSid, callStatus: 'in-progress', sessionStatus: 'failed', errorCode: '64105', sessionId: call.sessionId });
+    expect(outcome).toMatchObject({ kind: 'reconnect' });
+  });
+
+  it('a reconnection that finds it resumes the call from the stored record', async () => {
+    const { s, call } = await broken();
+    const back = track(await resumeViaReconnection(s.ts.server.relayUrl, call));
+    expect((await back.nextReply()).text).toBe(expectedResumeLine('en-US'));
+  });
+
+  it('the admin list leaves it out and still shows the others', async () => {
+    const { s, call } = await broken({ adminToken: 'admin-1' });
+    const other = track(await SimulatedCall.connect({ url: s.ts.server.relayUrl }));
+    expect(await say(other, 'hi')).toBe('You said: hi');
+    const auth = { authorization: 'Bearer admin-1' };
+    const list = (await (await fetch(`${s.ts.server.httpUrl}/sessions`, { headers: auth })).json()) as Array<{ callSid: string }>;
+    expect(list.map((v) => v.callSid)).toEqual([other.callSid]);
+    expect((await fetch(`${s.ts.server.httpUrl}/sessions/${call.callSid}`, { headers: auth })).status).toBe(404);
+  });
+});
+
+describe('the idle timer', () => {
+  it('never waits longer than SESSION_HIBERNATE_MS, even when the wall clock steps back', () => {
+    let now = 1_800_000_000_000;
+    const delays: number[] = [];
+    const fns: Array<() => void> = [];
+    const clock = { now: () => now, setTimeout: (fn: () => void, ms: number) => (delays.push(ms), fns.push(fn), fns.length), clearTimeout: () => {} };
+    const hibernation = new Hibernation({ clock, afterMs: 2000, holds: () => true, busy: () => false });
+    const resting = { status: 'active', matches: () => true, children: {} };
+    const session = { idleTimer: undefined, lastActive: 0, hibernated: false, actor: { getSnapshot: () => resting }, hibernate: () => {} } as unknown as Session;
+    hibernation.touch(session);
+    now -= 30 * 24 * 3600 * 1000; // a VM or NTP step back by 30 days
+    fns.at(-1)!();
+    expect(delays).toEqual([2000, 2000]);
   });
 });
 

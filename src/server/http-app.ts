@@ -256,10 +256,11 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
     app.use('/sessions/*', async (c) => c.text('admin views are disabled: set ADMIN_TOKEN', 404));
   }
   // Looked at, not revived: an admin polling the list keeps no call's actor running.
-  app.get('/sessions', (c) => c.json(manager.all().map((s) => redactSession(s.peek()))));
+  app.get('/sessions', (c) => c.json(manager.all().flatMap((s) => { const view = s.peek(); return view ? [redactSession(view)] : []; })));
   app.get('/sessions/:callSid', (c) => {
     const session = manager.get(c.req.param('callSid'));
-    return session ? c.json(redactSession(session.peek())) : c.text('no such live session', 404);
+    const view = session?.peek();
+    return view ? c.json(redactSession(view)) : c.text('no such live session', 404);
   });
 
   app.onError((err, c) => {

@@ -1,10 +1,10 @@
 // What the admin views may show of a session: state and conversation shape, under the one redaction
 // rule (redaction.ts): no keypad digits or results, masked numbers, no card-like runs in the transcript.
-import type { SnapshotFrom } from 'xstate';
-import { lifecycleOf, type SessionMachine } from '../machines/session.js';
+import { lifecycleOf } from '../machines/session.js';
+import type { SessionView } from './sessions/live-session.js';
 import { redact } from './redaction.js';
 
-export function redactSession(snapshot: SnapshotFrom<SessionMachine>) {
+export function redactSession(snapshot: SessionView) {
   const c = snapshot.context;
   const child = snapshot.children['dtmf']?.getSnapshot() as { context?: { buffer?: string } } | undefined;
   return redact({

@@ -43,6 +43,8 @@ const RUNS = [
   ',"toolCalls":[{"id":"',
 ] as const;
 
+// Codes are U+0001-U+001F: a 32nd run would be a space, which JSON text has raw.
+if (RUNS.length > 31) throw new Error('dormant.ts: at most 31 runs');
 const CODE_OF = new Map<string, string>(RUNS.map((run, i) => [run, String.fromCharCode(i + 1)]));
 const escape = (run: string) => run.replace(/[\\^$.*+?()[\]{}|]/g, '\\$&');
 const ANY_RUN = new RegExp(RUNS.map(escape).join('|'), 'g');

@@ -51,14 +51,21 @@ export class Hibernation {
 
   private check(session: Session): void {
     session.idleTimer = undefined;
-    if (!this.opts.holds(session) || session.hibernated) return;
-    // Not resting: its next event arms the timer again.
-    if (!restsIdle(session.actor.getSnapshot())) return;
-    const idleFor = this.opts.clock.now() - session.lastActive;
-    if (idleFor < this.opts.afterMs) return this.arm(session, this.opts.afterMs - idleFor);
-    // Something still to store, a resume's claim, a hand-off, or work holding the actor: later.
-    if (session.writing || session.claimPending || session.handingOff || this.opts.busy(session)) return this.arm(session, this.opts.afterMs);
-    session.hibernate();
+    try {
+      if (!this.opts.holds(session) || session.hibernated) return;
+      // Not resting: its next event arms the timer again.
+      if (!restsIdle(session.actor.getSnapshot())) return;
+      const idleFor = this.opts.clock.now() - session.lastActive;
+      // At most afterMs again, even if the clock stepped back.
+      if (idleFor < this.opts.afterMs) return this.arm(session, Math.min(this.opts.afterMs, this.opts.afterMs - idleFor));
+      // Something still to store (or a write that failed: the store may not hold this snapshot), a
+      // resume's claim, a hand-off, or work holding the actor: later.
+      if (session.writing || session.writeFailed || session.claimPending || session.handingOff || this.opts.busy(session)) return this.arm(session, this.opts.afterMs);
+      session.hibernate();
+    } catch (err) {
+      // A timer callback must never take the process down: this call stays awake instead.
+      session.log.error({ err }, 'hibernation check failed; the session stays running');
+    }
   }
 }
 

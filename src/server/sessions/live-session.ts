@@ -7,7 +7,7 @@ import type { Logger } from '../logger.js';
 import type { OutboundMessage } from '../../protocol/messages.js';
 import { lifecycleOf, type SessionMachine } from '../../machines/session.js';
 import type { CoalescingWriter, Lease } from '../../stores/index.js';
-import { packSnapshot } from './dormant.js';
+import { packSnapshot, unpackSnapshot } from './dormant.js';
 import { persistedSnapshotOf } from './persisted-snapshot.js';
 
 export type SessionSnapshot = SnapshotFrom<SessionMachine>;
@@ -19,6 +19,9 @@ export interface SessionSocket {
 }
 
 /** What a session needs of whoever holds it: the logger its lines go to, and a way back to a running actor. */
+/** A session's state, context and children, as the admin views read them. */
+export type SessionView = Pick<SessionSnapshot, 'value' | 'context'> & { children: Partial<SessionSnapshot['children']> };
+
 export interface SessionHost {
   readonly logger: Logger;
   /** The writer that stores the session's snapshots. */
@@ -85,9 +88,18 @@ export class Session {
     return this.running ? lifecycleOf(this.running.getSnapshot().value) : this.dormantState;
   }
 
-  /** The session's snapshot, read without reviving a hibernated session. */
-  peek(): SessionSnapshot {
-    return this.running?.getSnapshot() ?? this.host.stoppedCopy(this.dormant ?? '').getSnapshot();
+  /**
+   * What the admin views show of the session, read without reviving a hibernated one (its stored
+   * snapshot, parsed; it has no children); undefined if that cannot be read.
+   */
+  peek(): SessionView | undefined {
+    if (this.running) return this.running.getSnapshot();
+    try {
+      const { value, context } = JSON.parse(unpackSnapshot(this.dormant ?? '')) as Pick<SessionSnapshot, 'value' | 'context'>;
+      return context ? { value, context, children: {} } : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Created when first needed: a hibernated session keeps none. */

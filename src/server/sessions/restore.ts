@@ -72,11 +72,16 @@ export class SessionRestorer {
       const epoch = await store.currentEpoch(callSid);
       if (epoch === local.lease.epoch) {
         const snapshot = local.actor.getSnapshot();
-        if (!graceOver(snapshot, clock.now())) return { session: local, snapshot };
-        local.actor.send({ type: 'GRACE.EXPIRED' }); // due this instant: do not race the timer
-        return undefined;
+        // Reading the actor revives a hibernated session; one that could not be revived was let go on
+        // the way, and then the stored record is what counts.
+        if (registry.holds(local)) {
+          if (!graceOver(snapshot, clock.now())) return { session: local, snapshot };
+          local.actor.send({ type: 'GRACE.EXPIRED' }); // due this instant: do not race the timer
+          return undefined;
+        }
+      } else {
+        registry.release(local, 'another instance took the session over');
       }
-      registry.release(local, 'another instance took the session over');
     }
     // The epoch is asked for first (in one round trip with the record: every store answers in the
     // order asked), so a takeover after that read makes a conditional restore fail. Look-ups for
