@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SimulatedCall } from '../src/testing/twilio-sim.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-server.js';
 import { loadConfig } from '../src/config.js';
-import { MemoryStore, RedisStore, SqliteStore, delegatingStore, type SaveInput, type SnapshotStore } from '../src/stores/index.js';
+import { MemoryStore, RedisStore, SqliteStore, type SnapshotStore } from '../src/stores/index.js';
 import type { Session } from '../src/server/sessions/live-session.js';
 import { Hibernation } from '../src/server/sessions/hibernation.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
@@ -28,6 +28,7 @@ import {
   waitForRecord,
   waitForRequest,
 } from './support/resume-scenario.js';
+import { countingStore } from './support/counting-store.js';
 
 const HIBERNATE_MS = 2000;
 const redisUp = await redisAvailable();
@@ -50,17 +51,6 @@ afterEach(async () => {
   await Promise.all(servers.splice(0).map((s) => s.close()));
 });
 
-/** A real store that keeps what the server writes through it. */
-function countingStore(inner: SnapshotStore): SnapshotStore & { saves: SaveInput[] } {
-  const saves: SaveInput[] = [];
-  const store = delegatingStore(inner, {
-    save: async (lease, input) => {
-      saves.push(input);
-      await inner.save(lease, input);
-    },
-  });
-  return Object.assign(store, { saves });
-}
 
 interface Started {
   ts: TestServer;

@@ -10,7 +10,7 @@ import { loadConfig, type Config } from '../src/config.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-server.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
 import { placeTwilioCall } from '../src/testing/twilio-call.js';
-import { SqliteStore, delegatingStore, type Lease, type SaveInput, type SessionRecord, type SnapshotStore } from '../src/stores/index.js';
+import { SqliteStore, type Lease, type SessionRecord, type SnapshotStore } from '../src/stores/index.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';
 import { readMetric } from './support/server-process.js';
@@ -37,6 +37,7 @@ import {
   waitForRequest,
   type ResumePath,
 } from './support/resume-scenario.js';
+import { countingStore } from './support/counting-store.js';
 
 const redisUp = await redisAvailable();
 const stores = [
@@ -336,17 +337,6 @@ describe('signatures on the resume socket', () => {
   }, 60_000);
 });
 
-/** A real store that counts (and keeps) what the session manager writes through it. */
-function countingStore(inner: SnapshotStore): SnapshotStore & { saves: SaveInput[] } {
-  const saves: SaveInput[] = [];
-  const store = delegatingStore(inner, {
-    save: async (lease, input) => {
-      saves.push(input);
-      await inner.save(lease, input);
-    },
-  });
-  return Object.assign(store, { saves });
-}
 
 describe('coalesced persistence', () => {
   let store: ReturnType<typeof countingStore>;
