@@ -45,12 +45,22 @@ export function conversationRelayTwiml(opts: TwimlOptions): string {
   return response.toString();
 }
 
+/** Built once per message: the few hang-up lines never change, and building TwiML costs more than answering. */
+const hangups = new Map<string, string>();
+
 /** Ends the call politely, e.g. when resumes are exhausted or the session is gone. */
 export function hangupTwiml(message?: string): string {
-  const response = new twilio.twiml.VoiceResponse();
-  if (message) response.say(message);
-  response.hangup();
-  return response.toString();
+  const key = message ?? '';
+  let twiml = hangups.get(key);
+  if (twiml === undefined) {
+    const response = new twilio.twiml.VoiceResponse();
+    if (message) response.say(message);
+    response.hangup();
+    twiml = response.toString();
+    // The callers pass fixed lines (one per language at most); the bound keeps it so whatever they pass.
+    if (hangups.size < 64) hangups.set(key, twiml);
+  }
+  return twiml;
 }
 
 /** Transfers the caller to a human agent after a handoff. */
