@@ -2,7 +2,8 @@
 // fast (no server): these tests also drive `npm run test:mutation` (the client end to end is in
 // call-client.test.ts).
 import { describe, expect, it } from 'vitest';
-import { MAX_INBOUND_FRAME_BYTES, type OutboundMessage } from '../src/protocol/messages.js';
+import fc from 'fast-check';
+import { MAX_INBOUND_FRAME_BYTES, inboundMessage, type OutboundMessage } from '../src/protocol/messages.js';
 import { InvalidOutboundMessageError, parseInbound, serializeOutbound } from '../src/protocol/parse.js';
 import { toSessionEvent } from '../src/server/relay-socket.js';
 
@@ -72,6 +73,34 @@ describe('parseInbound', () => {
     expect(accepted({ type: 'prompt', voicePrompt: 'Hi' })).toEqual({ type: 'prompt', voicePrompt: 'Hi', lang: 'en-US', last: true });
     expect(rejection(JSON.stringify({ type: 'prompt', voicePrompt: 42 })).reason).toBe('invalid');
     expect(rejection(JSON.stringify({ type: 'prompt', voicePrompt: 'Hi', last: 'true' })).reason).toBe('invalid');
+  });
+
+  it('prompt frames of every shape parse exactly as the schema parses them (the common shape skips it)', () => {
+    const value = fc.oneof(fc.string(), fc.boolean(), fc.integer(), fc.constant(null), fc.array(fc.string(), { maxLength: 2 }));
+    const promptLike = fc.record(
+      {
+        type: fc.constantFrom('prompt', 'Prompt', 'dtmf'),
+        voicePrompt: fc.oneof(fc.string(), value),
+        lang: fc.oneof(fc.constantFrom('en-US', 'es-US'), value),
+        last: fc.oneof(fc.boolean(), value),
+        extra: value,
+      },
+      { requiredKeys: ['type'] },
+    );
+    fc.assert(
+      fc.property(promptLike, (frame) => {
+        const text = JSON.stringify(frame);
+        const viaSchema = inboundMessage.safeParse(JSON.parse(text));
+        const result = parseInbound(text);
+        expect(result.ok).toBe(viaSchema.success);
+        if (result.ok && viaSchema.success) expect(result.message).toEqual(viaSchema.data);
+      }),
+      { numRuns: 2000 },
+    );
+    // A `__proto__` key in the JSON is one key more: the schema decides, and drops it.
+    const withProto = '{"type":"prompt","voicePrompt":"hi","lang":"en-US","last":true,"__proto__":{"polluted":1}}';
+    expect(parseInbound(withProto)).toEqual({ ok: true, message: { type: 'prompt', voicePrompt: 'hi', lang: 'en-US', last: true } });
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   });
 
   it('dtmf: every keypad key, nothing else', () => {

@@ -23,11 +23,27 @@ export function parseInbound(raw: string | Buffer): ParseResult {
   } catch (err) {
     return { ok: false, reason: 'bad-json', detail: (err as Error).message };
   }
+  // A caller's utterances are nearly every frame: a prompt of exactly the schema's shape is taken as
+  // it is (what the schema would give back), anything else goes through the schema.
+  if (isPlainPrompt(json)) return { ok: true, message: { type: 'prompt', voicePrompt: json.voicePrompt, lang: json.lang, last: json.last } };
   const parsed = inboundMessage.safeParse(json);
   if (!parsed.success) {
     return { ok: false, reason: 'invalid', detail: z.prettifyError(parsed.error) };
   }
   return { ok: true, message: parsed.data };
+}
+
+/** `{ type: 'prompt', voicePrompt, lang, last }` with those types and no other key. */
+function isPlainPrompt(json: unknown): json is { type: 'prompt'; voicePrompt: string; lang: string; last: boolean } {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) return false;
+  const frame = json as Record<string, unknown>;
+  return (
+    frame.type === 'prompt' &&
+    typeof frame.voicePrompt === 'string' &&
+    typeof frame.lang === 'string' &&
+    typeof frame.last === 'boolean' &&
+    Object.keys(frame).length === 4
+  );
 }
 
 export class InvalidOutboundMessageError extends Error {
