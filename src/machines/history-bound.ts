@@ -11,23 +11,25 @@ export interface HistoryLimits {
 
 export const DEFAULT_HISTORY_LIMITS: HistoryLimits = { maxTurns: 60, maxBytes: 32 * 1024 };
 
+/** The size of a turn's counted text (content, tool-call ids, names and arguments), each piece measured by `size`. */
+function turnSize(turn: ChatTurn, size: (text: string) => number): number {
+  let total = size(turn.content);
+  if (turn.role === 'tool') total += size(turn.toolCallId);
+  if (turn.role === 'assistant') for (const call of turn.toolCalls ?? []) total += size(call.id) + size(call.name) + size(call.arguments);
+  return total;
+}
+
+const utf8Bytes = (text: string) => Buffer.byteLength(text);
+const codeUnits = (text: string) => text.length;
+
 export function turnBytes(turn: ChatTurn): number {
-  let bytes = Buffer.byteLength(turn.content);
-  if (turn.role === 'tool') bytes += Buffer.byteLength(turn.toolCallId);
-  if (turn.role === 'assistant') {
-    for (const call of turn.toolCalls ?? []) bytes += Buffer.byteLength(call.id) + Buffer.byteLength(call.name) + Buffer.byteLength(call.arguments);
-  }
-  return bytes;
+  return turnSize(turn, utf8Bytes);
 }
 
 /** An upper bound on the turns' UTF-8 bytes / 3: their text's length in UTF-16 code units. */
 function turnChars(history: readonly ChatTurn[]): number {
   let chars = 0;
-  for (const turn of history) {
-    chars += turn.content.length;
-    if (turn.role === 'tool') chars += turn.toolCallId.length;
-    if (turn.role === 'assistant') for (const call of turn.toolCalls ?? []) chars += call.id.length + call.name.length + call.arguments.length;
-  }
+  for (const turn of history) chars += turnSize(turn, codeUnits);
   return chars;
 }
 
