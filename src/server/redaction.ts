@@ -14,18 +14,20 @@ const KEYPAD_KEYS: ReadonlySet<string> = new Set(['digit', 'digits', 'buffer']);
 const SECRET_KEYS: ReadonlySet<string> = new Set(['resumeToken', 'resumeKey', 'callToken', 'sessionKeyHash', 'resumeKeyHash', 'resumeTokenHash', 'resumeTokenHashes', 'earlierSessionKeyHashes']);
 /** The call's numbers: only the last four characters stay. */
 const NUMBER_KEYS: ReadonlySet<string> = new Set(['from', 'to']);
-/** Free text said by the caller or the agent: turns, prompts, LLM deltas, interrupts, replies in flight. */
+/**
+ * Free text said by the caller or the agent: turns, prompts, LLM deltas (one, or the list of one read:
+ * `texts`), interrupts, replies in flight. A list under such a key is masked item by item.
+ */
 const TRANSCRIPT_KEYS: ReadonlySet<string> = new Set([
   'content',
   'text',
+  'texts',
   'token',
   'utterance',
   'undelivered',
   'voicePrompt',
   'utteranceUntilInterrupt',
 ]);
-/** Lists of such text: the deltas of one read of an LLM stream (LLM.DELTAS). */
-const TRANSCRIPT_LIST_KEYS: ReadonlySet<string> = new Set(['texts']);
 const KEYPAD_TOOL = 'collect_digits';
 /** What the model passes to a tool (raw JSON text, or parsed): a card or account number in it is masked too. */
 const TOOL_ARGUMENT_KEYS: ReadonlySet<string> = new Set(['arguments', 'args']);
@@ -59,7 +61,7 @@ function walk(value: unknown, key: string | undefined): unknown {
   // A proof that is not there (null) stays visible as such: "no resume key" is not a secret.
   if (key !== undefined && SECRET_KEYS.has(key) && value !== undefined && value !== null) return REDACTED;
   if (key !== undefined && TOOL_ARGUMENT_KEYS.has(key)) return maskDigitRunsDeep(value);
-  if (key !== undefined && TRANSCRIPT_LIST_KEYS.has(key) && Array.isArray(value)) return value.map((item) => (typeof item === 'string' ? maskDigitRuns(item) : walk(item, undefined)));
+  if (key !== undefined && TRANSCRIPT_KEYS.has(key) && Array.isArray(value)) return value.map((item) => walk(item, key));
   if (typeof value === 'string') {
     if (key !== undefined && NUMBER_KEYS.has(key)) return maskNumber(value);
     if (key !== undefined && TRANSCRIPT_KEYS.has(key)) return maskDigitRuns(value);
