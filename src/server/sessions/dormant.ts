@@ -59,3 +59,13 @@ export function packSnapshot(json: string): string {
 export function unpackSnapshot(packed: string): string {
   return packed.replace(ANY_CODE, (code) => RUNS[code.charCodeAt(0) - 1] ?? code);
 }
+
+/** A persisted snapshot as a hibernated session holds it. */
+export function toDormant(persisted: unknown): string {
+  return packSnapshot(JSON.stringify(persisted));
+}
+
+/** The persisted snapshot a hibernated session holds (throws on text that is not one's short form). */
+export function fromDormant(dormant: string): unknown {
+  return JSON.parse(unpackSnapshot(dormant));
+}

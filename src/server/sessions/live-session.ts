@@ -7,7 +7,7 @@ import type { Logger } from '../logger.js';
 import type { OutboundMessage } from '../../protocol/messages.js';
 import { lifecycleOf, type SessionMachine } from '../../machines/session.js';
 import type { CoalescingWriter, Lease } from '../../stores/index.js';
-import { packSnapshot, unpackSnapshot } from './dormant.js';
+import { fromDormant, toDormant } from './dormant.js';
 import { persistedSnapshotOf } from './persisted-snapshot.js';
 
 export type SessionSnapshot = SnapshotFrom<SessionMachine>;
@@ -18,10 +18,10 @@ export interface SessionSocket {
   close(code: number, reason: string): void;
 }
 
-/** What a session needs of whoever holds it: the logger its lines go to, and a way back to a running actor. */
 /** A session's state, context and children, as the admin views read them. */
 export type SessionView = Pick<SessionSnapshot, 'value' | 'context'> & { children: Partial<SessionSnapshot['children']> };
 
+/** What a session needs of whoever holds it: the logger its lines go to, and a way back to a running actor. */
 export interface SessionHost {
   readonly logger: Logger;
   /** The writer that stores the session's snapshots. */
@@ -95,7 +95,7 @@ export class Session {
   peek(): SessionView | undefined {
     if (this.running) return this.running.getSnapshot();
     try {
-      const { value, context } = JSON.parse(unpackSnapshot(this.dormant ?? '')) as Pick<SessionSnapshot, 'value' | 'context'>;
+      const { value, context } = fromDormant(this.dormant ?? '') as Pick<SessionSnapshot, 'value' | 'context'>;
       return context ? { value, context, children: {} } : undefined;
     } catch {
       return undefined;
@@ -136,7 +136,7 @@ export class Session {
   hibernate(): void {
     const actor = this.running;
     if (!actor || this.writing) return;
-    this.dormant = packSnapshot(JSON.stringify(persistedSnapshotOf(actor)));
+    this.dormant = toDormant(persistedSnapshotOf(actor));
     this.dormantState = lifecycleOf(actor.getSnapshot().value);
     this.running = undefined;
     this.logger = undefined;

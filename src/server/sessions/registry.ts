@@ -9,7 +9,7 @@ import type { CoalescingWriter, Lease } from '../../stores/index.js';
 import { observe, unchanged, type Observed } from '../write-worthy.js';
 import { Session, type SessionHost } from './live-session.js';
 import type { Hibernation } from './hibernation.js';
-import { unpackSnapshot } from './dormant.js';
+import { fromDormant } from './dormant.js';
 
 export interface SessionRegistryOptions {
   metrics: Metrics;
@@ -87,7 +87,7 @@ export class SessionRegistry implements SessionHost {
   revive(session: Session, dormant: string): Actor<SessionMachine> {
     let actor: Actor<SessionMachine> | undefined;
     try {
-      actor = this.opts.actorFrom(JSON.parse(unpackSnapshot(dormant)), true, session.log);
+      actor = this.opts.actorFrom(fromDormant(dormant), true, session.log);
     } catch (err) {
       session.log.error({ err }, 'hibernated session could not be revived');
     }
@@ -105,7 +105,7 @@ export class SessionRegistry implements SessionHost {
   stoppedCopy(dormant: string): Actor<SessionMachine> {
     let actor: Actor<SessionMachine> | undefined;
     try {
-      actor = this.opts.actorFrom(JSON.parse(unpackSnapshot(dormant)), false, this.logger);
+      actor = this.opts.actorFrom(fromDormant(dormant), false, this.logger);
     } catch {
       // the stand-in below
     }
