@@ -24,7 +24,7 @@ export interface ChildHandle {
 }
 
 /**
- * `script`: bench/child.ts as compileBench() emitted it. `logFile` receives the child's stdout (the
+ * `script`: bench/child.ts as compiledChildScript() emitted it. `logFile` receives the child's stdout (the
  * server's pino lines); stderr is inherited.
  */
 export function spawnChild(role: ChildRole, script: string, logFile: string): ChildHandle {

@@ -6,7 +6,7 @@
 // about 25% more heap per idle call than it uses in production. The floor is compiled the same way.
 import { build } from 'esbuild';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -25,7 +25,7 @@ function tsFiles(dir: string): string[] {
  * that ships) into `outDir` inside the repository, so imports of packages resolve to node_modules.
  * Returns the compiled path of bench/child.ts.
  */
-export async function compileBench(outDir: string): Promise<string> {
+async function compileBench(outDir: string): Promise<string> {
   const entryPoints = [...tsFiles(join(repoRoot, 'src')), ...tsFiles(join(repoRoot, 'bench'))];
   await build({
     entryPoints,
@@ -40,7 +40,7 @@ export async function compileBench(outDir: string): Promise<string> {
     logLevel: 'error',
     tsconfig: join(repoRoot, 'tsconfig.json'),
   });
-  return join(outDir, relative(repoRoot, join(repoRoot, 'bench', 'child.js')));
+  return join(outDir, 'bench', 'child.js');
 }
 
 /** Where runs compile the children's code (gitignored), one directory per run. */

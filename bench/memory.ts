@@ -1,9 +1,9 @@
 // Memory per idle call: open N calls (setup only, no traffic) to a fresh process, wait until it
 // holds them all (and a server, until it has hibernated them: an idle call at rest keeps no running
-// actor, after SESSION_HIBERNATE_MS, production's 2 s), then compare its memory with the reading taken before. Both readings come after
-// two forced full GCs (the child's `memory` command), so the growth is live memory, not garbage.
-// Of RSS, the anonymous part is read (file-backed pages are program code the kernel pages in and
-// out), less V8's young generation (empty then, but sized by recent allocation).
+// actor after SESSION_HIBERNATE_MS, production's 2 s), then compare its memory with the reading taken
+// before. Both readings come after two forced full GCs (the child's `memory` command), so the growth
+// is live memory, not garbage. Of RSS, the anonymous part is read (file-backed pages are program code
+// the kernel pages in and out), less V8's young generation (empty then, but sized by recent allocation).
 // The calls stay open and are handed back: the same process and calls then carry the load runs.
 import type { ChildHandle } from './child-process.js';
 import type { LeanCall } from './lean-client.js';
