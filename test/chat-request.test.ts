@@ -1,4 +1,4 @@
-// The streamed chat-completions request is made with fetch on an `openai` client's settings. These
+// The streamed chat-completions request is made with undici on an `openai` client's settings. These
 // tests hold it to what the SDK does with the same client, against a loopback HTTP server: the same
 // headers, the same retry rules and waits (on an injected clock), and the SDK's own error classes.
 import http from 'node:http';
@@ -78,7 +78,7 @@ describe('the streamed chat request, on the openai client settings', () => {
     const { baseURL, seen } = await server([{ status: 200 }]);
     const { request } = setup(baseURL, { organization: 'org-1', project: 'proj-1', defaultHeaders: { 'x-gateway-key': 'gw-1' } });
     const response = await request();
-    expect(await response.text()).toBe('data: [DONE]\n\n');
+    expect(await response.body.text()).toBe('data: [DONE]\n\n');
     expect(seen).toHaveLength(1);
     expect(seen[0]!.url).toBe('/v1/chat/completions');
     expect(JSON.parse(seen[0]!.body)).toEqual(body);
@@ -112,7 +112,7 @@ describe('the streamed chat request, on the openai client settings', () => {
     const { request, clock } = setup(baseURL);
     const pending = request();
     expect(await passBackoff(clock, 1)).toBe(waitMs);
-    expect((await pending).status).toBe(200);
+    expect((await pending).statusCode).toBe(200);
     expect(seen).toHaveLength(2);
   });
 

@@ -1,13 +1,16 @@
-// The streamed chat-completions request, made with fetch on an `openai` client: the URL and headers
-// the SDK builds (once per client), its timeout and retry rules, and its error classes. The SDK's own
-// request path cost about 190 us of CPU per request over fetch with the same body (headers built and
-// validated per request, debug details formatted even with logging off, a second abort controller and
-// timer): a tenth of the relay's whole cost per turn. Retried as the SDK documents: connection errors,
+// The streamed chat-completions request, made with undici's `request` on an `openai` client: the URL
+// and headers the SDK builds (once per client), its timeout and retry rules, and its error classes.
+// The SDK's own request path cost about 190 us of CPU per request over fetch with the same body
+// (headers built and validated per request, debug details formatted even with logging off, a second
+// abort controller and timer), and fetch itself (WHATWG Request, Response and streams, an abort
+// signal followed per request) about 300 us more than undici's `request`, which fetch is built on:
+// together most of what the relay spent per turn beyond the floor. Retried as the SDK documents: connection errors,
 // 408, 409, 429 and 5xx, maxRetries times, obeying `x-should-retry`, `retry-after-ms` and
 // `retry-after`. Not supported (the server never sets them): a custom `fetch` or `fetchOptions`, an
 // `apiKey` function, a provider, and the SDK's OPENAI_LOG request logging.
 import type OpenAI from 'openai';
 import { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from 'openai';
+import { request, type Dispatcher } from 'undici';
 import type { Clock } from '../clock.js';
 
 export interface ChatRequestOptions {
@@ -35,7 +38,7 @@ interface Target {
  * The URL and headers the SDK itself would send (its public buildRequest: key, organization, project,
  * default headers and query, OPENAI_CUSTOM_HEADERS, User-Agent), built once per client: building them
  * is most of the SDK's cost per request. Its X-Stainless-* telemetry headers are left out: no endpoint
- * needs them, and fetch validates every header of every request. A base URL the SDK rejects fails
+ * needs them, and every header is checked again on every request. A base URL the SDK rejects fails
  * here, as every request, the same way.
  */
 const targets = new WeakMap<OpenAI, Promise<Target>>();
@@ -52,26 +55,37 @@ function targetOf(client: OpenAI): Promise<Target> {
   return target;
 }
 
+/** A 2xx streamed response: its status, its body as it arrives, and its headers for the SDK's errors. */
+export type ChatStream = Dispatcher.ResponseData;
+
+/** A response's headers as the SDK's errors take them. */
+export function headersOf(response: Pick<ChatStream, 'headers'>): Headers {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(response.headers)) {
+    for (const one of Array.isArray(value) ? value : value === undefined ? [] : [value]) headers.append(name, one);
+  }
+  return headers;
+}
+
 /** POSTs `body` to the client's /chat/completions; resolves with the (2xx) streamed response. */
-export async function requestChatStream(body: object, o: ChatRequestOptions): Promise<Response> {
+export async function requestChatStream(body: object, o: ChatRequestOptions): Promise<ChatStream> {
   const { url, headers } = await targetOf(o.client);
   const json = JSON.stringify(body);
   const maxRetries = o.client.maxRetries;
   for (let retriesLeft = maxRetries; ; retriesLeft--) {
     if (o.signal.aborted) throw new APIUserAbortError();
-    const init = { method: 'POST', headers, body: json };
-    const attempt = await fetchWithTimeout(url, init, o);
-    if (attempt instanceof Response) {
-      if (attempt.ok) return attempt;
-      const wait = retriesLeft > 0 && shouldRetry(attempt) ? retryDelayMs(attempt.headers, retriesLeft, maxRetries, o.clock) : undefined;
+    const attempt = await requestWithTimeout(url, headers, json, o);
+    if (!(attempt instanceof APIConnectionError)) {
+      if (attempt.statusCode >= 200 && attempt.statusCode < 300) return attempt;
+      const wait = retriesLeft > 0 && shouldRetry(attempt) ? retryDelayMs(attempt, retriesLeft, maxRetries, o.clock) : undefined;
       if (wait !== undefined && wait <= MAX_ASKED_WAIT_MS) {
-        await attempt.body?.cancel().catch(() => undefined);
+        await attempt.body.dump().catch(() => undefined);
         await sleep(wait, o);
         continue;
       }
-      const text = await attempt.text().catch((err: unknown) => (err instanceof Error ? err.message : String(err)));
+      const text = await attempt.body.text().catch((err: unknown) => (err instanceof Error ? err.message : String(err)));
       const parsed = safeJson(text);
-      throw APIError.generate(attempt.status, parsed, parsed ? undefined : text, attempt.headers);
+      throw APIError.generate(attempt.statusCode, parsed, parsed ? undefined : text, headersOf(attempt));
     }
     if (o.signal.aborted) throw new APIUserAbortError();
     if (retriesLeft > 0) {
@@ -83,7 +97,7 @@ export async function requestChatStream(body: object, o: ChatRequestOptions): Pr
 }
 
 /** One attempt: the response, or the SDK's connection error (timed out or not). */
-async function fetchWithTimeout(url: string, init: RequestInit, o: ChatRequestOptions): Promise<Response | APIConnectionError> {
+async function requestWithTimeout(url: string, headers: Record<string, string>, body: string, o: ChatRequestOptions): Promise<ChatStream | APIConnectionError> {
   const controller = new AbortController();
   let timedOut = false;
   const abort = () => controller.abort();
@@ -94,11 +108,11 @@ async function fetchWithTimeout(url: string, init: RequestInit, o: ChatRequestOp
   }, o.client.timeout);
   try {
     // The caller's abort stays linked after the headers: it is what stops the body's stream.
-    return await fetch(url, { ...init, signal: controller.signal });
+    return await request(url, { method: 'POST', headers, body, signal: controller.signal });
   } catch (err) {
     o.signal.removeEventListener('abort', abort);
     const cause = err instanceof Error ? err : new Error(String(err));
-    // undici's own connect timeout is a timeout too; the SDK tells it by its message, as here.
+    // undici's own connect and headers timeouts are timeouts too; the SDK tells them by their message, as here.
     const timeout = timedOut || /timed? ?out/i.test(`${String(cause)}${'cause' in cause ? String(cause.cause) : ''}`);
     return timeout ? new APIConnectionTimeoutError() : new APIConnectionError({ cause });
   } finally {
@@ -106,22 +120,29 @@ async function fetchWithTimeout(url: string, init: RequestInit, o: ChatRequestOp
   }
 }
 
-function shouldRetry(response: Response): boolean {
-  const header = response.headers.get('x-should-retry');
-  if (header === 'true') return true;
-  if (header === 'false') return false;
-  return response.status === 408 || response.status === 409 || response.status === 429 || response.status >= 500;
+/** A response header's (first) value; undici gives them by lower-case name. */
+function header(response: ChatStream, name: string): string | undefined {
+  const value = response.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function shouldRetry(response: ChatStream): boolean {
+  const asked = header(response, 'x-should-retry');
+  if (asked === 'true') return true;
+  if (asked === 'false') return false;
+  const status = response.statusCode;
+  return status === 408 || status === 409 || status === 429 || status >= 500;
 }
 
 /**
  * As the SDK waits: what the server asks for (`retry-after-ms`, then `retry-after` in seconds or as a
  * date), else exponential backoff from 0.5 s to 8 s, less up to a quarter of jitter.
  */
-function retryDelayMs(responseHeaders: Headers | undefined, retriesLeft: number, maxRetries: number, clock: Clock): number {
+function retryDelayMs(response: ChatStream | undefined, retriesLeft: number, maxRetries: number, clock: Clock): number {
   let asked: number | undefined;
-  const ms = Number.parseFloat(responseHeaders?.get('retry-after-ms') ?? '');
+  const ms = Number.parseFloat((response && header(response, 'retry-after-ms')) ?? '');
   if (!Number.isNaN(ms)) asked = ms;
-  const after = responseHeaders?.get('retry-after');
+  const after = response && header(response, 'retry-after');
   if (after && !asked) {
     const seconds = Number.parseFloat(after);
     asked = Number.isNaN(seconds) ? Date.parse(after) - clock.now() : seconds * 1000;

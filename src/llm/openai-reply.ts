@@ -7,7 +7,7 @@ import type { ResolvedAgent } from '../agent/agent.js';
 import { parseToolCall } from '../agent/tool.js';
 import { systemClock, type Clock } from '../clock.js';
 import { fromReplyStream } from '../machines/reply.js';
-import { requestChatStream } from './chat-request.js';
+import { headersOf, requestChatStream, type ChatStream } from './chat-request.js';
 import { toChatMessages } from './prompts.js';
 import type { ReplyEvent, ToolCall } from './types.js';
 
@@ -54,7 +54,6 @@ export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
           stream: true,
         };
         const response = await requestChatStream(body, { client: opts.client, clock, signal: abort.signal });
-        if (!response.body) throw new Error('the LLM answered without a body');
         // The deltas of one read of the body go to the session as one event (each still its own
         // frame): a model streaming fast delivers many per read, and every event is a macrostep.
         let arrived: string[] = [];
@@ -109,7 +108,7 @@ export function createOpenAIReplyActor(opts: OpenAIReplyOptions) {
  * `[DONE]` ends it, an `error` in the data is thrown as the SDK's APIError, other events are chunks;
  * an `error` event or data that is not a chunk is thrown too.
  */
-async function readChunks(response: Response, onChunk: (chunk: ChatCompletionChunk) => void, afterRead: () => void): Promise<void> {
+async function readChunks(response: ChatStream, onChunk: (chunk: ChatCompletionChunk) => void, afterRead: () => void): Promise<void> {
   let done = false;
   const parser = createParser({
     onEvent: ({ event, data }) => {
@@ -121,15 +120,15 @@ async function readChunks(response: Response, onChunk: (chunk: ChatCompletionChu
       // The Assistants API's `thread.*` events never come from a chat completion.
       if (event?.startsWith('thread.')) return;
       const chunk = JSON.parse(data) as (ChatCompletionChunk & { error?: unknown }) | null;
-      if (chunk?.error) throw new APIError(undefined, chunk.error as object, undefined, response.headers);
+      if (chunk?.error) throw new APIError(undefined, chunk.error as object, undefined, headersOf(response));
       // OpenAI-compatible servers also fail mid-stream as `event: error`, or with a body-level error
       // object (`{"object":"error","message":…}`): neither is a chunk, and neither may end as a silent reply.
-      if (event === 'error' || !Array.isArray(chunk?.choices)) throw new APIError(undefined, (chunk ?? {}) as object, undefined, response.headers);
+      if (event === 'error' || !Array.isArray(chunk?.choices)) throw new APIError(undefined, (chunk ?? {}) as object, undefined, headersOf(response));
       onChunk(chunk!);
     },
   });
   const decoder = new TextDecoder();
-  for await (const bytes of response.body as unknown as AsyncIterable<Uint8Array>) {
+  for await (const bytes of response.body as AsyncIterable<Buffer>) {
     // Read to the end even after [DONE], so the connection goes back to the pool.
     try {
       parser.feed(decoder.decode(bytes, { stream: true }));
