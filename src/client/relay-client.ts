@@ -1,0 +1,305 @@
+// ConversationRelayClient: talks to a relay server the way Twilio's ConversationRelay does (setup,
+// prompt, dtmf, interrupt), from a browser (the global WebSocket) or from Node (pass `ws`'s WebSocket).
+// When the socket drops without the call having ended, it reconnects by itself with full-jitter
+// exponential backoff and resumes the same call (`reconnection: true`, its own sessionId and its
+// resumeKey), up to a number of attempts, then gives up with an event that says why.
+// Browser-safe: no Node modules, only types from the protocol.
+import type { DtmfDigit, OutboundMessage } from '../protocol/messages.js';
+import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff.js';
+
+/** What the client needs of a WebSocket: the browser's and `ws`'s both have it. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  addEventListener(type: 'open', listener: () => void): void;
+  addEventListener(type: 'message', listener: (event: { data: unknown }) => void): void;
+  addEventListener(type: 'close', listener: (event: { code: number; reason: string }) => void): void;
+  addEventListener(type: 'error', listener: (event: unknown) => void): void;
+}
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export type ClientState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'ended' | 'closed' | 'gaveUp';
+
+export interface ClientEvents {
+  /** One streamed piece of the agent's reply; `last` closes the talk cycle. */
+  token: { token: string; last: boolean; lang?: string };
+  /** The talk cycle's whole text, once its `last` token arrived. */
+  replyDone: { text: string };
+  language: { ttsLanguage?: string; transcriptionLanguage?: string };
+  /** The server ended the call (`end`), with its hand-off data if any. */
+  end: { handoffData?: string };
+  state: { state: ClientState; previous: ClientState };
+  /** The socket dropped (or a reconnect failed); the next attempt starts after `delayMs`. */
+  reconnecting: { attempt: number; delayMs: number; code: number; reason: string };
+  /** The server answered on a reconnected socket: the same call goes on. */
+  resumed: { attempts: number };
+  /** No more attempts: `refused` when the server would not take the call back. */
+  gaveUp: { attempts: number; reason: 'refused' | 'attempts' | 'superseded'; code: number; detail: string };
+  /** Every frame the server sent, as parsed. */
+  message: OutboundMessage;
+}
+
+export interface ClientOptions {
+  /** The relay's WebSocket URL (ws:// or wss://, the server's /relay path). */
+  url: string;
+  /** Default: `globalThis.WebSocket` (browsers, Node 22+). In Node 20 pass `ws`'s WebSocket. */
+  WebSocket?: WebSocketConstructor;
+  /** Generated when omitted. */
+  callSid?: string;
+  accountSid?: string;
+  from?: string;
+  to?: string;
+  /** Sent in every setup; `resumeKey` is added (generated unless given). */
+  customParameters?: Record<string, string>;
+  backoff?: BackoffOptions;
+  /** [0, 1): the jitter's source (tests make it fixed). */
+  random?: () => number;
+  /** Prompts and digits kept while reconnecting, sent once the call is back. Default 50. */
+  maxQueued?: number;
+}
+
+/**
+ * Close codes after which coming back cannot help: the server refused this resume (1008), or another
+ * connection has the call now (4000, 4001). 1000 is the server ending the call.
+ */
+const REFUSED = 1008;
+const SUPERSEDED = new Set([4000, 4001]);
+/** The close code `drop()` uses (browsers only let clients send 1000 or 3000-4999). */
+export const CLIENT_DROP_CODE = 3001;
+
+type Listener<K extends keyof ClientEvents> = (event: ClientEvents[K]) => void;
+
+function randomHex(bytes: number): string {
+  const data = new Uint8Array(bytes);
+  globalThis.crypto.getRandomValues(data);
+  return Array.from(data, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+export class ConversationRelayClient {
+  readonly callSid: string;
+  /** This client's sessionId: the same on every socket, the proof of its resumes with resumeKey. */
+  readonly sessionId: string;
+  private readonly resumeKey: string;
+  private readonly WS: WebSocketConstructor;
+  private readonly listeners = new Map<keyof ClientEvents, Set<Listener<keyof ClientEvents>>>();
+  private socket: WebSocketLike | undefined;
+  private current: ClientState = 'idle';
+  /** Failed attempts since the call was last up. */
+  private attempts = 0;
+  /** The socket in use is the first one, or the server has greeted it (a resume). */
+  private answered = false;
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  private queued: string[] = [];
+  private reply = '';
+
+  constructor(private readonly opts: ClientOptions) {
+    const WS = opts.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!WS) throw new Error('no WebSocket implementation: pass `WebSocket` (e.g. from the ws package)');
+    this.WS = WS;
+    this.callSid = opts.callSid ?? `CA${randomHex(16)}`;
+    this.sessionId = `VX${randomHex(16)}`;
+    this.resumeKey = opts.customParameters?.resumeKey ?? randomHex(24);
+  }
+
+  get state(): ClientState {
+    return this.current;
+  }
+
+  on<K extends keyof ClientEvents>(type: K, listener: Listener<K>): () => void {
+    let set = this.listeners.get(type);
+    if (!set) this.listeners.set(type, (set = new Set()));
+    set.add(listener as Listener<keyof ClientEvents>);
+    return () => set.delete(listener as Listener<keyof ClientEvents>);
+  }
+
+  /** Opens the call: resolves once the setup is sent, rejects if the first socket cannot open. */
+  connect(): Promise<void> {
+    if (this.current !== 'idle') return Promise.reject(new Error(`connect() in state ${this.current}`));
+    return new Promise((resolve, reject) => {
+      this.setState('connecting');
+      this.open(false, resolve, (detail) => {
+        this.setState('closed');
+        reject(new Error(`could not connect to ${this.opts.url}: ${detail}`));
+      });
+    });
+  }
+
+  /** What the caller said (a final transcript). */
+  prompt(text: string, lang = 'en-US'): void {
+    this.sendOrQueue({ type: 'prompt', voicePrompt: text, lang, last: true });
+  }
+
+  dtmf(digit: DtmfDigit): void {
+    this.sendOrQueue({ type: 'dtmf', digit });
+  }
+
+  /** The caller spoke over the reply: `heard` is what was spoken of it until then. */
+  interrupt(heard: string, durationMs = 0): void {
+    this.sendOrQueue({ type: 'interrupt', utteranceUntilInterrupt: heard, durationUntilInterruptMs: durationMs });
+  }
+
+  /** Drops the connection as a network failure would (to try resuming): the client reconnects by itself. */
+  drop(): void {
+    this.socket?.close(CLIENT_DROP_CODE, 'dropped by the client');
+  }
+
+  /** Hangs up: the socket closes and nothing reconnects. */
+  close(): void {
+    clearTimeout(this.retryTimer);
+    const socket = this.socket;
+    this.socket = undefined;
+    if (this.current !== 'ended' && this.current !== 'gaveUp') this.setState('closed');
+    socket?.close(1000, 'caller hung up');
+  }
+
+  private open(reconnection: boolean, onUp?: () => void, onFirstFailure?: (detail: string) => void): void {
+    let socket: WebSocketLike;
+    try {
+      socket = new this.WS(this.opts.url);
+    } catch (err) {
+      // A URL the WebSocket rejects: no attempt can succeed.
+      const detail = err instanceof Error ? err.message : String(err);
+      if (onFirstFailure) return onFirstFailure(detail);
+      return this.giveUp('attempts', 0, detail);
+    }
+    this.socket = socket;
+    this.answered = !reconnection;
+    let opened = false;
+    socket.addEventListener('open', () => {
+      if (this.socket !== socket) return;
+      opened = true;
+      socket.send(JSON.stringify(this.setupFrame(reconnection)));
+      // Frames sent right after the setup wait on the server until the session is ready, as Twilio's
+      // do. A refused resume arrives as a close; a session the server no longer had starts afresh
+      // (and is not greeted, so no `resumed`).
+      this.setState('open');
+      this.flushQueued();
+      onUp?.();
+    });
+    socket.addEventListener('message', (event) => {
+      if (this.socket !== socket) return;
+      this.received(event.data);
+    });
+    // `error` is always followed by `close`, which decides what happens next.
+    socket.addEventListener('error', () => undefined);
+    socket.addEventListener('close', (event) => {
+      if (this.socket !== socket) return;
+      this.socket = undefined;
+      if (!opened && onFirstFailure) return onFirstFailure(`closed (${event.code}) before opening`);
+      this.lost(event.code, event.reason);
+    });
+  }
+
+  private setupFrame(reconnection: boolean) {
+    const { accountSid = '', from = '', to = '', customParameters = {} } = this.opts;
+    return {
+      type: 'setup',
+      sessionId: this.sessionId,
+      callSid: this.callSid,
+      accountSid,
+      from,
+      to,
+      direction: 'inbound',
+      callType: 'WEB',
+      callStatus: 'IN-PROGRESS',
+      customParameters: { ...customParameters, resumeKey: this.resumeKey },
+      ...(reconnection ? { reconnection: true } : {}),
+    };
+  }
+
+  private received(data: unknown): void {
+    let message: OutboundMessage;
+    try {
+      message = JSON.parse(String(data)) as OutboundMessage;
+    } catch {
+      return; // not a frame of the protocol: nothing to act on
+    }
+    if (!this.answered) {
+      // A resumed call is greeted (its language, then the resume line): the server took it back.
+      this.answered = true;
+      const attempts = this.attempts;
+      this.attempts = 0;
+      this.emit('resumed', { attempts });
+    }
+    this.emit('message', message);
+    switch (message.type) {
+      case 'text':
+        this.reply += message.token;
+        this.emit('token', { token: message.token, last: message.last, ...(message.lang ? { lang: message.lang } : {}) });
+        if (message.last) {
+          const text = this.reply;
+          this.reply = '';
+          this.emit('replyDone', { text });
+        }
+        break;
+      case 'language':
+        this.emit('language', { ttsLanguage: message.ttsLanguage, transcriptionLanguage: message.transcriptionLanguage });
+        break;
+      case 'end':
+        this.setState('ended');
+        this.emit('end', message.handoffData === undefined ? {} : { handoffData: message.handoffData });
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** The socket closed: reconnect unless the call is over or cannot come back. */
+  private lost(code: number, reason: string): void {
+    if (this.current === 'ended' || this.current === 'closed' || this.current === 'gaveUp') return;
+    if (code === REFUSED) return this.giveUp('refused', code, reason || 'the server refused to resume the call');
+    if (SUPERSEDED.has(code)) return this.giveUp('superseded', code, reason || 'another connection has the call');
+    if (code === 1000) {
+      // The server closed the call normally without `end` (e.g. it ended): nothing to resume.
+      this.setState('ended');
+      this.emit('end', {});
+      return;
+    }
+    // Any reply being spoken was cut: the server says what streamed again after the resume line.
+    this.reply = '';
+    const maxAttempts = this.opts.backoff?.maxAttempts ?? DEFAULT_BACKOFF.maxAttempts;
+    if (this.attempts >= maxAttempts) return this.giveUp('attempts', code, reason || `no answer after ${this.attempts} attempts`);
+    this.attempts++;
+    const delayMs = backoffDelay(this.attempts, this.opts.backoff, this.opts.random);
+    this.setState('reconnecting');
+    this.emit('reconnecting', { attempt: this.attempts, delayMs, code, reason });
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (this.current === 'reconnecting') this.open(true);
+    }, delayMs);
+  }
+
+  private giveUp(reason: ClientEvents['gaveUp']['reason'], code: number, detail: string): void {
+    this.setState('gaveUp');
+    this.emit('gaveUp', { attempts: this.attempts, reason, code, detail });
+  }
+
+  private sendOrQueue(frame: object): void {
+    const text = JSON.stringify(frame);
+    if (this.current === 'open' && this.socket) return this.socket.send(text);
+    if (this.current !== 'reconnecting' && this.current !== 'connecting' && this.current !== 'open') {
+      throw new Error(`the call is ${this.current}: nothing can be sent`);
+    }
+    const max = this.opts.maxQueued ?? 50;
+    if (this.queued.length >= max) throw new Error(`more than ${max} frames waiting for the connection`);
+    this.queued.push(text);
+  }
+
+  private flushQueued(): void {
+    const socket = this.socket;
+    if (!socket) return;
+    for (const text of this.queued.splice(0)) socket.send(text);
+  }
+
+  private setState(state: ClientState): void {
+    const previous = this.current;
+    if (previous === state) return;
+    this.current = state;
+    this.emit('state', { state, previous });
+  }
+
+  private emit<K extends keyof ClientEvents>(type: K, event: ClientEvents[K]): void {
+    for (const listener of this.listeners.get(type) ?? []) (listener as Listener<K>)(event);
+  }
+}
