@@ -220,4 +220,13 @@ describe('ConversationRelayClient against the real server', () => {
     expect(all('reconnecting')).toEqual([]);
     await expect(c.connect()).rejects.toThrow(/closed/);
   });
+
+  it('hanging up while the first socket opens rejects connect()', async () => {
+    const ts = await server();
+    const { c } = client(ts.server.relayUrl);
+    const connecting = c.connect();
+    c.close();
+    await expect(connecting).rejects.toThrow(/closed before the call was up/);
+    expect(c.state).toBe('closed');
+  });
 });

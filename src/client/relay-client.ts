@@ -91,6 +91,8 @@ export class ConversationRelayClient {
   private answered = false;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private queued: string[] = [];
+  /** Rejects the pending `connect()`, while the first socket is opening. */
+  private pendingConnect: ((detail: string) => void) | undefined;
   private reply = '';
 
   constructor(private readonly opts: ClientOptions) {
@@ -118,10 +120,20 @@ export class ConversationRelayClient {
     if (this.current !== 'idle') return Promise.reject(new Error(`connect() in state ${this.current}`));
     return new Promise((resolve, reject) => {
       this.setState('connecting');
-      this.open(false, resolve, (detail) => {
+      const failed = (detail: string) => {
+        this.pendingConnect = undefined;
         this.setState('closed');
         reject(new Error(`could not connect to ${this.opts.url}: ${detail}`));
-      });
+      };
+      this.pendingConnect = failed;
+      this.open(
+        false,
+        () => {
+          this.pendingConnect = undefined;
+          resolve();
+        },
+        failed,
+      );
     });
   }
 
@@ -144,11 +156,12 @@ export class ConversationRelayClient {
     this.socket?.close(CLIENT_DROP_CODE, 'dropped by the client');
   }
 
-  /** Hangs up: the socket closes and nothing reconnects. */
+  /** Hangs up: the socket closes and nothing reconnects (a `connect()` still pending rejects). */
   close(): void {
     clearTimeout(this.retryTimer);
     const socket = this.socket;
     this.socket = undefined;
+    this.pendingConnect?.('closed before the call was up');
     if (this.current !== 'ended' && this.current !== 'gaveUp') this.setState('closed');
     socket?.close(1000, 'caller hung up');
   }
