@@ -13,7 +13,7 @@ import { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortEr
 import { pipeline, type Readable } from 'node:stream';
 import { text as streamText } from 'node:stream/consumers';
 import zlib from 'node:zlib';
-import { request, type Dispatcher } from 'undici';
+import { getGlobalDispatcher, interceptors, request, type Dispatcher } from 'undici';
 import type { Clock } from '../clock.js';
 
 export interface ChatRequestOptions {
@@ -128,6 +128,18 @@ export async function requestChatStream(body: object, o: ChatRequestOptions): Pr
   }
 }
 
+/**
+ * The global dispatcher, following redirects as fetch did (up to its 20; 307 and 308 post the body again,
+ * credentials are dropped on a change of origin): undici's `request` follows none, and a server behind an
+ * http-to-https or trailing-slash redirect would fail every reply. Composed once per global dispatcher.
+ */
+let redirecting: { base: Dispatcher; dispatcher: Dispatcher } | undefined;
+function dispatcher(): Dispatcher {
+  const base = getGlobalDispatcher();
+  if (redirecting?.base !== base) redirecting = { base, dispatcher: base.compose(interceptors.redirect({ maxRedirections: 20 })) };
+  return redirecting.dispatcher;
+}
+
 /** One attempt: the response, or the SDK's connection error (timed out or not). */
 async function requestWithTimeout(url: string, headers: Record<string, string>, body: string, o: ChatRequestOptions): Promise<ChatStream | APIConnectionError> {
   const controller = new AbortController();
@@ -140,7 +152,7 @@ async function requestWithTimeout(url: string, headers: Record<string, string>, 
   }, o.client.timeout);
   try {
     // The caller's abort stays linked after the headers: it is what stops the body's stream.
-    return await request(url, { method: 'POST', headers, body, signal: controller.signal });
+    return await request(url, { method: 'POST', headers, body, signal: controller.signal, dispatcher: dispatcher() });
   } catch (err) {
     o.signal.removeEventListener('abort', abort);
     const cause = err instanceof Error ? err : new Error(String(err));
