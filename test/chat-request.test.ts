@@ -93,6 +93,15 @@ describe('the streamed chat request, on the openai client settings', () => {
     expect(Object.keys(seen[0]!.headers).filter((name) => name.startsWith('x-stainless-'))).toEqual([]);
   });
 
+  it('follows a redirect as fetch did: a 307 or 308 is posted again, same body and key, to where it points', async () => {
+    const { baseURL, seen } = await server([{ status: 307, headers: { location: '/v2/chat/completions' } }, { status: 308, headers: { location: '/v3/chat/completions' } }, { status: 200 }]);
+    const response = await setup(baseURL).request();
+    expect(response.statusCode).toBe(200);
+    expect(seen.map((s) => s.url)).toEqual(['/v1/chat/completions', '/v2/chat/completions', '/v3/chat/completions']);
+    expect(seen.map((s) => JSON.parse(s.body))).toEqual([body, body, body]);
+    expect(seen[2]!.headers.authorization).toBe('Bearer sk-test');
+  });
+
   it('a base URL the SDK rejects fails every request the same way, at once', async () => {
     const baseURL = '127.0.0.1:1234/v1'; // no scheme
     const sdk = (await new OpenAI({ apiKey: 'k', baseURL, maxRetries: 0 }).chat.completions.create({ model: 'm', messages: [], stream: true }).catch((err: unknown) => err)) as Error;

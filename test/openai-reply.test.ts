@@ -3,6 +3,7 @@
 // wherever the network might split them, and check what the reply actor sends its session.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import zlib from 'node:zlib';
 import OpenAI from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createActor, setup, type AnyEventObject } from 'xstate';
@@ -31,11 +32,11 @@ afterEach(async () => {
  * Answers every request with `status` and writes `pieces` one by one, each in its own TCP write; a
  * function among them is waited for before the next piece (to hold the stream at a chosen point).
  */
-async function sseServer(pieces: Array<string | (() => Promise<unknown>)>, status = 200): Promise<string> {
+async function sseServer(pieces: Array<string | Buffer | (() => Promise<unknown>)>, status = 200, headers: Record<string, string> = {}): Promise<string> {
   const server = http.createServer((req, res) => {
     req.resume();
     req.on('end', async () => {
-      res.writeHead(status, { 'content-type': status === 200 ? 'text/event-stream' : 'application/json' });
+      res.writeHead(status, { 'content-type': status === 200 ? 'text/event-stream' : 'application/json', ...headers });
       for (const piece of pieces) {
         if (typeof piece === 'function') {
           await piece();
@@ -137,6 +138,16 @@ describe('the OpenAI reply actor reads the SSE body', () => {
   it('data that is not JSON is an error, not a crash', async () => {
     const events = await reply(await sseServer([chunk({ content: 'Hi' }), 'data: {not json\n\n']));
     expect(events.at(-1)).toMatchObject({ type: 'LLM.ERROR', text: 'Hi' });
+  });
+
+  it('a body the server compressed though not asked to is read as fetch read it; a coding it cannot read is an error, not a silent reply', async () => {
+    const packed = zlib.gzipSync(chunk({ content: 'Hello' }) + chunk({ content: ' there.' }) + 'data: [DONE]\n\n');
+    const gzipped = await reply(await sseServer([packed.subarray(0, 25), packed.subarray(25)], 200, { 'content-encoding': 'gzip' }));
+    expect(gzipped.at(-1)).toMatchObject({ type: 'LLM.DONE', text: 'Hello there.' });
+    const unknown = await reply(await sseServer([chunk({ content: 'Hi' })], 200, { 'content-encoding': 'x-custom' }));
+    expect(unknown).toEqual([{ type: 'LLM.ERROR', message: 'the LLM answered in a content coding that cannot be read: x-custom', text: '' }]);
+    const error = await reply(await sseServer([zlib.gzipSync(JSON.stringify({ error: { message: 'Incorrect API key provided.' } }))], 401, { 'content-encoding': 'gzip' }));
+    expect(error).toEqual([{ type: 'LLM.ERROR', message: '401 Incorrect API key provided.', text: '' }]);
   });
 
   it('an error status is the SDK\'s status error', async () => {

@@ -10,7 +10,10 @@
 // `apiKey` function, a provider, and the SDK's OPENAI_LOG request logging.
 import type OpenAI from 'openai';
 import { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from 'openai';
-import { request, type Dispatcher } from 'undici';
+import { pipeline, type Readable } from 'node:stream';
+import { text as streamText } from 'node:stream/consumers';
+import zlib from 'node:zlib';
+import { getGlobalDispatcher, interceptors, request, type Dispatcher } from 'undici';
 import type { Clock } from '../clock.js';
 
 export interface ChatRequestOptions {
@@ -67,6 +70,33 @@ export function headersOf(response: Pick<ChatStream, 'headers'>): Headers {
   return headers;
 }
 
+const SYNC = { flush: zlib.constants.Z_SYNC_FLUSH, finishFlush: zlib.constants.Z_SYNC_FLUSH };
+const BROTLI_SYNC = { flush: zlib.constants.BROTLI_OPERATION_FLUSH, finishFlush: zlib.constants.BROTLI_OPERATION_FLUSH };
+const decoders: Record<string, () => zlib.Gunzip | zlib.Inflate | zlib.BrotliDecompress> = {
+  gzip: () => zlib.createGunzip(SYNC),
+  'x-gzip': () => zlib.createGunzip(SYNC),
+  deflate: () => zlib.createInflate(SYNC),
+  br: () => zlib.createBrotliDecompress(BROTLI_SYNC),
+};
+
+/**
+ * A response's body with its Content-Encoding undone. fetch undid it itself and undici's `request`
+ * does not; a request without Accept-Encoding accepts any coding (RFC 9110), so a server may compress
+ * even unasked, and compressed bytes read as SSE are no events: a silent empty reply. A coding that
+ * cannot be undone fails clearly (and frees the connection). Destroying what is returned destroys the body.
+ */
+export function bodyOf(response: ChatStream): Readable {
+  const coding = header(response, 'content-encoding');
+  if (!coding || coding.trim().toLowerCase() === 'identity') return response.body;
+  const codings = coding.toLowerCase().split(',').map((one) => one.trim()).filter((one) => one && one !== 'identity');
+  if (!codings.every((one) => one in decoders)) {
+    response.body.on('error', () => undefined).destroy();
+    throw new Error(`the LLM answered in a content coding that cannot be read: ${coding}`);
+  }
+  // Undone in the reverse of the order applied; pipeline destroys both sides when either fails or is destroyed.
+  return codings.reverse().reduce<Readable>((from, one) => pipeline(from, decoders[one]!(), () => undefined), response.body);
+}
+
 /** POSTs `body` to the client's /chat/completions; resolves with the (2xx) streamed response. */
 export async function requestChatStream(body: object, o: ChatRequestOptions): Promise<ChatStream> {
   const { url, headers } = await targetOf(o.client);
@@ -83,7 +113,9 @@ export async function requestChatStream(body: object, o: ChatRequestOptions): Pr
         await sleep(wait, o);
         continue;
       }
-      const text = await attempt.body.text().catch((err: unknown) => (err instanceof Error ? err.message : String(err)));
+      const text = await Promise.resolve(attempt)
+        .then((failed) => streamText(bodyOf(failed)))
+        .catch((err: unknown) => (err instanceof Error ? err.message : String(err)));
       const parsed = safeJson(text);
       throw APIError.generate(attempt.statusCode, parsed, parsed ? undefined : text, headersOf(attempt));
     }
@@ -94,6 +126,18 @@ export async function requestChatStream(body: object, o: ChatRequestOptions): Pr
     }
     throw attempt;
   }
+}
+
+/**
+ * The global dispatcher, following redirects as fetch did (up to its 20; 307 and 308 post the body again,
+ * credentials are dropped on a change of origin): undici's `request` follows none, and a server behind an
+ * http-to-https or trailing-slash redirect would fail every reply. Composed once per global dispatcher.
+ */
+let redirecting: { base: Dispatcher; dispatcher: Dispatcher } | undefined;
+function dispatcher(): Dispatcher {
+  const base = getGlobalDispatcher();
+  if (redirecting?.base !== base) redirecting = { base, dispatcher: base.compose(interceptors.redirect({ maxRedirections: 20 })) };
+  return redirecting.dispatcher;
 }
 
 /** One attempt: the response, or the SDK's connection error (timed out or not). */
@@ -108,7 +152,7 @@ async function requestWithTimeout(url: string, headers: Record<string, string>, 
   }, o.client.timeout);
   try {
     // The caller's abort stays linked after the headers: it is what stops the body's stream.
-    return await request(url, { method: 'POST', headers, body, signal: controller.signal });
+    return await request(url, { method: 'POST', headers, body, signal: controller.signal, dispatcher: dispatcher() });
   } catch (err) {
     o.signal.removeEventListener('abort', abort);
     const cause = err instanceof Error ? err : new Error(String(err));

@@ -7,7 +7,7 @@ import type { ResolvedAgent } from '../agent/agent.js';
 import { parseToolCall } from '../agent/tool.js';
 import { systemClock, type Clock } from '../clock.js';
 import { fromReplyStream } from '../machines/reply.js';
-import { headersOf, requestChatStream, type ChatStream } from './chat-request.js';
+import { bodyOf, headersOf, requestChatStream, type ChatStream } from './chat-request.js';
 import { toChatMessages } from './prompts.js';
 import type { ReplyEvent, ToolCall } from './types.js';
 
@@ -128,7 +128,7 @@ async function readChunks(response: ChatStream, onChunk: (chunk: ChatCompletionC
     },
   });
   const decoder = new TextDecoder();
-  for await (const bytes of response.body as AsyncIterable<Buffer>) {
+  for await (const bytes of bodyOf(response) as AsyncIterable<Buffer>) {
     // Read to the end even after [DONE], so the connection goes back to the pool.
     try {
       parser.feed(decoder.decode(bytes, { stream: true }));
