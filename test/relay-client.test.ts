@@ -4,7 +4,7 @@
 // does. Backoff waits are a few ms here (configurable), so nothing waits on wall-clock margins.
 import { build } from 'esbuild';
 import { WebSocket } from 'ws';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { backoffDelay } from '../src/client/backoff.js';
 import { ConversationRelayClient, type ClientEvents, type ClientOptions } from '../src/client/relay-client.js';
 import { resumeLine } from '../src/machines/phrases.js';
@@ -24,6 +24,7 @@ afterAll(() => llm.close());
 
 const cleanup: Array<() => unknown> = [];
 afterEach(async () => {
+  vi.restoreAllMocks();
   llm.setScript(script);
   for (const step of cleanup.splice(0).reverse()) await step();
 });
@@ -228,5 +229,15 @@ describe('ConversationRelayClient against the real server', () => {
     c.close();
     await expect(connecting).rejects.toThrow(/closed before the call was up/);
     expect(c.state).toBe('closed');
+  });
+
+  it('a prompt made while the socket is closing is kept for the next socket, not sent into the closing one', async () => {
+    const ts = await server();
+    const { c, all } = client(ts.server.relayUrl);
+    await c.connect();
+    c.drop();
+    c.prompt('are you still there');
+    await expect.poll(() => all('resumed').length).toBe(1);
+    await expect.poll(() => all('replyDone').map((r) => r.text)).toContain('You said: are you still there');
   });
 });

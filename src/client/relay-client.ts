@@ -65,6 +65,8 @@ export interface ClientOptions {
  */
 const REFUSED = 1008;
 const SUPERSEDED = new Set([4000, 4001]);
+/** WebSocket.OPEN, the same in browsers and `ws` (not read from the constructor: a `WebSocketLike` need not have it). */
+const OPEN = 1;
 /** The close code `drop()` uses (browsers only let clients send 1000 or 3000-4999). */
 export const CLIENT_DROP_CODE = 3001;
 
@@ -290,7 +292,9 @@ export class ConversationRelayClient {
 
   private sendOrQueue(frame: object): void {
     const text = JSON.stringify(frame);
-    if (this.current === 'open' && this.socket) return this.socket.send(text);
+    // Only into a socket that is still OPEN: one that is closing (drop(), or the server's close frame
+    // already in) drops what it is given without a word, so the frame waits for the next socket.
+    if (this.current === 'open' && this.socket?.readyState === OPEN) return this.socket.send(text);
     if (this.current !== 'reconnecting' && this.current !== 'connecting' && this.current !== 'open') {
       throw new Error(`the call is ${this.current}: nothing can be sent`);
     }
