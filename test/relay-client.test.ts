@@ -240,4 +240,26 @@ describe('ConversationRelayClient against the real server', () => {
     await expect.poll(() => all('resumed').length).toBe(1);
     await expect.poll(() => all('replyDone').map((r) => r.text)).toContain('You said: are you still there');
   });
+
+  it('a listener that throws breaks neither the client nor the other listeners; the error is reported', async () => {
+    const ts = await server();
+    const proxy = await TcpProxy.start(ts.server.port);
+    cleanup.push(() => proxy.close());
+    const reported: unknown[] = [];
+    const { c, all, nextReply } = client(proxy.url(ts.server.relayUrl), { onListenerError: (err) => reported.push(err) });
+    for (const type of ['state', 'reconnecting', 'resumed', 'token', 'replyDone'] as const) {
+      c.on(type, () => {
+        throw new Error(`${type} listener bug`);
+      });
+    }
+    await c.connect();
+    c.prompt('hello');
+    expect(await nextReply()).toBe('You said: hello');
+    proxy.cut();
+    await expect.poll(() => all('resumed').length).toBe(1);
+    c.prompt('again');
+    await expect.poll(() => all('replyDone').map((r) => r.text)).toContain('You said: again');
+    expect(all('replyDone').map((r) => r.text)).toEqual(['You said: hello', resumeLine('en-US'), 'You said: again']);
+    expect(reported).toContainEqual(new Error('reconnecting listener bug'));
+  });
 });

@@ -57,6 +57,8 @@ export interface ClientOptions {
   random?: () => number;
   /** Prompts and digits kept while reconnecting, sent once the call is back. Default 50. */
   maxQueued?: number;
+  /** Where an error thrown by an event listener goes. Default: `reportError` (browsers), else `console.error`. */
+  onListenerError?: (error: unknown, type: keyof ClientEvents) => void;
 }
 
 /**
@@ -317,6 +319,25 @@ export class ConversationRelayClient {
   }
 
   private emit<K extends keyof ClientEvents>(type: K, event: ClientEvents[K]): void {
-    for (const listener of this.listeners.get(type) ?? []) (listener as Listener<K>)(event);
+    for (const listener of this.listeners.get(type) ?? []) {
+      // Listeners run inside socket callbacks and halfway through the client's own steps (a retry not
+      // yet scheduled, a reply not yet reset): one that throws must stop neither, nor the other listeners.
+      try {
+        (listener as Listener<K>)(event);
+      } catch (err) {
+        this.reportListenerError(err, type);
+      }
+    }
+  }
+
+  private reportListenerError(err: unknown, type: keyof ClientEvents): void {
+    try {
+      if (this.opts.onListenerError) return this.opts.onListenerError(err, type);
+      const report = (globalThis as { reportError?: (error: unknown) => void }).reportError;
+      if (typeof report === 'function') report(err);
+      else console.error(`ConversationRelayClient: a '${type}' listener threw`, err);
+    } catch {
+      // The reporter itself failed: nothing better to do than go on.
+    }
   }
 }
