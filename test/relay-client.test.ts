@@ -262,4 +262,17 @@ describe('ConversationRelayClient against the real server', () => {
     expect(all('replyDone').map((r) => r.text)).toEqual(['You said: hello', resumeLine('en-US'), 'You said: again']);
     expect(reported).toContainEqual(new Error('reconnecting listener bug'));
   });
+
+  it('hanging up from a reconnecting listener leaves no retry timer running', async () => {
+    const ts = await server();
+    const { c } = client(ts.server.relayUrl, { random: () => 0.5, backoff: { baseMs: 3_600_000, capMs: 3_600_000 } });
+    await c.connect();
+    const setTimer = vi.spyOn(globalThis, 'setTimeout');
+    const clearTimer = vi.spyOn(globalThis, 'clearTimeout');
+    c.on('reconnecting', () => c.close());
+    c.drop();
+    await expect.poll(() => c.state).toBe('closed');
+    const retryTimers = setTimer.mock.calls.flatMap((call, i) => (call[1] === 1_800_000 ? [setTimer.mock.results[i]!.value] : []));
+    expect(retryTimers.filter((timer) => !clearTimer.mock.calls.some((call) => call[0] === timer))).toEqual([]);
+  });
 });

@@ -281,6 +281,9 @@ export class ConversationRelayClient {
     const delayMs = backoffDelay(this.attempts, this.opts.backoff, this.opts.random);
     this.setState('reconnecting');
     this.emit('reconnecting', { attempt: this.attempts, delayMs, code, reason });
+    // A listener may have hung up meanwhile: close() found no timer to clear, so none is set now
+    // (it would keep a Node process alive for up to capMs, for nothing).
+    if (this.current !== 'reconnecting') return;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
       if (this.current === 'reconnecting') this.open(true);
