@@ -10,6 +10,7 @@ import { ConversationRelayClient, type ClientEvents, type ClientOptions } from '
 import { resumeLine } from '../src/machines/phrases.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-server.js';
 import type { Config } from '../src/config.js';
+import { RESUME_SETTLE_MS } from '../src/server/sessions/resume-rules.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
 import { DIGITS_OK, lastUserText, scenarioScript, storedDtmfBuffer, STORY, waitForRecord } from './support/resume-scenario.js';
 import { TcpProxy } from './support/tcp-proxy.js';
@@ -275,4 +276,30 @@ describe('ConversationRelayClient against the real server', () => {
     const retryTimers = setTimer.mock.calls.flatMap((call, i) => (call[1] === 1_800_000 ? [setTimer.mock.results[i]!.value] : []));
     expect(retryTimers.filter((timer) => !clearTimer.mock.calls.some((call) => call[0] === timer))).toEqual([]);
   });
+
+  it('frames sent on a socket the server refuses with 1013 (try again) are sent again on the next one', async () => {
+    const clock = new TestClock();
+    const ts = await startTestServer({ sharedLlm: llm, clock, config: { graceMs: 60_000 } });
+    cleanup.push(() => ts.close());
+    const proxy = await TcpProxy.start(ts.server.port);
+    cleanup.push(() => proxy.close());
+    const { c, all, nextReply } = client(proxy.url(ts.server.relayUrl));
+    await c.connect();
+    c.prompt('hello');
+    await nextReply();
+    proxy.cut();
+    await expect.poll(() => all('resumed').length).toBe(1);
+    // Half-open: the server still counts the call as connected, resumed moments ago (its clock stands
+    // still), so the next resume is refused with 1013 until its clock moves on.
+    c.on('reconnecting', ({ attempt, code }) => {
+      if (attempt === 1) c.prompt('still there');
+      if (code === 1013) clock.advance(RESUME_SETTLE_MS);
+    });
+    proxy.cutClientSide();
+    await expect.poll(() => all('resumed').length).toBe(2);
+    expect(all('reconnecting').map((r) => r.code)).toEqual([1006, 1006, 1013]);
+    await expect.poll(() => all('replyDone').map((r) => r.text)).toContain('You said: still there');
+    expect(all('replyDone').filter((r) => r.text === 'You said: still there')).toHaveLength(1);
+  });
 });
+

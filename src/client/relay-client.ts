@@ -67,6 +67,11 @@ export interface ClientOptions {
  */
 const REFUSED = 1008;
 const SUPERSEDED = new Set([4000, 4001]);
+/**
+ * Close codes with which the server refuses a setup before taking anything from its socket (1013 try
+ * again, 1011 store unavailable): frames sent on that socket were never taken, so they are sent again.
+ */
+const REFUSED_FOR_NOW = new Set([1011, 1013]);
 /** WebSocket.OPEN, the same in browsers and `ws` (not read from the constructor: a `WebSocketLike` need not have it). */
 const OPEN = 1;
 /** The close code `drop()` uses (browsers only let clients send 1000 or 3000-4999). */
@@ -95,6 +100,8 @@ export class ConversationRelayClient {
   private answered = false;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private queued: string[] = [];
+  /** Frames sent on the socket in use before the server said anything on it (undefined once it has). */
+  private unheard: string[] | undefined;
   /** Rejects the pending `connect()`, while the first socket is opening. */
   private pendingConnect: ((detail: string) => void) | undefined;
   private reply = '';
@@ -182,6 +189,7 @@ export class ConversationRelayClient {
     }
     this.socket = socket;
     this.answered = !reconnection;
+    this.unheard = [];
     let opened = false;
     socket.addEventListener('open', () => {
       if (this.socket !== socket) return;
@@ -196,6 +204,7 @@ export class ConversationRelayClient {
     });
     socket.addEventListener('message', (event) => {
       if (this.socket !== socket) return;
+      this.unheard = undefined;
       this.received(event.data);
     });
     // `error` is always followed by `close`, which decides what happens next.
@@ -203,6 +212,10 @@ export class ConversationRelayClient {
     socket.addEventListener('close', (event) => {
       if (this.socket !== socket) return;
       this.socket = undefined;
+      const unheard = this.unheard;
+      this.unheard = undefined;
+      // Refused before anything was taken: what went out on this socket goes out again, first.
+      if (unheard && REFUSED_FOR_NOW.has(event.code)) this.queued.unshift(...unheard);
       if (!opened && onFirstFailure) return onFirstFailure(`closed (${event.code}) before opening`);
       this.lost(event.code, event.reason);
     });
@@ -299,7 +312,7 @@ export class ConversationRelayClient {
     const text = JSON.stringify(frame);
     // Only into a socket that is still OPEN: one that is closing (drop(), or the server's close frame
     // already in) drops what it is given without a word, so the frame waits for the next socket.
-    if (this.current === 'open' && this.socket?.readyState === OPEN) return this.socket.send(text);
+    if (this.current === 'open' && this.socket?.readyState === OPEN) return this.sendNow(this.socket, text);
     if (this.current !== 'reconnecting' && this.current !== 'connecting' && this.current !== 'open') {
       throw new Error(`the call is ${this.current}: nothing can be sent`);
     }
@@ -311,7 +324,12 @@ export class ConversationRelayClient {
   private flushQueued(): void {
     const socket = this.socket;
     if (!socket) return;
-    for (const text of this.queued.splice(0)) socket.send(text);
+    for (const text of this.queued.splice(0)) this.sendNow(socket, text);
+  }
+
+  private sendNow(socket: WebSocketLike, text: string): void {
+    socket.send(text);
+    this.unheard?.push(text);
   }
 
   private setState(state: ClientState): void {
