@@ -40,7 +40,7 @@ async function server(config: Partial<Config> = {}): Promise<TestServer> {
 function client(url: string, opts: Partial<ClientOptions> = {}) {
   const c = new ConversationRelayClient({ url, WebSocket: WebSocket as unknown as ClientOptions['WebSocket'], backoff: { baseMs: 5, capMs: 20, maxAttempts: 5 }, ...opts });
   const seen: Array<{ type: keyof ClientEvents; event: unknown }> = [];
-  for (const type of ['token', 'replyDone', 'language', 'end', 'state', 'reconnecting', 'resumed', 'gaveUp'] as const) {
+  for (const type of ['token', 'replyDone', 'language', 'end', 'state', 'reconnecting', 'resumed', 'restarted', 'gaveUp'] as const) {
     c.on(type, (event) => seen.push({ type, event }));
   }
   cleanup.push(() => c.close());
@@ -300,6 +300,23 @@ describe('ConversationRelayClient against the real server', () => {
     expect(all('reconnecting').map((r) => r.code)).toEqual([1006, 1006, 1013]);
     await expect.poll(() => all('replyDone').map((r) => r.text)).toContain('You said: still there');
     expect(all('replyDone').filter((r) => r.text === 'You said: still there')).toHaveLength(1);
+  });
+
+  it('a server that no longer has the call starts it afresh: no `resumed`, and the queued prompt is answered', async () => {
+    const first = await startTestServer({ sharedLlm: llm, config: { graceMs: 60_000 } });
+    const port = first.server.port;
+    const { c, all, nextReply } = client(first.server.relayUrl, { backoff: { baseMs: 20, capMs: 100, maxAttempts: 10 } });
+    await c.connect();
+    c.prompt('hello');
+    await nextReply();
+    c.on('reconnecting', ({ attempt }) => attempt === 1 && c.prompt('anyone there'));
+    await first.close(); // a memory store: the call is gone with the process
+    await expect.poll(() => all('reconnecting').length).toBeGreaterThanOrEqual(1);
+    const second = await startTestServer({ sharedLlm: llm, config: { port, graceMs: 60_000 } });
+    cleanup.push(() => second.close());
+    await expect.poll(() => all('replyDone').map((r) => r.text), { timeout: 10_000 }).toContain('You said: anyone there');
+    expect(all('resumed')).toEqual([]);
+    expect(all('restarted')).toHaveLength(1);
   });
 });
 

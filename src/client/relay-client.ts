@@ -34,6 +34,11 @@ export interface ClientEvents {
   reconnecting: { attempt: number; delayMs: number; code: number; reason: string };
   /** The server answered on a reconnected socket: the same call goes on. */
   resumed: { attempts: number };
+  /**
+   * The server answered on a reconnected socket but no longer had the call (it expired, or went with
+   * the process that held it): it took the socket as a new call, and the conversation starts over.
+   */
+  restarted: { attempts: number };
   /** No more attempts: `refused` when the server would not take the call back. */
   gaveUp: { attempts: number; reason: 'refused' | 'attempts' | 'superseded'; code: number; detail: string };
   /** Every frame the server sent, as parsed. */
@@ -246,11 +251,13 @@ export class ConversationRelayClient {
       return; // not a frame of the protocol: nothing to act on
     }
     if (!this.answered) {
-      // A resumed call is greeted (its language, then the resume line): the server took it back.
+      // A resumed call is greeted first (its language, then the resume line): the server took it back.
+      // A call the server no longer had starts afresh on this setup, and its first word is a reply to
+      // a queued frame instead: that is not the same call going on.
       this.answered = true;
       const attempts = this.attempts;
       this.attempts = 0;
-      this.emit('resumed', { attempts });
+      this.emit(message.type === 'language' ? 'resumed' : 'restarted', { attempts });
     }
     this.emit('message', message);
     switch (message.type) {
