@@ -318,5 +318,26 @@ describe('ConversationRelayClient against the real server', () => {
     expect(all('resumed')).toEqual([]);
     expect(all('restarted')).toHaveLength(1);
   });
-});
 
+  it('frames kept while away go out before any that a state listener sends as the socket opens', async () => {
+    const ts = await server();
+    const proxy = await TcpProxy.start(ts.server.port);
+    cleanup.push(() => proxy.close());
+    const { c, all, nextReply } = client(proxy.url(ts.server.relayUrl));
+    await c.connect();
+    c.prompt('my phone number');
+    expect(await nextReply()).toMatch(/10-digit phone number/);
+    for (const d of '5551') c.dtmf(d as '5');
+    await waitForRecord(ts.server.store, c.callSid, (r) => storedDtmfBuffer(r) === '5551');
+    c.on('reconnecting', () => {
+      for (const d of '2345') c.dtmf(d as '5');
+    });
+    c.on('state', ({ state, previous }) => {
+      if (state === 'open' && previous === 'reconnecting') for (const d of '67') c.dtmf(d as '5');
+    });
+    proxy.cut();
+    await expect.poll(() => all('replyDone').map((r) => r.text)).toContain(DIGITS_OK);
+    const toolResult = ts.llm.requests.at(-1)!.messages.at(-1)!;
+    expect(JSON.parse(String(toolResult.content))).toEqual({ status: 'ok', kind: 'phoneNumber', value: '5551234567' });
+  });
+});

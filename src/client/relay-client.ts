@@ -203,8 +203,9 @@ export class ConversationRelayClient {
       // Frames sent right after the setup wait on the server until the session is ready, as Twilio's
       // do. A refused resume arrives as a close; a session the server no longer had starts afresh
       // (and is not greeted, so no `resumed`).
-      this.setState('open');
+      // What waited goes out before the state changes: a `state` listener that sends on 'open' is next in line.
       this.flushQueued();
+      this.setState('open');
       onUp?.();
     });
     socket.addEventListener('message', (event) => {
