@@ -3,7 +3,7 @@
 // Network drops go through a TCP proxy that resets every connection at once, as a failing network
 // does. Backoff waits are a few ms here (configurable), so nothing waits on wall-clock margins.
 import { build } from 'esbuild';
-import { WebSocket } from 'ws';
+import { WebSocket, WebSocketServer } from 'ws';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { backoffDelay } from '../src/client/backoff.js';
 import { ConversationRelayClient, type ClientEvents, type ClientOptions } from '../src/client/relay-client.js';
@@ -339,5 +339,18 @@ describe('ConversationRelayClient against the real server', () => {
     await expect.poll(() => all('replyDone').map((r) => r.text)).toContain(DIGITS_OK);
     const toolResult = ts.llm.requests.at(-1)!.messages.at(-1)!;
     expect(JSON.parse(String(toolResult.content))).toEqual({ status: 'ok', kind: 'phoneNumber', value: '5551234567' });
+  });
+
+  it('a frame that is JSON but not an object (from a peer that is not our server) is ignored, not thrown', async () => {
+    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    cleanup.push(() => new Promise((resolve) => wss.close(resolve)));
+    await new Promise((resolve) => wss.once('listening', resolve));
+    wss.on('connection', (ws) => {
+      for (const frame of ['null', '7', JSON.stringify({ type: 'text', token: 'ok', last: true })]) ws.send(frame);
+    });
+    const { c, all } = client(`ws://127.0.0.1:${(wss.address() as { port: number }).port}/relay`);
+    await c.connect();
+    await expect.poll(() => all('replyDone')).toEqual([{ text: 'ok' }]);
+    expect(c.state).toBe('open');
   });
 });

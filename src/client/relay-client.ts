@@ -251,6 +251,8 @@ export class ConversationRelayClient {
     } catch {
       return; // not a frame of the protocol: nothing to act on
     }
+    // `null` or `7` parse too: reading `.type` of those would throw inside the socket's callback.
+    if (typeof message !== 'object' || message === null || typeof message.type !== 'string') return;
     if (!this.answered) {
       // A resumed call is greeted first (its language, then the resume line): the server took it back.
       // A call the server no longer had starts afresh on this setup, and its first word is a reply to
