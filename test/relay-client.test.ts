@@ -3,13 +3,14 @@
 // Network drops go through a TCP proxy that resets every connection at once, as a failing network
 // does. Backoff waits are a few ms here (configurable), so nothing waits on wall-clock margins.
 import { build } from 'esbuild';
-import { WebSocket } from 'ws';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket, WebSocketServer } from 'ws';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { backoffDelay } from '../src/client/backoff.js';
 import { ConversationRelayClient, type ClientEvents, type ClientOptions } from '../src/client/relay-client.js';
 import { resumeLine } from '../src/machines/phrases.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-server.js';
 import type { Config } from '../src/config.js';
+import { RESUME_SETTLE_MS } from '../src/server/sessions/resume-rules.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
 import { DIGITS_OK, lastUserText, scenarioScript, storedDtmfBuffer, STORY, waitForRecord } from './support/resume-scenario.js';
 import { TcpProxy } from './support/tcp-proxy.js';
@@ -24,6 +25,7 @@ afterAll(() => llm.close());
 
 const cleanup: Array<() => unknown> = [];
 afterEach(async () => {
+  vi.restoreAllMocks();
   llm.setScript(script);
   for (const step of cleanup.splice(0).reverse()) await step();
 });
@@ -38,7 +40,7 @@ async function server(config: Partial<Config> = {}): Promise<TestServer> {
 function client(url: string, opts: Partial<ClientOptions> = {}) {
   const c = new ConversationRelayClient({ url, WebSocket: WebSocket as unknown as ClientOptions['WebSocket'], backoff: { baseMs: 5, capMs: 20, maxAttempts: 5 }, ...opts });
   const seen: Array<{ type: keyof ClientEvents; event: unknown }> = [];
-  for (const type of ['token', 'replyDone', 'language', 'end', 'state', 'reconnecting', 'resumed', 'gaveUp'] as const) {
+  for (const type of ['token', 'replyDone', 'language', 'end', 'state', 'reconnecting', 'resumed', 'restarted', 'gaveUp'] as const) {
     c.on(type, (event) => seen.push({ type, event }));
   }
   cleanup.push(() => c.close());
@@ -228,5 +230,127 @@ describe('ConversationRelayClient against the real server', () => {
     c.close();
     await expect(connecting).rejects.toThrow(/closed before the call was up/);
     expect(c.state).toBe('closed');
+  });
+
+  it('a prompt made while the socket is closing is kept for the next socket, not sent into the closing one', async () => {
+    const ts = await server();
+    const { c, all } = client(ts.server.relayUrl);
+    await c.connect();
+    c.drop();
+    c.prompt('are you still there');
+    await expect.poll(() => all('resumed').length).toBe(1);
+    await expect.poll(() => all('replyDone').map((r) => r.text)).toContain('You said: are you still there');
+  });
+
+  it('a listener that throws breaks neither the client nor the other listeners; the error is reported', async () => {
+    const ts = await server();
+    const proxy = await TcpProxy.start(ts.server.port);
+    cleanup.push(() => proxy.close());
+    const reported: unknown[] = [];
+    const { c, all, nextReply } = client(proxy.url(ts.server.relayUrl), { onListenerError: (err) => reported.push(err) });
+    for (const type of ['state', 'reconnecting', 'resumed', 'token', 'replyDone'] as const) {
+      c.on(type, () => {
+        throw new Error(`${type} listener bug`);
+      });
+    }
+    await c.connect();
+    c.prompt('hello');
+    expect(await nextReply()).toBe('You said: hello');
+    proxy.cut();
+    await expect.poll(() => all('resumed').length).toBe(1);
+    c.prompt('again');
+    await expect.poll(() => all('replyDone').map((r) => r.text)).toContain('You said: again');
+    expect(all('replyDone').map((r) => r.text)).toEqual(['You said: hello', resumeLine('en-US'), 'You said: again']);
+    expect(reported).toContainEqual(new Error('reconnecting listener bug'));
+  });
+
+  it('hanging up from a reconnecting listener leaves no retry timer running', async () => {
+    const ts = await server();
+    const { c } = client(ts.server.relayUrl, { random: () => 0.5, backoff: { baseMs: 3_600_000, capMs: 3_600_000 } });
+    await c.connect();
+    const setTimer = vi.spyOn(globalThis, 'setTimeout');
+    const clearTimer = vi.spyOn(globalThis, 'clearTimeout');
+    c.on('reconnecting', () => c.close());
+    c.drop();
+    await expect.poll(() => c.state).toBe('closed');
+    const retryTimers = setTimer.mock.calls.flatMap((call, i) => (call[1] === 1_800_000 ? [setTimer.mock.results[i]!.value] : []));
+    expect(retryTimers.filter((timer) => !clearTimer.mock.calls.some((call) => call[0] === timer))).toEqual([]);
+  });
+
+  it('frames sent on a socket the server refuses with 1013 (try again) are sent again on the next one', async () => {
+    const clock = new TestClock();
+    const ts = await startTestServer({ sharedLlm: llm, clock, config: { graceMs: 60_000 } });
+    cleanup.push(() => ts.close());
+    const proxy = await TcpProxy.start(ts.server.port);
+    cleanup.push(() => proxy.close());
+    const { c, all, nextReply } = client(proxy.url(ts.server.relayUrl));
+    await c.connect();
+    c.prompt('hello');
+    await nextReply();
+    proxy.cut();
+    await expect.poll(() => all('resumed').length).toBe(1);
+    // Half-open: the server still counts the call as connected, resumed moments ago (its clock stands
+    // still), so the next resume is refused with 1013 until its clock moves on.
+    c.on('reconnecting', ({ attempt, code }) => {
+      if (attempt === 1) c.prompt('still there');
+      if (code === 1013) clock.advance(RESUME_SETTLE_MS);
+    });
+    proxy.cutClientSide();
+    await expect.poll(() => all('resumed').length).toBe(2);
+    expect(all('reconnecting').map((r) => r.code)).toEqual([1006, 1006, 1013]);
+    await expect.poll(() => all('replyDone').map((r) => r.text)).toContain('You said: still there');
+    expect(all('replyDone').filter((r) => r.text === 'You said: still there')).toHaveLength(1);
+  });
+
+  it('a server that no longer has the call starts it afresh: no `resumed`, and the queued prompt is answered', async () => {
+    const first = await startTestServer({ sharedLlm: llm, config: { graceMs: 60_000 } });
+    const port = first.server.port;
+    const { c, all, nextReply } = client(first.server.relayUrl, { backoff: { baseMs: 20, capMs: 100, maxAttempts: 10 } });
+    await c.connect();
+    c.prompt('hello');
+    await nextReply();
+    c.on('reconnecting', ({ attempt }) => attempt === 1 && c.prompt('anyone there'));
+    await first.close(); // a memory store: the call is gone with the process
+    await expect.poll(() => all('reconnecting').length).toBeGreaterThanOrEqual(1);
+    const second = await startTestServer({ sharedLlm: llm, config: { port, graceMs: 60_000 } });
+    cleanup.push(() => second.close());
+    await expect.poll(() => all('replyDone').map((r) => r.text), { timeout: 10_000 }).toContain('You said: anyone there');
+    expect(all('resumed')).toEqual([]);
+    expect(all('restarted')).toHaveLength(1);
+  });
+
+  it('frames kept while away go out before any that a state listener sends as the socket opens', async () => {
+    const ts = await server();
+    const proxy = await TcpProxy.start(ts.server.port);
+    cleanup.push(() => proxy.close());
+    const { c, all, nextReply } = client(proxy.url(ts.server.relayUrl));
+    await c.connect();
+    c.prompt('my phone number');
+    expect(await nextReply()).toMatch(/10-digit phone number/);
+    for (const d of '5551') c.dtmf(d as '5');
+    await waitForRecord(ts.server.store, c.callSid, (r) => storedDtmfBuffer(r) === '5551');
+    c.on('reconnecting', () => {
+      for (const d of '2345') c.dtmf(d as '5');
+    });
+    c.on('state', ({ state, previous }) => {
+      if (state === 'open' && previous === 'reconnecting') for (const d of '67') c.dtmf(d as '5');
+    });
+    proxy.cut();
+    await expect.poll(() => all('replyDone').map((r) => r.text)).toContain(DIGITS_OK);
+    const toolResult = ts.llm.requests.at(-1)!.messages.at(-1)!;
+    expect(JSON.parse(String(toolResult.content))).toEqual({ status: 'ok', kind: 'phoneNumber', value: '5551234567' });
+  });
+
+  it('a frame that is JSON but not an object (from a peer that is not our server) is ignored, not thrown', async () => {
+    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    cleanup.push(() => new Promise((resolve) => wss.close(resolve)));
+    await new Promise((resolve) => wss.once('listening', resolve));
+    wss.on('connection', (ws) => {
+      for (const frame of ['null', '7', JSON.stringify({ type: 'text', token: 'ok', last: true })]) ws.send(frame);
+    });
+    const { c, all } = client(`ws://127.0.0.1:${(wss.address() as { port: number }).port}/relay`);
+    await c.connect();
+    await expect.poll(() => all('replyDone')).toEqual([{ text: 'ok' }]);
+    expect(c.state).toBe('open');
   });
 });

@@ -34,6 +34,11 @@ export interface ClientEvents {
   reconnecting: { attempt: number; delayMs: number; code: number; reason: string };
   /** The server answered on a reconnected socket: the same call goes on. */
   resumed: { attempts: number };
+  /**
+   * The server answered on a reconnected socket but no longer had the call (it expired, or went with
+   * the process that held it): it took the socket as a new call, and the conversation starts over.
+   */
+  restarted: { attempts: number };
   /** No more attempts: `refused` when the server would not take the call back. */
   gaveUp: { attempts: number; reason: 'refused' | 'attempts' | 'superseded'; code: number; detail: string };
   /** Every frame the server sent, as parsed. */
@@ -57,6 +62,8 @@ export interface ClientOptions {
   random?: () => number;
   /** Prompts and digits kept while reconnecting, sent once the call is back. Default 50. */
   maxQueued?: number;
+  /** Where an error thrown by an event listener goes. Default: `reportError` (browsers), else `console.error`. */
+  onListenerError?: (error: unknown, type: keyof ClientEvents) => void;
 }
 
 /**
@@ -65,6 +72,13 @@ export interface ClientOptions {
  */
 const REFUSED = 1008;
 const SUPERSEDED = new Set([4000, 4001]);
+/**
+ * Close codes with which the server refuses a setup before taking anything from its socket (1013 try
+ * again, 1011 store unavailable): frames sent on that socket were never taken, so they are sent again.
+ */
+const REFUSED_FOR_NOW = new Set([1011, 1013]);
+/** WebSocket.OPEN, the same in browsers and `ws` (not read from the constructor: a `WebSocketLike` need not have it). */
+const OPEN = 1;
 /** The close code `drop()` uses (browsers only let clients send 1000 or 3000-4999). */
 export const CLIENT_DROP_CODE = 3001;
 
@@ -91,6 +105,8 @@ export class ConversationRelayClient {
   private answered = false;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private queued: string[] = [];
+  /** Frames sent on the socket in use before the server said anything on it (undefined once it has). */
+  private unheard: string[] | undefined;
   /** Rejects the pending `connect()`, while the first socket is opening. */
   private pendingConnect: ((detail: string) => void) | undefined;
   private reply = '';
@@ -178,6 +194,7 @@ export class ConversationRelayClient {
     }
     this.socket = socket;
     this.answered = !reconnection;
+    this.unheard = [];
     let opened = false;
     socket.addEventListener('open', () => {
       if (this.socket !== socket) return;
@@ -186,12 +203,14 @@ export class ConversationRelayClient {
       // Frames sent right after the setup wait on the server until the session is ready, as Twilio's
       // do. A refused resume arrives as a close; a session the server no longer had starts afresh
       // (and is not greeted, so no `resumed`).
-      this.setState('open');
+      // What waited goes out before the state changes: a `state` listener that sends on 'open' is next in line.
       this.flushQueued();
+      this.setState('open');
       onUp?.();
     });
     socket.addEventListener('message', (event) => {
       if (this.socket !== socket) return;
+      this.unheard = undefined;
       this.received(event.data);
     });
     // `error` is always followed by `close`, which decides what happens next.
@@ -199,6 +218,10 @@ export class ConversationRelayClient {
     socket.addEventListener('close', (event) => {
       if (this.socket !== socket) return;
       this.socket = undefined;
+      const unheard = this.unheard;
+      this.unheard = undefined;
+      // Refused before anything was taken: what went out on this socket goes out again, first.
+      if (unheard && REFUSED_FOR_NOW.has(event.code)) this.queued.unshift(...unheard);
       if (!opened && onFirstFailure) return onFirstFailure(`closed (${event.code}) before opening`);
       this.lost(event.code, event.reason);
     });
@@ -228,12 +251,16 @@ export class ConversationRelayClient {
     } catch {
       return; // not a frame of the protocol: nothing to act on
     }
+    // `null` or `7` parse too: reading `.type` of those would throw inside the socket's callback.
+    if (typeof message !== 'object' || message === null || typeof message.type !== 'string') return;
     if (!this.answered) {
-      // A resumed call is greeted (its language, then the resume line): the server took it back.
+      // A resumed call is greeted first (its language, then the resume line): the server took it back.
+      // A call the server no longer had starts afresh on this setup, and its first word is a reply to
+      // a queued frame instead: that is not the same call going on.
       this.answered = true;
       const attempts = this.attempts;
       this.attempts = 0;
-      this.emit('resumed', { attempts });
+      this.emit(message.type === 'language' ? 'resumed' : 'restarted', { attempts });
     }
     this.emit('message', message);
     switch (message.type) {
@@ -277,6 +304,9 @@ export class ConversationRelayClient {
     const delayMs = backoffDelay(this.attempts, this.opts.backoff, this.opts.random);
     this.setState('reconnecting');
     this.emit('reconnecting', { attempt: this.attempts, delayMs, code, reason });
+    // A listener may have hung up meanwhile: close() found no timer to clear, so none is set now
+    // (it would keep a Node process alive for up to capMs, for nothing).
+    if (this.current !== 'reconnecting') return;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
       if (this.current === 'reconnecting') this.open(true);
@@ -290,7 +320,9 @@ export class ConversationRelayClient {
 
   private sendOrQueue(frame: object): void {
     const text = JSON.stringify(frame);
-    if (this.current === 'open' && this.socket) return this.socket.send(text);
+    // Only into a socket that is still OPEN: one that is closing (drop(), or the server's close frame
+    // already in) drops what it is given without a word, so the frame waits for the next socket.
+    if (this.current === 'open' && this.socket?.readyState === OPEN) return this.sendNow(this.socket, text);
     if (this.current !== 'reconnecting' && this.current !== 'connecting' && this.current !== 'open') {
       throw new Error(`the call is ${this.current}: nothing can be sent`);
     }
@@ -302,7 +334,12 @@ export class ConversationRelayClient {
   private flushQueued(): void {
     const socket = this.socket;
     if (!socket) return;
-    for (const text of this.queued.splice(0)) socket.send(text);
+    for (const text of this.queued.splice(0)) this.sendNow(socket, text);
+  }
+
+  private sendNow(socket: WebSocketLike, text: string): void {
+    socket.send(text);
+    this.unheard?.push(text);
   }
 
   private setState(state: ClientState): void {
@@ -313,6 +350,25 @@ export class ConversationRelayClient {
   }
 
   private emit<K extends keyof ClientEvents>(type: K, event: ClientEvents[K]): void {
-    for (const listener of this.listeners.get(type) ?? []) (listener as Listener<K>)(event);
+    for (const listener of this.listeners.get(type) ?? []) {
+      // Listeners run inside socket callbacks and halfway through the client's own steps (a retry not
+      // yet scheduled, a reply not yet reset): one that throws must stop neither, nor the other listeners.
+      try {
+        (listener as Listener<K>)(event);
+      } catch (err) {
+        this.reportListenerError(err, type);
+      }
+    }
+  }
+
+  private reportListenerError(err: unknown, type: keyof ClientEvents): void {
+    try {
+      if (this.opts.onListenerError) return this.opts.onListenerError(err, type);
+      const report = (globalThis as { reportError?: (error: unknown) => void }).reportError;
+      if (typeof report === 'function') report(err);
+      else console.error(`ConversationRelayClient: a '${type}' listener threw`, err);
+    } catch {
+      // The reporter itself failed: nothing better to do than go on.
+    }
   }
 }

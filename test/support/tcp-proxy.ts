@@ -9,11 +9,16 @@ export class TcpProxy {
     readonly port: number,
     /** Both sides of every connection through the proxy. */
     private readonly sockets: Set<net.Socket>,
+    /** The client's side of every connection through the proxy. */
+    private readonly clientSides: Set<net.Socket>,
   ) {}
 
   static async start(targetPort: number): Promise<TcpProxy> {
     const sockets = new Set<net.Socket>();
+    const clientSides = new Set<net.Socket>();
     const server = net.createServer((inbound) => {
+      clientSides.add(inbound);
+      inbound.on('close', () => clientSides.delete(inbound));
       const outbound = net.connect(targetPort, '127.0.0.1');
       for (const [a, b] of [[inbound, outbound], [outbound, inbound]] as const) {
         sockets.add(a);
@@ -23,7 +28,7 @@ export class TcpProxy {
       }
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    return new TcpProxy(server, (server.address() as AddressInfo).port, sockets);
+    return new TcpProxy(server, (server.address() as AddressInfo).port, sockets, clientSides);
   }
 
   /** Relays a `ws://host:port/path` URL of the target through the proxy. */
@@ -37,6 +42,14 @@ export class TcpProxy {
   /** Drops every connection through the proxy, both ways. */
   cut(): void {
     for (const socket of this.sockets) socket.resetAndDestroy();
+  }
+
+  /**
+   * Drops only the client's side of every connection: the server's side stays open, a half-open
+   * connection the server has not noticed (it still counts the call as connected).
+   */
+  cutClientSide(): void {
+    for (const socket of this.clientSides) socket.resetAndDestroy();
   }
 
   async close(): Promise<void> {
