@@ -102,6 +102,16 @@ describe('the streamed chat request, on the openai client settings', () => {
     expect(seen[2]!.headers.authorization).toBe('Bearer sk-test');
   });
 
+  it('a redirect to another origin is followed without the key', async () => {
+    const other = await server([{ status: 200 }]);
+    const { baseURL, seen } = await server([{ status: 307, headers: { location: `${other.baseURL}chat/completions` } }]);
+    expect((await setup(baseURL).request()).statusCode).toBe(200);
+    expect(seen).toHaveLength(1);
+    expect(other.seen).toHaveLength(1);
+    expect(other.seen[0]!.headers.authorization).toBeUndefined();
+    expect(JSON.parse(other.seen[0]!.body)).toEqual(body);
+  });
+
   it('a base URL the SDK rejects fails every request the same way, at once', async () => {
     const baseURL = '127.0.0.1:1234/v1'; // no scheme
     const sdk = (await new OpenAI({ apiKey: 'k', baseURL, maxRetries: 0 }).chat.completions.create({ model: 'm', messages: [], stream: true }).catch((err: unknown) => err)) as Error;

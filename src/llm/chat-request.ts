@@ -13,7 +13,7 @@ import { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortEr
 import { pipeline, type Readable } from 'node:stream';
 import { text as streamText } from 'node:stream/consumers';
 import zlib from 'node:zlib';
-import { getGlobalDispatcher, interceptors, request, type Dispatcher } from 'undici';
+import { request, type Dispatcher } from 'undici';
 import type { Clock } from '../clock.js';
 
 export interface ChatRequestOptions {
@@ -99,14 +99,27 @@ export function bodyOf(response: ChatStream): Readable {
 
 /** POSTs `body` to the client's /chat/completions; resolves with the (2xx) streamed response. */
 export async function requestChatStream(body: object, o: ChatRequestOptions): Promise<ChatStream> {
-  const { url, headers } = await targetOf(o.client);
+  let { url, headers } = await targetOf(o.client);
   const json = JSON.stringify(body);
   const maxRetries = o.client.maxRetries;
+  let redirects = 0;
   for (let retriesLeft = maxRetries; ; retriesLeft--) {
     if (o.signal.aborted) throw new APIUserAbortError();
     const attempt = await requestWithTimeout(url, headers, json, o);
     if (!(attempt instanceof APIConnectionError)) {
       if (attempt.statusCode >= 200 && attempt.statusCode < 300) return attempt;
+      const location = (attempt.statusCode === 307 || attempt.statusCode === 308) && redirects < MAX_REDIRECTS ? header(attempt, 'location') : undefined;
+      if (location) {
+        // Followed as fetch follows them (undici's request follows none): the same POST and body to
+        // where it points, the key left behind on another origin. Not a retry.
+        await attempt.body.dump().catch(() => undefined);
+        const next = new URL(location, url);
+        if (next.origin !== new URL(url).origin) headers = withoutCredentials(headers);
+        url = next.toString();
+        redirects++;
+        retriesLeft++;
+        continue;
+      }
       const wait = retriesLeft > 0 && shouldRetry(attempt) ? retryDelayMs(attempt, retriesLeft, maxRetries, o.clock) : undefined;
       if (wait !== undefined && wait <= MAX_ASKED_WAIT_MS) {
         await attempt.body.dump().catch(() => undefined);
@@ -128,16 +141,12 @@ export async function requestChatStream(body: object, o: ChatRequestOptions): Pr
   }
 }
 
-/**
- * The global dispatcher, following redirects as fetch did (up to its 20; 307 and 308 post the body again,
- * credentials are dropped on a change of origin): undici's `request` follows none, and a server behind an
- * http-to-https or trailing-slash redirect would fail every reply. Composed once per global dispatcher.
- */
-let redirecting: { base: Dispatcher; dispatcher: Dispatcher } | undefined;
-function dispatcher(): Dispatcher {
-  const base = getGlobalDispatcher();
-  if (redirecting?.base !== base) redirecting = { base, dispatcher: base.compose(interceptors.redirect({ maxRedirections: 20 })) };
-  return redirecting.dispatcher;
+/** As many as fetch follows. */
+const MAX_REDIRECTS = 20;
+
+/** The headers fetch drops when a redirect changes origin. */
+function withoutCredentials(headers: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(headers).filter(([name]) => !['authorization', 'cookie', 'proxy-authorization'].includes(name.toLowerCase())));
 }
 
 /** One attempt: the response, or the SDK's connection error (timed out or not). */
@@ -152,7 +161,7 @@ async function requestWithTimeout(url: string, headers: Record<string, string>, 
   }, o.client.timeout);
   try {
     // The caller's abort stays linked after the headers: it is what stops the body's stream.
-    return await request(url, { method: 'POST', headers, body, signal: controller.signal, dispatcher: dispatcher() });
+    return await request(url, { method: 'POST', headers, body, signal: controller.signal });
   } catch (err) {
     o.signal.removeEventListener('abort', abort);
     const cause = err instanceof Error ? err : new Error(String(err));
