@@ -12,7 +12,7 @@ import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-ser
 import type { Config } from '../src/config.js';
 import { RESUME_SETTLE_MS } from '../src/server/sessions/resume-rules.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
-import { DIGITS_OK, lastUserText, scenarioScript, storedDtmfBuffer, STORY, waitForRecord } from './support/resume-scenario.js';
+import { DIGITS_OK, holdNextStory, scenarioScript, storedDtmfBuffer, STORY, waitForRecord } from './support/resume-scenario.js';
 import { TcpProxy } from './support/tcp-proxy.js';
 import { TestClock } from './support/test-clock.js';
 
@@ -54,18 +54,16 @@ function client(url: string, opts: Partial<ClientOptions> = {}) {
   return { c, all, nextReply };
 }
 
-/** The next story the fake LLM streams stops after `chunks` chunks until the returned function is called. */
-function holdNextStory(chunks: number): () => void {
-  let release!: () => void;
-  const until = new Promise<void>((resolve) => (release = resolve));
-  llm.setScript(async (req) => {
-    const reply = await script(req);
-    if (!lastUserText(req.messages).includes('story')) return reply;
-    llm.setScript(script);
-    return { ...reply, holdAfter: { chunks, until } };
-  });
-  return release;
+/** A connected call to a fresh server, through a proxy the test can cut. */
+async function callBehindProxy(config: Partial<Config> = {}, opts: Partial<ClientOptions> = {}) {
+  const ts = await server(config);
+  const proxy = await TcpProxy.start(ts.server.port);
+  cleanup.push(() => proxy.close());
+  const call = client(proxy.url(ts.server.relayUrl), opts);
+  await call.c.connect();
+  return { ts, proxy, ...call };
 }
+
 
 describe('relay-actors/client in a browser bundle', () => {
   it('bundles for the browser with nothing from Node and no runtime dependency', async () => {
@@ -103,14 +101,10 @@ describe('ConversationRelayClient against the real server', () => {
   });
 
   it('a network drop mid-reply: reconnects, resumes the same call and hears the whole reply after the resume line', async () => {
-    const ts = await server();
-    const proxy = await TcpProxy.start(ts.server.port);
-    cleanup.push(() => proxy.close());
-    const { c, all, nextReply } = client(proxy.url(ts.server.relayUrl));
-    await c.connect();
+    const { ts, proxy, c, all, nextReply } = await callBehindProxy();
     c.prompt('hello');
     await nextReply();
-    const release = holdNextStory(3);
+    const release = holdNextStory(llm, script, 3);
     const before = all('token').length;
     c.prompt('tell me a story');
     await expect.poll(() => all('token').length).toBe(before + 3);
@@ -128,11 +122,7 @@ describe('ConversationRelayClient against the real server', () => {
   });
 
   it('a drop in the middle of a keypad entry: digits typed while away are sent after the resume and the entry completes', async () => {
-    const ts = await server();
-    const proxy = await TcpProxy.start(ts.server.port);
-    cleanup.push(() => proxy.close());
-    const { c, all, nextReply } = client(proxy.url(ts.server.relayUrl));
-    await c.connect();
+    const { ts, proxy, c, all, nextReply } = await callBehindProxy();
     c.prompt('my phone number');
     expect(await nextReply()).toMatch(/10-digit phone number/);
     for (const d of '5551') c.dtmf(d as '5');
@@ -170,11 +160,7 @@ describe('ConversationRelayClient against the real server', () => {
   });
 
   it('the server refusing the resume (its resume limit): gives up at once with the reason', async () => {
-    const ts = await server({ maxResumes: 1 });
-    const proxy = await TcpProxy.start(ts.server.port);
-    cleanup.push(() => proxy.close());
-    const { c, all, nextReply } = client(proxy.url(ts.server.relayUrl));
-    await c.connect();
+    const { ts, proxy, c, all, nextReply } = await callBehindProxy({ maxResumes: 1 });
     c.prompt('hello');
     await nextReply();
     proxy.cut();
@@ -320,11 +306,7 @@ describe('ConversationRelayClient against the real server', () => {
   });
 
   it('frames kept while away go out before any that a state listener sends as the socket opens', async () => {
-    const ts = await server();
-    const proxy = await TcpProxy.start(ts.server.port);
-    cleanup.push(() => proxy.close());
-    const { c, all, nextReply } = client(proxy.url(ts.server.relayUrl));
-    await c.connect();
+    const { ts, proxy, c, all, nextReply } = await callBehindProxy();
     c.prompt('my phone number');
     expect(await nextReply()).toMatch(/10-digit phone number/);
     for (const d of '5551') c.dtmf(d as '5');

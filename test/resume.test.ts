@@ -21,6 +21,7 @@ import {
   STORY,
   clearRedisPrefix,
   expectedResumeLine,
+  holdNextStory,
   lastUserText,
   nextSpokenReply,
   persisted,
@@ -67,21 +68,6 @@ afterEach(() => {
   llm.setScript(script);
 });
 
-/**
- * The next story the fake LLM streams stops after `chunks` chunks until the returned function is
- * called: the test cuts it by a drop at a point it chooses instead of racing the chunk delays.
- */
-function holdNextStory(chunks: number): () => void {
-  let release!: () => void;
-  const until = new Promise<void>((resolve) => (release = resolve));
-  llm.setScript(async (req) => {
-    const reply = await script(req);
-    if (!lastUserText(req.messages).includes('story')) return reply;
-    llm.setScript(script);
-    return { ...reply, holdAfter: { chunks, until } };
-  });
-  return release;
-}
 
 function server(config: Partial<Config>, clock = new TestClock()): Promise<TestServer> {
   return startTestServer({ sharedLlm: llm, redisPrefix: prefix, config: { graceMs: 10_000, dtmfIdleMs: 20_000, ...config }, clock });
@@ -145,7 +131,7 @@ describe.each(stores)('resume with the $store store', ({ store, available }) => 
       ]);
 
       // A slow reply is cut by a drop mid-stream; after the resume the caller gets all of it.
-      let release = holdNextStory(3);
+      let release = holdNextStory(llm, script, 3);
       call.prompt('tell me a story');
       await waitForDeltas(call, 3);
       await call.drop();
@@ -163,7 +149,7 @@ describe.each(stores)('resume with the $store store', ({ store, available }) => 
       expect(afterResume.tokens.length).toBeGreaterThan(3);
 
       // A reply that finished while nobody was listening is spoken in full after the resume.
-      release = holdNextStory(2);
+      release = holdNextStory(llm, script, 2);
       call.prompt('one more story');
       await waitForDeltas(call, 2);
       const storyRequest = ts.llm.requests.at(-1)!;

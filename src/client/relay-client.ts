@@ -79,6 +79,7 @@ const SUPERSEDED = new Set([4000, 4001]);
 const REFUSED_FOR_NOW = new Set([1011, 1013]);
 /** WebSocket.OPEN, the same in browsers and `ws` (not read from the constructor: a `WebSocketLike` need not have it). */
 const OPEN = 1;
+const DEFAULT_MAX_QUEUED = 50;
 /** The close code `drop()` uses (browsers only let clients send 1000 or 3000-4999). */
 export const CLIENT_DROP_CODE = 3001;
 
@@ -326,7 +327,7 @@ export class ConversationRelayClient {
     if (this.current !== 'reconnecting' && this.current !== 'connecting' && this.current !== 'open') {
       throw new Error(`the call is ${this.current}: nothing can be sent`);
     }
-    const max = this.opts.maxQueued ?? 50;
+    const max = this.opts.maxQueued ?? DEFAULT_MAX_QUEUED;
     if (this.queued.length >= max) throw new Error(`more than ${max} frames waiting for the connection`);
     this.queued.push(text);
   }
@@ -339,7 +340,9 @@ export class ConversationRelayClient {
 
   private sendNow(socket: WebSocketLike, text: string): void {
     socket.send(text);
-    this.unheard?.push(text);
+    // Kept only until the server first speaks on this socket, and within the queue's bound: a socket
+    // that took that many frames without being refused has been taken, so nothing needs resending.
+    if (this.unheard && this.unheard.push(text) > (this.opts.maxQueued ?? DEFAULT_MAX_QUEUED)) this.unheard = undefined;
   }
 
   private setState(state: ClientState): void {

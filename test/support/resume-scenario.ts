@@ -35,6 +35,22 @@ export function gate(): { opened: Promise<void>; open: () => void } {
 const lastMessage = (messages: ChatMessageIn[]) => messages.at(-1);
 
 /**
+ * The next story `llm` streams (with `script`) stops after `chunks` chunks until the returned function
+ * is called: the test cuts it by a drop at a point it chooses instead of racing the chunk delays.
+ */
+export function holdNextStory(llm: FakeOpenAI, script: ScriptFn, chunks: number): () => void {
+  let release!: () => void;
+  const until = new Promise<void>((resolve) => (release = resolve));
+  llm.setScript(async (req) => {
+    const reply = await script(req);
+    if (!lastUserText(req.messages).includes('story')) return reply;
+    llm.setScript(script);
+    return { ...reply, holdAfter: { chunks, until } };
+  });
+  return release;
+}
+
+/**
  * "spanish" -> switch_language es-US; "phone" -> collect_digits phoneNumber; "story" -> STORY streamed
  * slowly; a tool result -> a short acknowledgement; anything else -> "You said: <text>".
  */
