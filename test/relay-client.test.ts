@@ -64,6 +64,18 @@ async function callBehindProxy(config: Partial<Config> = {}, opts: Partial<Clien
   return { ts, proxy, ...call };
 }
 
+/** A proxied call in the middle of a phone-number entry: 4 of its 10 digits typed and stored. */
+async function midPhoneNumber() {
+  const call = await callBehindProxy();
+  const { ts, c, nextReply } = call;
+  c.prompt('my phone number');
+  expect(await nextReply()).toMatch(/10-digit phone number/);
+  for (const d of '5551') c.dtmf(d as '5');
+  // Stored, so the resume finds it: what a restore would read.
+  await waitForRecord(ts.server.store, c.callSid, (r) => storedDtmfBuffer(r) === '5551');
+  return call;
+}
+
 
 describe('relay-actors/client in a browser bundle', () => {
   it('bundles for the browser with nothing from Node and no runtime dependency', async () => {
@@ -122,12 +134,7 @@ describe('ConversationRelayClient against the real server', () => {
   });
 
   it('a drop in the middle of a keypad entry: digits typed while away are sent after the resume and the entry completes', async () => {
-    const { ts, proxy, c, all, nextReply } = await callBehindProxy();
-    c.prompt('my phone number');
-    expect(await nextReply()).toMatch(/10-digit phone number/);
-    for (const d of '5551') c.dtmf(d as '5');
-    // Stored, so the resume finds it: what a restore would read.
-    await waitForRecord(ts.server.store, c.callSid, (r) => storedDtmfBuffer(r) === '5551');
+    const { ts, proxy, c, all } = await midPhoneNumber();
     // Typed while the client is away: kept, and sent once the call is back.
     c.on('reconnecting', () => {
       for (const d of '234567') c.dtmf(d as '5');
@@ -306,11 +313,7 @@ describe('ConversationRelayClient against the real server', () => {
   });
 
   it('frames kept while away go out before any that a state listener sends as the socket opens', async () => {
-    const { ts, proxy, c, all, nextReply } = await callBehindProxy();
-    c.prompt('my phone number');
-    expect(await nextReply()).toMatch(/10-digit phone number/);
-    for (const d of '5551') c.dtmf(d as '5');
-    await waitForRecord(ts.server.store, c.callSid, (r) => storedDtmfBuffer(r) === '5551');
+    const { ts, proxy, c, all } = await midPhoneNumber();
     c.on('reconnecting', () => {
       for (const d of '2345') c.dtmf(d as '5');
     });
