@@ -64,6 +64,11 @@ export const configSchema = z.object({
   /** Phone number (E.164) or SIP URI the caller is transferred to after a human_agent_handoff. */
   handoffNumber: z.string().min(1).optional(),
   inspect: z.enum(['0', '1']).default('0'),
+  /**
+   * `1`: serve /playground, a page to talk to the agent from a browser (dev only; refused with
+   * PUBLIC_HOST, where anyone could reach it); `force`: serve it even then.
+   */
+  playground: z.enum(['0', '1', 'force']).default('0'),
   inspectPort: z.coerce.number().int().min(1).max(65535).default(8081),
   logLevel: z.string().default('info'),
   instanceId: z.string().optional(),
@@ -89,6 +94,13 @@ export const configSchema = z.object({
   } catch (err) {
     if (!(err instanceof KeyringError)) throw err;
     ctx.addIssue({ code: 'custom', message: err.message, path: [config.snapshotKeys === undefined ? 'snapshotKey' : 'snapshotKeys'] });
+  }
+  if (config.playground === '1' && config.publicHost) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['playground'],
+      message: 'PLAYGROUND=1 is refused with PUBLIC_HOST set: anyone who reaches the server could talk to the agent. Use PLAYGROUND=force to serve it anyway',
+    });
   }
   if (config.store === 'memory' && config.workers > 1) {
     // Each worker would have its own memory: calls could not move between workers, and with signatures
@@ -149,6 +161,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     adminToken: env.ADMIN_TOKEN || undefined,
     handoffNumber: env.HANDOFF_NUMBER || undefined,
     inspect: env.INSPECT,
+    playground: env.PLAYGROUND,
     inspectPort: env.INSPECT_PORT,
     logLevel: env.LOG_LEVEL,
     instanceId: env.INSTANCE_ID,

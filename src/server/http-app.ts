@@ -17,6 +17,7 @@ import { isServiceUnavailableHandoff } from './service-unavailable.js';
 import type { StoreStatus } from './store-health.js';
 import { hashSecret, newProofToken, relayTicket } from './resume-proof.js';
 import { CALL_SID_PATTERN } from '../protocol/messages.js';
+import { addPlaygroundRoutes } from './playground.js';
 
 export interface HttpAppDeps {
   config: Config;
@@ -262,6 +263,8 @@ export function createHttpApp(deps: HttpAppDeps): Hono {
     const view = session?.peek();
     return view ? c.json(redactSession(view)) : c.text('no such live session', 404);
   });
+
+  if (config.playground !== '0') addPlaygroundRoutes(app, manager);
 
   app.onError((err, c) => {
     if (err instanceof HTTPException) return err.getResponse(); // e.g. bearerAuth's 401

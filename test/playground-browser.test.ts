@@ -1,0 +1,92 @@
+// /playground in a real browser: Debian's chromium driven by playwright-core (no browser download).
+// A turn with streamed tokens; a phone number on the keypad, dropped in the middle of the entry,
+// resumed by the client on its own and completed; and no typed digit ever on the page in clear.
+// PLAYGROUND_SCREENSHOT=<path> also saves a screenshot of the page (the README's).
+import { existsSync } from 'node:fs';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-server.js';
+import { startTestServer, type TestServer } from './support/harness.js';
+import { DIGITS_OK, scenarioScript } from './support/resume-scenario.js';
+
+const executablePath = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((path) => existsSync(path));
+
+describe.skipIf(!executablePath)('the playground in chromium', () => {
+  let llm: FakeOpenAI;
+  let ts: TestServer;
+  let browser: Browser;
+  let page: Page;
+  /**
+   * Every text the page showed after each step: no typed digit may appear in any of them. The callSid
+   * (random hex, shown in the panel) is left out: it could hold any run of digits by chance.
+   */
+  const seen: string[] = [];
+  const look = async () => {
+    const callSid = await page.locator('#call-sid').innerText();
+    seen.push((await page.locator('body').innerText()).replaceAll(callSid, ''));
+  };
+
+  beforeAll(async () => {
+    llm = await startFakeOpenAI({ script: scenarioScript({ storyDelayMs: 5 }) });
+    ts = await startTestServer({ sharedLlm: llm, config: { playground: '1', graceMs: 60_000 } });
+    browser = await chromium.launch({ executablePath, args: ['--no-sandbox'] });
+    page = await browser.newPage({ viewport: { width: 1200, height: 820 } });
+    await page.goto(`${ts.server.httpUrl}/playground`);
+    await page.click('#start');
+    await vi.waitFor(async () => expect(await page.locator('#connection').innerText()).toBe('open'), { timeout: 10_000 });
+  }, 60_000);
+  afterAll(async () => {
+    await browser?.close();
+    await ts?.close();
+    await llm?.close();
+  });
+
+  const agentLines = () => page.locator('.line.agent').allInnerTexts();
+  const say = async (text: string) => {
+    await page.fill('#utterance', text);
+    await page.press('#utterance', 'Enter');
+  };
+  const press = async (digits: string) => {
+    for (const d of digits) {
+      await page.click(`#keypad button[data-key="${d}"]`);
+      await look();
+    }
+  };
+
+  it('a turn: the reply appears token by token', async () => {
+    await say('hello there');
+    await expect.poll(agentLines).toContain('You said: hello there');
+    const tokens = await page.locator('.line.agent').last().getAttribute('data-tokens');
+    expect(Number(tokens)).toBeGreaterThan(1);
+    await expect.poll(() => page.locator('#link').innerText()).toBe('connected');
+    await look();
+  });
+
+  it('a phone number on the keypad, dropped halfway: the client resumes by itself and the entry completes', async () => {
+    await say('my phone number');
+    await expect.poll(async () => (await agentLines()).some((l) => l.includes('10-digit phone number'))).toBe(true);
+    await press('5551');
+    await expect.poll(() => page.locator('#progress').innerText()).toMatch(/^●{4}.* 4$/);
+    await page.click('#drop');
+    await expect.poll(() => page.locator('#timeline').innerText()).toContain('resumed after');
+    await expect.poll(() => page.locator('#resumes').innerText()).toBe('1');
+    await look();
+    await press('234567');
+    await expect.poll(agentLines).toContain(DIGITS_OK);
+    const toolResult = llm.requests.at(-1)!.messages.at(-1)!;
+    expect(JSON.parse(String(toolResult.content))).toMatchObject({ status: 'ok', kind: 'phoneNumber', value: '5551234567' });
+    // The panel follows the call: the entry is over.
+    await expect.poll(() => page.locator('#keypad-entry').innerText()).toBe('-');
+    await expect.poll(() => page.locator('#state-value').innerText()).toContain('"conversation":"idle"');
+    await look();
+    if (process.env.PLAYGROUND_SCREENSHOT) await page.screenshot({ path: process.env.PLAYGROUND_SCREENSHOT });
+  });
+
+  it('no typed digit was ever shown in clear', () => {
+    expect(seen.length).toBeGreaterThan(10);
+    for (const text of seen) {
+      for (const typed of ['5551', '234567', '555-1234', '(555)']) expect(text).not.toContain(typed);
+    }
+    expect(seen.at(-1)).toContain('key pressed');
+  });
+});
