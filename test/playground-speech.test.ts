@@ -1,0 +1,79 @@
+// The playground's speech paths in chromium. The browser's speech engine is the outside world here,
+// so the page gets a stand-in speechSynthesis that reports how far it has spoken; everything else is
+// real: talking over a reply being spoken stops it and sends `interrupt` with what was heard, and the
+// server keeps only that much of the reply in the history the model is sent.
+import { existsSync } from 'node:fs';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-server.js';
+import { startTestServer, type TestServer } from './support/harness.js';
+import { lastUserText, scenarioScript } from './support/resume-scenario.js';
+
+const executablePath = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((path) => existsSync(path));
+
+/** A speech engine that "speaks" until cancelled, having said the first 4 characters. */
+const fakeSpeech = () => {
+  const w = window as unknown as Record<string, unknown>;
+  const spoken: string[] = [];
+  const synth = {
+    speaking: false,
+    speak(u: { text: string; onboundary?: (e: { charIndex: number }) => void }) {
+      synth.speaking = true;
+      spoken.push(u.text);
+      setTimeout(() => u.onboundary?.({ charIndex: 4 }), 0);
+    },
+    cancel() {
+      synth.speaking = false;
+      w.cancelled = true;
+    },
+  };
+  w.spoken = spoken;
+  Object.defineProperty(window, 'speechSynthesis', { value: synth });
+  w.SpeechSynthesisUtterance = class {
+    onboundary?: (e: { charIndex: number }) => void;
+    constructor(readonly text: string) {}
+  };
+};
+
+describe.skipIf(!executablePath)('the playground speaks replies, and talking over one interrupts it', () => {
+  let llm: FakeOpenAI;
+  let ts: TestServer;
+  let browser: Browser;
+  let page: Page;
+
+  beforeAll(async () => {
+    llm = await startFakeOpenAI({ script: scenarioScript() });
+    ts = await startTestServer({ sharedLlm: llm, config: { playground: '1' } });
+    browser = await chromium.launch({ executablePath, args: ['--no-sandbox'] });
+    page = await browser.newPage();
+    await page.addInitScript(fakeSpeech);
+    await page.goto(`${ts.server.httpUrl}/playground`);
+    await page.check('#speak');
+    await page.click('#start');
+    await vi.waitFor(async () => expect(await page.locator('#connection').innerText()).toBe('open'), { timeout: 10_000 });
+  }, 60_000);
+  afterAll(async () => {
+    await browser?.close();
+    await ts?.close();
+    await llm?.close();
+  });
+
+  const say = async (text: string) => {
+    await page.fill('#utterance', text);
+    await page.press('#utterance', 'Enter');
+  };
+
+  it('a reply is spoken; saying something over it sends what was heard, and the model is told only that', async () => {
+    await say('hello there');
+    await expect.poll(() => page.evaluate(() => (window as unknown as { spoken: string[] }).spoken)).toEqual(['You said: hello there']);
+    await say('wait a moment');
+    await expect.poll(() => page.evaluate(() => (window as unknown as { cancelled?: boolean }).cancelled)).toBe(true);
+    await expect.poll(() => page.locator('#timeline').innerText()).toContain('interrupt (heard 4 characters)');
+    await expect.poll(() => llm.requests.some((r) => lastUserText(r.messages) === 'wait a moment')).toBe(true);
+    const request = llm.requests.find((r) => lastUserText(r.messages) === 'wait a moment')!;
+    const assistant = request.messages.filter((m) => m.role === 'assistant').map((m) => String(m.content));
+    expect(assistant).toHaveLength(1);
+    expect(assistant[0]).toContain('You ');
+    expect(assistant[0]).not.toContain('hello there');
+  });
+});
