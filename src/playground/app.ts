@@ -63,6 +63,12 @@ let call: ConversationRelayClient | undefined;
 let agentLine: HTMLDivElement | undefined;
 let poll: ReturnType<typeof setInterval> | undefined;
 
+/** The agent's line that was streaming (if any) will get no more tokens: marked cut, and let go. */
+function endAgentLine(): void {
+  agentLine?.classList.replace('streaming', 'cut');
+  agentLine = undefined;
+}
+
 function setControls(state: ClientState): void {
   byId('connection').textContent = state;
   const live = state === 'open' || state === 'reconnecting' || state === 'connecting';
@@ -126,8 +132,9 @@ function start(): void {
   });
   client.on('language', ({ ttsLanguage }) => note(`language ${ttsLanguage ?? ''}`));
   client.on('reconnecting', ({ attempt, delayMs, code }) => {
-    // The reply being spoken was cut: the server says it again after the resume line.
-    agentLine = undefined;
+    // The reply being spoken was cut: the server says it again after the resume line. Its line gets
+    // no `last` token, so it is marked cut here or it would look as if it were still streaming.
+    endAgentLine();
     note(`reconnecting: attempt ${attempt} in ${delayMs} ms (closed ${code})`);
   });
   client.on('resumed', ({ attempts }) => note(`resumed after ${attempts} attempt(s)`));
