@@ -107,4 +107,23 @@ describe.skipIf(!executablePath)('the playground in chromium', () => {
     expect(await page.locator('.line.agent.cut').count()).toBe(1);
     expect(await page.locator('.line.agent.streaming').count()).toBe(0);
   });
+
+  it('hung up while a reply streams: the panel follows the call to its end', async () => {
+    const release = await streamingStory();
+    await page.click('#hangup');
+    await expect.poll(() => page.locator('#connection').innerText()).toBe('closed');
+    release();
+    // The server has the call disconnected (in its grace period): not the 'connected' of the last poll.
+    await expect.poll(() => page.locator('#link').innerText()).toBe('disconnected');
+  });
+
+  it('a second call in the same page starts clean: its replies show, its panel is its own', async () => {
+    await page.click('#start');
+    await vi.waitFor(async () => expect(await page.locator('#connection').innerText()).toBe('open'), { timeout: 10_000 });
+    await say('hello again');
+    await expect.poll(agentLines).toEqual(['You said: hello again']);
+    await expect.poll(() => page.locator('#resumes').innerText()).toBe('0');
+    await expect.poll(() => page.locator('#link').innerText()).toBe('connected');
+  });
 });
+
