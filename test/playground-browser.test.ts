@@ -7,7 +7,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-server.js';
 import { startTestServer, type TestServer } from './support/harness.js';
-import { DIGITS_OK, scenarioScript } from './support/resume-scenario.js';
+import { DIGITS_OK, holdNextStory, scenarioScript } from './support/resume-scenario.js';
 
 const executablePath = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((path) => existsSync(path));
 
@@ -16,6 +16,7 @@ describe.skipIf(!executablePath)('the playground in chromium', () => {
   let ts: TestServer;
   let browser: Browser;
   let page: Page;
+  const script = scenarioScript({ storyDelayMs: 5 });
   /**
    * Every text the page showed after each step: no typed digit may appear in any of them. The callSid
    * (random hex, shown in the panel) is left out: it could hold any run of digits by chance.
@@ -27,7 +28,7 @@ describe.skipIf(!executablePath)('the playground in chromium', () => {
   };
 
   beforeAll(async () => {
-    llm = await startFakeOpenAI({ script: scenarioScript({ storyDelayMs: 5 }) });
+    llm = await startFakeOpenAI({ script });
     ts = await startTestServer({ sharedLlm: llm, config: { playground: '1', graceMs: 60_000 } });
     browser = await chromium.launch({ executablePath, args: ['--no-sandbox'] });
     page = await browser.newPage({ viewport: { width: 1200, height: 820 } });
@@ -89,4 +90,40 @@ describe.skipIf(!executablePath)('the playground in chromium', () => {
     }
     expect(seen.at(-1)).toContain('key pressed');
   });
+
+  const streamingStory = async () => {
+    const release = holdNextStory(llm, script, 3);
+    await say('tell me a story');
+    await expect.poll(() => page.locator('.line.agent').last().getAttribute('class')).toContain('streaming');
+    return release;
+  };
+
+  it('a reply cut by a drop stays cut: only the resumed one streams, then nothing does', async () => {
+    const release = await streamingStory();
+    await page.click('#drop');
+    await expect.poll(() => page.locator('#resumes').innerText()).toBe('2');
+    release();
+    await expect.poll(async () => (await agentLines()).at(-1)).toMatch(/^Sorry, we got cut off.*came back again\.$/);
+    expect(await page.locator('.line.agent.cut').count()).toBe(1);
+    expect(await page.locator('.line.agent.streaming').count()).toBe(0);
+  });
+
+  it('hung up while a reply streams: the panel follows the call to its end', async () => {
+    const release = await streamingStory();
+    await page.click('#hangup');
+    await expect.poll(() => page.locator('#connection').innerText()).toBe('closed');
+    release();
+    // The server has the call disconnected (in its grace period): not the 'connected' of the last poll.
+    await expect.poll(() => page.locator('#link').innerText()).toBe('disconnected');
+  });
+
+  it('a second call in the same page starts clean: its replies show, its panel is its own', async () => {
+    await page.click('#start');
+    await vi.waitFor(async () => expect(await page.locator('#connection').innerText()).toBe('open'), { timeout: 10_000 });
+    await say('hello again');
+    await expect.poll(agentLines).toEqual(['You said: hello again']);
+    await expect.poll(() => page.locator('#resumes').innerText()).toBe('0');
+    await expect.poll(() => page.locator('#link').innerText()).toBe('connected');
+  });
 });
+

@@ -73,3 +73,16 @@ it('the start script runs the compiled server with plain node: it answers a call
   expect(await server.kill('SIGTERM')).toEqual({ code: 0, signal: null });
   await server.waitForLog((l) => l.msg === 'drained and closed');
 });
+
+it("a build without the playground's bundle (tsc alone) does not serve tsc's unbundled module as its script", async () => {
+  const playground = new ServerProcess({ store: 'memory', env: { PLAYGROUND: '1' }, nodeArgs: [join(tmp, 'dist', 'server', 'main.js')] });
+  try {
+    await playground.start();
+    const script = await fetch(`${playground.httpUrl}/playground/app.js`);
+    // tsc's app.js imports '../client/index.js', which a browser cannot load from /client: the page
+    // would be dead. Without the bundle (and no esbuild at run time) the answer is "not built".
+    expect({ status: script.status, text: await script.text() }).toEqual({ status: 503, text: 'the playground is not built: run npm run build' });
+  } finally {
+    if (playground.isRunning) await playground.kill();
+  }
+});

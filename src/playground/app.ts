@@ -63,6 +63,12 @@ let call: ConversationRelayClient | undefined;
 let agentLine: HTMLDivElement | undefined;
 let poll: ReturnType<typeof setInterval> | undefined;
 
+/** The agent's line that was streaming (if any) will get no more tokens: marked cut, and let go. */
+function endAgentLine(): void {
+  agentLine?.classList.replace('streaming', 'cut');
+  agentLine = undefined;
+}
+
 function setControls(state: ClientState): void {
   byId('connection').textContent = state;
   const live = state === 'open' || state === 'reconnecting' || state === 'connecting';
@@ -86,10 +92,15 @@ function say(text: string): void {
   call.prompt(text);
 }
 
-async function refreshPanel(callSid: string, resumeKey: string): Promise<void> {
+/** The call's view from the server, or undefined when it has none for this key (or cannot be reached). */
+async function readView(callSid: string, resumeKey: string): Promise<View | undefined> {
   const response = await fetch(`/playground/calls/${encodeURIComponent(callSid)}`, { headers: { 'x-resume-key': resumeKey } }).catch(() => undefined);
-  if (!response?.ok) return;
-  const view = (await response.json()) as View;
+  return response?.ok ? ((await response.json().catch(() => undefined)) as View | undefined) : undefined;
+}
+
+const PANEL = ['state-value', 'link', 'language', 'keypad-entry', 'progress'];
+
+function showView(view: View): void {
   byId('state-value').textContent = JSON.stringify(view.state);
   byId('link').textContent = view.link;
   byId('language').textContent = view.language;
@@ -100,17 +111,37 @@ async function refreshPanel(callSid: string, resumeKey: string): Promise<void> {
     : '-';
 }
 
+const over = (state: ClientState) => state === 'ended' || state === 'closed' || state === 'gaveUp';
+/** Reads after the call is over until the server's view shows it (a hang-up reaches it after the last read). */
+const FINAL_READS = 10;
+
 function start(): void {
+  // A second call in the same page: nothing of the first may carry over. A reply cut by its hang-up
+  // got no `last` token, so its (now removed) line would take the new call's tokens.
+  clearInterval(poll);
+  endAgentLine();
+  for (const id of PANEL) byId(id).textContent = '-';
+  byId('resumes').textContent = '0';
   const resumeKey = randomHex(24);
   const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/relay`;
   const client = new ConversationRelayClient({ url, from: '+15550100000', to: 'playground', customParameters: { resumeKey } });
   call = client;
   byId('call-sid').textContent = client.callSid;
   transcript.replaceChildren();
+  let readsAfterEnd = 0;
+  const refreshPanel = async (timer: ReturnType<typeof setInterval>) => {
+    const view = await readView(client.callSid, resumeKey);
+    // A read still in flight when a new call started: the panel is the new call's.
+    if (call !== client) return clearInterval(timer);
+    if (view) showView(view);
+    // Not stopped the moment the call is over: the last read would show it as it was before (still
+    // connected). It stops once the server's view has the call's end, or has no call, or after a few.
+    if (over(client.state) && (!view || view.link !== 'connected' || ++readsAfterEnd >= FINAL_READS)) clearInterval(timer);
+  };
   client.on('state', ({ state }) => {
     setControls(state);
     note(`state ${state}`);
-    if (state === 'ended' || state === 'closed' || state === 'gaveUp') clearInterval(poll);
+    if (over(state)) endAgentLine();
   });
   client.on('token', ({ token, last }) => {
     agentLine ??= line('agent', '');
@@ -126,8 +157,9 @@ function start(): void {
   });
   client.on('language', ({ ttsLanguage }) => note(`language ${ttsLanguage ?? ''}`));
   client.on('reconnecting', ({ attempt, delayMs, code }) => {
-    // The reply being spoken was cut: the server says it again after the resume line.
-    agentLine = undefined;
+    // The reply being spoken was cut: the server says it again after the resume line. Its line gets
+    // no `last` token, so it is marked cut here or it would look as if it were still streaming.
+    endAgentLine();
     note(`reconnecting: attempt ${attempt} in ${delayMs} ms (closed ${code})`);
   });
   client.on('resumed', ({ attempts }) => note(`resumed after ${attempts} attempt(s)`));
@@ -137,7 +169,8 @@ function start(): void {
   note('connecting');
   client.connect().then(
     () => {
-      poll = setInterval(() => void refreshPanel(client.callSid, resumeKey), 400);
+      const timer: ReturnType<typeof setInterval> = setInterval(() => void refreshPanel(timer), 400);
+      poll = timer;
       utterance.focus();
     },
     (err: unknown) => note(String(err)),

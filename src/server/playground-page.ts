@@ -20,6 +20,8 @@ export const playgroundPage = `<!doctype html>
   .caller { align-self: flex-end; background: #dbe7ff; }
   .agent { align-self: flex-start; background: #eef0f3; }
   .agent.streaming { outline: 1px dashed #9aa3b5; }
+  .agent.cut { color: #778; }
+  .agent.cut::after { content: " (cut off)"; font-style: italic; }
   form { display: flex; gap: 8px; margin-top: 10px; }
   input[type=text] { flex: 1; padding: 8px; font: inherit; border: 1px solid #c5cad4; border-radius: 6px; }
   button { font: inherit; padding: 7px 12px; border-radius: 6px; border: 1px solid #c5cad4; background: #fff; cursor: pointer; }
