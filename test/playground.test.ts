@@ -41,6 +41,8 @@ describe('/playground', () => {
     const page = await fetch(`${on.server.httpUrl}/playground`);
     expect(page.status).toBe(200);
     expect(page.headers.get('content-security-policy')).toMatch(/default-src 'none'; script-src 'self'/);
+    // The socket may only go to this server (CSP 3: 'self' covers its ws: and wss:).
+    expect(page.headers.get('content-security-policy')).toContain("connect-src 'self';");
     const html = await page.text();
     const script = await fetch(`${on.server.httpUrl}/playground/app.js`);
     expect(script.headers.get('content-type')).toMatch(/javascript/);

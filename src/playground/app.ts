@@ -86,7 +86,8 @@ function bargeIn(): void {
 }
 
 function say(text: string): void {
-  if (!call || !text.trim()) return;
+  // A recognition result can land after a hang-up: there is no call to say it to any more.
+  if (!call || !text.trim() || !['connecting', 'open', 'reconnecting'].includes(call.state)) return;
   bargeIn();
   line('caller', text);
   call.prompt(text);
@@ -194,7 +195,11 @@ byId('drop').addEventListener('click', () => {
   note('dropping the connection');
   call?.drop();
 });
-byId('hangup').addEventListener('click', () => call?.close());
+byId('hangup').addEventListener('click', () => {
+  // The caller is gone: so is whatever was still being spoken to them.
+  voice.cut();
+  call?.close();
+});
 byId<HTMLFormElement>('say').addEventListener('submit', (event) => {
   event.preventDefault();
   say(utterance.value);

@@ -6,6 +6,7 @@ export const playgroundPage = `<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>relay-actors playground</title>
+<link rel="icon" href="data:,">
 <style>
   :root { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d2330; background: #f4f5f8; }
   body { margin: 0; }

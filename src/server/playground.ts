@@ -39,8 +39,11 @@ function playgroundScript(): Promise<string> {
   return bundle;
 }
 
-/** No resource from anywhere else: the page works with no internet. */
-const CSP = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:; img-src 'self' data:; base-uri 'none'; form-action 'none'";
+/**
+ * No resource from anywhere else: the page works with no internet. `connect-src 'self'` also covers
+ * this origin's ws:/wss: (CSP level 3), so the socket can only go to this server.
+ */
+const CSP = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'";
 
 export function addPlaygroundRoutes(app: Hono, manager: SessionManager): void {
   app.get('/playground', (c) => {
