@@ -2,19 +2,17 @@
 // A turn with streamed tokens; a phone number on the keypad, dropped in the middle of the entry,
 // resumed by the client on its own and completed; and no typed digit ever on the page in clear.
 // PLAYGROUND_SCREENSHOT=<path> also saves a screenshot of the page (the README's).
-import { existsSync } from 'node:fs';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-server.js';
-import { startTestServer, type TestServer } from './support/harness.js';
+import type { FakeOpenAI } from '../src/testing/fake-openai-server.js';
+import type { TestServer } from './support/harness.js';
+import { chromiumPath, openPlayground, say as sayOn, type PlaygroundSession } from './support/playground-browser.js';
 import { DIGITS_OK, holdNextStory, scenarioScript } from './support/resume-scenario.js';
 
-const executablePath = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((path) => existsSync(path));
-
-describe.skipIf(!executablePath)('the playground in chromium', () => {
+describe.skipIf(!chromiumPath)('the playground in chromium', () => {
+  let session: PlaygroundSession | undefined;
   let llm: FakeOpenAI;
   let ts: TestServer;
-  let browser: Browser;
   let page: Page;
   const script = scenarioScript({ storyDelayMs: 5 });
   /**
@@ -28,25 +26,13 @@ describe.skipIf(!executablePath)('the playground in chromium', () => {
   };
 
   beforeAll(async () => {
-    llm = await startFakeOpenAI({ script });
-    ts = await startTestServer({ sharedLlm: llm, config: { playground: '1', graceMs: 60_000 } });
-    browser = await chromium.launch({ executablePath, args: ['--no-sandbox'] });
-    page = await browser.newPage({ viewport: { width: 1200, height: 820 } });
-    await page.goto(`${ts.server.httpUrl}/playground`);
-    await page.click('#start');
-    await vi.waitFor(async () => expect(await page.locator('#connection').innerText()).toBe('open'), { timeout: 10_000 });
+    session = await openPlayground(script, { config: { graceMs: 60_000 }, viewport: { width: 1200, height: 820 } });
+    ({ llm, ts, page } = session);
   }, 60_000);
-  afterAll(async () => {
-    await browser?.close();
-    await ts?.close();
-    await llm?.close();
-  });
+  afterAll(() => session?.close());
 
   const agentLines = () => page.locator('.line.agent').allInnerTexts();
-  const say = async (text: string) => {
-    await page.fill('#utterance', text);
-    await page.press('#utterance', 'Enter');
-  };
+  const say = (text: string) => sayOn(page, text);
   const press = async (digits: string) => {
     for (const d of digits) {
       await page.click(`#keypad button[data-key="${d}"]`);

@@ -2,14 +2,11 @@
 // so the page gets stand-ins: a recognizer that hears one phrase, and a speechSynthesis that reports
 // how far it has spoken. Everything else is real: talking over a reply being spoken stops it and sends `interrupt` with what was heard, and the
 // server keeps only that much of the reply in the history the model is sent.
-import { existsSync } from 'node:fs';
-import { chromium, type Browser, type Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-server.js';
-import { startTestServer, type TestServer } from './support/harness.js';
+import type { Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FakeOpenAI } from '../src/testing/fake-openai-server.js';
+import { chromiumPath, openPlayground, say as sayOn, type PlaygroundSession } from './support/playground-browser.js';
 import { lastUserText, scenarioScript } from './support/resume-scenario.js';
-
-const executablePath = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((path) => existsSync(path));
 
 /** A speech engine that "speaks" until cancelled, having said the first 4 characters. */
 const fakeSpeech = () => {
@@ -45,33 +42,23 @@ const fakeSpeech = () => {
   };
 };
 
-describe.skipIf(!executablePath)('the playground hears the microphone, speaks replies, and talking over one interrupts it', () => {
+describe.skipIf(!chromiumPath)('the playground hears the microphone, speaks replies, and talking over one interrupts it', () => {
+  let session: PlaygroundSession | undefined;
   let llm: FakeOpenAI;
-  let ts: TestServer;
-  let browser: Browser;
   let page: Page;
 
   beforeAll(async () => {
-    llm = await startFakeOpenAI({ script: scenarioScript() });
-    ts = await startTestServer({ sharedLlm: llm, config: { playground: '1' } });
-    browser = await chromium.launch({ executablePath, args: ['--no-sandbox'] });
-    page = await browser.newPage();
-    await page.addInitScript(fakeSpeech);
-    await page.goto(`${ts.server.httpUrl}/playground`);
+    session = await openPlayground(scenarioScript(), {
+      prepare: async (p) => {
+        await p.addInitScript(fakeSpeech);
+      },
+    });
+    ({ llm, page } = session);
     await page.check('#speak');
-    await page.click('#start');
-    await vi.waitFor(async () => expect(await page.locator('#connection').innerText()).toBe('open'), { timeout: 10_000 });
   }, 60_000);
-  afterAll(async () => {
-    await browser?.close();
-    await ts?.close();
-    await llm?.close();
-  });
+  afterAll(() => session?.close());
 
-  const say = async (text: string) => {
-    await page.fill('#utterance', text);
-    await page.press('#utterance', 'Enter');
-  };
+  const say = (text: string) => sayOn(page, text);
 
   it('what the microphone hears is said to the agent', async () => {
     await page.click('#mic');
