@@ -87,7 +87,7 @@ const decoders: Record<string, () => zlib.Gunzip | zlib.Inflate | zlib.BrotliDec
  */
 export function bodyOf(response: ChatStream): Readable {
   const coding = header(response, 'content-encoding');
-  if (!coding || coding.trim().toLowerCase() === 'identity') return response.body;
+  if (!coding) return response.body;
   const codings = coding.toLowerCase().split(',').map((one) => one.trim()).filter((one) => one && one !== 'identity');
   if (!codings.every((one) => one in decoders)) {
     response.body.on('error', () => undefined).destroy();
@@ -126,9 +126,7 @@ export async function requestChatStream(body: object, o: ChatRequestOptions): Pr
         await sleep(wait, o);
         continue;
       }
-      const text = await Promise.resolve(attempt)
-        .then((failed) => streamText(bodyOf(failed)))
-        .catch((err: unknown) => (err instanceof Error ? err.message : String(err)));
+      const text = await errorText(attempt);
       const parsed = safeJson(text);
       throw APIError.generate(attempt.statusCode, parsed, parsed ? undefined : text, headersOf(attempt));
     }
@@ -222,6 +220,15 @@ function sleep(ms: number, o: ChatRequestOptions): Promise<void> {
     }, Math.max(0, ms));
     o.signal.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+/** A failed response's body as text, or why it could not be read (bodyOf throws on a coding it cannot undo). */
+async function errorText(response: ChatStream): Promise<string> {
+  try {
+    return await streamText(bodyOf(response));
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
 }
 
 function safeJson(text: string): object | undefined {
