@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConversationRelayClient, type ClientOptions } from '../src/client/index.js';
 import { loadConfig } from '../src/config.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-server.js';
-import type { PlaygroundView } from '../src/server/playground.js';
+import type { PlaygroundView } from '../src/playground/view.js';
 import { startTestServer, type TestServer } from './support/harness.js';
 import { scenarioScript } from './support/resume-scenario.js';
 

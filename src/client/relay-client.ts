@@ -95,7 +95,9 @@ export class ConversationRelayClient {
   readonly callSid: string;
   /** This client's sessionId: the same on every socket, the proof of its resumes with resumeKey. */
   readonly sessionId: string;
-  private readonly resumeKey: string;
+  /** Sent in every setup (customParameters.resumeKey): a resume must repeat it. Given or generated. */
+  readonly resumeKey: string;
+  private readonly maxQueued: number;
   private readonly WS: WebSocketConstructor;
   private readonly listeners = new Map<keyof ClientEvents, Set<Listener<keyof ClientEvents>>>();
   private socket: WebSocketLike | undefined;
@@ -108,8 +110,8 @@ export class ConversationRelayClient {
   private queued: string[] = [];
   /** Frames sent on the socket in use before the server said anything on it (undefined once it has). */
   private unheard: string[] | undefined;
-  /** Rejects the pending `connect()`, while the first socket is opening. */
-  private pendingConnect: ((detail: string) => void) | undefined;
+  /** The pending `connect()`, while the first socket is opening. */
+  private pendingConnect: { resolve: () => void; reject: (err: Error) => void } | undefined;
   private reply = '';
 
   constructor(private readonly opts: ClientOptions) {
@@ -119,6 +121,7 @@ export class ConversationRelayClient {
     this.callSid = opts.callSid ?? `CA${randomHex(16)}`;
     this.sessionId = `VX${randomHex(16)}`;
     this.resumeKey = opts.customParameters?.resumeKey ?? randomHex(24);
+    this.maxQueued = opts.maxQueued ?? DEFAULT_MAX_QUEUED;
   }
 
   get state(): ClientState {
@@ -136,22 +139,19 @@ export class ConversationRelayClient {
   connect(): Promise<void> {
     if (this.current !== 'idle') return Promise.reject(new Error(`connect() in state ${this.current}`));
     return new Promise((resolve, reject) => {
+      this.pendingConnect = { resolve, reject };
       this.setState('connecting');
-      const failed = (detail: string) => {
-        this.pendingConnect = undefined;
-        this.setState('closed');
-        reject(new Error(`could not connect to ${this.opts.url}: ${detail}`));
-      };
-      this.pendingConnect = failed;
-      this.open(
-        false,
-        () => {
-          this.pendingConnect = undefined;
-          resolve();
-        },
-        failed,
-      );
+      // A `state` listener may have hung up already.
+      if (this.current === 'connecting') this.open(false);
     });
+  }
+
+  /** The first socket did not come up: `connect()` rejects and the client is closed. */
+  private connectFailed(detail: string): void {
+    const pending = this.pendingConnect;
+    this.pendingConnect = undefined;
+    this.setState('closed');
+    pending?.reject(new Error(`could not connect to ${this.opts.url}: ${detail}`));
   }
 
   /** What the caller said (a final transcript). */
@@ -178,19 +178,20 @@ export class ConversationRelayClient {
     clearTimeout(this.retryTimer);
     const socket = this.socket;
     this.socket = undefined;
-    this.pendingConnect?.('closed before the call was up');
+    if (this.pendingConnect) this.connectFailed('closed before the call was up');
     if (this.current !== 'ended' && this.current !== 'gaveUp') this.setState('closed');
     socket?.close(1000, 'caller hung up');
   }
 
-  private open(reconnection: boolean, onUp?: () => void, onFirstFailure?: (detail: string) => void): void {
+  /** Opens a socket and sends the setup on it; the first one (`connect()` pending) or a reconnect. */
+  private open(reconnection: boolean): void {
     let socket: WebSocketLike;
     try {
       socket = new this.WS(this.opts.url);
     } catch (err) {
       // A URL the WebSocket rejects: no attempt can succeed.
       const detail = err instanceof Error ? err.message : String(err);
-      if (onFirstFailure) return onFirstFailure(detail);
+      if (this.pendingConnect) return this.connectFailed(detail);
       return this.giveUp('attempts', 0, detail);
     }
     this.socket = socket;
@@ -207,7 +208,9 @@ export class ConversationRelayClient {
       // What waited goes out before the state changes: a `state` listener that sends on 'open' is next in line.
       this.flushQueued();
       this.setState('open');
-      onUp?.();
+      const pending = this.pendingConnect;
+      this.pendingConnect = undefined;
+      pending?.resolve();
     });
     socket.addEventListener('message', (event) => {
       if (this.socket !== socket) return;
@@ -223,7 +226,7 @@ export class ConversationRelayClient {
       this.unheard = undefined;
       // Refused before anything was taken: what went out on this socket goes out again, first.
       if (unheard && REFUSED_FOR_NOW.has(event.code)) this.queued.unshift(...unheard);
-      if (!opened && onFirstFailure) return onFirstFailure(`closed (${event.code}) before opening`);
+      if (!opened && this.pendingConnect) return this.connectFailed(`closed (${event.code}) before opening`);
       this.lost(event.code, event.reason);
     });
   }
@@ -327,8 +330,7 @@ export class ConversationRelayClient {
     if (this.current !== 'reconnecting' && this.current !== 'connecting' && this.current !== 'open') {
       throw new Error(`the call is ${this.current}: nothing can be sent`);
     }
-    const max = this.opts.maxQueued ?? DEFAULT_MAX_QUEUED;
-    if (this.queued.length >= max) throw new Error(`more than ${max} frames waiting for the connection`);
+    if (this.queued.length >= this.maxQueued) throw new Error(`more than ${this.maxQueued} frames waiting for the connection`);
     this.queued.push(text);
   }
 
@@ -342,7 +344,7 @@ export class ConversationRelayClient {
     socket.send(text);
     // Kept only until the server first speaks on this socket, and within the queue's bound: a socket
     // that took that many frames without being refused has been taken, so nothing needs resending.
-    if (this.unheard && this.unheard.push(text) > (this.opts.maxQueued ?? DEFAULT_MAX_QUEUED)) this.unheard = undefined;
+    if (this.unheard && this.unheard.push(text) > this.maxQueued) this.unheard = undefined;
   }
 
   private setState(state: ClientState): void {

@@ -3,24 +3,14 @@
 // shows how many keys the server has, the timeline only that a key was pressed.
 import { ConversationRelayClient, type ClientState } from '../client/index.js';
 import type { DtmfDigit } from '../protocol/messages.js';
+import type { PlaygroundView as View } from './view.js';
 
-interface View {
-  state: unknown;
-  link: string;
-  resumes: number;
-  language: string;
-  keypad: { kind: string; label?: string; entered: number; maxLength?: number } | null;
-}
 
 const byId = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const transcript = byId<HTMLDivElement>('transcript');
 const utterance = byId<HTMLInputElement>('utterance');
 const timeline = byId<HTMLUListElement>('timeline');
 const KEYS: DtmfDigit[] = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '0', '#'];
-
-function randomHex(bytes: number): string {
-  return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, '0')).join('');
-}
 
 function note(text: string): void {
   const item = document.createElement('li');
@@ -123,15 +113,14 @@ function start(): void {
   endAgentLine();
   for (const id of PANEL) byId(id).textContent = '-';
   byId('resumes').textContent = '0';
-  const resumeKey = randomHex(24);
   const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/relay`;
-  const client = new ConversationRelayClient({ url, from: '+15550100000', to: 'playground', customParameters: { resumeKey } });
+  const client = new ConversationRelayClient({ url, from: '+15550100000', to: 'playground' });
   call = client;
   byId('call-sid').textContent = client.callSid;
   transcript.replaceChildren();
   let readsAfterEnd = 0;
   const refreshPanel = async (timer: ReturnType<typeof setInterval>) => {
-    const view = await readView(client.callSid, resumeKey);
+    const view = await readView(client.callSid, client.resumeKey);
     // A read still in flight when a new call started: the panel is the new call's.
     if (call !== client) return clearInterval(timer);
     if (view) showView(view);

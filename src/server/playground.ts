@@ -9,17 +9,7 @@ import type { SessionManager } from './session-manager.js';
 import { matchesHash } from './resume-proof.js';
 import { lifecycleOf } from '../machines/session.js';
 import { playgroundPage } from './playground-page.js';
-
-/** What the page's panel shows of its call. */
-export interface PlaygroundView {
-  state: unknown;
-  link: string;
-  resumes: number;
-  disconnects: number;
-  language: string;
-  /** A keypad entry in progress: how many keys were typed, never which. */
-  keypad: { kind: string; label?: string; entered: number; maxLength?: number } | null;
-}
+import type { PlaygroundView } from '../playground/view.js';
 
 /** Built by `npm run build` (scripts/build-playground.mjs) next to the compiled server. */
 const BUILT = fileURLToPath(new URL('../playground/app.js', import.meta.url));
