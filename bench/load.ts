@@ -34,6 +34,8 @@ export interface LoadResult {
   cpuUsPerTurn: number;
   /** The same for the harness (all clients): near a whole core, the clients are what limits the run. */
   clientCpuUsPerTurn: number;
+  /** Every turn in flight had finished after the run (else the next run may overlap them). */
+  quiet: boolean;
 }
 
 interface Answer {
@@ -108,11 +110,15 @@ export interface ClosedLoopOptions {
 /** How long stop() waits for the calls' loops to notice (one may be connecting again, or posting its hang-up). */
 const STOP_WAIT_MS = 5000;
 
-/** The turns completed while the measured time runs. */
+/**
+ * The measured time: the turns completed in it (throughput, CPU per turn), and the first-token
+ * latency of the turns sent in it, whenever their reply completes (the pause after it waits for them).
+ */
 interface Window {
   open: boolean;
-  latencies: number[];
+  turns: number;
   frames: number;
+  latencies: number[];
 }
 
 export class ClosedLoop {
@@ -147,7 +153,8 @@ export class ClosedLoop {
    * measured for `durationMs`. The warm-up is one round (every talking call completes a turn begun
    * in this run), at least minWarmupMs and at most maxWarmupMs: a thousand saturating calls can take
    * longer than that for a round, and then a few turns begun before the run (at the previous level,
-   * or the LLM's previous pace) may still end inside the measured time (`warmupRound: false`).
+   * or the LLM's previous pace) may still end inside the measured time (`warmupRound: false`); they
+   * count as turns done, not in the latency. The run ends paused (see pause()).
    */
   async run(sessions: number, durationMs: number): Promise<LoadResult> {
     if (sessions > this.calls.length || sessions < this.active) throw new Error(`ClosedLoop: ${sessions} calls after ${this.active}, of ${this.calls.length}`);
@@ -174,18 +181,20 @@ export class ClosedLoop {
 
     const cpuBefore = await this.o.cpuProbe();
     const clientBefore = process.cpuUsage();
-    const window: Window = { open: true, latencies: [], frames: 0 };
+    const window: Window = { open: true, turns: 0, frames: 0, latencies: [] };
     this.window = window;
     const start = performance.now();
     await sleep(durationMs);
     // A turn longer than the measured time (a slow machine, a tiny run) still gets one figure.
-    if (window.latencies.length === 0) await waitUntil(() => window.latencies.length > 0 || this.brokenCount >= this.active, this.o.replyTimeoutMs, 5);
+    if (window.turns === 0) await waitUntil(() => window.turns > 0 || this.brokenCount >= this.active, this.o.replyTimeoutMs, 5);
     window.open = false;
     const elapsedMs = performance.now() - start;
     const client = process.cpuUsage(clientBefore);
     const cpuAfter = await this.o.cpuProbe();
-    const { latencies } = window;
-    const turns = latencies.length;
+    // Quiet before the next run (another side's, interleaved): no new prompt, the turns in flight
+    // finish, among them the last ones sent in the measured time, whose latency counts.
+    const quiet = await this.pause();
+    const { latencies, turns } = window;
     return {
       sessions,
       turns,
@@ -200,6 +209,7 @@ export class ClosedLoop {
       warmupMs,
       warmupRound,
       framesPerTurn: turns ? window.frames / turns : 0,
+      quiet,
       cpuUsPerTurn: turns ? (cpuAfter - cpuBefore) / turns : Number.NaN,
       clientCpuUsPerTurn: turns ? (client.user + client.system) / turns : Number.NaN,
     };
@@ -263,11 +273,15 @@ export class ClosedLoop {
           this.turnsOnCall[i] = 0;
           continue; // the gate again: a pause may have begun while it connected
         }
+        // Latency counts for turns sent in the measured time: a turn sent in the warm-up (the ramp-up's
+        // burst of first prompts, all at once) is not the steady state, even if it completes in it.
+        const sentIn = this.window?.open ? this.window : null;
         const answer = await ask(this.calls[i]!, PROMPT, this.o.replyTimeoutMs);
         this.turnsOnCall[i]!++;
         this.completed[i] = generation;
+        sentIn?.latencies.push(answer.firstMs);
         if (this.window?.open) {
-          this.window.latencies.push(answer.firstMs);
+          this.window.turns++;
           this.window.frames += answer.frames;
         }
       } catch (err) {

@@ -65,9 +65,9 @@ export class SideLoad {
 
   /** One run at `sessions` calls; the LLM's pace is already set to `mode`. */
   async run(sessions: number, mode: StreamMode): Promise<LoadRun> {
+    // Ends quiet (see ClosedLoop.run): the next side's run never shares the machine with this one's turns.
     const result = await this.loop.run(sessions, runMs(mode, sessions, this.o.levelMs));
-    // Quiet before the next side's run: its turns in flight finish, it sends no new prompt.
-    if (!(await this.loop.pause())) this.log(`${this.side.name}: turns still in flight after the pause timeout; the next run may overlap them`);
+    if (!result.quiet) this.log(`${this.side.name}: turns still in flight after the pause timeout; the next run may overlap them`);
     const run: LoadRun = { mode: mode.name, sessions, result };
     this.runs.push(run);
     this.log(
