@@ -114,7 +114,7 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
         skipped.push({ store, status: 'skipped', reason: `Redis at ${o.redisUrl} is unreachable`, idle: null, load: [], storm: null });
         continue;
       }
-      const idle = await measureIdleMemory(server.child, relayUrl(server), o.idleSessions, o.connectConcurrency, o.waitTimeoutMs);
+      const idle = await measureIdleMemory(server.child, relayUrl(server), o.idleSessions, o.connectConcurrency, o.waitTimeoutMs, httpUrl(server));
       const idleMemory = idleRatios(idle.result, floorIdle.result);
       log(`idle ${store}: ${(idle.result.rssPerSessionBytes / 1024).toFixed(1)} KB RSS per call (${idleMemory.rssRatio === null ? '-' : idleMemory.rssRatio.toFixed(2)}x floor)`);
       // The storm on the idle calls (each has one turn first); the calls it leaves live carry the load.

@@ -51,7 +51,7 @@ try {
       graceMs: 10 * 60_000,
       logLevel: 'info',
     });
-    const idle = await measureIdleMemory(child, `ws://127.0.0.1:${port}/relay`, calls, 200, timeoutMs);
+    const idle = await measureIdleMemory(child, `ws://127.0.0.1:${port}/relay`, calls, 200, timeoutMs, `http://127.0.0.1:${port}`);
     console.log(line(store, idle.result, floor.result));
     await closeAll(idle.calls);
     await child.exit();

@@ -7,7 +7,8 @@
 // The calls stay open and are handed back: the same process and calls then carry the load runs.
 import type { ChildHandle } from './child-process.js';
 import type { LeanCall } from './lean-client.js';
-import { openCalls } from './load.js';
+import { hangUpAll } from './hang-up.js';
+import { closeAll, openCalls } from './load.js';
 import { waitUntil } from './stats.js';
 
 /** Bound on waiting for the server to hibernate its idle calls (2 s after their setup, by default). */
@@ -36,19 +37,38 @@ export interface MemoryResult {
   gcExposed: boolean;
 }
 
+/** Calls that come and go before the first reading (at most this many, and at most the measured number). */
+const WARM_CALLS = 200;
+
+/**
+ * `httpUrl`: a server's, where the warm-up's calls hang up (the action callback ends their sessions);
+ * the floor holds nothing once a socket closes.
+ */
 export async function measureIdleMemory(
   child: ChildHandle,
   url: string,
   sessions: number,
   connectConcurrency: number,
   timeoutMs: number,
+  httpUrl?: string,
 ): Promise<{ result: MemoryResult; calls: LeanCall[] }> {
+  // A fresh process's young generation is small and only partly resident; the first calls grow it
+  // (up to 16 MB for the floor), which read as live memory of the calls, or, with the young
+  // generation's committed size subtracted, as a negative growth (-1.6 KB per call for the floor
+  // once). Calls that come and go first leave it grown and touched before the baseline is read.
+  const held = async () => (await child.call('stats', {})).sessions;
+  const base = await held();
+  const warm = await openCalls(url, Math.min(WARM_CALLS, sessions), connectConcurrency);
+  await waitUntil(async () => (await held()) >= base + warm.length, timeoutMs);
+  if (httpUrl) await hangUpAll(warm, httpUrl, connectConcurrency);
+  else await closeAll(warm);
+  await waitUntil(async () => (await held()) <= base, timeoutMs);
   const before = await child.call('memory', {});
   const calls = await openCalls(url, sessions, connectConcurrency);
-  let held = 0;
+  let holding = 0;
   await waitUntil(async () => {
-    held = (await child.call('stats', {})).sessions;
-    return held >= sessions;
+    holding = await held();
+    return holding >= base + sessions;
   }, timeoutMs);
   // Idle calls are measured at rest: a server stops their actors once they have been idle a while.
   let hibernated: number | null = null;
@@ -62,7 +82,7 @@ export async function measureIdleMemory(
     calls,
     result: {
       sessions,
-      held,
+      held: holding - base,
       hibernated,
       rssPerSessionBytes: (after.rssAnon - after.youngGeneration - (before.rssAnon - before.youngGeneration)) / sessions,
       rawRssPerSessionBytes: (after.rss - before.rss) / sessions,
