@@ -138,7 +138,8 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
       const s = storm.result;
       log(
         `storm ${store}: ${s.live.restored}/${s.restart.restored} of ${s.sessions} resumed/restored, restore p99 ${s.restart.serverRestore?.p99Ms.toFixed(2)} ms; ` +
-          `new calls' first-token p99 ${s.newCalls.quiet.p99Ms.toFixed(1)} ms quiet, ${s.newCalls.duringStorm.p99Ms.toFixed(1)} ms during the storm`,
+          `new calls' first-token p99 ${s.newCalls.quiet.p99Ms.toFixed(1)} ms quiet, ${s.newCalls.afterBurst.p99Ms.toFixed(1)} ms right after the burst, ` +
+          `${s.newCalls.duringStorm.p99Ms.toFixed(1)} ms while restoring (${s.newCalls.pendingRestores} to go)`,
       );
       stormed.push({ store, server, idle: idleMemory, storm: s, calls: storm.calls.filter((c) => c.open) });
     }

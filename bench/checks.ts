@@ -65,8 +65,8 @@ function stormChecks(s: StoreResults): Check[] {
   if (!storm) return [check(`${s.store} storm`, null, '', 'run', false, 'no storm result')];
   const n = storm.sessions;
   const restore = storm.restart.serverRestore;
-  const { quiet, duringStorm, p99Ratio } = storm.newCalls;
-  const lostNew = quiet.calls - quiet.answered + (duringStorm.calls - duringStorm.answered);
+  const { quiet, duringStorm, afterBurst, p99Ratio } = storm.newCalls;
+  const lostNew = [quiet, duringStorm, afterBurst].reduce((n, batch) => n + batch.calls - batch.answered, 0);
   return [
     check(`${s.store} storm: resumed (same instance)`, storm.live.restored, 'calls', `${n} (all)`, storm.live.restored === n),
     check(`${s.store} storm: restored after restart`, storm.restart.restored, 'calls', `${n} (all)`, storm.restart.restored === n),

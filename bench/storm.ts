@@ -69,10 +69,21 @@ export interface StormPhase {
 export interface StormNewCalls {
   /** On the restarted instance before the storm (after an unmeasured batch of as many calls). */
   quiet: NewCallsResult;
-  /** Sent right after the burst of reconnect setups, while the instance restores them. */
+  /**
+   * Sent while the instance restores (judged): once the first resume line is heard and the
+   * after-burst batch has its first tokens, with `pendingRestores` resume lines still to come.
+   */
   duringStorm: NewCallsResult;
+  /** Resume lines not yet heard when the duringStorm batch was sent. */
+  pendingRestores: number;
   /** duringStorm.p99Ms / quiet.p99Ms. */
   p99Ratio: number;
+  /**
+   * Informational: sent right after the burst of reconnect setups was written. The server reads the
+   * burst's frames first, in the order the kernel hands them over: the wait is the socket backlog's.
+   */
+  afterBurst: NewCallsResult;
+  afterBurstRatio: number;
 }
 
 export interface StormResult {
@@ -116,7 +127,19 @@ interface Reconnected {
   latencies: Array<number | null>;
   wallMs: number;
   /** Prompt -> first token of the brand-new calls sent alongside (none for most phases). */
-  newCalls: Array<number | null>;
+  newCalls?: NewCallsAlongside;
+}
+
+/** Brand-new calls sent during a storm: right after the burst, and once restores are answered. */
+interface Alongside {
+  afterBurst: LeanCall[];
+  whileRestoring: LeanCall[];
+}
+
+interface NewCallsAlongside {
+  afterBurst: Array<number | null>;
+  whileRestoring: Array<number | null>;
+  pendingRestores: number;
 }
 
 /** Resolves with the time the first text frame arrived if it is the resume line, else null. */
@@ -139,21 +162,40 @@ function resumeLineAt(call: LeanCall, timeoutMs: number): Promise<number | null>
 
 /**
  * The storm: opens every socket first, then sends all setups in one burst and times each resume line.
- * `alongside` (sockets already open) are brand-new calls that send setup + prompt right after the burst.
+ * `alongside` (sockets already open) are brand-new calls that send setup + prompt: one batch right
+ * after the burst, another once the server is restoring (the first resume line heard) and the first
+ * batch has its replies, so the two batches do not share the server.
  */
-async function reconnectAtOnce(relayUrl: string, callSids: string[], tokens: Tokens, o: StormOptions, alongside: LeanCall[] = []): Promise<Reconnected> {
+async function reconnectAtOnce(relayUrl: string, callSids: string[], tokens: Tokens, o: StormOptions, alongside?: Alongside): Promise<Reconnected> {
   const calls = await mapLimit(callSids, o.connectConcurrency, (callSid) => LeanCall.open(relayUrl, callSid));
-  const waits = calls.map((call) => resumeLineAt(call, o.timeoutMs));
+  let heard = 0;
+  let firstHeard!: () => void;
+  const heardOne = new Promise<void>((resolve) => (firstHeard = resolve));
+  const waits = calls.map((call) =>
+    resumeLineAt(call, o.timeoutMs).then((at) => {
+      if (at !== null && ++heard === 1) firstHeard();
+      return at;
+    }),
+  );
+  // Also when no resume line comes at all (a failed storm): the new calls are still sent.
+  const restoring = Promise.race([heardOne, Promise.all(waits)]);
   const sentAt = calls.map((call) => {
     const at = performance.now();
     call.sendSetup(sid('VX'), { callStatus: 'IN-PROGRESS', customParameters: tokens.get(call.callSid) });
     return at;
   });
-  const newCalls = talkNow(alongside, o.timeoutMs);
+  const newCalls = alongside && talkAlongside(alongside, restoring, () => calls.length - heard, o.timeoutMs);
   const arrived = await Promise.all(waits);
   const latencies = arrived.map((at, i) => (at === null ? null : at - sentAt[i]!));
   const last = Math.max(...arrived.map((at) => at ?? 0));
-  return { calls, latencies, wallMs: last > 0 ? last - sentAt[0]! : Number.NaN, newCalls: await newCalls };
+  return { calls, latencies, wallMs: last > 0 ? last - sentAt[0]! : Number.NaN, ...(newCalls ? { newCalls: await newCalls } : {}) };
+}
+
+async function talkAlongside(calls: Alongside, restoring: Promise<unknown>, pending: () => number, timeoutMs: number): Promise<NewCallsAlongside> {
+  const afterBurst = await talkNow(calls.afterBurst, timeoutMs);
+  await restoring;
+  const pendingRestores = pending();
+  return { afterBurst, whileRestoring: await talkNow(calls.whileRestoring, timeoutMs), pendingRestores };
 }
 
 /** For comparison: the same reconnects one after another, so no restore waits behind another. */
@@ -171,7 +213,7 @@ async function reconnectOneByOne(relayUrl: string, callSids: string[], tokens: T
     latencies.push(at === null ? null : at - sent);
     wallMs += (at ?? performance.now()) - sent;
   }
-  return { calls, latencies, wallMs, newCalls: [] };
+  return { calls, latencies, wallMs };
 }
 
 /**
@@ -203,8 +245,8 @@ async function phase(
   callSids: string[],
   tokens: Tokens,
   o: StormOptions,
-  alongside: LeanCall[] = [],
-): Promise<{ result: StormPhase; calls: LeanCall[]; newCalls: Array<number | null> }> {
+  alongside?: Alongside,
+): Promise<{ result: StormPhase; calls: LeanCall[]; newCalls?: NewCallsAlongside }> {
   const actionsReconnect = tokens.size;
   const httpUrl = `http://127.0.0.1:${port}`;
   const before = await metricsText(httpUrl);
@@ -276,14 +318,25 @@ export async function runStorm(o: StormOptions): Promise<{ result: StormResult; 
       return newCallsBatch(port, o.newCalls, o.connectConcurrency, o.timeoutMs);
     });
     await settled(o, 0);
-    const fresh = await openNewCalls(`ws://127.0.0.1:${port}/relay`, o.newCalls, o.connectConcurrency);
+    const fresh = {
+      afterBurst: await openNewCalls(`ws://127.0.0.1:${port}/relay`, o.newCalls, o.connectConcurrency),
+      whileRestoring: await openNewCalls(`ws://127.0.0.1:${port}/relay`, o.newCalls, o.connectConcurrency),
+    };
     const restart = await phase(reconnectAtOnce, port, callSids, actions, o, fresh);
     calls = restart.calls;
-    await hangUpAll(fresh, `http://127.0.0.1:${port}`, o.actionConcurrency);
+    await hangUpAll([...fresh.afterBurst, ...fresh.whileRestoring], `http://127.0.0.1:${port}`, o.actionConcurrency);
     await settled(o, sessions);
     o.log?.(`storm ${o.store}: after restart, ${restart.result.restored} restored`);
-    const duringStorm = summarize(restart.newCalls);
-    const newCalls: StormNewCalls = { quiet, duringStorm, p99Ratio: duringStorm.p99Ms / quiet.p99Ms };
+    const duringStorm = summarize(restart.newCalls?.whileRestoring ?? []);
+    const afterBurst = summarize(restart.newCalls?.afterBurst ?? []);
+    const newCalls: StormNewCalls = {
+      quiet,
+      duringStorm,
+      pendingRestores: restart.newCalls?.pendingRestores ?? 0,
+      p99Ratio: duringStorm.p99Ms / quiet.p99Ms,
+      afterBurst,
+      afterBurstRatio: afterBurst.p99Ms / quiet.p99Ms,
+    };
 
     let oneByOne: StormPhase | undefined;
     if (o.oneByOne) {

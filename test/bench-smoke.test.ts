@@ -119,11 +119,13 @@ describe('npm run bench (tiny sizes)', () => {
         expect(restore.within5ms).toBeGreaterThanOrEqual(0);
         expect(restore.within5ms).toBeLessThanOrEqual(1);
       }
-      for (const batch of [storm.newCalls.quiet, storm.newCalls.duringStorm]) {
+      for (const batch of [storm.newCalls.quiet, storm.newCalls.afterBurst, storm.newCalls.duringStorm]) {
         expect(batch).toMatchObject({ calls: 2, answered: 2 });
         expect(positive(batch.p50Ms) && positive(batch.p99Ms)).toBe(true);
       }
-      expect(positive(storm.newCalls.p99Ratio)).toBe(true);
+      expect(positive(storm.newCalls.p99Ratio) && positive(storm.newCalls.afterBurstRatio)).toBe(true);
+      expect(storm.newCalls.pendingRestores).toBeGreaterThanOrEqual(0);
+      expect(storm.newCalls.pendingRestores).toBeLessThan(storm.sessions);
     }
     expect(file.stores.flatMap((s) => s.load.flatMap((l) => [l.ratios.cpuPerTurn, l.ratios.firstTokenP99, l.ratios.turnsPerSecPct])).every(finite)).toBe(true);
 
