@@ -34,6 +34,8 @@ export interface LoadResult {
   cpuUsPerTurn: number;
   /** The same for the harness (all clients): near a whole core, the clients are what limits the run. */
   clientCpuUsPerTurn: number;
+  /** First-token samples: the turns sent in the measured time that got a first token. */
+  latencySamples: number;
   /** Every turn in flight had finished after the run (else the next run may overlap them). */
   quiet: boolean;
 }
@@ -43,8 +45,8 @@ interface Answer {
   frames: number;
 }
 
-/** One prompt and its whole reply; rejects on timeout or a closed socket. */
-export function ask(call: LeanCall, text: string, timeoutMs: number): Promise<Answer> {
+/** One prompt and its whole reply; rejects on timeout or a closed socket. `onFirst`: prompt -> first token, when it comes. */
+export function ask(call: LeanCall, text: string, timeoutMs: number, onFirst?: (ms: number) => void): Promise<Answer> {
   return new Promise((resolve, reject) => {
     let first = -1;
     let frames = 0;
@@ -61,7 +63,10 @@ export function ask(call: LeanCall, text: string, timeoutMs: number): Promise<An
     void call.closed.then((code) => finish(new Error(`socket closed (${code}) while waiting for a reply`)));
     call.onText = (_token, last) => {
       frames++;
-      if (first < 0) first = performance.now() - sent;
+      if (first < 0) {
+        first = performance.now() - sent;
+        onFirst?.(first);
+      }
       if (last) finish(undefined, { firstMs: first, frames });
     };
     const sent = performance.now();
@@ -112,12 +117,15 @@ const STOP_WAIT_MS = 5000;
 
 /**
  * The measured time: the turns completed in it (throughput, CPU per turn), and the first-token
- * latency of the turns sent in it, whenever their reply completes (the pause after it waits for them).
+ * latency of the turns sent in it, whenever their first token comes (see run()).
  */
 interface Window {
   open: boolean;
   turns: number;
   frames: number;
+  /** Turns sent in the measured time, and those of them still without a first token (or a failure). */
+  sent: number;
+  waiting: number;
   latencies: number[];
 }
 
@@ -181,18 +189,22 @@ export class ClosedLoop {
 
     const cpuBefore = await this.o.cpuProbe();
     const clientBefore = process.cpuUsage();
-    const window: Window = { open: true, turns: 0, frames: 0, latencies: [] };
+    const window: Window = { open: true, turns: 0, frames: 0, sent: 0, waiting: 0, latencies: [] };
     this.window = window;
     const start = performance.now();
     await sleep(durationMs);
-    // A turn longer than the measured time (a slow machine, a tiny run) still gets one figure.
-    if (window.turns === 0) await waitUntil(() => window.turns > 0 || this.brokenCount >= this.active, this.o.replyTimeoutMs, 5);
+    // A turn longer than the measured time (a slow machine, a tiny run) still gets one figure of each kind.
+    if (window.turns === 0 || window.sent === 0) {
+      await waitUntil(() => (window.turns > 0 && window.sent > 0) || this.brokenCount >= this.active, this.o.replyTimeoutMs, 5);
+    }
     window.open = false;
     const elapsedMs = performance.now() - start;
     const client = process.cpuUsage(clientBefore);
     const cpuAfter = await this.o.cpuProbe();
-    // Quiet before the next run (another side's, interleaved): no new prompt, the turns in flight
-    // finish, among them the last ones sent in the measured time, whose latency counts.
+    // The last turns sent in the measured time get their first token under the same load: the calls
+    // go on talking (those turns no longer counted) until each of them has one. Then the run ends
+    // quiet before the next run (another side's, interleaved): no new prompt, every turn finishes.
+    await waitUntil(() => window.waiting === 0 || this.brokenCount >= this.active, this.o.replyTimeoutMs, 5);
     const quiet = await this.pause();
     const { latencies, turns } = window;
     return {
@@ -209,6 +221,7 @@ export class ClosedLoop {
       warmupMs,
       warmupRound,
       framesPerTurn: turns ? window.frames / turns : 0,
+      latencySamples: latencies.length,
       quiet,
       cpuUsPerTurn: turns ? (cpuAfter - cpuBefore) / turns : Number.NaN,
       clientCpuUsPerTurn: turns ? (client.user + client.system) / turns : Number.NaN,
@@ -247,6 +260,22 @@ export class ClosedLoop {
     if (hangUp) await mapLimit(this.calls, concurrency, hangUp);
   }
 
+  /** A turn sent in the measured time: its first-token latency is a sample, taken when it comes. */
+  private async timed(window: Window, call: LeanCall): Promise<Answer> {
+    window.sent++;
+    window.waiting++;
+    let heard = false;
+    try {
+      return await ask(call, PROMPT, this.o.replyTimeoutMs, (ms) => {
+        heard = true;
+        window.waiting--;
+        window.latencies.push(ms);
+      });
+    } finally {
+      if (!heard) window.waiting--;
+    }
+  }
+
   private async loop(i: number): Promise<void> {
     while (!this.stopping) {
       if (this.gate) {
@@ -276,10 +305,9 @@ export class ClosedLoop {
         // Latency counts for turns sent in the measured time: a turn sent in the warm-up (the ramp-up's
         // burst of first prompts, all at once) is not the steady state, even if it completes in it.
         const sentIn = this.window?.open ? this.window : null;
-        const answer = await ask(this.calls[i]!, PROMPT, this.o.replyTimeoutMs);
+        const answer = await (sentIn ? this.timed(sentIn, this.calls[i]!) : ask(this.calls[i]!, PROMPT, this.o.replyTimeoutMs));
         this.turnsOnCall[i]!++;
         this.completed[i] = generation;
-        sentIn?.latencies.push(answer.firstMs);
         if (this.window?.open) {
           this.window.turns++;
           this.window.frames += answer.frames;

@@ -1,7 +1,7 @@
-// Memory per idle call: open N calls (setup only, no traffic) to a fresh process, wait until it
-// holds them all (and a server, until it has hibernated them: an idle call at rest keeps no running
-// actor after SESSION_HIBERNATE_MS, production's 2 s), then compare its memory with the reading taken
-// before. Both readings come after two forced full GCs (the child's `memory` command), so the growth
+// Memory per idle call: open N calls (setup only, no traffic) to a fresh process that already holds
+// some warm calls at rest, wait until it holds them all (and a server, until it has hibernated them:
+// an idle call at rest keeps no running actor after SESSION_HIBERNATE_MS, production's 2 s), then
+// compare its memory with the reading taken before. Both readings come after two forced full GCs (the child's `memory` command), so the growth
 // is live memory, not garbage. Of RSS, the anonymous part is read (file-backed pages are program code
 // the kernel pages in and out), less V8's young generation (empty then, but sized by recent allocation).
 // The calls stay open and are handed back: the same process and calls then carry the load runs.
@@ -37,12 +37,29 @@ export interface MemoryResult {
   gcExposed: boolean;
 }
 
-/** Calls that come and go before the first reading (at most this many, and at most the measured number). */
+/** Calls held through both readings, the first taken with them at rest (at most the measured number). */
 const WARM_CALLS = 200;
 
 /**
- * `httpUrl`: a server's, where the warm-up's calls hang up (the action callback ends their sessions);
- * the floor holds nothing once a socket closes.
+ * Waits until the process holds `n` calls and, a server, has hibernated them (bounded), then lets
+ * pending snapshot writes land (they are not idle-state memory). What it held is reported, not thrown.
+ */
+async function atRest(child: ChildHandle, n: number, timeoutMs: number): Promise<{ holding: number; hibernated: number | null }> {
+  let holding = 0;
+  await waitUntil(async () => (holding = (await child.call('stats', {})).sessions) >= n, timeoutMs);
+  // Idle calls are measured at rest: a server stops their actors once they have been idle a while.
+  let hibernated: number | null = null;
+  await waitUntil(async () => {
+    hibernated = (await child.call('stats', {})).hibernated ?? null;
+    return hibernated === null || hibernated >= n;
+  }, Math.min(timeoutMs, HIBERNATE_WAIT_MS));
+  await child.call('flush', {});
+  return { holding, hibernated };
+}
+
+/**
+ * `httpUrl`: a server's, where the warm calls hang up after the readings (the action callback ends
+ * their sessions); the floor holds nothing once a socket closes.
  */
 export async function measureIdleMemory(
   child: ChildHandle,
@@ -55,35 +72,26 @@ export async function measureIdleMemory(
   // A fresh process's young generation is small and only partly resident; the first calls grow it
   // (up to 16 MB for the floor), which read as live memory of the calls, or, with the young
   // generation's committed size subtracted, as a negative growth (-1.6 KB per call for the floor
-  // once). Calls that come and go first leave it grown and touched before the baseline is read.
-  const held = async () => (await child.call('stats', {})).sessions;
-  const base = await held();
+  // once). So the baseline is read with some calls already held, at rest, and the figure is what the
+  // measured calls add on top: the warm calls stay until after the second reading, so nothing they
+  // freed is there for the measured calls to reuse.
+  const stats = () => child.call('stats', {});
+  const base = (await stats()).sessions;
   const warm = await openCalls(url, Math.min(WARM_CALLS, sessions), connectConcurrency);
-  await waitUntil(async () => (await held()) >= base + warm.length, timeoutMs);
+  await atRest(child, base + warm.length, timeoutMs);
+  const before = await child.call('memory', {});
+  const hibernatedBefore = (await stats()).hibernated ?? null;
+  const calls = await openCalls(url, sessions, connectConcurrency);
+  const { holding, hibernated } = await atRest(child, base + warm.length + sessions, timeoutMs);
+  const after = await child.call('memory', {});
   if (httpUrl) await hangUpAll(warm, httpUrl, connectConcurrency);
   else await closeAll(warm);
-  await waitUntil(async () => (await held()) <= base, timeoutMs);
-  const before = await child.call('memory', {});
-  const calls = await openCalls(url, sessions, connectConcurrency);
-  let holding = 0;
-  await waitUntil(async () => {
-    holding = await held();
-    return holding >= base + sessions;
-  }, timeoutMs);
-  // Idle calls are measured at rest: a server stops their actors once they have been idle a while.
-  let hibernated: number | null = null;
-  await waitUntil(async () => {
-    hibernated = (await child.call('stats', {})).hibernated ?? null;
-    return hibernated === null || hibernated >= sessions;
-  }, Math.min(timeoutMs, HIBERNATE_WAIT_MS));
-  await child.call('flush', {}); // pending snapshot writes are not idle-state memory
-  const after = await child.call('memory', {});
   return {
     calls,
     result: {
       sessions,
-      held: holding - base,
-      hibernated,
+      held: holding - base - warm.length,
+      hibernated: hibernated === null || hibernatedBefore === null ? null : hibernated - hibernatedBefore,
       rssPerSessionBytes: (after.rssAnon - after.youngGeneration - (before.rssAnon - before.youngGeneration)) / sessions,
       rawRssPerSessionBytes: (after.rss - before.rss) / sessions,
       heapPerSessionBytes: (after.heapUsed - before.heapUsed) / sessions,

@@ -3,8 +3,9 @@
 // once the way Twilio does (new sessionId, same callSid). `live` resumes sessions still held by the
 // same instance; `restart` first restarts the server instance (everything persisted, new
 // SessionManager and store connection), so every session is restored from the store and lands in
-// the server's relay_restore_seconds histogram. Around `restart`, brand-new calls are timed twice
-// (new-calls.ts): on the quiet new instance, and right after the reconnect burst. `oneByOne`
+// the server's relay_restore_seconds histogram. Around `restart`, brand-new calls are timed
+// (new-calls.ts): on the quiet new instance, right after the reconnect burst, and once restores are
+// running (both storm batches judged against the quiet one). `oneByOne`
 // (informational, off by default) repeats the restart case with reconnects in sequence.
 import os from 'node:os';
 import { postAction } from '../src/testing/twilio-webhooks.js';
@@ -70,20 +71,21 @@ export interface StormNewCalls {
   /** On the restarted instance before the storm (after an unmeasured batch of as many calls). */
   quiet: NewCallsResult;
   /**
-   * Sent while the instance restores (judged): once the first resume line is heard and the
-   * after-burst batch has its first tokens, with `pendingRestores` resume lines still to come.
+   * Sent right after the burst of reconnect setups was written: the server reads the burst's 1,000
+   * setup frames first, in the order the kernel hands them over, and handles each before it gets to these.
+   */
+  afterBurst: NewCallsResult;
+  /** afterBurst.p99Ms / quiet.p99Ms. */
+  afterBurstRatio: number;
+  /**
+   * Sent while the instance restores: once the first resume line is heard and the after-burst batch
+   * has its replies (the two batches do not share the server), with `pendingRestores` still to come.
    */
   duringStorm: NewCallsResult;
-  /** Resume lines not yet heard when the duringStorm batch was sent. */
+  /** Sessions the server had not yet restored when the duringStorm batch was sent (its own count). */
   pendingRestores: number;
   /** duringStorm.p99Ms / quiet.p99Ms. */
   p99Ratio: number;
-  /**
-   * Informational: sent right after the burst of reconnect setups was written. The server reads the
-   * burst's frames first, in the order the kernel hands them over: the wait is the socket backlog's.
-   */
-  afterBurst: NewCallsResult;
-  afterBurstRatio: number;
 }
 
 export interface StormResult {
@@ -130,16 +132,21 @@ interface Reconnected {
   newCalls?: NewCallsAlongside;
 }
 
-/** Brand-new calls sent during a storm: right after the burst, and once restores are answered. */
+/** Brand-new calls sent during a storm: right after the burst (sockets open), and once restores run. */
 interface Alongside {
   afterBurst: LeanCall[];
-  whileRestoring: LeanCall[];
+  /** Opened only then: a socket that sends no setup for 10 s is closed by the server. */
+  whileRestoring: () => Promise<LeanCall[]>;
+  /** Sessions the server has not restored yet (its own count, at the time of asking). */
+  pendingRestores: () => Promise<number>;
 }
 
 interface NewCallsAlongside {
   afterBurst: Array<number | null>;
   whileRestoring: Array<number | null>;
   pendingRestores: number;
+  /** The restoring batch's sockets, to hang up afterwards. */
+  restoringCalls: LeanCall[];
 }
 
 /** Resolves with the time the first text frame arrived if it is the resume line, else null. */
@@ -184,18 +191,19 @@ async function reconnectAtOnce(relayUrl: string, callSids: string[], tokens: Tok
     call.sendSetup(sid('VX'), { callStatus: 'IN-PROGRESS', customParameters: tokens.get(call.callSid) });
     return at;
   });
-  const newCalls = alongside && talkAlongside(alongside, restoring, () => calls.length - heard, o.timeoutMs);
+  const newCalls = alongside && talkAlongside(alongside, restoring, o.timeoutMs);
   const arrived = await Promise.all(waits);
   const latencies = arrived.map((at, i) => (at === null ? null : at - sentAt[i]!));
   const last = Math.max(...arrived.map((at) => at ?? 0));
   return { calls, latencies, wallMs: last > 0 ? last - sentAt[0]! : Number.NaN, ...(newCalls ? { newCalls: await newCalls } : {}) };
 }
 
-async function talkAlongside(calls: Alongside, restoring: Promise<unknown>, pending: () => number, timeoutMs: number): Promise<NewCallsAlongside> {
+async function talkAlongside(calls: Alongside, restoring: Promise<unknown>, timeoutMs: number): Promise<NewCallsAlongside> {
   const afterBurst = await talkNow(calls.afterBurst, timeoutMs);
   await restoring;
-  const pendingRestores = pending();
-  return { afterBurst, whileRestoring: await talkNow(calls.whileRestoring, timeoutMs), pendingRestores };
+  const restoringCalls = await calls.whileRestoring();
+  const pendingRestores = await calls.pendingRestores();
+  return { afterBurst, whileRestoring: await talkNow(restoringCalls, timeoutMs), pendingRestores, restoringCalls };
 }
 
 /** For comparison: the same reconnects one after another, so no restore waits behind another. */
@@ -318,13 +326,17 @@ export async function runStorm(o: StormOptions): Promise<{ result: StormResult; 
       return newCallsBatch(port, o.newCalls, o.connectConcurrency, o.timeoutMs);
     });
     await settled(o, 0);
-    const fresh = {
-      afterBurst: await openNewCalls(`ws://127.0.0.1:${port}/relay`, o.newCalls, o.connectConcurrency),
-      whileRestoring: await openNewCalls(`ws://127.0.0.1:${port}/relay`, o.newCalls, o.connectConcurrency),
+    const relayUrl = `ws://127.0.0.1:${port}/relay`;
+    const afterBurstCalls = await openNewCalls(relayUrl, o.newCalls, o.connectConcurrency);
+    const fresh: Alongside = {
+      afterBurst: afterBurstCalls,
+      whileRestoring: () => openNewCalls(relayUrl, o.newCalls, o.connectConcurrency),
+      // Held now: the restored sessions and the after-burst batch's (still open).
+      pendingRestores: async () => Math.max(0, sessions - ((await child.call('stats', {})).sessions - afterBurstCalls.length)),
     };
     const restart = await phase(reconnectAtOnce, port, callSids, actions, o, fresh);
     calls = restart.calls;
-    await hangUpAll([...fresh.afterBurst, ...fresh.whileRestoring], `http://127.0.0.1:${port}`, o.actionConcurrency);
+    await hangUpAll([...afterBurstCalls, ...(restart.newCalls?.restoringCalls ?? [])], `http://127.0.0.1:${port}`, o.actionConcurrency);
     await settled(o, sessions);
     o.log?.(`storm ${o.store}: after restart, ${restart.result.restored} restored`);
     const duringStorm = summarize(restart.newCalls?.whileRestoring ?? []);

@@ -197,8 +197,8 @@ export class RedisStore implements SnapshotStore {
     const now = Date.now();
     const match = `${escapeGlob(this.prefix)}*:rec`;
     const records = new Map<string, SessionRecord>(); // SCAN may return a key twice
-    // Each master in turn; one GET per key (a cluster refuses an MGET across slots), and auto-pipelining
-    // sends a batch's GETs in one write per node.
+    // Each master in turn; one GET per key (a cluster refuses an MGET across slots), a batch's GETs
+    // sent back to back on the connection without waiting for each other's replies.
     for await (const keys of scanKeys(this.redis, match)) {
       for (const raw of await Promise.all(keys.map((key) => this.redis.get(key)))) {
         const record = parseLive(raw, now);
