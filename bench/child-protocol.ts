@@ -58,6 +58,8 @@ export interface ChildCommands {
   /** process.cpuUsage() of the child, in microseconds. */
   cpu: [Record<string, never>, { user: number; system: number }];
   flush: [Record<string, never>, null];
+  /** Two forced full GCs: a load run starts with no garbage left from what the process did before. */
+  gc: [Record<string, never>, null];
   /** process.memoryUsage() after two forced full GCs, once it holds still. */
   memory: [Record<string, never>, MemorySample];
   stop: [Record<string, never>, null];

@@ -106,6 +106,10 @@ async function handle(cmd: CommandMessage['cmd'], arg: unknown): Promise<unknown
     case 'flush':
       await server?.manager.flush();
       return null;
+    case 'gc':
+      gc?.();
+      gc?.();
+      return null;
     case 'memory':
       return memory();
     case 'stop':

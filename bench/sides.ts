@@ -65,6 +65,11 @@ export class SideLoad {
 
   /** One run at `sessions` calls; the LLM's pace is already set to `mode`. */
   async run(sessions: number, mode: StreamMode): Promise<LoadRun> {
+    // Every side starts clean: the garbage of what it did before (a reconnect storm, a thousand calls
+    // hanging up) is collected now, not inside some later run, where it fell on whichever side was
+    // first after a heavy phase (paced @1, 22 turns in 6 s: one old-generation GC moved its CPU per
+    // turn by half). The run's own garbage is still its own.
+    await this.side.child.call('gc', {});
     // Ends quiet (see ClosedLoop.run): the next side's run never shares the machine with this one's turns.
     const result = await this.loop.run(sessions, runMs(mode, sessions, this.o.levelMs));
     if (!result.quiet) this.log(`${this.side.name}: turns still in flight after the pause timeout; the next run may overlap them`);
