@@ -21,7 +21,7 @@ import { runDeploy, type DeployResult } from './deploy.js';
 import { checkFrames } from './frame-check.js';
 import { openCalls } from './load.js';
 import type { LeanCall } from './lean-client.js';
-import { measureIdleMemory } from './memory.js';
+import { measureIdleMemory, openWarmCalls } from './memory.js';
 import { hangUpAll } from './hang-up.js';
 import { setPace, streamModes } from './modes.js';
 import type { BenchOptions, StoreKind } from './options.js';
@@ -100,8 +100,14 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
     const frameCheck = first ? await checkFrames(floorUrl, relayUrl(first), `http://127.0.0.1:${first.port}`) : await checkFrames(floorUrl, floorUrl);
     log(`frame check: floor ${frameCheck.floorFrames} frames, server ${frameCheck.serverFrames}, identical=${frameCheck.identical}`);
 
+    // ---- the warm calls of every process's idle-memory reading, all at once (see memory.ts)
+    const [floorWarm, ...serverWarm] = await Promise.all([
+      openWarmCalls(floorChild, floorUrl, o.idleSessions, o.connectConcurrency),
+      ...servers.map((server) => openWarmCalls(server.child, relayUrl(server), o.idleSessions, o.connectConcurrency)),
+    ]);
+
     // ---- the floor: idle memory on its fresh process; its load runs on the same calls, later
-    const floorIdle = await measureIdleMemory(floorChild, floorUrl, o.idleSessions, o.connectConcurrency, o.waitTimeoutMs);
+    const floorIdle = await measureIdleMemory(floorChild, floorUrl, o.idleSessions, o.connectConcurrency, o.waitTimeoutMs, undefined, floorWarm);
     log(`idle floor: ${(floorIdle.result.rssPerSessionBytes / 1024).toFixed(1)} KB RSS per call`);
 
     // ---- every store's server: idle memory, then the storm (storms and the deploy talk to an instant LLM)
@@ -114,7 +120,7 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
         skipped.push({ store, status: 'skipped', reason: `Redis at ${o.redisUrl} is unreachable`, idle: null, load: [], storm: null });
         continue;
       }
-      const idle = await measureIdleMemory(server.child, relayUrl(server), o.idleSessions, o.connectConcurrency, o.waitTimeoutMs, httpUrl(server));
+      const idle = await measureIdleMemory(server.child, relayUrl(server), o.idleSessions, o.connectConcurrency, o.waitTimeoutMs, httpUrl(server), serverWarm[servers.indexOf(server)]);
       const idleMemory = idleRatios(idle.result, floorIdle.result);
       log(`idle ${store}: ${(idle.result.rssPerSessionBytes / 1024).toFixed(1)} KB RSS per call (${idleMemory.rssRatio === null ? '-' : idleMemory.rssRatio.toFixed(2)}x floor)`);
       // The storm on the idle calls (each has one turn first); the calls it leaves live carry the load.

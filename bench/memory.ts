@@ -57,9 +57,25 @@ async function atRest(child: ChildHandle, n: number, timeoutMs: number): Promise
   return { holding, hibernated };
 }
 
+/** Warm calls opened ahead of measureIdleMemory, and what the process held before them. */
+export interface WarmCalls {
+  calls: LeanCall[];
+  base: number;
+}
+
+/**
+ * Opens the warm calls for a later measureIdleMemory: opened early (every process's at once), a
+ * server has hibernated them by the time it is measured, so no run waits for that on its own.
+ */
+export async function openWarmCalls(child: ChildHandle, url: string, sessions: number, connectConcurrency: number): Promise<WarmCalls> {
+  const base = (await child.call('stats', {})).sessions;
+  return { base, calls: await openCalls(url, Math.min(WARM_CALLS, sessions), connectConcurrency) };
+}
+
 /**
  * `httpUrl`: a server's, where the warm calls hang up after the readings (the action callback ends
- * their sessions); the floor holds nothing once a socket closes.
+ * their sessions); the floor holds nothing once a socket closes. `warmed`: warm calls opened
+ * earlier (openWarmCalls); else they are opened here.
  */
 export async function measureIdleMemory(
   child: ChildHandle,
@@ -68,6 +84,7 @@ export async function measureIdleMemory(
   connectConcurrency: number,
   timeoutMs: number,
   httpUrl?: string,
+  warmed?: WarmCalls,
 ): Promise<{ result: MemoryResult; calls: LeanCall[] }> {
   // A fresh process's young generation is small and only partly resident; the first calls grow it
   // (up to 16 MB for the floor), which read as live memory of the calls, or, with the young
@@ -76,8 +93,7 @@ export async function measureIdleMemory(
   // measured calls add on top: the warm calls stay until after the second reading, so nothing they
   // freed is there for the measured calls to reuse.
   const stats = () => child.call('stats', {});
-  const base = (await stats()).sessions;
-  const warm = await openCalls(url, Math.min(WARM_CALLS, sessions), connectConcurrency);
+  const { base, calls: warm } = warmed ?? (await openWarmCalls(child, url, sessions, connectConcurrency));
   await atRest(child, base + warm.length, timeoutMs);
   const before = await child.call('memory', {});
   const hibernatedBefore = (await stats()).hibernated ?? null;
