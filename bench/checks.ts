@@ -111,7 +111,9 @@ export function evaluate(r: Omit<BenchResults, 'checks' | 'pass'>): Check[] {
             ? `the server held ${s.idle.result.held} of ${s.idle.result.sessions} calls`
             : ratio === null
               ? "the floor's RSS did not grow (too few calls to read)"
-              : undefined,
+              : s.idle.result.rssPerSessionBytes <= 0
+                ? "the server's RSS did not grow (too few calls to read)"
+                : undefined,
         ),
       );
     }

@@ -18,11 +18,12 @@ function shellLimit(flag: '-Sn' | '-Hn'): number {
 /** `npm run bench -- --quick`: small sizes, done in under 40 s; set variables still win. */
 const QUICK: Record<string, string> = {
   BENCH_LEVELS: '1,100',
-  BENCH_LEVEL_MS: '400',
+  BENCH_LEVEL_MS: '300',
   BENCH_STORM_SESSIONS: '100',
   BENCH_STORM_NEW_CALLS: '10',
   BENCH_DEPLOY_SESSIONS: '20',
-  BENCH_IDLE_SESSIONS: '200',
+  BENCH_IDLE_SESSIONS: '300',
+  BENCH_LLM_HOP_BASELINE: '0',
 };
 const quick = process.argv.slice(2).includes('--quick');
 const options = benchOptionsFromEnv(quick ? { ...QUICK, ...process.env } : process.env);
