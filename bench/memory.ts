@@ -108,7 +108,10 @@ export async function measureIdleMemory(
       sessions,
       held: holding - base - warm.length,
       hibernated: hibernated === null || hibernatedBefore === null ? null : hibernated - hibernatedBefore,
-      rssPerSessionBytes: (after.rssAnon - after.youngGeneration - (before.rssAnon - before.youngGeneration)) / sessions,
+      // Never less than the live heap's growth, which is resident for certain: the young generation's
+      // committed size can grow by more than its resident pages (once: the floor read -2.8 KB per
+      // call while its heap grew 2.9 KB per call), and subtracting it then reads a negative growth.
+      rssPerSessionBytes: Math.max(after.rssAnon - after.youngGeneration - (before.rssAnon - before.youngGeneration), after.heapUsed - before.heapUsed) / sessions,
       rawRssPerSessionBytes: (after.rss - before.rss) / sessions,
       heapPerSessionBytes: (after.heapUsed - before.heapUsed) / sessions,
       externalPerSessionBytes: (after.external - before.external) / sessions,
