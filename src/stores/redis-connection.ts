@@ -96,8 +96,6 @@ export function parseRedisUrl(url: string): RedisTarget {
 export interface ConnectOptions {
   /** Batches the commands of one event-loop turn into one write per server (per node in a cluster). */
   autoPipelining?: boolean;
-  /** Commands (lower-case names, or a defineCommand name) sent at once, outside the auto-pipeline. */
-  autoPipeliningIgnoredCommands?: string[];
   /** Every command fails after this long without a reply; unset keeps ioredis' defaults (wait for ever). */
   commandTimeoutMs?: number;
 }
@@ -106,7 +104,6 @@ export interface ConnectOptions {
 export function connectRedis(url: string | RedisTarget, opts: ConnectOptions = {}): RedisClient {
   const target = typeof url === 'string' ? parseRedisUrl(url) : url;
   const enableAutoPipelining = opts.autoPipelining ?? false;
-  const autoPipeliningIgnoredCommands = opts.autoPipeliningIgnoredCommands ?? [];
   const bounded =
     opts.commandTimeoutMs === undefined
       ? {}
@@ -119,7 +116,7 @@ export function connectRedis(url: string | RedisTarget, opts: ConnectOptions = {
         };
   switch (target.mode) {
     case 'plain':
-      return new Redis(target.url, { enableAutoPipelining, autoPipeliningIgnoredCommands, ...bounded });
+      return new Redis(target.url, { enableAutoPipelining, ...bounded });
     case 'sentinel':
       return new Redis({
         sentinels: target.sentinels,
@@ -130,13 +127,11 @@ export function connectRedis(url: string | RedisTarget, opts: ConnectOptions = {
         sentinelUsername: target.sentinelUsername,
         sentinelPassword: target.sentinelPassword,
         enableAutoPipelining,
-        autoPipeliningIgnoredCommands,
         ...bounded,
       });
     case 'cluster':
       return new Cluster(target.nodes satisfies ClusterNode[], {
         enableAutoPipelining,
-        autoPipeliningIgnoredCommands,
         redisOptions: { username: target.username, password: target.password, ...bounded },
       });
   }

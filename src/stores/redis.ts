@@ -136,20 +136,7 @@ export class RedisStore implements SnapshotStore {
       throw new Error(`REDIS_PREFIX "${prefix}" must not contain { or } on a cluster: the call's hash tag follows it`);
     }
     this.prefix = prefix;
-    // Writes are auto-pipelined: a turn's saves from many calls leave in one write, which at 1,000
-    // calls saves this process and Redis a syscall per command (without it the bench's Redis rows at
-    // 1,000 calls ran at 50-86% of the floor's turns, against 96-107% with it). But ioredis runs one
-    // auto-pipeline per connection at a time, so a command waits for every reply of the batch in flight
-    // before it is even written: a restore's lease-and-load waited behind the previous session's save
-    // (storm restore p99 4.3-6.3 ms, 2.9-4.4 ms without auto-pipelining). Lease takeovers and reads
-    // are therefore sent at once. Nothing relies on their order against a queued write: a caller
-    // awaits its own call's earlier commands first, and a stale write that lands after a takeover is
-    // fenced, as it would be from another instance.
-    this.redis = connectRedis(target, {
-      autoPipelining: true,
-      autoPipeliningIgnoredCommands: ['get', ACQUIRE.name, ACQUIRE_AND_LOAD.name],
-      commandTimeoutMs: opts.commandTimeoutMs,
-    });
+    this.redis = connectRedis(target, { autoPipelining: true, commandTimeoutMs: opts.commandTimeoutMs });
     this.minLeaseMs = opts.minLeaseMs ?? DEFAULT_MIN_LEASE_MS;
     this.onError = opts.onError ?? (() => {});
     onConnectionError(this.redis, this.onError);
@@ -206,8 +193,8 @@ export class RedisStore implements SnapshotStore {
     const now = Date.now();
     const match = `${escapeGlob(this.prefix)}*:rec`;
     const records = new Map<string, SessionRecord>(); // SCAN may return a key twice
-    // Each master in turn; one GET per key (a cluster refuses an MGET across slots), a batch's GETs
-    // sent back to back on the connection without waiting for each other's replies.
+    // Each master in turn; one GET per key (a cluster refuses an MGET across slots), and auto-pipelining
+    // sends a batch's GETs in one write per node.
     for await (const keys of scanKeys(this.redis, match)) {
       for (const raw of await Promise.all(keys.map((key) => this.redis.get(key)))) {
         const record = parseLive(raw, now);
