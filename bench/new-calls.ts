@@ -1,7 +1,7 @@
 // Brand-new calls (callSids no store has seen) against a server: each sends its setup and its first
 // prompt back to back, and is timed from the prompt to the first `text` frame, as load.ts times a
-// turn. The storm measures a batch when the server is quiet and another right after a burst of
-// reconnects: a new call must not wait behind the restores.
+// turn. The storm measures a batch when the server is quiet, then one right after a burst of
+// reconnects and one while the restores run (storm.ts): a new call must not wait behind the restores.
 import { hangUpAll } from './hang-up.js';
 import { LeanCall } from './lean-client.js';
 import { ask, PROMPT } from './load.js';
