@@ -33,10 +33,14 @@ function rssAnon(): number | null {
   }
 }
 
+/** Two forced full GCs: the first pass can leave finalizer-held objects for the second. */
+function collectGarbage(): void {
+  gc?.();
+  gc?.();
+}
+
 function sample(): MemorySample {
-  // Twice: the first pass can leave finalizer-held objects for the second.
-  gc?.();
-  gc?.();
+  collectGarbage();
   const m = process.memoryUsage();
   let young = 0;
   for (const space of v8.getHeapSpaceStatistics()) if (space.space_name.startsWith('new_')) young += space.physical_space_size;
@@ -107,8 +111,7 @@ async function handle(cmd: CommandMessage['cmd'], arg: unknown): Promise<unknown
       await server?.manager.flush();
       return null;
     case 'gc':
-      gc?.();
-      gc?.();
+      collectGarbage();
       return null;
     case 'memory':
       return memory();

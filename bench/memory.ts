@@ -1,8 +1,8 @@
 // Memory per idle call: open N calls (setup only, no traffic) to a fresh process that already holds
 // some warm calls at rest, wait until it holds them all (and a server, until it has hibernated them:
 // an idle call at rest keeps no running actor after SESSION_HIBERNATE_MS, production's 2 s), then
-// compare its memory with the reading taken before. Both readings come after two forced full GCs (the child's `memory` command), so the growth
-// is live memory, not garbage. Of RSS, the anonymous part is read (file-backed pages are program code
+// compare its memory with the reading taken before. Both readings come after two forced full GCs
+// (the child's `memory` command), so the growth is live memory, not garbage. Of RSS, the anonymous part is read (file-backed pages are program code
 // the kernel pages in and out), less V8's young generation (empty then, but sized by recent allocation).
 // The calls stay open and are handed back: the same process and calls then carry the load runs.
 import type { ChildHandle } from './child-process.js';
@@ -92,11 +92,9 @@ export async function measureIdleMemory(
   // once). So the baseline is read with some calls already held, at rest, and the figure is what the
   // measured calls add on top: the warm calls stay until after the second reading, so nothing they
   // freed is there for the measured calls to reuse.
-  const stats = () => child.call('stats', {});
   const { base, calls: warm } = warmed ?? (await openWarmCalls(child, url, sessions, connectConcurrency));
-  await atRest(child, base + warm.length, timeoutMs);
+  const { hibernated: hibernatedBefore } = await atRest(child, base + warm.length, timeoutMs);
   const before = await child.call('memory', {});
-  const hibernatedBefore = (await stats()).hibernated ?? null;
   const calls = await openCalls(url, sessions, connectConcurrency);
   const { holding, hibernated } = await atRest(child, base + warm.length + sessions, timeoutMs);
   const after = await child.call('memory', {});

@@ -118,8 +118,8 @@ function stormTables(r: BenchResults): string[] {
     table(['store', 'phase', 'restored', 'e2e p50', 'e2e p99', 'wall ms', 'srv restore p50', 'srv restore p99'], fill(phases, 8)),
     '',
     'New calls during the `after restart` storm (setup + prompt; prompt -> first token, ms) against as many on the quiet restarted',
-    'instance. after burst (informational): sent right after the reconnect burst was written, read after its 1,000 setup frames;',
-    'restoring (judged): sent once resume lines come and the after-burst batch is answered, with `pending` restores still to come',
+    'instance, both batches judged. after burst: sent right after the reconnect burst was written, read after its setup frames;',
+    'restoring: sent once resume lines come and the after-burst batch is answered, with `pending` restores still to come',
     table(['store', 'answered', 'quiet p50', 'quiet p99', 'after burst p99', 'x', 'pending', 'restoring p50', 'restoring p99', 'p99 x'], newCalls),
   ];
 }
