@@ -257,6 +257,19 @@ describe.skipIf(!redisUp)('RedisStore specifics', () => {
     expect(await redis.pttl(epochKey ?? '')).toBeGreaterThan(0);
   });
 
+  it('reads the record epoch of a conditional takeover from a record in another field order too', async () => {
+    const s = track(new RedisStore(REDIS_URL, { prefix: runPrefix }));
+    const redis = raw();
+    const sid = newSid();
+    await s.save(await s.acquire(sid, 'a'), { snapshot, state: 'grace', retainUntil: Date.now() + MINUTE });
+    const recordKey = (await keysOf(redis, sid)).find((k) => k.endsWith(':rec'))!;
+    // Written by hand with the epoch first and a decoy at the end of the snapshot's text.
+    const record = { epoch: 1, retainUntil: Date.now() + MINUTE, updatedAt: Date.now(), state: 'grace', callSid: sid, snapshot: { note: '"epoch":9,"updatedAt":1,"retainUntil":2}' } };
+    await redis.set(recordKey, JSON.stringify(record), 'PX', MINUTE);
+    await expect(s.acquire(sid, 'b', { ifRecordEpoch: 9 })).rejects.toBeInstanceOf(StaleLeaseError);
+    expect((await s.acquire(sid, 'b', { ifRecordEpoch: 1 })).epoch).toBe(2);
+  });
+
   it('forgets a record once its retention passes', async () => {
     const s = track(new RedisStore(REDIS_URL, { prefix: runPrefix }));
     const redis = raw();

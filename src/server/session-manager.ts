@@ -152,8 +152,8 @@ export class SessionManager {
         if (found.session) return this.resume(found.session, socket, event, true, log);
         let restored: Session | undefined;
         try {
-          // Only if nobody took the session since it was read: of two racing resumes, one restores it.
-          restored = await this.restorer.takeOver(setup.callSid, log, found.epoch);
+          // Only if nobody took or rewrote the session since it was read: of two racing resumes, one restores it.
+          restored = await this.restorer.takeOver(setup.callSid, log, found.asRead);
         } catch (err) {
           if (!(err instanceof StaleLeaseError)) throw err;
           return this.lostRace(via, log);

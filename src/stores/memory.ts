@@ -1,6 +1,7 @@
 // In-process snapshot store for development and tests; same contract as the durable stores.
 import {
   DEFAULT_MIN_LEASE_MS,
+  recordChangedError,
   StaleLeaseError,
   type AcquireOptions,
   type CallTokenGrant,
@@ -37,6 +38,11 @@ export class MemoryStore implements SnapshotStore {
   async acquire(callSid: string, owner: string, opts: AcquireOptions = {}): Promise<Lease> {
     const current = this.epochEntry(callSid).epoch;
     if (opts.ifEpoch !== undefined && current !== opts.ifEpoch) throw new StaleLeaseError(callSid, opts.ifEpoch, current);
+    if (opts.ifRecordEpoch !== undefined) {
+      // Read in the same synchronous step as the check and the bump: nothing can come in between.
+      const recordEpoch = this.liveRecord(callSid)?.epoch ?? 0;
+      if (recordEpoch !== opts.ifRecordEpoch) throw recordChangedError(callSid, current, opts.ifRecordEpoch, recordEpoch);
+    }
     const epoch = current + 1;
     this.raiseEpoch(callSid, epoch, 0);
     return { callSid, owner, epoch };
@@ -58,9 +64,8 @@ export class MemoryStore implements SnapshotStore {
   }
 
   async load(callSid: string): Promise<SessionRecord | undefined> {
-    const record = this.records.get(callSid);
-    if (!record || record.retainUntil <= Date.now()) return undefined;
-    return recordOf(record);
+    const record = this.liveRecord(callSid);
+    return record && recordOf(record);
   }
 
   async currentEpoch(callSid: string): Promise<number> {
@@ -118,6 +123,11 @@ export class MemoryStore implements SnapshotStore {
     this.records.clear();
     this.epochs.clear();
     this.callTokens.clear();
+  }
+
+  private liveRecord(callSid: string): HeldRecord | undefined {
+    const record = this.records.get(callSid);
+    return record && record.retainUntil > Date.now() ? record : undefined;
   }
 
   private epochEntry(callSid: string): EpochEntry {

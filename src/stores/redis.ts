@@ -4,6 +4,7 @@
 import { closeClient, connectRedis, duplicateClient, onConnectionError, parseRedisUrl, scanKeys, type RedisClient } from './redis-connection.js';
 import {
   DEFAULT_MIN_LEASE_MS,
+  recordChangedError,
   StaleLeaseError,
   type AcquireOptions,
   type CallTokenGrant,
@@ -29,17 +30,26 @@ interface LuaScript {
 // the new owner so the previous one can stop right away. A channel is no key: in a cluster a PUBLISH
 // reaches subscribers on every node.
 // With ARGV[4] (an epoch, or '' for none): only if the epoch is still that one, else an error naming it.
-// KEYS: epoch[, record]. ARGV: minTtlMs, leaseChannel, callSid, ifEpoch.
+// With ARGV[5] (likewise): only if the record was written under that epoch (0: no record). A record
+// ends with the fields save() puts after its snapshot, so its own epoch is read from the end without
+// decoding the snapshot (cjson only for a record in another shape).
+// KEYS: epoch, record. ARGV: minTtlMs, leaseChannel, callSid, ifEpoch, ifRecordEpoch.
 const TAKE_LEASE = `
-if ARGV[4] ~= '' then
+if ARGV[4] ~= '' or ARGV[5] ~= '' then
   local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-  if current ~= tonumber(ARGV[4]) then return redis.error_reply('STALE ' .. current) end
+  if ARGV[4] ~= '' and current ~= tonumber(ARGV[4]) then return redis.error_reply('STALE ' .. current) end
+  if ARGV[5] ~= '' then
+    local raw = redis.call('GET', KEYS[2])
+    local written = 0
+    if raw then written = tonumber(string.match(raw, '"epoch":(%d+),"updatedAt":[^,]*,"retainUntil":[^,]*}$') or cjson.decode(raw).epoch) end
+    if written ~= tonumber(ARGV[5]) then return redis.error_reply('CHANGED ' .. current .. ' ' .. written) end
+  end
 end
 local epoch = redis.call('INCR', KEYS[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 redis.call('PUBLISH', ARGV[2], epoch .. ' ' .. ARGV[3])
 `;
-const ACQUIRE: LuaScript = { name: 'relayAcquire', numberOfKeys: 1, lua: `${TAKE_LEASE}return epoch` };
+const ACQUIRE: LuaScript = { name: 'relayAcquire', numberOfKeys: 2, lua: `${TAKE_LEASE}return epoch` };
 // ACQUIRE, then the record in the same atomic step (one round trip for a restore).
 const ACQUIRE_AND_LOAD: LuaScript = { name: 'relayAcquireAndLoad', numberOfKeys: 2, lua: `${TAKE_LEASE}return { epoch, redis.call('GET', KEYS[2]) }` };
 
@@ -144,7 +154,7 @@ export class RedisStore implements SnapshotStore {
   }
 
   async acquire(callSid: string, owner: string, opts: AcquireOptions = {}): Promise<Lease> {
-    const epoch = await this.takeLease(ACQUIRE, callSid, [this.epochKey(callSid)], opts);
+    const epoch = await this.takeLease(ACQUIRE, callSid, [this.epochKey(callSid), this.recordKey(callSid)], opts);
     if (typeof epoch !== 'number') throw new Error(`unexpected acquire reply for ${callSid}: ${String(epoch)}`);
     return { callSid, owner, epoch };
   }
@@ -159,6 +169,7 @@ export class RedisStore implements SnapshotStore {
 
   async save(lease: Lease, input: SaveInput): Promise<void> {
     const now = Date.now();
+    // The last fields' order is read by TAKE_LEASE: the record's epoch is found at its end.
     const record: SessionRecord = {
       callSid: lease.callSid,
       snapshot: input.snapshot,
@@ -272,12 +283,14 @@ export class RedisStore implements SnapshotStore {
 
   /** Runs a lease script; a conditional one that finds another epoch fails with StaleLeaseError. */
   private async takeLease(script: LuaScript, callSid: string, keys: string[], opts: AcquireOptions): Promise<unknown> {
-    const ifEpoch = opts.ifEpoch ?? '';
     try {
-      return await this.run(script, keys, [this.minLeaseMs, this.leaseChannel(), callSid, ifEpoch]);
+      return await this.run(script, keys, [this.minLeaseMs, this.leaseChannel(), callSid, opts.ifEpoch ?? '', opts.ifRecordEpoch ?? '']);
     } catch (err) {
-      const stale = err instanceof Error ? /^STALE (\d+)/.exec(err.message) : null;
+      const message = err instanceof Error ? err.message : '';
+      const stale = /^STALE (\d+)/.exec(message);
       if (stale && opts.ifEpoch !== undefined) throw new StaleLeaseError(callSid, opts.ifEpoch, Number(stale[1]));
+      const changed = /^CHANGED (\d+) (\d+)/.exec(message);
+      if (changed && opts.ifRecordEpoch !== undefined) throw recordChangedError(callSid, Number(changed[1]), opts.ifRecordEpoch, Number(changed[2]));
       throw err;
     }
   }

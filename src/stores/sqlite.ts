@@ -4,6 +4,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import {
   DEFAULT_MIN_LEASE_MS,
+  recordChangedError,
   StaleLeaseError,
   type AcquireOptions,
   type CallTokenGrant,
@@ -132,6 +133,7 @@ export class SqliteStore implements SnapshotStore {
           snapshot = excluded.snapshot, state = excluded.state, epoch = excluded.epoch,
           updated_at = excluded.updated_at, retain_until = excluded.retain_until`),
       load: db.prepare<[string, number], RecordRow>('SELECT * FROM records WHERE call_sid = ? AND retain_until > ?'),
+      recordEpoch: db.prepare<[string, number], { epoch: number }>('SELECT epoch FROM records WHERE call_sid = ? AND retain_until > ?'),
       list: db.prepare<[number], RecordRow>('SELECT * FROM records WHERE retain_until > ? ORDER BY updated_at DESC'),
       deleteRecord: db.prepare<[string]>('DELETE FROM records WHERE call_sid = ?'),
       sweepRecords: db.prepare<[number]>('DELETE FROM records WHERE retain_until <= ?'),
@@ -154,10 +156,14 @@ export class SqliteStore implements SnapshotStore {
     // In its own transaction: a RETURNING statement read with get() commits when it is reset, where
     // better-sqlite3 does not report a failed commit (a read-only or full disk), and the epoch would
     // be handed out without being stored. An explicit COMMIT throws.
-    this.acquireTx = db.transaction((params: LeaseParams, ifEpoch: number | undefined) => {
-      if (ifEpoch !== undefined) {
+    this.acquireTx = db.transaction((params: LeaseParams, { ifEpoch, ifRecordEpoch }: AcquireOptions) => {
+      if (ifEpoch !== undefined || ifRecordEpoch !== undefined) {
         const current = this.stmt.epoch.get(params.callSid)?.epoch ?? 0;
-        if (current !== ifEpoch) throw new StaleLeaseError(params.callSid, ifEpoch, current);
+        if (ifEpoch !== undefined && current !== ifEpoch) throw new StaleLeaseError(params.callSid, ifEpoch, current);
+        if (ifRecordEpoch !== undefined) {
+          const recordEpoch = this.stmt.recordEpoch.get(params.callSid, Date.now())?.epoch ?? 0;
+          if (recordEpoch !== ifRecordEpoch) throw recordChangedError(params.callSid, current, ifRecordEpoch, recordEpoch);
+        }
       }
       return this.stmt.acquire.get(params);
     }).immediate;
@@ -187,7 +193,7 @@ export class SqliteStore implements SnapshotStore {
   }
 
   async acquire(callSid: string, owner: string, opts: AcquireOptions = {}): Promise<Lease> {
-    const row = this.acquireTx({ callSid, owner, epoch: 1, retainUntil: Date.now() + this.minLeaseMs }, opts.ifEpoch);
+    const row = this.acquireTx({ callSid, owner, epoch: 1, retainUntil: Date.now() + this.minLeaseMs }, opts);
     if (!row) throw new Error(`acquire returned no epoch for ${callSid}`);
     return { callSid, owner, epoch: row.epoch };
   }

@@ -25,16 +25,25 @@ export interface SessionRecord {
 
 export type SaveInput = Omit<SessionRecord, 'callSid' | 'epoch' | 'updatedAt'>;
 
-/** Thrown when a write carries an epoch lower than the current one: another instance owns the session. */
+/**
+ * Thrown when a write carries an epoch lower than the current one (another instance owns the session),
+ * or a conditional acquire finds the session changed since it was read.
+ */
 export class StaleLeaseError extends Error {
   override name = 'StaleLeaseError';
   constructor(
     readonly callSid: string,
     readonly epoch: number,
     readonly currentEpoch: number,
+    message = `stale lease for ${callSid}: epoch ${epoch} < current ${currentEpoch}`,
   ) {
-    super(`stale lease for ${callSid}: epoch ${epoch} < current ${currentEpoch}`);
+    super(message);
   }
+}
+
+/** A conditional takeover found the record rewritten since it was read (`recordEpoch`: its writer's epoch now, 0 when gone). */
+export function recordChangedError(callSid: string, epoch: number, expected: number, recordEpoch: number): StaleLeaseError {
+  return new StaleLeaseError(callSid, epoch, epoch, `stale takeover of ${callSid}: its record was written at epoch ${recordEpoch}, not ${expected} as read`);
 }
 
 /** How long stores keep what they hold; the server passes its configured retention. */
@@ -60,9 +69,16 @@ export interface CallTokenGrant {
   keepUntil: number;
 }
 
-/** A conditional acquire: only if the epoch is still the one seen, else StaleLeaseError and nothing changes. */
+/** A conditional acquire: only if the session is still as seen, else StaleLeaseError and nothing changes. */
 export interface AcquireOptions {
+  /** Only if the fencing epoch is still this one: nobody acquired the session since. */
   ifEpoch?: number;
+  /**
+   * Only if the stored record is still the one written under this epoch (its `epoch`), as well. A
+   * takeover judged the record it read; a resume that acquired and then stored itself (and spoke) has
+   * not moved the epoch since, only the record. A lease taken and never written leaves it unchanged.
+   */
+  ifRecordEpoch?: number;
 }
 
 export interface SnapshotStore {

@@ -82,6 +82,36 @@ export function storeContract({ kind, open }: ContractOptions): void {
     }
   });
 
+  it('takes over conditionally on the record as read (ifRecordEpoch): a write since fails it, a lease never written does not', async () => {
+    const s = store();
+    const sid = newSid();
+    const first = await s.acquire(sid, 'a');
+    await s.save(first, { snapshot, state: 'grace', retainUntil: Date.now() + MINUTE });
+    // A takeover that died before writing anything: the record is still the one written at epoch 1.
+    const dead = await s.acquire(sid, 'b', { ifEpoch: 1, ifRecordEpoch: 1 });
+    expect(dead.epoch).toBe(2);
+    // Read as (epoch 2, record of epoch 1); then a claim at 3 writes its record before the takeover.
+    const claim = await s.acquire(sid, 'c', { ifEpoch: 2 });
+    await s.save(claim, { snapshot, state: 'connected', retainUntil: Date.now() + MINUTE });
+    const refused = await s.acquire(sid, 'd', { ifEpoch: 3, ifRecordEpoch: 1 }).catch((err: unknown) => err);
+    expect(refused).toBeInstanceOf(StaleLeaseError);
+    expect((refused as Error).message).toMatch(/written at epoch 3, not 1/);
+    expect(await s.currentEpoch(sid)).toBe(3);
+    // Read as it is now: taken.
+    expect((await s.acquire(sid, 'd', { ifEpoch: 3, ifRecordEpoch: 3 })).epoch).toBe(4);
+    // No record (0) is a record of its own: one written since is a change.
+    const fresh = newSid();
+    expect((await s.acquire(fresh, 'a', { ifRecordEpoch: 0 })).epoch).toBe(1);
+    await s.save({ callSid: fresh, owner: 'a', epoch: 1 }, { snapshot, state: 'grace', retainUntil: Date.now() + MINUTE });
+    await expect(s.acquire(fresh, 'b', { ifRecordEpoch: 0 })).rejects.toBeInstanceOf(StaleLeaseError);
+    if (s.acquireAndLoad) {
+      await expect(s.acquireAndLoad(sid, 'e', { ifEpoch: 4, ifRecordEpoch: 1 })).rejects.toBeInstanceOf(StaleLeaseError);
+      const taken = await s.acquireAndLoad(sid, 'e', { ifEpoch: 4, ifRecordEpoch: 3 });
+      expect(taken.lease.epoch).toBe(5);
+      expect(taken.record).toMatchObject({ state: 'connected', epoch: 3 });
+    }
+  });
+
   it('round-trips a nested JSON snapshot', async () => {
     const s = store();
     const sid = newSid();

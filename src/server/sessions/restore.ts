@@ -7,7 +7,7 @@ import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { Clock } from '../../clock.js';
 import type { SessionInput, SessionMachine } from '../../machines/session.js';
-import type { Lease, SessionRecord, SnapshotStore } from '../../stores/index.js';
+import type { AcquireOptions, Lease, SessionRecord, SnapshotStore } from '../../stores/index.js';
 import type { Session, SessionSnapshot } from './live-session.js';
 import type { SessionRegistry } from './registry.js';
 import { graceDeadlineOf, upgradeStoredSnapshot } from './stored-snapshot.js';
@@ -22,9 +22,10 @@ const RESTORE_CONCURRENCY = 1;
 
 /**
  * A call's session as found: our own live actor, or a resumable record someone else (maybe dead)
- * wrote, with the session's fencing epoch as it was when the record was read.
+ * wrote, with what a takeover must find unchanged: the session's fencing epoch as it was when the
+ * record was read, and the epoch the record was written under.
  */
-type Located = { session: Session; snapshot: SessionSnapshot } | { session?: undefined; snapshot: SessionSnapshot; epoch: number };
+type Located = { session: Session; snapshot: SessionSnapshot } | { session?: undefined; snapshot: SessionSnapshot; asRead: Required<AcquireOptions> };
 
 export interface SessionRestorerOptions {
   store: SnapshotStore;
@@ -96,22 +97,23 @@ export class SessionRestorer {
       await this.takeOver(callSid, log); // restores and expires it, so the store says so
       return undefined;
     }
-    return { snapshot, epoch };
+    return { snapshot, asRead: { ifEpoch: epoch, ifRecordEpoch: record.epoch } };
   }
 
   /**
    * Takes a stored session over: the lease first, fencing the old owner, then its final record.
-   * With `ifEpoch`, only if the session's epoch is still that one (else StaleLeaseError).
+   * With `asRead` (what locate() found), only if neither the epoch nor the record changed since
+   * (else StaleLeaseError): a resume takes over only the session it judged.
    */
-  takeOver(callSid: string, log: Logger, ifEpoch?: number): Promise<Session | undefined> {
+  takeOver(callSid: string, log: Logger, asRead: AcquireOptions = {}): Promise<Session | undefined> {
     // Bounded: in a reconnect storm each restore then completes in a few round trips instead of
     // all of them crawling forward together behind each other's store I/O.
-    return this.restoreLimit(() => this.restoreNow(callSid, log, ifEpoch));
+    return this.restoreLimit(() => this.restoreNow(callSid, log, asRead));
   }
 
-  private async restoreNow(callSid: string, log: Logger, ifEpoch?: number): Promise<Session | undefined> {
+  private async restoreNow(callSid: string, log: Logger, asRead: AcquireOptions): Promise<Session | undefined> {
     const started = performance.now();
-    const { lease, record } = await this.acquireAndLoad(callSid, ifEpoch);
+    const { lease, record } = await this.acquireAndLoad(callSid, asRead);
     if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
     // A reply in flight restarts by the reply actor's own rule (fromReplyStream): nothing to patch here.
     // A session whose grace ran out is only restored to be expired: its children (a tool, a reply) must
@@ -134,9 +136,8 @@ export class SessionRestorer {
   }
 
   /** The lease first, fencing the old owner, then its final record: in one round trip where the store can. */
-  private async acquireAndLoad(callSid: string, ifEpoch?: number): Promise<{ lease: Lease; record: SessionRecord | undefined }> {
+  private async acquireAndLoad(callSid: string, opts: AcquireOptions): Promise<{ lease: Lease; record: SessionRecord | undefined }> {
     const { store, instanceId } = this.opts;
-    const opts = ifEpoch === undefined ? {} : { ifEpoch };
     if (store.acquireAndLoad) return store.acquireAndLoad(callSid, instanceId, opts);
     const lease = await store.acquire(callSid, instanceId, opts);
     return { lease, record: await store.load(callSid) };

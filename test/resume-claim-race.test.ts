@@ -1,0 +1,152 @@
+// A resume racing one that has already spoken, played in the one order that used to let both win.
+// Instance A takes a call's session (its lease moves to a new epoch), then stores the resume and speaks.
+// Instance B, resuming the same call, reads the new epoch with the *old* record between A's lease and
+// A's write, and asks for its takeover only after A's write landed. A write does not move the epoch,
+// so a takeover conditional on the epoch alone went through after A had spoken: two sockets spoke for
+// one call. The takeover is conditional on the record B judged as well, so B loses and says nothing.
+// Each instance sees the store through a view that holds it at chosen points (gates): the order is
+// fixed by events, not by timing.
+import { randomUUID } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { SimulatedCall } from '../src/testing/twilio-sim.js';
+import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-server.js';
+import { lifecycleOf } from '../src/machines/session.js';
+import type { ChatTurn } from '../src/llm/types.js';
+import { delegatingStore, MemoryStore, RedisStore, SqliteStore, type AcquireOptions, type SnapshotStore } from '../src/stores/index.js';
+import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
+import { REDIS_URL, redisAvailable } from './support/redis.js';
+import { expectedResumeLine, gate, say } from './support/resume-scenario.js';
+
+const redisUp = await redisAvailable();
+
+/** What a view waits for before it lets a step of the watched call through. */
+interface Holds {
+  save?: Promise<void>;
+  conditionalAcquire?: Promise<void>;
+}
+
+/**
+ * One instance's view of the shared store. For the watched call (once `watched.callSid` is set), it
+ * reports its first conditional acquire, save and record read (gates), and holds saves and
+ * conditional acquires until `holds` let them through.
+ */
+function gatedView(inner: SnapshotStore, watched: { callSid?: string }, holds: Holds) {
+  const gates = { acquired: gate(), saved: gate(), read: gate() };
+  const mine = (callSid: string) => callSid === watched.callSid;
+  async function conditionally<T>(callSid: string, opts: AcquireOptions | undefined, take: () => Promise<T>): Promise<T> {
+    if (!mine(callSid) || opts?.ifEpoch === undefined) return take();
+    await holds.conditionalAcquire;
+    const taken = await take();
+    gates.acquired.open();
+    return taken;
+  }
+  const acquireAndLoad = inner.acquireAndLoad?.bind(inner);
+  const store = delegatingStore(inner, {
+    acquire: (callSid, owner, opts) => conditionally(callSid, opts, () => inner.acquire(callSid, owner, opts)),
+    ...(acquireAndLoad && { acquireAndLoad: (callSid: string, owner: string, opts?: AcquireOptions) => conditionally(callSid, opts, () => acquireAndLoad(callSid, owner, opts)) }),
+    save: async (lease, input) => {
+      if (!mine(lease.callSid)) return inner.save(lease, input);
+      await holds.save;
+      await inner.save(lease, input);
+      gates.saved.open();
+    },
+    load: async (callSid) => {
+      const record = await inner.load(callSid);
+      if (mine(callSid)) gates.read.open();
+      return record;
+    },
+  });
+  return { store, gates };
+}
+
+type View = ReturnType<typeof gatedView>;
+
+const cases = [
+  { kind: 'memory', available: true, opener: () => { const shared = new MemoryStore(); return () => shared; } },
+  { kind: 'sqlite', available: true, opener: () => { const file = tempSqlitePath(); return () => new SqliteStore(file); } },
+  { kind: 'redis', available: redisUp, opener: () => { const prefix = `test:claimrace:${randomUUID()}:`; return () => new RedisStore(REDIS_URL, { prefix }); } },
+] as const;
+
+describe.each(cases)('$kind: a resume that read the record before another resume stored it', ({ kind, available, opener }) => {
+  let llm: FakeOpenAI | undefined;
+  let servers: TestServer[] = [];
+  afterEach(async () => {
+    await Promise.all(servers.map((s) => s.close()));
+    servers = [];
+    await llm?.close();
+  });
+
+  /** `n` instances over one shared namespace, each through its own gated view; `wire` sets who waits for whom. */
+  async function instances(n: number, wire: (views: View[], holds: Holds[]) => void) {
+    llm = await startFakeOpenAI();
+    const open = opener();
+    const watched: { callSid?: string } = {};
+    const holds: Holds[] = Array.from({ length: n }, () => ({}));
+    const views = holds.map((h) => gatedView(open(), watched, h));
+    wire(views, holds);
+    for (const view of views) servers.push(await startTestServer({ store: view.store, sharedLlm: llm, config: { store: kind } }));
+    return { views, watch: (callSid: string) => (watched.callSid = callSid) };
+  }
+
+  async function droppedCall(owner: TestServer): Promise<SimulatedCall> {
+    const call = await SimulatedCall.connect({ url: owner.server.relayUrl });
+    expect(await say(call, 'hello')).toBe('You said: hello');
+    await call.drop();
+    await expect.poll(() => lifecycleOf(owner.server.manager.get(call.callSid)?.actor.getSnapshot().value)).toBe('disconnected');
+    await owner.server.manager.flush();
+    return call;
+  }
+
+  const resumeOn = (server: TestServer, call: SimulatedCall) =>
+    SimulatedCall.connect({ url: server.server.relayUrl, callSid: call.callSid, sessionId: call.sessionId, reconnection: true });
+
+  /** The winner resumes and talks on; the loser is closed having heard nothing; the store has the winner's call. */
+  async function expectOneSpoke(winner: SimulatedCall, loser: SimulatedCall, winning: TestServer) {
+    // (Before the fix the loser spoke and was never closed: this fails instead of waiting for ever.)
+    await expect.poll(() => loser.closeInfo?.code, { message: 'the losing socket is closed as having lost the race' }).toBe(4001);
+    expect(loser.messages, 'the losing socket heard something').toEqual([]);
+    expect((await winner.nextReply(10_000)).text).toBe(expectedResumeLine('en-US'));
+    expect(await say(winner, 'still there?')).toBe('You said: still there?');
+    expect(winner.closeInfo).toBeUndefined();
+    await winning.server.manager.flush();
+    const record = await winning.server.store.load(winner.callSid);
+    const history = (record?.snapshot as { context: { history: ChatTurn[] } }).context.history;
+    expect(history.filter((t) => t.role === 'user' && t.content === 'still there?')).toHaveLength(1);
+    expect(record?.state).toBe('connected');
+    await winner.drop();
+  }
+
+  it.runIf(available)('the instance holding the call resumes it; a racer that read between its lease and its write says nothing', async () => {
+    // A's write waits until B has read the record; B's takeover waits until A's write has landed.
+    const { views, watch } = await instances(2, ([a, b], [holdA, holdB]) => {
+      holdA!.save = b!.gates.read.opened;
+      holdB!.conditionalAcquire = a!.gates.saved.opened;
+    });
+    const [a] = views as [View, View];
+    const [serverA, serverB] = servers as [TestServer, TestServer];
+    const call = await droppedCall(serverA);
+    watch(call.callSid);
+
+    const onA = await resumeOn(serverA, call);
+    await a.gates.acquired.opened; // A's lease has moved; its write waits for B's read
+    const onB = await resumeOn(serverB, call);
+    await expectOneSpoke(onA, onB, serverA);
+  });
+
+  it.runIf(available)('an instance taking the call over resumes it; a third that read between its lease and its write says nothing', async () => {
+    // B takes the call over from its holder O; C reads between B's lease and B's first write.
+    const { views, watch } = await instances(3, ([, b, c], [, holdB, holdC]) => {
+      holdB!.save = c!.gates.read.opened;
+      holdC!.conditionalAcquire = b!.gates.saved.opened;
+    });
+    const [, b] = views as [View, View, View];
+    const [holder, serverB, serverC] = servers as [TestServer, TestServer, TestServer];
+    const call = await droppedCall(holder);
+    watch(call.callSid);
+
+    const onB = await resumeOn(serverB, call);
+    await b.gates.acquired.opened;
+    const onC = await resumeOn(serverC, call);
+    await expectOneSpoke(onB, onC, serverB);
+  });
+});
