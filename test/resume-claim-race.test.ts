@@ -3,7 +3,9 @@
 // Instance B, resuming the same call, reads the new epoch with the *old* record between A's lease and
 // A's write, and asks for its takeover only after A's write landed. A write does not move the epoch,
 // so a takeover conditional on the epoch alone went through after A had spoken: two sockets spoke for
-// one call. The takeover is conditional on the record B judged as well, so B loses and says nothing.
+// one call. The takeover is conditional on the record B judged as well: refused, B judges the record
+// as it is now (resumed a moment ago on another socket) and is closed having said nothing. A record
+// rewritten by an owner that did not speak is judged again the same way, and resumed.
 // Each instance sees the store through a view that holds it at chosen points (gates): the order is
 // fixed by events, not by timing.
 import { randomUUID } from 'node:crypto';
@@ -15,7 +17,8 @@ import type { ChatTurn } from '../src/llm/types.js';
 import { delegatingStore, MemoryStore, RedisStore, SqliteStore, type AcquireOptions, type SnapshotStore } from '../src/stores/index.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';
-import { expectedResumeLine, gate, say } from './support/resume-scenario.js';
+import { expectedResumeLine, gate, postDroppedAction, say } from './support/resume-scenario.js';
+import { twilioReconnectOptions } from '../src/testing/twilio-sim.js';
 
 const redisUp = await redisAvailable();
 
@@ -23,6 +26,8 @@ const redisUp = await redisAvailable();
 interface Holds {
   save?: Promise<void>;
   conditionalAcquire?: Promise<void>;
+  /** The first save (once `save` lets it through) fails, as on a full disk. */
+  failFirstSave?: boolean;
 }
 
 /**
@@ -47,6 +52,10 @@ function gatedView(inner: SnapshotStore, watched: { callSid?: string }, holds: H
     save: async (lease, input) => {
       if (!mine(lease.callSid)) return inner.save(lease, input);
       await holds.save;
+      if (holds.failFirstSave) {
+        holds.failFirstSave = false;
+        throw new Error('disk full');
+      }
       await inner.save(lease, input);
       gates.saved.open();
     },
@@ -102,8 +111,9 @@ describe.each(cases)('$kind: a resume that read the record before another resume
 
   /** The winner resumes and talks on; the loser is closed having heard nothing; the store has the winner's call. */
   async function expectOneSpoke(winner: SimulatedCall, loser: SimulatedCall, winning: TestServer) {
+    // Refused, it judged the record again: resumed a moment ago on another socket (try again: 1013).
     // (Before the fix the loser spoke and was never closed: this fails instead of waiting for ever.)
-    await expect.poll(() => loser.closeInfo?.code, { message: 'the losing socket is closed as having lost the race' }).toBe(4001);
+    await expect.poll(() => loser.closeInfo, { message: 'the losing socket is closed as a duplicate' }).toMatchObject({ code: 1013 });
     expect(loser.messages, 'the losing socket heard something').toEqual([]);
     expect((await winner.nextReply(10_000)).text).toBe(expectedResumeLine('en-US'));
     expect(await say(winner, 'still there?')).toBe('You said: still there?');
@@ -148,5 +158,59 @@ describe.each(cases)('$kind: a resume that read the record before another resume
     await b.gates.acquired.opened;
     const onC = await resumeOn(serverC, call);
     await expectOneSpoke(onB, onC, serverB);
+  });
+
+  it.runIf(available)('a racer that read between a lease and a write that did not speak judges the new record and resumes', async () => {
+    // A's claim takes the lease, then its write of the resume fails (A refuses its socket, 1011) and
+    // the write of that refusal lands. B read between A's lease and those writes; it resumes the call.
+    const { views, watch } = await instances(2, ([a, b], [holdA, holdB]) => {
+      holdA!.save = b!.gates.read.opened;
+      holdA!.failFirstSave = true;
+      holdB!.conditionalAcquire = a!.gates.saved.opened;
+    });
+    const [a] = views as [View, View];
+    const [serverA, serverB] = servers as [TestServer, TestServer];
+    const call = await droppedCall(serverA);
+    watch(call.callSid);
+
+    const onA = await resumeOn(serverA, call);
+    await a.gates.acquired.opened;
+    const onB = await resumeOn(serverB, call);
+    await expect.poll(() => onA.closeInfo, { message: 'the socket whose resume was not stored is refused' }).toMatchObject({ code: 1011 });
+    expect(onA.messages).toEqual([]);
+    expect((await onB.nextReply(10_000)).text).toBe(expectedResumeLine('en-US'));
+    expect(await say(onB, 'after all')).toBe('You said: after all');
+    expect(serverB.server.manager.get(call.callSid)?.lease.epoch).toBe(await serverB.server.store.currentEpoch(call.callSid));
+    await onB.drop();
+  });
+
+  it.runIf(available)('a replayed callback for the old socket, read before a resume stored itself, leaves the resumed call alone', async () => {
+    // A resumes the call on Twilio's path (a new socket, a new sessionId). C answers a replay of the
+    // old socket's callback and reads the record between A's lease and A's write: in what it read, the
+    // old socket is the call's current one. Its takeover is refused, and in the record as it is now
+    // the old socket is an earlier one, so the callback is acknowledged without touching the call.
+    const { views, watch } = await instances(3, ([a, , c], [holdA, , holdC]) => {
+      holdA!.save = c!.gates.read.opened;
+      holdC!.conditionalAcquire = a!.gates.saved.opened;
+    });
+    const [a] = views as [View, View, View];
+    const [serverA, , serverC] = servers as [TestServer, TestServer, TestServer];
+    const call = await droppedCall(serverA);
+    const action = await postDroppedAction(serverA.server.httpUrl, call);
+    expect(action.body).toContain('<ConversationRelay');
+    await serverA.server.manager.flush();
+    watch(call.callSid);
+
+    const onA = await SimulatedCall.connect(twilioReconnectOptions(action.body, call, { url: serverA.server.relayUrl }));
+    await a.gates.acquired.opened;
+    const replay = await postDroppedAction(serverC.server.httpUrl, call);
+    expect(replay.status).toBe(200);
+    // Acknowledged (plain hang-up TwiML for the old socket), not a reconnect that would move the call.
+    expect(replay.body).not.toContain('<ConversationRelay');
+    expect((await onA.nextReply(10_000)).text).toBe(expectedResumeLine('en-US'));
+    expect(await say(onA, 'still me')).toBe('You said: still me');
+    expect(onA.closeInfo).toBeUndefined();
+    expect(serverC.server.manager.get(call.callSid)).toBeUndefined();
+    await onA.drop();
   });
 });

@@ -263,11 +263,19 @@ describe.skipIf(!redisUp)('RedisStore specifics', () => {
     const sid = newSid();
     await s.save(await s.acquire(sid, 'a'), { snapshot, state: 'grace', retainUntil: Date.now() + MINUTE });
     const recordKey = (await keysOf(redis, sid)).find((k) => k.endsWith(':rec'))!;
-    // Written by hand with the epoch first and a decoy at the end of the snapshot's text.
-    const record = { epoch: 1, retainUntil: Date.now() + MINUTE, updatedAt: Date.now(), state: 'grace', callSid: sid, snapshot: { note: '"epoch":9,"updatedAt":1,"retainUntil":2}' } };
-    await redis.set(recordKey, JSON.stringify(record), 'PX', MINUTE);
-    await expect(s.acquire(sid, 'b', { ifRecordEpoch: 9 })).rejects.toBeInstanceOf(StaleLeaseError);
-    expect((await s.acquire(sid, 'b', { ifRecordEpoch: 1 })).epoch).toBe(2);
+    // Decoys where the record's own fields would be: a nested object, and text, at the snapshot's end.
+    const decoy = { note: '"epoch":9,"updatedAt":1,"retainUntil":2}', tail: { epoch: 9, updatedAt: 1, retainUntil: 2 } };
+    const now = Date.now();
+    // Written by hand with the snapshot last (its decoy ends the text), then in save()'s own order.
+    const shapes = [
+      { epoch: 1, retainUntil: now + MINUTE, updatedAt: now, state: 'grace', callSid: sid, snapshot: decoy },
+      { callSid: sid, snapshot: decoy, state: 'grace', epoch: 2, updatedAt: now, retainUntil: now + MINUTE },
+    ];
+    for (const [i, record] of shapes.entries()) {
+      await redis.set(recordKey, JSON.stringify(record), 'PX', MINUTE);
+      await expect(s.acquire(sid, 'b', { ifRecordEpoch: 9 })).rejects.toMatchObject({ name: 'RecordChangedError', recordEpoch: record.epoch });
+      expect((await s.acquire(sid, 'b', { ifRecordEpoch: record.epoch })).epoch).toBe(2 + i);
+    }
   });
 
   it('forgets a record once its retention passes', async () => {

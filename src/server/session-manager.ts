@@ -9,7 +9,7 @@ import type { SetupMessage } from '../protocol/messages.js';
 import type { HistoryLimits } from '../machines/history-bound.js';
 import { systemClock, type Clock } from '../clock.js';
 import { lifecycleOf, MAX_RESUME_TOKENS, type SessionEvent, type SessionMachine, type SessionTimeouts } from '../machines/session.js';
-import { StaleLeaseError, type SnapshotStore } from '../stores/index.js';
+import { RecordChangedError, StaleLeaseError, type SnapshotStore } from '../stores/index.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { hashSecret, newProofToken, ticketMatches, withoutSecrets } from './resume-proof.js';
 import { HeldSocket } from './held-socket.js';
@@ -17,7 +17,7 @@ import type { Session, SessionSnapshot, SessionSocket } from './sessions/live-se
 import { SessionRegistry } from './sessions/registry.js';
 import { Hibernation } from './sessions/hibernation.js';
 import { SessionPersistence } from './sessions/persistence.js';
-import { SessionRestorer } from './sessions/restore.js';
+import { MAX_LOOKS, SessionRestorer } from './sessions/restore.js';
 import { OrphanedDeadlines } from './sessions/orphans.js';
 import { keepContextShape } from './sessions/context-shape.js';
 import { ACTION_CLOSE_WINDOW_MS, claimsResume, resumeRefusal, socketNamed } from './sessions/resume-rules.js';
@@ -56,6 +56,15 @@ export type ConnectResult =
 export type ActionOutcome = { kind: 'reconnect'; resumeToken: string } | { kind: 'hangup' } | { kind: 'ack' } | { kind: 'retry' };
 
 type ResumeEvent = Extract<SessionEvent, { type: 'RESUME' }>;
+
+/** What an action callback says about the call (Twilio's form fields). */
+interface ActionParams {
+  callSid: string;
+  callStatus: string;
+  sessionStatus: string;
+  errorCode: string;
+  sessionId?: string;
+}
 
 export class SessionManager {
   private readonly registry: SessionRegistry;
@@ -137,29 +146,10 @@ export class SessionManager {
       const log = this.opts.logger.child({ callSid: setup.callSid });
       const via = setup.reconnection ? 'reconnection' : 'twilio';
       const event: ResumeEvent = { type: 'RESUME', sessionKeyHash: hashSecret(setup.sessionId), via, at: this.clock.now() };
-      // A setup that claims no resume is a new call: its look-up does not queue behind restores.
-      const found = await this.restorer.locate(setup.callSid, log, { queued: claimsResume(setup) });
-      const attempt = found !== undefined || setup.reconnection === true;
+      const { found, result } = await this.resumeIfStored(setup, socket, ticket, event, log);
+      const attempt = found || setup.reconnection === true;
       if (attempt) this.opts.metrics.resumeAttempts.inc({ via });
-      if (found) {
-        // Checked before taking anything over, so a refused caller leaves the owner and the stored session untouched.
-        const refusal = resumeRefusal(setup, found.snapshot, {
-          local: found.session !== undefined,
-          signed: this.opts.signedUpgrades ? { ticket } : undefined,
-          now: this.clock.now(),
-        });
-        if (refusal) return this.refuseResume(found.snapshot, refusal.reason, via, log, refusal.code);
-        if (found.session) return this.resume(found.session, socket, event, true, log);
-        let restored: Session | undefined;
-        try {
-          // Only if nobody took or rewrote the session since it was read: of two racing resumes, one restores it.
-          restored = await this.restorer.takeOver(setup.callSid, log, found.asRead);
-        } catch (err) {
-          if (!(err instanceof StaleLeaseError)) throw err;
-          return this.lostRace(via, log);
-        }
-        if (restored) return this.resume(restored, socket, event, false, log);
-      }
+      if (result) return result;
       if (attempt) this.opts.metrics.resumes.inc({ outcome: 'failed' });
       if (setup.reconnection) {
         log.warn('reconnect for an unknown or expired session: starting a fresh session');
@@ -180,6 +170,45 @@ export class SessionManager {
       log.info({ epoch: session.lease.epoch }, 'session started');
       return { ok: true, session, resumed: false };
     });
+  }
+
+  /**
+   * Resumes the call's session if one is stored (or ours) and this caller may: `result` is the outcome
+   * of a resume found and tried, none when there is nothing to resume (`found`: whether there was).
+   */
+  private async resumeIfStored(
+    setup: SetupMessage,
+    socket: SessionSocket,
+    ticket: string | undefined,
+    event: ResumeEvent,
+    log: Logger,
+  ): Promise<{ found: boolean; result?: ConnectResult }> {
+    let found = false;
+    for (let look = 1; ; look++) {
+      try {
+        // A setup that claims no resume is a new call: its look-up does not queue behind restores.
+        const located = await this.restorer.locate(setup.callSid, log, { queued: claimsResume(setup) });
+        if (!located) return { found };
+        found = true;
+        // Checked before taking anything over, so a refused caller leaves the owner and the stored session untouched.
+        const refusal = resumeRefusal(setup, located.snapshot, {
+          local: located.session !== undefined,
+          signed: this.opts.signedUpgrades ? { ticket } : undefined,
+          now: this.clock.now(),
+        });
+        if (refusal) return { found, result: this.refuseResume(located.snapshot, refusal.reason, event.via, log, refusal.code) };
+        if (located.session) return { found, result: await this.resume(located.session, socket, event, true, log) };
+        // Only the session as judged: of two racing resumes one restores it, and none restores a
+        // session another resume has already stored (and spoken on) since it was read.
+        const restored = await this.restorer.takeOver(setup.callSid, log, located.asRead);
+        return { found, result: restored && (await this.resume(restored, socket, event, false, log)) };
+      } catch (err) {
+        // Rewritten, not taken, since it was read (a write by its owner): judged again as it is now.
+        if (err instanceof RecordChangedError && look < MAX_LOOKS) continue;
+        if (err instanceof StaleLeaseError) return { found, result: this.lostRace(event.via, log) };
+        throw err;
+      }
+    }
   }
 
   /** A new call must bring the callToken its /twiml issued, on that token's ticket; the store spends it once. */
@@ -254,74 +283,89 @@ export class SessionManager {
   }
 
   /** The `<Connect action>` callback: decides whether Twilio should reconnect the call. */
-  handleAction(params: { callSid: string; callStatus: string; sessionStatus: string; errorCode: string; sessionId?: string }): Promise<ActionOutcome> {
+  handleAction(params: ActionParams): Promise<ActionOutcome> {
     return this.locks.run(params.callSid, async () => {
       const log = this.opts.logger.child({ callSid: params.callSid });
-      const resumable = params.errorCode === '64105' && params.callStatus === 'in-progress';
-      // Twilio's signed callback may move the session here: take it over from whoever held it.
-      const found = await this.restorer.locate(params.callSid, log);
-      // Twilio posts a callback once per socket, once it has closed it, naming it (SessionId).
-      const named = found && params.sessionId !== undefined ? socketNamed(params.sessionId, found.snapshot) : undefined;
-      if (found && (named === 'earlier' || (named === 'other' && lifecycleOf(found.snapshot.value) === 'connected'))) {
-        // About a socket the call has moved on from (a replay), or one it never talked on while it talks
-        // on another: it may neither move the call here nor end it.
-        log.warn({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for another socket of this call: ignored');
-        return { kind: 'ack' };
-      }
-      if (resumable && found && (found.snapshot.context.resumeTokenHashes?.length ?? 0) >= MAX_RESUME_TOKENS) {
-        // Twilio answers a drop at most 1 + 5 times; more are replays, which must not crowd out its tokens.
-        log.warn('action callback past the reconnect tokens a drop may have: ignored');
-        return { kind: 'ack' };
-      }
-      const session = found && (found.session ?? (await this.restorer.takeOver(params.callSid, log)));
-      if (!session) {
-        log.info({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for an unknown or finished session');
-        return { kind: resumable ? 'hangup' : 'ack' };
-      }
-      if (session.socket && named === 'current' && this.opts.signedUpgrades) {
-        // A signed callback naming the call's own socket: Twilio has closed it, whatever our side of a
-        // half-open connection still believes. It is gone now.
-        const dead = session.socket;
-        session.socket = null;
-        dead.close(1001, 'closed by Twilio');
-        session.actor.send({ type: 'SOCKET.CLOSED', code: 1006, at: this.clock.now() });
-      } else if (session.socket && !(await this.socketGone(session, log))) {
-        // The call is still talking on its socket: a replayed callback may neither move nor end it.
-        // Only a call that already said its last words (`end` sent) is let go with its socket.
-        const finished = session.actor.getSnapshot().matches({ live: { conversation: 'finished' } });
-        if (!finished || resumable) {
-          log.warn({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for a call whose socket is still open: ignored');
-          return { kind: 'ack' };
-        }
-      }
-      // Only the hash goes into the session; the token itself leaves once, in this answer's TwiML.
-      const resumeToken = resumable ? newProofToken() : undefined;
-      session.actor.send({
-        type: 'ACTION',
-        resumable,
-        sessionStatus: params.sessionStatus,
-        errorCode: params.errorCode,
-        at: this.clock.now(),
-        ...(resumeToken ? { resumeTokenHash: hashSecret(resumeToken) } : {}),
-      });
-      const state = lifecycleOf(session.actor.getSnapshot().value);
-      // Stored before Twilio hears of the token: its new socket may reach another instance at once.
-      if (resumeToken && state === 'grace') {
-        await session.writer.flush();
-        if (session.writeFailed || !this.registry.holds(session)) {
-          log.warn('reconnect token could not be stored: asking Twilio to retry the callback');
+      for (let look = 1; ; look++) {
+        try {
+          return await this.answerAction(params, log);
+        } catch (err) {
+          // Taken or rewritten by someone else since it was read: nothing was done yet; judged again.
+          if (!(err instanceof StaleLeaseError)) throw err;
+          if (look < MAX_LOOKS) continue;
+          log.warn('session kept changing while the action callback was judged: asking Twilio to retry');
           return { kind: 'retry' };
         }
       }
-      // Ended with a socket still attached: the call is over, so is its socket.
-      if (session.actor.getSnapshot().status === 'done' && session.socket) {
-        session.socket.close(1000, 'call ended');
-        session.socket = null;
-      }
-      log.info({ callStatus: params.callStatus, sessionStatus: params.sessionStatus, errorCode: params.errorCode, state }, 'action callback');
-      if (!resumeToken) return { kind: 'ack' };
-      return state === 'grace' ? { kind: 'reconnect', resumeToken } : { kind: 'hangup' };
     });
+  }
+
+  private async answerAction(params: ActionParams, log: Logger): Promise<ActionOutcome> {
+    const resumable = params.errorCode === '64105' && params.callStatus === 'in-progress';
+    // Twilio's signed callback may move the session here: take it over from whoever held it.
+    const found = await this.restorer.locate(params.callSid, log);
+    // Twilio posts a callback once per socket, once it has closed it, naming it (SessionId).
+    const named = found && params.sessionId !== undefined ? socketNamed(params.sessionId, found.snapshot) : undefined;
+    if (found && (named === 'earlier' || (named === 'other' && lifecycleOf(found.snapshot.value) === 'connected'))) {
+      // About a socket the call has moved on from (a replay), or one it never talked on while it talks
+      // on another: it may neither move the call here nor end it.
+      log.warn({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for another socket of this call: ignored');
+      return { kind: 'ack' };
+    }
+    if (resumable && found && (found.snapshot.context.resumeTokenHashes?.length ?? 0) >= MAX_RESUME_TOKENS) {
+      // Twilio answers a drop at most 1 + 5 times; more are replays, which must not crowd out its tokens.
+      log.warn('action callback past the reconnect tokens a drop may have: ignored');
+      return { kind: 'ack' };
+    }
+    // Only as judged (StaleLeaseError otherwise): a resume stored since may have made this socket an earlier one.
+    const session = found && (found.session ?? (await this.restorer.takeOver(params.callSid, log, found.asRead)));
+    if (!session) {
+      log.info({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for an unknown or finished session');
+      return { kind: resumable ? 'hangup' : 'ack' };
+    }
+    if (session.socket && named === 'current' && this.opts.signedUpgrades) {
+      // A signed callback naming the call's own socket: Twilio has closed it, whatever our side of a
+      // half-open connection still believes. It is gone now.
+      const dead = session.socket;
+      session.socket = null;
+      dead.close(1001, 'closed by Twilio');
+      session.actor.send({ type: 'SOCKET.CLOSED', code: 1006, at: this.clock.now() });
+    } else if (session.socket && !(await this.socketGone(session, log))) {
+      // The call is still talking on its socket: a replayed callback may neither move nor end it.
+      // Only a call that already said its last words (`end` sent) is let go with its socket.
+      const finished = session.actor.getSnapshot().matches({ live: { conversation: 'finished' } });
+      if (!finished || resumable) {
+        log.warn({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for a call whose socket is still open: ignored');
+        return { kind: 'ack' };
+      }
+    }
+    // Only the hash goes into the session; the token itself leaves once, in this answer's TwiML.
+    const resumeToken = resumable ? newProofToken() : undefined;
+    session.actor.send({
+      type: 'ACTION',
+      resumable,
+      sessionStatus: params.sessionStatus,
+      errorCode: params.errorCode,
+      at: this.clock.now(),
+      ...(resumeToken ? { resumeTokenHash: hashSecret(resumeToken) } : {}),
+    });
+    const state = lifecycleOf(session.actor.getSnapshot().value);
+    // Stored before Twilio hears of the token: its new socket may reach another instance at once.
+    if (resumeToken && state === 'grace') {
+      await session.writer.flush();
+      if (session.writeFailed || !this.registry.holds(session)) {
+        log.warn('reconnect token could not be stored: asking Twilio to retry the callback');
+        return { kind: 'retry' };
+      }
+    }
+    // Ended with a socket still attached: the call is over, so is its socket.
+    if (session.actor.getSnapshot().status === 'done' && session.socket) {
+      session.socket.close(1000, 'call ended');
+      session.socket = null;
+    }
+    log.info({ callStatus: params.callStatus, sessionStatus: params.sessionStatus, errorCode: params.errorCode, state }, 'action callback');
+    if (!resumeToken) return { kind: 'ack' };
+    return state === 'grace' ? { kind: 'reconnect', resumeToken } : { kind: 'hangup' };
   }
 
   /**

@@ -1,7 +1,7 @@
 // In-process snapshot store for development and tests; same contract as the durable stores.
 import {
   DEFAULT_MIN_LEASE_MS,
-  recordChangedError,
+  RecordChangedError,
   StaleLeaseError,
   type AcquireOptions,
   type CallTokenGrant,
@@ -41,7 +41,7 @@ export class MemoryStore implements SnapshotStore {
     if (opts.ifRecordEpoch !== undefined) {
       // Read in the same synchronous step as the check and the bump: nothing can come in between.
       const recordEpoch = this.liveRecord(callSid)?.epoch ?? 0;
-      if (recordEpoch !== opts.ifRecordEpoch) throw recordChangedError(callSid, current, opts.ifRecordEpoch, recordEpoch);
+      if (recordEpoch !== opts.ifRecordEpoch) throw new RecordChangedError(callSid, current, opts.ifRecordEpoch, recordEpoch);
     }
     const epoch = current + 1;
     this.raiseEpoch(callSid, epoch, 0);

@@ -4,7 +4,7 @@
 import { closeClient, connectRedis, duplicateClient, onConnectionError, parseRedisUrl, scanKeys, type RedisClient } from './redis-connection.js';
 import {
   DEFAULT_MIN_LEASE_MS,
-  recordChangedError,
+  RecordChangedError,
   StaleLeaseError,
   type AcquireOptions,
   type CallTokenGrant,
@@ -30,9 +30,10 @@ interface LuaScript {
 // the new owner so the previous one can stop right away. A channel is no key: in a cluster a PUBLISH
 // reaches subscribers on every node.
 // With ARGV[4] (an epoch, or '' for none): only if the epoch is still that one, else an error naming it.
-// With ARGV[5] (likewise): only if the record was written under that epoch (0: no record). A record
-// ends with the fields save() puts after its snapshot, so its own epoch is read from the end without
-// decoding the snapshot (cjson only for a record in another shape).
+// With ARGV[5] (likewise): only if the record was written under that epoch (0: no record). save()
+// writes a record's own epoch among its last fields, after the snapshot, so it is read from the end
+// without decoding the snapshot: digits and one closing brace, which no field of a nested object can
+// end the text with. A record in another shape is decoded (cjson); -1 when it has no epoch.
 // KEYS: epoch, record. ARGV: minTtlMs, leaseChannel, callSid, ifEpoch, ifRecordEpoch.
 const TAKE_LEASE = `
 if ARGV[4] ~= '' or ARGV[5] ~= '' then
@@ -41,7 +42,7 @@ if ARGV[4] ~= '' or ARGV[5] ~= '' then
   if ARGV[5] ~= '' then
     local raw = redis.call('GET', KEYS[2])
     local written = 0
-    if raw then written = tonumber(string.match(raw, '"epoch":(%d+),"updatedAt":[^,]*,"retainUntil":[^,]*}$') or cjson.decode(raw).epoch) end
+    if raw then written = tonumber(string.match(raw, '"epoch":(%d+),"updatedAt":%d+,"retainUntil":%d+}$') or cjson.decode(raw).epoch) or -1 end
     if written ~= tonumber(ARGV[5]) then return redis.error_reply('CHANGED ' .. current .. ' ' .. written) end
   end
 end
@@ -289,8 +290,8 @@ export class RedisStore implements SnapshotStore {
       const message = err instanceof Error ? err.message : '';
       const stale = /^STALE (\d+)/.exec(message);
       if (stale && opts.ifEpoch !== undefined) throw new StaleLeaseError(callSid, opts.ifEpoch, Number(stale[1]));
-      const changed = /^CHANGED (\d+) (\d+)/.exec(message);
-      if (changed && opts.ifRecordEpoch !== undefined) throw recordChangedError(callSid, Number(changed[1]), opts.ifRecordEpoch, Number(changed[2]));
+      const changed = /^CHANGED (\d+) (-?\d+)/.exec(message);
+      if (changed && opts.ifRecordEpoch !== undefined) throw new RecordChangedError(callSid, Number(changed[1]), opts.ifRecordEpoch, Number(changed[2]));
       throw err;
     }
   }

@@ -4,7 +4,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import {
   DEFAULT_MIN_LEASE_MS,
-  recordChangedError,
+  RecordChangedError,
   StaleLeaseError,
   type AcquireOptions,
   type CallTokenGrant,
@@ -162,7 +162,7 @@ export class SqliteStore implements SnapshotStore {
         if (ifEpoch !== undefined && current !== ifEpoch) throw new StaleLeaseError(params.callSid, ifEpoch, current);
         if (ifRecordEpoch !== undefined) {
           const recordEpoch = this.stmt.recordEpoch.get(params.callSid, Date.now())?.epoch ?? 0;
-          if (recordEpoch !== ifRecordEpoch) throw recordChangedError(params.callSid, current, ifRecordEpoch, recordEpoch);
+          if (recordEpoch !== ifRecordEpoch) throw new RecordChangedError(params.callSid, current, ifRecordEpoch, recordEpoch);
         }
       }
       return this.stmt.acquire.get(params);

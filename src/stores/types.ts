@@ -41,9 +41,22 @@ export class StaleLeaseError extends Error {
   }
 }
 
-/** A conditional takeover found the record rewritten since it was read (`recordEpoch`: its writer's epoch now, 0 when gone). */
-export function recordChangedError(callSid: string, epoch: number, expected: number, recordEpoch: number): StaleLeaseError {
-  return new StaleLeaseError(callSid, epoch, epoch, `stale takeover of ${callSid}: its record was written at epoch ${recordEpoch}, not ${expected} as read`);
+/**
+ * A conditional takeover (`ifRecordEpoch`) found the record rewritten since it was read: nothing was
+ * taken. Not a lost race as such: the session is as its newer record says, to be judged again.
+ */
+export class RecordChangedError extends StaleLeaseError {
+  override name = 'RecordChangedError';
+  constructor(
+    callSid: string,
+    currentEpoch: number,
+    /** The record's writer epoch the takeover was conditional on. */
+    readonly expectedRecordEpoch: number,
+    /** The stored record's writer epoch now: 0 when it is gone, -1 when it could not be read. */
+    readonly recordEpoch: number,
+  ) {
+    super(callSid, currentEpoch, currentEpoch, `stale takeover of ${callSid}: its record was written at epoch ${recordEpoch}, not ${expectedRecordEpoch} as read`);
+  }
 }
 
 /** How long stores keep what they hold; the server passes its configured retention. */
@@ -85,7 +98,8 @@ export interface SnapshotStore {
   readonly kind: 'memory' | 'sqlite' | 'redis';
   /**
    * Takes ownership of a session (newest wins): bumps and returns the fencing epoch. With `ifEpoch`,
-   * only if nobody acquired the session since that epoch was seen (two racing resumes: one wins).
+   * only if nobody acquired the session since that epoch was seen (two racing resumes: one wins);
+   * with `ifRecordEpoch`, only if nobody rewrote its record either (RecordChangedError).
    */
   acquire(callSid: string, owner: string, opts?: AcquireOptions): Promise<Lease>;
   /**

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, expect, it } from 'vitest';
 import type { RedisStore } from '../../src/stores/redis.js';
-import { StaleLeaseError, type RetentionOptions, type SnapshotStore } from '../../src/stores/types.js';
+import { RecordChangedError, StaleLeaseError, type RetentionOptions, type SnapshotStore } from '../../src/stores/types.js';
 import { waitUntilAsync } from './conditions.js';
 
 export const MINUTE = 60_000;
@@ -94,8 +94,8 @@ export function storeContract({ kind, open }: ContractOptions): void {
     const claim = await s.acquire(sid, 'c', { ifEpoch: 2 });
     await s.save(claim, { snapshot, state: 'connected', retainUntil: Date.now() + MINUTE });
     const refused = await s.acquire(sid, 'd', { ifEpoch: 3, ifRecordEpoch: 1 }).catch((err: unknown) => err);
-    expect(refused).toBeInstanceOf(StaleLeaseError);
-    expect((refused as Error).message).toMatch(/written at epoch 3, not 1/);
+    expect(refused).toBeInstanceOf(RecordChangedError);
+    expect(refused).toMatchObject({ expectedRecordEpoch: 1, recordEpoch: 3, currentEpoch: 3 });
     expect(await s.currentEpoch(sid)).toBe(3);
     // Read as it is now: taken.
     expect((await s.acquire(sid, 'd', { ifEpoch: 3, ifRecordEpoch: 3 })).epoch).toBe(4);
@@ -103,9 +103,19 @@ export function storeContract({ kind, open }: ContractOptions): void {
     const fresh = newSid();
     expect((await s.acquire(fresh, 'a', { ifRecordEpoch: 0 })).epoch).toBe(1);
     await s.save({ callSid: fresh, owner: 'a', epoch: 1 }, { snapshot, state: 'grace', retainUntil: Date.now() + MINUTE });
-    await expect(s.acquire(fresh, 'b', { ifRecordEpoch: 0 })).rejects.toBeInstanceOf(StaleLeaseError);
+    await expect(s.acquire(fresh, 'b', { ifRecordEpoch: 0 })).rejects.toBeInstanceOf(RecordChangedError);
+    // An owner writing again under its epoch (disconnected, then grace) is no change: taken as read.
+    const rewritten = newSid();
+    const owner = await s.acquire(rewritten, 'a');
+    await s.save(owner, { snapshot, state: 'disconnected', retainUntil: Date.now() + MINUTE });
+    await s.save(owner, { snapshot, state: 'grace', retainUntil: Date.now() + MINUTE });
+    expect((await s.acquire(rewritten, 'b', { ifEpoch: 1, ifRecordEpoch: 1 })).epoch).toBe(2);
+    // A record past its retention is gone (0): a change from the one read.
+    const expired = newSid();
+    await s.save(await s.acquire(expired, 'a'), { snapshot, state: 'grace', retainUntil: Date.now() - 1 });
+    await expect(s.acquire(expired, 'b', { ifRecordEpoch: 1 })).rejects.toMatchObject({ name: 'RecordChangedError', expectedRecordEpoch: 1, recordEpoch: 0 });
     if (s.acquireAndLoad) {
-      await expect(s.acquireAndLoad(sid, 'e', { ifEpoch: 4, ifRecordEpoch: 1 })).rejects.toBeInstanceOf(StaleLeaseError);
+      await expect(s.acquireAndLoad(sid, 'e', { ifEpoch: 4, ifRecordEpoch: 1 })).rejects.toBeInstanceOf(RecordChangedError);
       const taken = await s.acquireAndLoad(sid, 'e', { ifEpoch: 4, ifRecordEpoch: 3 });
       expect(taken.lease.epoch).toBe(5);
       expect(taken.record).toMatchObject({ state: 'connected', epoch: 3 });

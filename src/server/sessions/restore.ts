@@ -7,7 +7,7 @@ import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { Clock } from '../../clock.js';
 import type { SessionInput, SessionMachine } from '../../machines/session.js';
-import type { AcquireOptions, Lease, SessionRecord, SnapshotStore } from '../../stores/index.js';
+import { StaleLeaseError, type AcquireOptions, type Lease, type SessionRecord, type SnapshotStore } from '../../stores/index.js';
 import type { Session, SessionSnapshot } from './live-session.js';
 import type { SessionRegistry } from './registry.js';
 import { graceDeadlineOf, upgradeStoredSnapshot } from './stored-snapshot.js';
@@ -19,6 +19,12 @@ import { graceOver, graceOverAt, RESUMABLE_STATES } from './resume-rules.js';
  * running them one after another keeps each one short (the storm as a whole takes about as long).
  */
 const RESTORE_CONCURRENCY = 1;
+
+/**
+ * Times a session is looked up again because it changed between the look and the step taken on it
+ * (a conditional takeover refused): each time, someone else wrote it in between, so this is rare.
+ */
+export const MAX_LOOKS = 3;
 
 /**
  * A call's session as found: our own live actor, or a resumable record someone else (maybe dead)
@@ -57,9 +63,21 @@ export class SessionRestorer {
   /**
    * Where the call's session is: our actor while we hold the newest lease, else a resumable stored
    * record (looked at, not yet taken over). A session whose grace deadline has passed is expired now
-   * (its owner died before its timer fired) and counts as gone.
+   * (its owner died before its timer fired) and counts as gone. Throws StaleLeaseError when the
+   * session kept changing under the look (MAX_LOOKS).
    */
   async locate(callSid: string, log: Logger, opts: { queued?: boolean } = {}): Promise<Located | undefined> {
+    for (let look = 1; ; look++) {
+      try {
+        return await this.locateOnce(callSid, log, opts);
+      } catch (err) {
+        // Only an expiry's takeover throws it: someone took or rewrote the session since the read.
+        if (!(err instanceof StaleLeaseError) || look >= MAX_LOOKS) throw err;
+      }
+    }
+  }
+
+  private async locateOnce(callSid: string, log: Logger, opts: { queued?: boolean }): Promise<Located | undefined> {
     const { registry, store, clock } = this.opts;
     let local = registry.get(callSid);
     // A hibernated session rests connected: it is never done.
@@ -93,11 +111,13 @@ export class SessionRestorer {
     if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
     const snapshot = this.peek(record, log);
     if (!snapshot) return undefined;
+    const asRead = { ifEpoch: epoch, ifRecordEpoch: record.epoch };
     if (graceOver(snapshot, clock.now())) {
-      await this.takeOver(callSid, log); // restores and expires it, so the store says so
+      // Restored to be expired, so the store says so; only as read: a resume since may have saved it.
+      await this.takeOver(callSid, log, asRead);
       return undefined;
     }
-    return { snapshot, asRead: { ifEpoch: epoch, ifRecordEpoch: record.epoch } };
+    return { snapshot, asRead };
   }
 
   /**
