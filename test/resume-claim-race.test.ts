@@ -14,11 +14,13 @@ import { SimulatedCall } from '../src/testing/twilio-sim.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../src/testing/fake-openai-server.js';
 import { lifecycleOf } from '../src/machines/session.js';
 import type { ChatTurn } from '../src/llm/types.js';
-import { delegatingStore, MemoryStore, RedisStore, SqliteStore, type AcquireOptions, type SnapshotStore } from '../src/stores/index.js';
+import { delegatingStore, MemoryStore, RecordChangedError, RedisStore, SqliteStore, type AcquireOptions, type SnapshotStore } from '../src/stores/index.js';
 import { startTestServer, tempSqlitePath, type TestServer } from './support/harness.js';
 import { REDIS_URL, redisAvailable } from './support/redis.js';
 import { expectedResumeLine, gate, postDroppedAction, say } from './support/resume-scenario.js';
 import { twilioReconnectOptions } from '../src/testing/twilio-sim.js';
+import type { Config } from '../src/config.js';
+import { TestClock } from './support/test-clock.js';
 
 const redisUp = await redisAvailable();
 
@@ -28,6 +30,8 @@ interface Holds {
   conditionalAcquire?: Promise<void>;
   /** The first save (once `save` lets it through) fails, as on a full disk. */
   failFirstSave?: boolean;
+  /** Every conditional acquire is refused as if another instance had just rewritten the record. */
+  recordAlwaysChanged?: boolean;
 }
 
 /**
@@ -41,6 +45,7 @@ function gatedView(inner: SnapshotStore, watched: { callSid?: string }, holds: H
   async function conditionally<T>(callSid: string, opts: AcquireOptions | undefined, take: () => Promise<T>): Promise<T> {
     if (!mine(callSid) || opts?.ifEpoch === undefined) return take();
     await holds.conditionalAcquire;
+    if (holds.recordAlwaysChanged) throw new RecordChangedError(callSid, opts.ifEpoch, opts.ifRecordEpoch ?? 0, (opts.ifRecordEpoch ?? 0) + 1);
     const taken = await take();
     gates.acquired.open();
     return taken;
@@ -85,15 +90,18 @@ describe.each(cases)('$kind: a resume that read the record before another resume
     await llm?.close();
   });
 
-  /** `n` instances over one shared namespace, each through its own gated view; `wire` sets who waits for whom. */
-  async function instances(n: number, wire: (views: View[], holds: Holds[]) => void) {
+  /**
+   * `n` instances over one shared namespace, each through its own gated view; `wire` sets who waits for
+   * whom. `clocks`: an instance's own clock (the system clock where none is given).
+   */
+  async function instances(n: number, wire: (views: View[], holds: Holds[]) => void, clocks: (TestClock | undefined)[] = [], config: Partial<Config> = {}) {
     llm = await startFakeOpenAI();
     const open = opener();
     const watched: { callSid?: string } = {};
     const holds: Holds[] = Array.from({ length: n }, () => ({}));
     const views = holds.map((h) => gatedView(open(), watched, h));
     wire(views, holds);
-    for (const view of views) servers.push(await startTestServer({ store: view.store, sharedLlm: llm, config: { store: kind } }));
+    for (const [i, view] of views.entries()) servers.push(await startTestServer({ store: view.store, sharedLlm: llm, clock: clocks[i], config: { store: kind, ...config } }));
     return { views, watch: (callSid: string) => (watched.callSid = callSid) };
   }
 
@@ -212,5 +220,51 @@ describe.each(cases)('$kind: a resume that read the record before another resume
     expect(onA.closeInfo).toBeUndefined();
     expect(serverC.server.manager.get(call.callSid)).toBeUndefined();
     await onA.drop();
+  });
+
+  it.runIf(available)('an expiry read before a resume stored itself leaves the resumed call alone', async () => {
+    // C's clock is past the call's grace deadline, A's is not: A resumes the call, and C, asked for it
+    // between A's lease and A's write, finds it over its deadline and takes it over to expire it. That
+    // takeover is refused (A's write landed), and C judges the call as it is now: resumed on A a moment
+    // ago, so C's socket is a duplicate. The call goes on on A, and nothing started a fresh one.
+    const graceMs = 1000;
+    const clockA = new TestClock();
+    const clockC = new TestClock(clockA.now() + graceMs + 1);
+    const { views, watch } = await instances(
+      2,
+      ([a, c], [holdA, holdC]) => {
+        holdA!.save = c!.gates.read.opened;
+        holdC!.conditionalAcquire = a!.gates.saved.opened;
+      },
+      [clockA, clockC],
+      { graceMs },
+    );
+    const [a] = views as [View, View];
+    const [serverA, serverC] = servers as [TestServer, TestServer];
+    const call = await droppedCall(serverA);
+    watch(call.callSid);
+
+    const onA = await resumeOn(serverA, call);
+    await a.gates.acquired.opened;
+    const onC = await resumeOn(serverC, call);
+    await expectOneSpoke(onA, onC, serverA);
+  });
+
+  it.runIf(available)('an action callback whose session keeps changing while it is judged is answered 503 and changes nothing', async () => {
+    const { watch } = await instances(2, (_views, [, holdC]) => {
+      holdC!.recordAlwaysChanged = true;
+    });
+    const [serverA, serverC] = servers as [TestServer, TestServer];
+    const call = await droppedCall(serverA);
+    watch(call.callSid);
+    const epoch = await serverA.server.store.currentEpoch(call.callSid);
+
+    const action = await postDroppedAction(serverC.server.httpUrl, call);
+    expect(action.status).toBe(503);
+    expect(serverC.server.manager.get(call.callSid)).toBeUndefined();
+    expect(await serverA.server.store.currentEpoch(call.callSid)).toBe(epoch);
+    expect((await serverA.server.store.load(call.callSid))?.state).toBe('disconnected');
+    // Twilio's retry at an instance that can take it gets the reconnect.
+    expect((await postDroppedAction(serverA.server.httpUrl, call)).body).toContain('<ConversationRelay');
   });
 });

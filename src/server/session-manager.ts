@@ -147,10 +147,9 @@ export class SessionManager {
       const via = setup.reconnection ? 'reconnection' : 'twilio';
       const event: ResumeEvent = { type: 'RESUME', sessionKeyHash: hashSecret(setup.sessionId), via, at: this.clock.now() };
       const { found, result } = await this.resumeIfStored(setup, socket, ticket, event, log);
-      const attempt = found || setup.reconnection === true;
-      if (attempt) this.opts.metrics.resumeAttempts.inc({ via });
       if (result) return result;
-      if (attempt) this.opts.metrics.resumes.inc({ outcome: 'failed' });
+      if (setup.reconnection && !found) this.opts.metrics.resumeAttempts.inc({ via });
+      if (found || setup.reconnection) this.opts.metrics.resumes.inc({ outcome: 'failed' });
       if (setup.reconnection) {
         log.warn('reconnect for an unknown or expired session: starting a fresh session');
       }
@@ -173,8 +172,9 @@ export class SessionManager {
   }
 
   /**
-   * Resumes the call's session if one is stored (or ours) and this caller may: `result` is the outcome
-   * of a resume found and tried, none when there is nothing to resume (`found`: whether there was).
+   * Resumes the call's session if one is stored (or ours) and this caller may. `result`: the outcome of
+   * a resume tried; none when there was nothing to resume, or what was taken over had just expired.
+   * `found`: whether there was a session (the attempt is counted then).
    */
   private async resumeIfStored(
     setup: SetupMessage,
@@ -185,29 +185,39 @@ export class SessionManager {
   ): Promise<{ found: boolean; result?: ConnectResult }> {
     let found = false;
     for (let look = 1; ; look++) {
+      let taking = false;
+      let session: Session | undefined;
+      let local = false;
       try {
         // A setup that claims no resume is a new call: its look-up does not queue behind restores.
         const located = await this.restorer.locate(setup.callSid, log, { queued: claimsResume(setup) });
         if (!located) return { found };
+        if (!found) this.opts.metrics.resumeAttempts.inc({ via: event.via });
         found = true;
-        // Checked before taking anything over, so a refused caller leaves the owner and the stored session untouched.
+        // Checked before taking anything over, so a refused caller leaves the owner and the stored session
+        // untouched. As of the setup's arrival, however long it waited for its look: a connection that
+        // came moments after a resume is a duplicate of it, even when it is judged later.
         const refusal = resumeRefusal(setup, located.snapshot, {
           local: located.session !== undefined,
           signed: this.opts.signedUpgrades ? { ticket } : undefined,
-          now: this.clock.now(),
+          now: event.at,
         });
         if (refusal) return { found, result: this.refuseResume(located.snapshot, refusal.reason, event.via, log, refusal.code) };
-        if (located.session) return { found, result: await this.resume(located.session, socket, event, true, log) };
+        local = located.session !== undefined;
+        taking = !local;
         // Only the session as judged: of two racing resumes one restores it, and none restores a
         // session another resume has already stored (and spoken on) since it was read.
-        const restored = await this.restorer.takeOver(setup.callSid, log, located.asRead);
-        return { found, result: restored && (await this.resume(restored, socket, event, false, log)) };
+        session = located.session ?? (await this.restorer.takeOver(setup.callSid, log, located.asRead));
       } catch (err) {
-        // Rewritten, not taken, since it was read (a write by its owner): judged again as it is now.
-        if (err instanceof RecordChangedError && look < MAX_LOOKS) continue;
-        if (err instanceof StaleLeaseError) return { found, result: this.lostRace(event.via, log) };
-        throw err;
+        if (!(err instanceof StaleLeaseError)) throw err;
+        // Taken by a racer since it was read: it lost. Rewritten, not taken (a write by its owner), or an
+        // expiry of it refused: judged again as it is now.
+        const lost = taking && !(err instanceof RecordChangedError);
+        if (!lost && look < MAX_LOOKS) continue;
+        if (!found) throw err;
+        return { found, result: this.lostRace(event.via, log) };
       }
+      return { found, result: session && (await this.resume(session, socket, event, local, log)) };
     }
   }
 
@@ -286,43 +296,59 @@ export class SessionManager {
   handleAction(params: ActionParams): Promise<ActionOutcome> {
     return this.locks.run(params.callSid, async () => {
       const log = this.opts.logger.child({ callSid: params.callSid });
-      for (let look = 1; ; look++) {
-        try {
-          return await this.answerAction(params, log);
-        } catch (err) {
-          // Taken or rewritten by someone else since it was read: nothing was done yet; judged again.
-          if (!(err instanceof StaleLeaseError)) throw err;
-          if (look < MAX_LOOKS) continue;
-          log.warn('session kept changing while the action callback was judged: asking Twilio to retry');
-          return { kind: 'retry' };
-        }
-      }
+      const resumable = params.errorCode === '64105' && params.callStatus === 'in-progress';
+      const target = await this.actionTarget(params, resumable, log);
+      return 'answer' in target ? target.answer : this.applyAction(params, resumable, target, log);
     });
   }
 
-  private async answerAction(params: ActionParams, log: Logger): Promise<ActionOutcome> {
-    const resumable = params.errorCode === '64105' && params.callStatus === 'in-progress';
-    // Twilio's signed callback may move the session here: take it over from whoever held it.
-    const found = await this.restorer.locate(params.callSid, log);
-    // Twilio posts a callback once per socket, once it has closed it, naming it (SessionId).
-    const named = found && params.sessionId !== undefined ? socketNamed(params.sessionId, found.snapshot) : undefined;
-    if (found && (named === 'earlier' || (named === 'other' && lifecycleOf(found.snapshot.value) === 'connected'))) {
-      // About a socket the call has moved on from (a replay), or one it never talked on while it talks
-      // on another: it may neither move the call here nor end it.
-      log.warn({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for another socket of this call: ignored');
-      return { kind: 'ack' };
+  /**
+   * The session an action callback is about, ours or taken over from whoever held it (Twilio's signed
+   * callback may move the call here), or the answer when the callback may not touch it.
+   */
+  private async actionTarget(
+    params: ActionParams,
+    resumable: boolean,
+    log: Logger,
+  ): Promise<{ answer: ActionOutcome } | { session: Session; named: ReturnType<typeof socketNamed> | undefined }> {
+    for (let look = 1; ; look++) {
+      try {
+        const found = await this.restorer.locate(params.callSid, log);
+        // Twilio posts a callback once per socket, once it has closed it, naming it (SessionId).
+        const named = found && params.sessionId !== undefined ? socketNamed(params.sessionId, found.snapshot) : undefined;
+        if (found && (named === 'earlier' || (named === 'other' && lifecycleOf(found.snapshot.value) === 'connected'))) {
+          // About a socket the call has moved on from (a replay), or one it never talked on while it talks
+          // on another: it may neither move the call here nor end it.
+          log.warn({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for another socket of this call: ignored');
+          return { answer: { kind: 'ack' } };
+        }
+        if (resumable && found && (found.snapshot.context.resumeTokenHashes?.length ?? 0) >= MAX_RESUME_TOKENS) {
+          // Twilio answers a drop at most 1 + 5 times; more are replays, which must not crowd out its tokens.
+          log.warn('action callback past the reconnect tokens a drop may have: ignored');
+          return { answer: { kind: 'ack' } };
+        }
+        // Only as judged: a resume stored since may have made this socket an earlier one.
+        const session = found && (found.session ?? (await this.restorer.takeOver(params.callSid, log, found.asRead)));
+        if (session) return { session, named };
+        log.info({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for an unknown or finished session');
+        return { answer: { kind: resumable ? 'hangup' : 'ack' } };
+      } catch (err) {
+        // Taken or rewritten by someone else since it was read, before anything was done: judged again.
+        if (!(err instanceof StaleLeaseError)) throw err;
+        if (look < MAX_LOOKS) continue;
+        log.warn('session kept changing while the action callback was judged: asking Twilio to retry');
+        return { answer: { kind: 'retry' } };
+      }
     }
-    if (resumable && found && (found.snapshot.context.resumeTokenHashes?.length ?? 0) >= MAX_RESUME_TOKENS) {
-      // Twilio answers a drop at most 1 + 5 times; more are replays, which must not crowd out its tokens.
-      log.warn('action callback past the reconnect tokens a drop may have: ignored');
-      return { kind: 'ack' };
-    }
-    // Only as judged (StaleLeaseError otherwise): a resume stored since may have made this socket an earlier one.
-    const session = found && (found.session ?? (await this.restorer.takeOver(params.callSid, log, found.asRead)));
-    if (!session) {
-      log.info({ callStatus: params.callStatus, errorCode: params.errorCode }, 'action callback for an unknown or finished session');
-      return { kind: resumable ? 'hangup' : 'ack' };
-    }
+  }
+
+  /** Applies an action callback to its session: a dropped call waits for Twilio's reconnect, an ended one ends. */
+  private async applyAction(
+    params: ActionParams,
+    resumable: boolean,
+    { session, named }: { session: Session; named: ReturnType<typeof socketNamed> | undefined },
+    log: Logger,
+  ): Promise<ActionOutcome> {
     if (session.socket && named === 'current' && this.opts.signedUpgrades) {
       // A signed callback naming the call's own socket: Twilio has closed it, whatever our side of a
       // half-open connection still believes. It is gone now.

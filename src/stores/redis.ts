@@ -33,7 +33,8 @@ interface LuaScript {
 // With ARGV[5] (likewise): only if the record was written under that epoch (0: no record). save()
 // writes a record's own epoch among its last fields, after the snapshot, so it is read from the end
 // without decoding the snapshot: digits and one closing brace, which no field of a nested object can
-// end the text with. A record in another shape is decoded (cjson); -1 when it has no epoch.
+// end the text with. A record in another shape is decoded (cjson): -1 when it has no epoch, and one
+// that is not JSON fails the script, as load() would fail on it.
 // KEYS: epoch, record. ARGV: minTtlMs, leaseChannel, callSid, ifEpoch, ifRecordEpoch.
 const TAKE_LEASE = `
 if ARGV[4] ~= '' or ARGV[5] ~= '' then

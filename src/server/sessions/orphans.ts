@@ -2,7 +2,7 @@
 // at start-up this instance schedules a check per waiting session shortly after that deadline.
 import type { Logger } from '../logger.js';
 import type { Clock } from '../../clock.js';
-import type { SessionRecord, SnapshotStore } from '../../stores/index.js';
+import { StaleLeaseError, type SessionRecord, type SnapshotStore } from '../../stores/index.js';
 import type { KeyedMutex } from '../keyed-mutex.js';
 import type { SessionRegistry } from './registry.js';
 import type { SessionRestorer } from './restore.js';
@@ -44,9 +44,11 @@ export class OrphanedDeadlines {
       if (deadline === null) continue;
       const timer = clock.setTimeout(() => {
         this.timers.delete(timer);
-        this.expireIfOrphaned(record.callSid).catch((err: unknown) =>
-          logger.error({ err, callSid: record.callSid }, 'could not expire an orphaned session'),
-        );
+        this.expireIfOrphaned(record.callSid).catch((err: unknown) => {
+          // Taken or rewritten by another instance meanwhile: it owns the session and its deadline now.
+          if (err instanceof StaleLeaseError) logger.info({ callSid: record.callSid }, 'orphaned session taken over meanwhile: left to its new owner');
+          else logger.error({ err, callSid: record.callSid }, 'could not expire an orphaned session');
+        });
       }, Math.max(0, deadline - clock.now()) + ORPHAN_EXPIRY_SLACK_MS);
       (timer as { unref?: () => void }).unref?.();
       this.timers.add(timer);

@@ -7,7 +7,7 @@ import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { Clock } from '../../clock.js';
 import type { SessionInput, SessionMachine } from '../../machines/session.js';
-import { StaleLeaseError, type AcquireOptions, type Lease, type SessionRecord, type SnapshotStore } from '../../stores/index.js';
+import type { AcquireOptions, Lease, SessionRecord, SnapshotStore } from '../../stores/index.js';
 import type { Session, SessionSnapshot } from './live-session.js';
 import type { SessionRegistry } from './registry.js';
 import { graceDeadlineOf, upgradeStoredSnapshot } from './stored-snapshot.js';
@@ -21,8 +21,8 @@ import { graceOver, graceOverAt, RESUMABLE_STATES } from './resume-rules.js';
 const RESTORE_CONCURRENCY = 1;
 
 /**
- * Times a session is looked up again because it changed between the look and the step taken on it
- * (a conditional takeover refused): each time, someone else wrote it in between, so this is rare.
+ * Times a caller looks a session up before giving up, when it changed between the look and the
+ * takeover that followed (refused): each time someone else wrote it in between, so this is rare.
  */
 export const MAX_LOOKS = 3;
 
@@ -63,21 +63,10 @@ export class SessionRestorer {
   /**
    * Where the call's session is: our actor while we hold the newest lease, else a resumable stored
    * record (looked at, not yet taken over). A session whose grace deadline has passed is expired now
-   * (its owner died before its timer fired) and counts as gone. Throws StaleLeaseError when the
-   * session kept changing under the look (MAX_LOOKS).
+   * (its owner died before its timer fired) and counts as gone; StaleLeaseError when that expiry is
+   * refused because someone took or rewrote the session since it was read (look again).
    */
   async locate(callSid: string, log: Logger, opts: { queued?: boolean } = {}): Promise<Located | undefined> {
-    for (let look = 1; ; look++) {
-      try {
-        return await this.locateOnce(callSid, log, opts);
-      } catch (err) {
-        // Only an expiry's takeover throws it: someone took or rewrote the session since the read.
-        if (!(err instanceof StaleLeaseError) || look >= MAX_LOOKS) throw err;
-      }
-    }
-  }
-
-  private async locateOnce(callSid: string, log: Logger, opts: { queued?: boolean }): Promise<Located | undefined> {
     const { registry, store, clock } = this.opts;
     let local = registry.get(callSid);
     // A hibernated session rests connected: it is never done.
