@@ -134,6 +134,7 @@ export class SessionManager {
    * `ticket`: the relay path segment the socket was opened at (see resume-proof.ts).
    */
   connect(setup: SetupMessage, socket: SessionSocket, ticket?: string): Promise<ConnectResult> {
+    if (claimsResume(setup)) this.restorer.noteResumeArrival();
     const connecting = this.connectNow(setup, socket, ticket);
     // A drain waits for setups in flight: a session being restored has no socket yet, but will.
     this.connecting.add(connecting);

@@ -1,8 +1,6 @@
 // Finds a call's session (our live actor or a resumable stored record) and takes stored sessions
 // over: the lease first, fencing the old owner, then the record, restored as a running actor.
 import { createActor, type Actor, type ActorOptions, type InspectionEvent, type Snapshot } from 'xstate';
-import pLimit from 'p-limit';
-import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { Clock } from '../../clock.js';
@@ -12,13 +10,8 @@ import type { Session, SessionSnapshot } from './live-session.js';
 import type { SessionRegistry } from './registry.js';
 import { graceDeadlineOf, upgradeStoredSnapshot } from './stored-snapshot.js';
 import { graceOver, graceOverAt, RESUMABLE_STATES } from './resume-rules.js';
+import { RestoreQueue } from './restore-queue.js';
 
-/**
- * Restores in flight at once. One: a restore is a single store round trip plus a short actor start,
- * and anything else on the event loop lands inside that round trip, so in a reconnect storm
- * running them one after another keeps each one short (the storm as a whole takes about as long).
- */
-const RESTORE_CONCURRENCY = 1;
 
 /**
  * Times a caller looks a session up before giving up, when it changed between the look and the
@@ -44,18 +37,11 @@ export interface SessionRestorerOptions {
 }
 
 export class SessionRestorer {
-  private readonly limit = pLimit(RESTORE_CONCURRENCY);
+  private readonly queue = new RestoreQueue();
 
-  /**
-   * Runs `job` in its turn of the restore queue. Each turn starts on a fresh event-loop turn: with a
-   * store that answers at once (memory, SQLite) a storm's restores would otherwise run back to back
-   * in microtasks, and the frames of calls already talking (a new call's prompt) would wait for all of them.
-   */
-  private restoreLimit<T>(job: () => Promise<T>): Promise<T> {
-    return this.limit(async () => {
-      await nextTurn();
-      return job();
-    });
+  /** A setup claiming a resume was read: while they keep coming (a storm's burst), reading comes first. */
+  noteResumeArrival(): void {
+    this.queue.noteArrival();
   }
 
   constructor(private readonly opts: SessionRestorerOptions) {}
@@ -96,7 +82,7 @@ export class SessionRestorer {
     // resumes go through the same limit as restores, so a storm of them cannot queue ahead of the
     // restores in the store; a new call's look-up (`queued: false`) never waits behind a storm.
     const read = () => Promise.all([store.currentEpoch(callSid), store.load(callSid)]);
-    const [epoch, record] = await (opts.queued === false ? read() : this.restoreLimit(read));
+    const [epoch, record] = await (opts.queued === false ? read() : this.queue.run(read));
     if (!record || !RESUMABLE_STATES.has(record.state)) return undefined;
     const snapshot = this.peek(record, log);
     if (!snapshot) return undefined;
@@ -117,7 +103,7 @@ export class SessionRestorer {
   takeOver(callSid: string, log: Logger, asRead: AcquireOptions = {}): Promise<Session | undefined> {
     // Bounded: in a reconnect storm each restore then completes in a few round trips instead of
     // all of them crawling forward together behind each other's store I/O.
-    return this.restoreLimit(() => this.restoreNow(callSid, log, asRead));
+    return this.queue.run(() => this.restoreNow(callSid, log, asRead));
   }
 
   private async restoreNow(callSid: string, log: Logger, asRead: AcquireOptions): Promise<Session | undefined> {

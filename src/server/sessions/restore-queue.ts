@@ -1,0 +1,42 @@
+// The restore queue: restores (and resumes' look-ups) run one at a time, each on a fresh event-loop
+// turn. One at a time: a restore is a store round trip plus a short actor start, and anything else on
+// the event loop lands inside that round trip, so in a storm running them in turn keeps each one short
+// (the storm as a whole takes about as long). A fresh turn each: with a store that answers at once
+// (memory, SQLite) they would otherwise run back to back in microtasks, and the frames of calls
+// already talking (a new call's prompt) would wait for all of them. In a reconnect storm the
+// resumes' setup frames arrive as one burst spread over a few turns of socket reads, and the frames
+// of brand-new calls sent just after it are read behind it; a restore run between those reads pushed
+// them back. So while resume setups are still being read, the next restore waits for a turn that
+// reads none (within a budget of turns, so an endless stream of them cannot hold restores back).
+import pLimit from 'p-limit';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+
+/** Turns one burst may hold restores back; a 1,000-call storm was read in 3 to 8. */
+export const MAX_BURST_TURNS = 32;
+
+export class RestoreQueue {
+  private readonly limit = pLimit(1);
+  /** A resume's setup was read since the queue last looked. */
+  private arrived = false;
+  private budget = MAX_BURST_TURNS;
+
+  /** A setup claiming a resume was read (it will queue here). */
+  noteArrival(): void {
+    this.arrived = true;
+  }
+
+  /** Runs `job` in its turn: after the jobs ahead of it, on a turn of its own, once no burst is being read. */
+  run<T>(job: () => Promise<T>): Promise<T> {
+    return this.limit(async () => {
+      await nextTurn();
+      while (this.arrived && this.budget > 0) {
+        this.arrived = false;
+        this.budget--;
+        await nextTurn();
+      }
+      // A turn read no resume setup (the burst is in), or the budget is spent: refilled once reads stop.
+      if (!this.arrived) this.budget = MAX_BURST_TURNS;
+      return job();
+    });
+  }
+}
