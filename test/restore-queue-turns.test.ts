@@ -56,7 +56,7 @@ describe('the restore queue', () => {
     expect(startedAt).toBeLessThanOrEqual(burst + 3);
   });
 
-  it('holds back no longer than its budget of turns, and then runs jobs one per turn until reads stop', async () => {
+  it('holds a storm back no longer than its budget of turns in all; a storm after the queue ran dry has a new one', async () => {
     const queue = new RestoreQueue();
     const feed = turns(() => {
       queue.noteArrival(); // an endless stream
@@ -72,6 +72,36 @@ describe('the restore queue', () => {
     expect(started[0]).toBeLessThanOrEqual(MAX_BURST_TURNS + 3);
     // The budget is spent: the next ones are not held back again while the stream goes on.
     expect(started[2]! - started[0]!).toBeLessThanOrEqual(4);
+
+    // The queue ran dry; a later burst of 10 turns holds its first job back again.
+    const burst = 10;
+    const next = turns((turn) => {
+      if (turn < burst) queue.noteArrival();
+      return true;
+    });
+    let startedAt = -1;
+    await queue.run(async () => {
+      startedAt = next.state.turn;
+    });
+    await next.stop();
+    expect(startedAt).toBeGreaterThanOrEqual(burst);
+  });
+
+  it('a stream that pauses for a turn now and then does not get a new budget while the queue is busy', async () => {
+    const queue = new RestoreQueue();
+    // Resume setups on 31 turns of every 32.
+    const feed = turns((turn) => {
+      if (turn % 32 !== 31) queue.noteArrival();
+      return true;
+    });
+    const started: number[] = [];
+    const job = async () => {
+      started.push(feed.state.turn);
+    };
+    await Promise.all(Array.from({ length: 6 }, () => queue.run(job)));
+    await feed.stop();
+    // However the pauses fall, the six jobs are held back MAX_BURST_TURNS turns in all, plus a turn each.
+    expect(started.at(-1)).toBeLessThanOrEqual(MAX_BURST_TURNS + 6 * 2 + 2);
   });
 
   it('does not hold a lone job back', async () => {

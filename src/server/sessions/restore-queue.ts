@@ -6,18 +6,21 @@
 // already talking (a new call's prompt) would wait for all of them. In a reconnect storm the
 // resumes' setup frames arrive as one burst spread over a few turns of socket reads, and the frames
 // of brand-new calls sent just after it are read behind it; a restore run between those reads pushed
-// them back. So while resume setups are still being read, the next restore waits for a turn that
-// reads none (within a budget of turns, so an endless stream of them cannot hold restores back).
+// them back. So while resume setups are still being read, the next job waits for a turn that reads
+// none. Within a budget of turns per storm: it is spent across the storm and refilled only once the
+// queue has run dry, so a stream of resumes (or a storm that never pauses) holds restores back no
+// longer than that in all.
 import pLimit from 'p-limit';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 
-/** Turns one burst may hold restores back; a 1,000-call storm was read in 3 to 8. */
+/** Turns one storm may hold jobs back in all; the bench's 1,000-call storms were read in 3 to 8. */
 export const MAX_BURST_TURNS = 32;
 
 export class RestoreQueue {
   private readonly limit = pLimit(1);
   /** A resume's setup was read since the queue last looked. */
   private arrived = false;
+  /** Turns the current storm may still hold jobs back. */
   private budget = MAX_BURST_TURNS;
 
   /** A setup claiming a resume was read (it will queue here). */
@@ -27,6 +30,8 @@ export class RestoreQueue {
 
   /** Runs `job` in its turn: after the jobs ahead of it, on a turn of its own, once no burst is being read. */
   run<T>(job: () => Promise<T>): Promise<T> {
+    // A job queued on an idle queue starts a storm (or is a lone one): the budget is whole again.
+    if (this.limit.activeCount === 0 && this.limit.pendingCount === 0) this.budget = MAX_BURST_TURNS;
     return this.limit(async () => {
       await nextTurn();
       while (this.arrived && this.budget > 0) {
@@ -34,8 +39,7 @@ export class RestoreQueue {
         this.budget--;
         await nextTurn();
       }
-      // A turn read no resume setup (the burst is in), or the budget is spent: refilled once reads stop.
-      if (!this.arrived) this.budget = MAX_BURST_TURNS;
+      this.arrived = false;
       return job();
     });
   }

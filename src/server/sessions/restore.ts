@@ -12,7 +12,6 @@ import { graceDeadlineOf, upgradeStoredSnapshot } from './stored-snapshot.js';
 import { graceOver, graceOverAt, RESUMABLE_STATES } from './resume-rules.js';
 import { RestoreQueue } from './restore-queue.js';
 
-
 /**
  * Times a caller looks a session up before giving up, when it changed between the look and the
  * takeover that followed (refused): each time someone else wrote it in between, so this is rare.
