@@ -11,6 +11,7 @@ import { closeCodeLabel } from '../src/server/metrics.js';
 import { cutToBytes } from '../src/server/prompt-limit.js';
 import { MemoryStore, delegatingStore, type SnapshotStore } from '../src/stores/index.js';
 import { useServersPerTest, waitUntil } from './support/conditions.js';
+import { expectedResumeLine, say } from './support/resume-scenario.js';
 import { startTestServer, type TestServer, type TestServerOptions } from './support/harness.js';
 
 const { start, dial, track } = useServersPerTest();
@@ -196,6 +197,38 @@ describe('frames before the session is ready (MAX_QUEUED_FRAMES)', () => {
     }, 'the flooder session to be disconnected');
     expect(ts.server.manager.get(flooder.callSid)!.actor.getSnapshot().context.lastCloseCode).toBe(1008);
     expect(patient.isOpen).toBe(true);
+  });
+
+  it('the same cap holds while a setup claiming a resume waits for its turn (held with what follows it)', async () => {
+    const ts = await start({ config: { maxQueuedFrames: 5 } });
+    const call = await SimulatedCall.connect({ url: ts.server.relayUrl });
+    track(call);
+    expect(await say(call, 'hello')).toBe('You said: hello');
+    await call.drop();
+    await waitUntil(() => lifecycleOf(ts.server.manager.get(call.callSid)?.actor.getSnapshot().value) === 'disconnected', 'the drop to be seen');
+
+    // Sent in one write: the resume's setup is held, and so are the frames behind it, in order.
+    const resumeOptions = { url: ts.server.relayUrl, callSid: call.callSid, sessionId: call.sessionId, reconnection: true, sendSetup: false };
+    const back = await SimulatedCall.connect(resumeOptions);
+    track(back);
+    back.sendTogether(() => {
+      back.sendJson(back.setup);
+      for (let i = 0; i < 4; i++) back.info('roundTripDelayMs', i);
+      back.prompt('still there?');
+    });
+    expect((await back.nextReply(10_000)).text).toBe(expectedResumeLine('en-US'));
+    expect((await back.nextReply(10_000)).text).toBe('You said: still there?');
+    await back.drop();
+    await waitUntil(() => lifecycleOf(ts.server.manager.get(call.callSid)?.actor.getSnapshot().value) === 'disconnected', 'the second drop to be seen');
+
+    const flooder = await SimulatedCall.connect(resumeOptions);
+    track(flooder);
+    flooder.sendTogether(() => {
+      flooder.sendJson(flooder.setup);
+      for (let i = 0; i < 7; i++) flooder.info('roundTripDelayMs', i);
+    });
+    expect((await flooder.closed).code).toBe(1008);
+    expect(await limitHits(ts, 'queued_frames')).toBe(1);
   });
 });
 

@@ -9,6 +9,7 @@ import type { SessionManager } from './session-manager.js';
 import type { Session, SessionSocket } from './sessions/live-session.js';
 import type { SessionEvent } from '../machines/session.js';
 import { serviceUnavailableEnd } from './service-unavailable.js';
+import type { HeldSetup, SetupBacklog } from './setup-backlog.js';
 
 /** Twilio closes the socket once it takes `end`; a peer that does not is closed after this. */
 const END_CLOSE_MS = 2000;
@@ -35,6 +36,18 @@ export interface RelaySocketDeps {
   setupTimeoutMs?: number;
   /** False while the store cannot be written: a new setup is then ended with an apology at once. */
   storeReady?: () => boolean;
+  /** Where a setup claiming a resume waits for its turn (handled as read when absent). */
+  setupBacklog?: SetupBacklog;
+}
+
+/**
+ * Whether a frame's raw text claims a resume (our clients' `reconnection`, Twilio's `resumeToken`
+ * parameter), looked for before parsing. Only a hint for when to handle it: a frame that says so in
+ * another spelling is handled at once, one that merely contains the words a little later, and either
+ * is judged by its parsed content.
+ */
+export function mayClaimResume(data: Buffer): boolean {
+  return data.includes('"reconnection":true') || data.includes('"resumeToken"');
 }
 
 /**
@@ -94,8 +107,12 @@ function uncork(relay: RelaySocket): void {
 }
 
 /** One Twilio ConversationRelay socket, as the session sees it (SessionSocket) and as it reads frames. */
-class RelaySocket implements SessionSocket {
+class RelaySocket implements SessionSocket, HeldSetup {
   private session: Session | null = null;
+  /** Frames held (in order) while the setup that claims a resume waits in the backlog. */
+  private held: Array<{ data: Buffer; isBinary: boolean }> | undefined;
+  /** A socket's frames wait in the backlog once at most: when their turn comes, they are handled. */
+  private heldOnce = false;
   private connecting = false;
   /**
    * Frames sent in one burst (e.g. the buffered deltas of a reply) leave in one write instead of one
@@ -165,6 +182,15 @@ class RelaySocket implements SessionSocket {
   message(data: Buffer, isBinary: boolean): void {
     const { ws, deps } = this;
     if (this.ended || ws.readyState !== ws.OPEN) return; // we are closing it (or sent `end`): nothing more is taken
+    if (this.held) return this.hold(data, isBinary);
+    if (!this.heldOnce && !this.session && !this.connecting && !isBinary && deps.setupBacklog && mayClaimResume(data)) {
+      // A reconnect storm's setup: handled in its turn, after the frames read with it (see setup-backlog.ts).
+      this.clearSetupTimer();
+      this.heldOnce = true;
+      this.held = [{ data, isBinary }];
+      deps.setupBacklog.add(this);
+      return;
+    }
     const parsed = parseInbound(isBinary ? data : data.toString('utf8'));
     if (!parsed.ok) {
       deps.metrics.malformedFrames.inc({ reason: parsed.reason });
@@ -177,14 +203,7 @@ class RelaySocket implements SessionSocket {
     if (this.session) return this.route(message);
     if (this.connecting) {
       const queued = (this.queued ??= []);
-      if (queued.length >= deps.limits.maxQueuedFrames) {
-        this.queued = undefined;
-        deps.metrics.limitHit('queued_frames');
-        this.log.warn({ limit: deps.limits.maxQueuedFrames }, 'too many frames before the session was ready; closing the socket');
-        this.closedWith = 1008;
-        this.close(1008, 'too many frames before the session was ready');
-        return;
-      }
+      if (queued.length >= deps.limits.maxQueuedFrames) return this.tooManyQueued();
       queued.push(message);
       return;
     }
@@ -226,6 +245,19 @@ class RelaySocket implements SessionSocket {
       });
   }
 
+  /** Its turn in the setup backlog: the frames held are handled now, in the order they came. */
+  takeHeld(): void {
+    const frames = this.held ?? [];
+    this.held = undefined;
+    for (const { data, isBinary } of frames) this.message(data, isBinary);
+  }
+
+  private hold(data: Buffer, isBinary: boolean): void {
+    const held = this.held!;
+    if (held.length > this.deps.limits.maxQueuedFrames) return this.tooManyQueued();
+    held.push({ data, isBinary });
+  }
+
   closed(code: number): void {
     this.clearSetupTimer();
     this.reportClosed(code);
@@ -248,6 +280,16 @@ class RelaySocket implements SessionSocket {
     if (!this.session || this.reportedClosed) return;
     this.reportedClosed = true;
     this.deps.manager.socketClosed(this.session, this, this.closedWith);
+  }
+
+  /** Frames beyond the cap before the session was ready (held or queued): the socket is closed. */
+  private tooManyQueued(): void {
+    this.queued = undefined;
+    this.held = undefined;
+    this.deps.metrics.limitHit('queued_frames');
+    this.log.warn({ limit: this.deps.limits.maxQueuedFrames }, 'too many frames before the session was ready; closing the socket');
+    this.closedWith = 1008;
+    this.close(1008, 'too many frames before the session was ready');
   }
 
   /** The peer stopped reading: its unsent bytes would grow without bound. Only this call is affected. */

@@ -17,6 +17,7 @@ import { createHttpApp, publicOrigin, signaturePolicyWarning, signaturesRequired
 import { createLogger, type Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
 import { handleRelaySocket } from './relay-socket.js';
+import { SetupBacklog } from './setup-backlog.js';
 import { SessionManager } from './session-manager.js';
 import { encryptSnapshots } from './snapshot-encryption.js';
 import { isValidTwilioSignature } from './signature.js';
@@ -193,6 +194,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     metrics,
     limits: cfg,
     storeReady: () => storeHealth.current.ready,
+    setupBacklog: new SetupBacklog(),
   };
 
   const server = await new Promise<Server>((resolve) => {

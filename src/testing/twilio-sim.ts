@@ -248,6 +248,23 @@ export class SimulatedCall {
     return this.sendRaw(JSON.stringify(frame));
   }
 
+  /**
+   * Sends `send`'s frames in one TCP write, as a client that buffers does: the server reads them
+   * together (e.g. a setup with the frames right behind it). Returns false when the socket is not open.
+   */
+  sendTogether(send: () => void): boolean {
+    if (this.ws.readyState !== WebSocket.OPEN) return false;
+    // ws keeps its TCP socket as _socket; corked, every frame goes out in the one write of uncork().
+    const tcp = (this.ws as unknown as { _socket: { cork(): void; uncork(): void } })._socket;
+    tcp.cork();
+    try {
+      send();
+    } finally {
+      tcp.uncork();
+    }
+    return true;
+  }
+
   /** Sends raw bytes as-is (garbage tests). Strings go as text frames, Buffers as binary frames. */
   sendRaw(data: string | Buffer): boolean {
     if (this.ws.readyState !== WebSocket.OPEN) return false;
