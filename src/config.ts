@@ -81,6 +81,8 @@ export const configSchema = z.object({
   maxSendBufferBytes: limit(1024 * 1024),
   /** Frames a socket may send while its session is being created or restored; beyond it: close 1008. */
   maxQueuedFrames: limit(32),
+  /** A socket that sends no setup in this time is closed (1008). */
+  setupTimeoutMs: z.coerce.number().int().min(1).default(10_000),
   /** Sessions held by this instance (any state); beyond it new sockets are refused with 503. */
   maxSessions: limit(1000),
   /** Encrypts snapshots at rest: one base64 AES-256 key (key id `default`). */
@@ -172,6 +174,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     historyMaxBytes: env.HISTORY_MAX_BYTES,
     maxSendBufferBytes: env.MAX_SEND_BUFFER_BYTES,
     maxQueuedFrames: env.MAX_QUEUED_FRAMES,
+    setupTimeoutMs: env.SETUP_TIMEOUT_MS,
     maxSessions: env.MAX_SESSIONS,
   });
   return { ...config, ...overrides };

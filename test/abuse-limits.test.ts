@@ -230,6 +230,31 @@ describe('frames before the session is ready (MAX_QUEUED_FRAMES)', () => {
     expect((await flooder.closed).code).toBe(1008);
     expect(await limitHits(ts, 'queued_frames')).toBe(1);
   });
+
+  it('a frame that only looks like a resume setup does not stop the setup timeout; an oversize one is never held', async () => {
+    const ts = await start({ config: { setupTimeoutMs: 200 } });
+    const impostor = await SimulatedCall.connect({ url: ts.server.relayUrl, sendSetup: false });
+    track(impostor);
+    impostor.sendRaw('{"resumeToken":"x"}');
+    expect(await impostor.closed).toMatchObject({ code: 1008, reason: 'setup expected' });
+
+    const call = await SimulatedCall.connect({ url: ts.server.relayUrl });
+    track(call);
+    expect(await say(call, 'hello')).toBe('You said: hello');
+    await call.drop();
+    await waitUntil(() => lifecycleOf(ts.server.manager.get(call.callSid)?.actor.getSnapshot().value) === 'disconnected', 'the drop to be seen');
+    const back = await SimulatedCall.connect({ url: ts.server.relayUrl, callSid: call.callSid, sessionId: call.sessionId, reconnection: true, sendSetup: false });
+    track(back);
+    back.sendTogether(() => {
+      back.sendJson(back.setup);
+      back.sendRaw(`{"type":"info","name":"x","value":"${'y'.repeat(70 * 1024)}"}`);
+      back.prompt('after the big one');
+    });
+    expect((await back.nextReply(10_000)).text).toBe(expectedResumeLine('en-US'));
+    expect((await back.nextReply(10_000)).text).toBe('You said: after the big one');
+    const metrics = await (await fetch(`${ts.server.httpUrl}/metrics`)).text();
+    expect(metrics).toMatch(/relay_malformed_frames_total\{reason="oversize"\} 1/);
+  });
 });
 
 describe('sessions per instance (MAX_SESSIONS)', () => {

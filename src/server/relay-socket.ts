@@ -1,7 +1,7 @@
 // One Twilio ConversationRelay WebSocket: waits for setup, then turns typed frames into session events.
 import type { WebSocket } from 'ws';
-import { InvalidOutboundMessageError, parseInbound, serializeOutbound } from '../protocol/parse.js';
-import type { InboundMessage, OutboundMessage } from '../protocol/messages.js';
+import { InvalidOutboundMessageError, parseInbound, serializeOutbound, type ParseResult } from '../protocol/parse.js';
+import { MAX_INBOUND_FRAME_BYTES, type InboundMessage, type OutboundMessage } from '../protocol/messages.js';
 import { cutToBytes } from './prompt-limit.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
@@ -183,22 +183,16 @@ class RelaySocket implements SessionSocket, HeldSetup {
     const { ws, deps } = this;
     if (this.ended || ws.readyState !== ws.OPEN) return; // we are closing it (or sent `end`): nothing more is taken
     if (this.held) return this.hold(data, isBinary);
-    if (!this.heldOnce && !this.session && !this.connecting && !isBinary && deps.setupBacklog && mayClaimResume(data)) {
+    if (!this.heldOnce && !this.session && !this.connecting && !isBinary && deps.setupBacklog && data.length <= MAX_INBOUND_FRAME_BYTES && mayClaimResume(data)) {
       // A reconnect storm's setup: handled in its turn, after the frames read with it (see setup-backlog.ts).
-      this.clearSetupTimer();
+      // The setup timer runs on: only a valid setup stops it, and this one is not parsed yet.
       this.heldOnce = true;
       this.held = [{ data, isBinary }];
       deps.setupBacklog.add(this);
       return;
     }
     const parsed = parseInbound(isBinary ? data : data.toString('utf8'));
-    if (!parsed.ok) {
-      deps.metrics.malformedFrames.inc({ reason: parsed.reason });
-      // JSON.parse errors quote the raw frame, which may hold a keypad digit: log only schema errors.
-      const detail = parsed.reason === 'invalid' ? parsed.detail.slice(0, 300) : undefined;
-      this.log.warn({ reason: parsed.reason, bytes: data.length, detail }, 'malformed frame ignored');
-      return;
-    }
+    if (!parsed.ok) return this.malformed(parsed, data.length);
     const message = this.capPrompt(parsed.message);
     if (this.session) return this.route(message);
     if (this.connecting) {
@@ -253,6 +247,8 @@ class RelaySocket implements SessionSocket, HeldSetup {
   }
 
   private hold(data: Buffer, isBinary: boolean): void {
+    // Dropped now rather than held (its bytes with it): it would be dropped in its turn all the same.
+    if (data.length > MAX_INBOUND_FRAME_BYTES) return this.malformed(parseInbound(data), data.length);
     const held = this.held!;
     if (held.length > this.deps.limits.maxQueuedFrames) return this.tooManyQueued();
     held.push({ data, isBinary });
@@ -280,6 +276,14 @@ class RelaySocket implements SessionSocket, HeldSetup {
     if (!this.session || this.reportedClosed) return;
     this.reportedClosed = true;
     this.deps.manager.socketClosed(this.session, this, this.closedWith);
+  }
+
+  private malformed(parsed: ParseResult, bytes: number): void {
+    if (parsed.ok) return;
+    this.deps.metrics.malformedFrames.inc({ reason: parsed.reason });
+    // JSON.parse errors quote the raw frame, which may hold a keypad digit: log only schema errors.
+    const detail = parsed.reason === 'invalid' ? parsed.detail.slice(0, 300) : undefined;
+    this.log.warn({ reason: parsed.reason, bytes, detail }, 'malformed frame ignored');
   }
 
   /** Frames beyond the cap before the session was ready (held or queued): the socket is closed. */

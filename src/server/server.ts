@@ -194,6 +194,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     metrics,
     limits: cfg,
     storeReady: () => storeHealth.current.ready,
+    setupTimeoutMs: cfg.setupTimeoutMs,
     setupBacklog: new SetupBacklog(),
   };
 

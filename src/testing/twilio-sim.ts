@@ -255,6 +255,7 @@ export class SimulatedCall {
   sendTogether(send: () => void): boolean {
     if (this.ws.readyState !== WebSocket.OPEN) return false;
     // ws keeps its TCP socket as _socket; corked, every frame goes out in the one write of uncork().
+    // (Without permessage-deflate, which our server does not offer: compressed sends finish later.)
     const tcp = (this.ws as unknown as { _socket: { cork(): void; uncork(): void } })._socket;
     tcp.cork();
     try {

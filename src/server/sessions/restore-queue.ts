@@ -6,14 +6,14 @@
 // already talking (a new call's prompt) would wait for all of them. In a reconnect storm the
 // resumes' setup frames arrive as one burst spread over a few turns of socket reads, and the frames
 // of brand-new calls sent just after it are read behind it; a restore run between those reads pushed
-// them back. So while resume setups are still being read, the next job waits for a turn that reads
-// none. Within a budget of turns per storm: it is spent across the storm and refilled only once the
-// queue has run dry, so a stream of resumes (or a storm that never pauses) holds restores back no
-// longer than that in all.
+// them back. So while resume setups keep arriving (read, or handed on by the setup backlog a batch
+// per turn), the next job waits for a turn with none. Within a budget of turns per storm: it is spent
+// across the storm and refilled only once the queue has run dry, so a stream of resumes (or a storm
+// that never pauses) holds restores back no longer than that in all.
 import pLimit from 'p-limit';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 
-/** Turns one storm may hold jobs back in all; the bench's 1,000-call storms were read in 3 to 8. */
+/** Turns one storm may hold jobs back in all: the backlog hands a 1,000-call storm's setups on in 16. */
 export const MAX_BURST_TURNS = 32;
 
 export class RestoreQueue {
