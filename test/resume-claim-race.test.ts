@@ -134,6 +134,19 @@ describe.each(cases)('$kind: a resume that read the record before another resume
     await winner.drop();
   }
 
+  /**
+   * A call dropped on `holder`; `first` resumes it and, once its lease has moved (its write held as
+   * wired), a socket on `second` tries too: only the first speaks.
+   */
+  async function raceBehindLease(watch: (callSid: string) => void, holder: TestServer, first: { server: TestServer; view: View }, second: TestServer) {
+    const call = await droppedCall(holder);
+    watch(call.callSid);
+    const onFirst = await resumeOn(first.server, call);
+    await first.view.gates.acquired.opened;
+    const onSecond = await resumeOn(second, call);
+    await expectOneSpoke(onFirst, onSecond, first.server);
+  }
+
   it.runIf(available)('the instance holding the call resumes it; a racer that read between its lease and its write says nothing', async () => {
     // A's write waits until B has read the record; B's takeover waits until A's write has landed.
     const { views, watch } = await instances(2, ([a, b], [holdA, holdB]) => {
@@ -142,13 +155,7 @@ describe.each(cases)('$kind: a resume that read the record before another resume
     });
     const [a] = views as [View, View];
     const [serverA, serverB] = servers as [TestServer, TestServer];
-    const call = await droppedCall(serverA);
-    watch(call.callSid);
-
-    const onA = await resumeOn(serverA, call);
-    await a.gates.acquired.opened; // A's lease has moved; its write waits for B's read
-    const onB = await resumeOn(serverB, call);
-    await expectOneSpoke(onA, onB, serverA);
+    await raceBehindLease(watch, serverA, { server: serverA, view: a }, serverB);
   });
 
   it.runIf(available)('an instance taking the call over resumes it; a third that read between its lease and its write says nothing', async () => {
@@ -159,13 +166,7 @@ describe.each(cases)('$kind: a resume that read the record before another resume
     });
     const [, b] = views as [View, View, View];
     const [holder, serverB, serverC] = servers as [TestServer, TestServer, TestServer];
-    const call = await droppedCall(holder);
-    watch(call.callSid);
-
-    const onB = await resumeOn(serverB, call);
-    await b.gates.acquired.opened;
-    const onC = await resumeOn(serverC, call);
-    await expectOneSpoke(onB, onC, serverB);
+    await raceBehindLease(watch, holder, { server: serverB, view: b }, serverC);
   });
 
   it.runIf(available)('a racer that read between a lease and a write that did not speak judges the new record and resumes', async () => {
@@ -241,13 +242,7 @@ describe.each(cases)('$kind: a resume that read the record before another resume
     );
     const [a] = views as [View, View];
     const [serverA, serverC] = servers as [TestServer, TestServer];
-    const call = await droppedCall(serverA);
-    watch(call.callSid);
-
-    const onA = await resumeOn(serverA, call);
-    await a.gates.acquired.opened;
-    const onC = await resumeOn(serverC, call);
-    await expectOneSpoke(onA, onC, serverA);
+    await raceBehindLease(watch, serverA, { server: serverA, view: a }, serverC);
   });
 
   it.runIf(available)('an action callback whose session keeps changing while it is judged is answered 503 and changes nothing', async () => {
