@@ -81,8 +81,8 @@ export const configSchema = z.object({
   maxSendBufferBytes: limit(1024 * 1024),
   /** Frames a socket may send while its session is being created or restored; beyond it: close 1008. */
   maxQueuedFrames: limit(32),
-  /** A socket that sends no setup in this time is closed (1008). */
-  setupTimeoutMs: z.coerce.number().int().min(1).default(10_000),
+  /** A socket that sends no valid setup in this time is closed (1008). Node caps timers at 2^31 - 1 ms. */
+  setupTimeoutMs: z.coerce.number().int().min(1).max(MAX_TIMER_MS).default(10_000),
   /** Sessions held by this instance (any state); beyond it new sockets are refused with 503. */
   maxSessions: limit(1000),
   /** Encrypts snapshots at rest: one base64 AES-256 key (key id `default`). */

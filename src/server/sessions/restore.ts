@@ -38,7 +38,7 @@ export interface SessionRestorerOptions {
 export class SessionRestorer {
   private readonly queue = new RestoreQueue();
 
-  /** A setup claiming a resume was read: while they keep coming (a storm's burst), reading comes first. */
+  /** A setup claiming a resume came to be handled (read, or handed on by the setup backlog): while they keep coming, they come first. */
   noteResumeArrival(): void {
     this.queue.noteArrival();
   }
