@@ -111,8 +111,6 @@ class RelaySocket implements SessionSocket, HeldSetup {
   private session: Session | null = null;
   /** Frames held (in order) while the setup that claims a resume waits in the backlog. */
   private held: Array<{ data: Buffer; isBinary: boolean }> | undefined;
-  /** A socket's frames wait in the backlog once at most: when their turn comes, they are handled. */
-  private heldOnce = false;
   private connecting = false;
   /**
    * Frames sent in one burst (e.g. the buffered deltas of a reply) leave in one write instead of one
@@ -180,17 +178,27 @@ class RelaySocket implements SessionSocket, HeldSetup {
   }
 
   message(data: Buffer, isBinary: boolean): void {
-    const { ws, deps } = this;
-    if (this.ended || ws.readyState !== ws.OPEN) return; // we are closing it (or sent `end`): nothing more is taken
+    if (!this.open) return;
     if (this.held) return this.hold(data, isBinary);
-    if (!this.heldOnce && !this.session && !this.connecting && !isBinary && deps.setupBacklog && data.length <= MAX_INBOUND_FRAME_BYTES && mayClaimResume(data)) {
+    const { setupBacklog } = this.deps;
+    if (!this.session && !this.connecting && !isBinary && setupBacklog && data.length <= MAX_INBOUND_FRAME_BYTES && mayClaimResume(data)) {
       // A reconnect storm's setup: handled in its turn, after the frames read with it (see setup-backlog.ts).
       // The setup timer runs on: only a valid setup stops it, and this one is not parsed yet.
-      this.heldOnce = true;
       this.held = [{ data, isBinary }];
-      deps.setupBacklog.add(this);
+      setupBacklog.add(this);
       return;
     }
+    this.take(data, isBinary);
+  }
+
+  /** Frames are taken while the socket is open and no `end` was sent (we are not closing it). */
+  private get open(): boolean {
+    return !this.ended && this.ws.readyState === this.ws.OPEN;
+  }
+
+  /** A frame handled now: parsed, then routed to the session, queued until it is ready, or taken as its setup. */
+  private take(data: Buffer, isBinary: boolean): void {
+    const { ws, deps } = this;
     const parsed = parseInbound(isBinary ? data : data.toString('utf8'));
     if (!parsed.ok) return this.malformed(parsed, data.length);
     const message = this.capPrompt(parsed.message);
@@ -243,7 +251,7 @@ class RelaySocket implements SessionSocket, HeldSetup {
   takeHeld(): void {
     const frames = this.held ?? [];
     this.held = undefined;
-    for (const { data, isBinary } of frames) this.message(data, isBinary);
+    for (const { data, isBinary } of frames) if (this.open) this.take(data, isBinary);
   }
 
   private hold(data: Buffer, isBinary: boolean): void {

@@ -18,17 +18,17 @@ export const MAX_BURST_TURNS = 32;
 
 export class RestoreQueue {
   private readonly limit = pLimit(1);
-  /** A resume's setup was read since the queue last looked. */
+  /** A setup claiming a resume came to be handled since the queue last looked. */
   private arrived = false;
   /** Turns the current storm may still hold jobs back. */
   private budget = MAX_BURST_TURNS;
 
-  /** A setup claiming a resume was read (it will queue here). */
+  /** A setup claiming a resume came to be handled (read, or handed on by the setup backlog): it will queue here. */
   noteArrival(): void {
     this.arrived = true;
   }
 
-  /** Runs `job` in its turn: after the jobs ahead of it, on a turn of its own, once no burst is being read. */
+  /** Runs `job` in its turn: after the jobs ahead of it, on a turn of its own, once resume setups stop coming. */
   run<T>(job: () => Promise<T>): Promise<T> {
     // A job queued on an idle queue starts a storm (or is a lone one): the budget is whole again.
     if (this.limit.activeCount === 0 && this.limit.pendingCount === 0) this.budget = MAX_BURST_TURNS;
