@@ -210,7 +210,7 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
     compiled.remove();
     if (o.stores.includes('redis')) await removeRedisKeys(o.redisUrl, redisPrefix('redis')).catch(() => {});
     // Logs are kept when something went wrong.
-    if (ok) rmSync(tmp, { recursive: true, force: true });
+    if (ok && !process.env.BENCH_KEEP_LOGS) rmSync(tmp, { recursive: true, force: true });
     else log(`kept child logs in ${tmp}`);
   }
 }

@@ -31,8 +31,14 @@ export function spawnChild(role: ChildRole, script: string, logFile: string): Ch
   const out = openSync(logFile, 'a');
   const child: ChildProcess = fork(script, [role], {
     cwd: repoRoot,
-    // BENCH_CPU_PROF=<dir> writes a V8 CPU profile per child on exit (open in Chrome DevTools).
-    execArgv: ['--expose-gc', ...(role === 'server' ? startScriptNodeFlags() : []), ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [])],
+    // BENCH_CPU_PROF=<dir> writes a V8 CPU profile per child on exit (open in Chrome DevTools);
+    // BENCH_NODE_FLAGS adds node flags to every child, after (so overriding) npm start's (--trace-gc, say).
+    execArgv: [
+      '--expose-gc',
+      ...(role === 'server' ? startScriptNodeFlags() : []),
+      ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : []),
+      ...(process.env.BENCH_NODE_FLAGS?.split(/\s+/).filter(Boolean) ?? []),
+    ],
     stdio: ['ignore', out, 'inherit', 'ipc'],
     env: { ...process.env, NODE_OPTIONS: '' },
   });

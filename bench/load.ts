@@ -30,8 +30,16 @@ export interface LoadResult {
   /** Every talking call completed a turn of this run before the measured time began (else the warm-up was cut at its maximum). */
   warmupRound: boolean;
   framesPerTurn: number;
-  /** CPU time (user + system) the measured process spent per completed turn. */
+  /**
+   * CPU time (user + system) the measured process spent per turn over the whole run: from its start
+   * (quiet: the previous run ended with no turn in flight) to its end (quiet again), warm-up and tail
+   * included, over every turn completed in that span.
+   */
   cpuUsPerTurn: number;
+  /** Turns completed in the whole run (the span of cpuUsPerTurn). */
+  runTurns: number;
+  /** Informational: the CPU time of the measured time per turn completed in it (the earlier measure). */
+  cpuUsPerMeasuredTurn: number;
   /** The same for the harness (all clients): near a whole core, the clients are what limits the run. */
   clientCpuUsPerTurn: number;
   /** First-token samples: the turns sent in the measured time that got a first token. */
@@ -141,6 +149,8 @@ export class ClosedLoop {
   private readonly completed: number[];
   private brokenCount = 0;
   private window: Window | null = null;
+  /** Turns completed since the current run began (its CPU per turn). */
+  private runTurns = 0;
   /** Set while paused: each call's loop waits on it before its next prompt. */
   private gate: { opened: Promise<void>; open: () => void } | null = null;
   private parked = 0;
@@ -171,6 +181,14 @@ export class ClosedLoop {
     this.openGate();
     const failedBefore = this.failed;
     this.failures = {};
+    // CPU per turn is read over the whole run, from quiet to quiet: at 1,000 paced calls the calls
+    // fall into step (they all start at once, and a reply's 20 ms tokens keep them there), so turns
+    // end in waves about as far apart as the measured time is long. Whether one wave or two fell
+    // inside it moved the turns completed in it, and so CPU per turn, by up to 2.5x between runs,
+    // while CPU per reply over the whole run stayed the same. From quiet to quiet, every turn begun
+    // is also completed, wherever the waves fall.
+    const runCpuBefore = await this.o.cpuProbe();
+    this.runTurns = 0;
     const warmStart = performance.now();
     for (let i = this.active; i < sessions; i++) this.loops.push(this.loop(i));
     this.active = sessions;
@@ -206,6 +224,8 @@ export class ClosedLoop {
     // quiet before the next run (another side's, interleaved): no new prompt, every turn finishes.
     await waitUntil(() => window.waiting === 0 || this.brokenCount >= this.active, this.o.replyTimeoutMs, 5);
     const quiet = await this.pause();
+    const runCpu = (await this.o.cpuProbe()) - runCpuBefore;
+    const { runTurns } = this;
     const { latencies, turns } = window;
     return {
       sessions,
@@ -223,7 +243,9 @@ export class ClosedLoop {
       framesPerTurn: turns ? window.frames / turns : 0,
       latencySamples: latencies.length,
       quiet,
-      cpuUsPerTurn: turns ? (cpuAfter - cpuBefore) / turns : Number.NaN,
+      cpuUsPerTurn: runTurns ? runCpu / runTurns : Number.NaN,
+      runTurns,
+      cpuUsPerMeasuredTurn: turns ? (cpuAfter - cpuBefore) / turns : Number.NaN,
       clientCpuUsPerTurn: turns ? (client.user + client.system) / turns : Number.NaN,
     };
   }
@@ -308,6 +330,7 @@ export class ClosedLoop {
         const answer = await (sentIn ? this.timed(sentIn, this.calls[i]!) : ask(this.calls[i]!, PROMPT, this.o.replyTimeoutMs));
         this.turnsOnCall[i]!++;
         this.completed[i] = generation;
+        this.runTurns++;
         if (this.window?.open) {
           this.window.turns++;
           this.window.frames += answer.frames;

@@ -77,7 +77,7 @@ export class SideLoad {
     this.runs.push(run);
     this.log(
       `${this.side.name} ${mode.name} @${sessions}: ${result.turns} turns (${result.turnsPerSec.toFixed(0)}/s), ` +
-        `first-token p99 ${result.p99Ms.toFixed(1)} ms, cpu/turn ${result.cpuUsPerTurn.toFixed(0)} us, ` +
+        `first-token p99 ${result.p99Ms.toFixed(1)} ms, cpu/turn ${result.cpuUsPerTurn.toFixed(0)} us (${result.runTurns} turns; measured time alone ${result.cpuUsPerMeasuredTurn.toFixed(0)} us), ` +
         `client cpu/turn ${result.clientCpuUsPerTurn.toFixed(0)} us, warm-up ${result.warmupMs.toFixed(0)} ms${result.warmupRound ? '' : ' (cut)'}` +
         (result.failed ? `, ${result.failed} FAILED: ${JSON.stringify(result.failures)}` : ''),
     );
@@ -108,7 +108,8 @@ export async function measureSides(sides: Side[], llm: ChildHandle, modes: reado
       }
     }
   } finally {
-    for (const load of loads) await load.stop();
+    // Nothing is measured any more: every side hangs up at once.
+    await Promise.all(loads.map((load) => load.stop()));
   }
   return loads.map((l) => l.runs);
 }
