@@ -176,19 +176,19 @@ export class ClosedLoop {
    */
   async run(sessions: number, durationMs: number): Promise<LoadResult> {
     if (sessions > this.calls.length || sessions < this.active) throw new Error(`ClosedLoop: ${sessions} calls after ${this.active}, of ${this.calls.length}`);
-    this.generation++;
-    const generation = this.generation;
-    this.openGate();
-    const failedBefore = this.failed;
-    this.failures = {};
     // CPU per turn is read over the whole run, from quiet to quiet: at 1,000 paced calls the calls
     // fall into step (they all start at once, and a reply's 20 ms tokens keep them there), so turns
     // end in waves about as far apart as the measured time is long. Whether one wave or two fell
     // inside it moved the turns completed in it, and so CPU per turn, by up to 2.5x between runs,
     // while CPU per reply over the whole run stayed the same. From quiet to quiet, every turn begun
-    // is also completed, wherever the waves fall.
+    // is also completed, wherever the waves fall. Read before the gate opens: no prompt goes out first.
     const runCpuBefore = await this.o.cpuProbe();
     this.runTurns = 0;
+    this.generation++;
+    const generation = this.generation;
+    this.openGate();
+    const failedBefore = this.failed;
+    this.failures = {};
     const warmStart = performance.now();
     for (let i = this.active; i < sessions; i++) this.loops.push(this.loop(i));
     this.active = sessions;
