@@ -209,8 +209,8 @@ export async function runBench(o: BenchOptions, ctx: RunContext = {}): Promise<B
     await Promise.all(children.map((c) => c.exit()));
     compiled.remove();
     if (o.stores.includes('redis')) await removeRedisKeys(o.redisUrl, redisPrefix('redis')).catch(() => {});
-    // Logs are kept when something went wrong.
-    if (ok && !process.env.BENCH_KEEP_LOGS) rmSync(tmp, { recursive: true, force: true });
+    // Logs are kept when something went wrong, or when asked for.
+    if (ok && !o.keepLogs) rmSync(tmp, { recursive: true, force: true });
     else log(`kept child logs in ${tmp}`);
   }
 }

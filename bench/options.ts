@@ -32,6 +32,8 @@ export interface BenchOptions {
   idleSessions: number;
   /** Server log level (logs go to files in a temp dir, not the terminal). */
   logLevel: string;
+  /** Keep the child logs after a successful run too (they are always kept after a failed one). */
+  keepLogs: boolean;
   redisUrl: string;
   resultsPath: string;
   connectConcurrency: number;
@@ -80,6 +82,7 @@ export function benchOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Bench
     deploySessions: int(env.BENCH_DEPLOY_SESSIONS, 100),
     idleSessions: int(env.BENCH_IDLE_SESSIONS, 1000, 1),
     logLevel: env.BENCH_LOG_LEVEL ?? 'info',
+    keepLogs: env.BENCH_KEEP_LOGS === '1',
     redisUrl: env.REDIS_URL ?? 'redis://127.0.0.1:6379',
     resultsPath: env.BENCH_RESULTS ?? join(benchDir, 'results.json'),
     connectConcurrency: int(env.BENCH_CONNECT_CONCURRENCY, 200, 1),
